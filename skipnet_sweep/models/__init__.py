@@ -1,0 +1,27 @@
+"""Registered ResNets, SkipNet gates and the gated executor."""
+
+from skipnet_sweep.models.gates import GATE_DESIGNS, GATE_MODES, decide
+from skipnet_sweep.models.registry import (
+    ModelConfig,
+    build_from_config,
+    build_model,
+    list_models,
+    load_backbone,
+    register_model,
+)
+from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet
+
+__all__ = [
+    "EXEC_PATHS",
+    "GATE_DESIGNS",
+    "GATE_MODES",
+    "ModelConfig",
+    "SkipOutput",
+    "SkipResNet",
+    "build_from_config",
+    "build_model",
+    "decide",
+    "list_models",
+    "load_backbone",
+    "register_model",
+]

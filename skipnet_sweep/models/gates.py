@@ -1,0 +1,158 @@
+"""Gating modules of SkipNet (paper §3.1, Fig. 3) and the ways a gate turns a probability
+into a decision.
+
+A gate reads the output of block ``i - 1`` and gives, per sample, the probability ``p`` that
+block ``i`` is executed. *How* ``p`` becomes a decision is the gate *mode*, shared by every
+design (one implementation per idea, not a class per mode):
+
+- ``hard``: straight-through (Eq. 9). Forward ``1[p >= 0.5]``, backward through ``p``. SP.
+- ``sample``: ``g ~ Bernoulli(p)``, with ``log P(g)`` returned for REINFORCE. HRL.
+- ``threshold``: ``1[p >= 0.5]``, no gradient. Inference.
+- ``soft``: ``g = p``, continuous mixing (the Table 3 ablation; inference then thresholds).
+
+Gates hold no state between calls: the recurrent gate's LSTM state is passed in and
+returned by the caller (the network's forward), so two forward passes never interfere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+GATE_MODES = ("hard", "sample", "threshold", "soft")
+GATE_DESIGNS = ("ff1", "ff2", "rnn")
+
+
+def check_gate_mode(mode: str) -> str:
+    """Return ``mode`` if it is a known gate mode, else raise a one-line ``ValueError``."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"unknown gate mode {mode!r}; allowed: {', '.join(GATE_MODES)}")
+    return mode
+
+
+@dataclass
+class Decision:
+    """What one gate decided for a batch.
+
+    Attributes:
+        gate: the value that multiplies the block output (Eq. 1), shape (B,). Carries the
+            straight-through gradient in ``hard`` mode and ``p`` itself in ``soft`` mode.
+        executed: boolean execute/skip decision per sample, shape (B,), no gradient.
+        prob: the gate's execute probability ``p``, shape (B,), with gradient.
+        log_prob: ``log P(executed)`` under Bernoulli(p), shape (B,); only in ``sample`` mode.
+    """
+
+    gate: Tensor
+    executed: Tensor
+    prob: Tensor
+    log_prob: Tensor | None = None
+
+
+def decide(logit: Tensor, mode: str) -> Decision:
+    """Turn a gate logit (B,) into a decision according to ``mode``."""
+    prob = torch.sigmoid(logit)
+    if mode == "hard":
+        hard = (prob >= 0.5).to(prob.dtype)
+        return Decision(gate=hard + prob - prob.detach(), executed=hard.bool(), prob=prob)
+    if mode == "threshold":
+        hard = (prob >= 0.5).to(prob.dtype)
+        return Decision(gate=hard, executed=hard.bool(), prob=prob)
+    if mode == "sample":
+        with torch.no_grad():
+            action = torch.bernoulli(prob)
+        # log P(action) from the logit directly: numerically safe when p saturates.
+        log_prob = -F.binary_cross_entropy_with_logits(logit, action, reduction="none")
+        return Decision(gate=action, executed=action.bool(), prob=prob, log_prob=log_prob)
+    if mode == "soft":
+        return Decision(gate=prob, executed=prob >= 0.5, prob=prob)
+    check_gate_mode(mode)
+    raise AssertionError("unreachable")
+
+
+class FFGateI(nn.Module):
+    """FFGate-I (Fig. 3a): 2x2 max-pool, 3x3 conv s1 + BN + ReLU, 3x3 conv s2 + BN + ReLU,
+    global average pool, linear to one logit. About 19% of a CIFAR basic block."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        # ceil_mode keeps 1x1 maps (tiny inputs, last ImageNet stage at low resolution) valid.
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 2, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(self.pool(x))))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3))).squeeze(1)
+
+
+class FFGateII(nn.Module):
+    """FFGate-II (Fig. 3b): one 3x3 conv s2 + BN + ReLU, global average pool, linear.
+    About 12.5% of a basic block; the paper's choice for networks deeper than 100 layers."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        return self.fc(x.mean((2, 3))).squeeze(1)
+
+
+class RNNGate(nn.Module):
+    """RNNGate (Fig. 3c): global average pool, linear projection to ``embed_dim`` (one
+    projection per feature width, since stages differ in channels), a single LSTM cell
+    shared by all gates of the network, linear to one logit.
+
+    ``forward`` takes and returns the LSTM state so the module itself stays stateless.
+    """
+
+    def __init__(self, widths: list[int], embed_dim: int = 10, hidden_dim: int = 10):
+        super().__init__()
+        self.widths = sorted(set(widths))
+        self.proj = nn.ModuleList(nn.Linear(w, embed_dim) for w in self.widths)
+        self.lstm = nn.LSTMCell(embed_dim, hidden_dim)
+        self.fc = nn.Linear(hidden_dim, 1)
+        self.hidden_dim = hidden_dim
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Args: x (B, C, H, W), state from the previous gate or None at the first gate.
+        Returns: the logit (B,) and the new LSTM state."""
+        embed = self.proj[self.widths.index(x.shape[1])](x.mean((2, 3)))
+        if state is None:
+            # Explicit zeros (rather than None) keep the hidden matmul in every step, so the
+            # per-gate cost is the same at every depth and the FLOP count stays simple.
+            zeros = embed.new_zeros(x.shape[0], self.hidden_dim)
+            state = (zeros, zeros)
+        h, c = self.lstm(embed, state)
+        return self.fc(h).squeeze(1), (h, c)
+
+
+def build_gates(design: str, widths: list[int]) -> nn.Module:
+    """Build the gates of a network whose gated blocks read features of ``widths`` channels.
+
+    Args:
+        design: ``ff1``, ``ff2`` or ``rnn``.
+        widths: channel count of each gate's input, one entry per gated block.
+
+    Returns:
+        an ``nn.ModuleList`` with one feed-forward gate per gated block, or a single
+        shared ``RNNGate``.
+    """
+    if design == "ff1":
+        return nn.ModuleList(FFGateI(w) for w in widths)
+    if design == "ff2":
+        return nn.ModuleList(FFGateII(w) for w in widths)
+    if design == "rnn":
+        return RNNGate(widths)
+    raise ValueError(f"unknown gate {design!r}; allowed: {', '.join(GATE_DESIGNS)} or none")

@@ -1,0 +1,200 @@
+"""Model registry: every architecture is a short factory registered by name.
+
+``build_model(arch, num_classes=..., in_channels=..., gate=...)`` is the one way to make a
+network; an unknown name or gate fails with the list of what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+
+from skipnet_sweep.models.gates import GATE_DESIGNS
+from skipnet_sweep.models.resnet import SkipResNet
+
+_REGISTRY: dict[str, Callable[..., SkipResNet]] = {}
+
+
+def register_model(fn: Callable[..., SkipResNet]) -> Callable[..., SkipResNet]:
+    """Register a factory ``fn(num_classes, in_channels, gate) -> SkipResNet`` by its name."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of all registered architectures."""
+    return sorted(_REGISTRY, key=lambda n: (not n.startswith("cifar"), len(n), n))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network; stored in every checkpoint.
+
+    Attributes:
+        arch: registered architecture name, e.g. ``cifar_resnet38`` or ``resnet101``.
+        gate: ``ff1``, ``ff2``, ``rnn``, or None for the plain ResNet.
+        num_classes: classifier outputs.
+        in_channels: input image channels (1 for Fashion-MNIST).
+    """
+
+    arch: str
+    gate: str | None = None
+    num_classes: int = 10
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.arch not in _REGISTRY:
+            raise ValueError(
+                f"unknown architecture {self.arch!r}; allowed: {', '.join(list_models())}"
+            )
+        if self.gate is not None and self.gate not in GATE_DESIGNS:
+            raise ValueError(
+                f"unknown gate {self.gate!r}; allowed: {', '.join(GATE_DESIGNS)} or none"
+            )
+        if self.num_classes < 1 or self.in_channels < 1:
+            raise ValueError("num_classes and in_channels must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_model(
+    arch: str, *, num_classes: int = 10, in_channels: int = 3, gate: str | None = None
+) -> SkipResNet:
+    """Build a registered architecture.
+
+    Args:
+        arch: a name from ``list_models()``.
+        num_classes: classifier outputs.
+        in_channels: input channels.
+        gate: ``ff1``, ``ff2``, ``rnn`` or None (plain ResNet).
+
+    Returns:
+        the network, with freshly initialised weights.
+    """
+    cfg = ModelConfig(arch, gate, num_classes, in_channels)
+    return build_from_config(cfg)
+
+
+def build_from_config(cfg: ModelConfig) -> SkipResNet:
+    """Build the network a ``ModelConfig`` describes."""
+    return _REGISTRY[cfg.arch](
+        num_classes=cfg.num_classes, in_channels=cfg.in_channels, gate=cfg.gate
+    )
+
+
+def _cifar(depth: int, **kw) -> SkipResNet:
+    # 6n + 2 layers: three stages of n basic blocks at 16/32/64 channels (ResNet paper §4.2).
+    n = (depth - 2) // 6
+    return SkipResNet("basic", [n, n, n], [16, 32, 64], "cifar", **kw)
+
+
+@register_model
+def cifar_resnet8(**kw) -> SkipResNet:
+    return _cifar(8, **kw)
+
+
+@register_model
+def cifar_resnet14(**kw) -> SkipResNet:
+    return _cifar(14, **kw)
+
+
+@register_model
+def cifar_resnet20(**kw) -> SkipResNet:
+    return _cifar(20, **kw)
+
+
+@register_model
+def cifar_resnet38(**kw) -> SkipResNet:
+    return _cifar(38, **kw)
+
+
+@register_model
+def cifar_resnet74(**kw) -> SkipResNet:
+    return _cifar(74, **kw)
+
+
+@register_model
+def cifar_resnet110(**kw) -> SkipResNet:
+    return _cifar(110, **kw)
+
+
+@register_model
+def cifar_resnet152(**kw) -> SkipResNet:
+    return _cifar(152, **kw)
+
+
+_IMAGENET_WIDTHS = [64, 128, 256, 512]
+
+
+@register_model
+def resnet18(**kw) -> SkipResNet:
+    return SkipResNet("basic", [2, 2, 2, 2], _IMAGENET_WIDTHS, "imagenet", **kw)
+
+
+@register_model
+def resnet34(**kw) -> SkipResNet:
+    return SkipResNet("basic", [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet", **kw)
+
+
+@register_model
+def resnet50(**kw) -> SkipResNet:
+    return SkipResNet("bottleneck", [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet", **kw)
+
+
+@register_model
+def resnet101(**kw) -> SkipResNet:
+    return SkipResNet("bottleneck", [3, 4, 23, 3], _IMAGENET_WIDTHS, "imagenet", **kw)
+
+
+@register_model
+def resnet152(**kw) -> SkipResNet:
+    return SkipResNet("bottleneck", [3, 8, 36, 3], _IMAGENET_WIDTHS, "imagenet", **kw)
+
+
+_TV_LAYER = re.compile(r"^layer(\d+)\.(\d+)\.(.*)$")
+_TV_STEM = {"conv1": "stem.0", "bn1": "stem.1"}
+
+
+def torchvision_to_skipnet_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ResNet state_dict to this package's layout.
+
+    ``layerK.J.*`` becomes ``stages.{K-1}.J.*`` and the stem's ``conv1``/``bn1`` become
+    ``stem.0``/``stem.1``; block and ``fc`` names are already the same.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        m = _TV_LAYER.match(key)
+        if m:
+            key = f"stages.{int(m.group(1)) - 1}.{m.group(2)}.{m.group(3)}"
+        else:
+            head, _, rest = key.partition(".")
+            key = f"{_TV_STEM[head]}.{rest}" if head in _TV_STEM else key
+        out[key] = value
+    return out
+
+
+def load_backbone(model: SkipResNet, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load torchvision-format backbone weights (e.g. from ``resnet101-*.pth`` on disk) into
+    ``model``; the gates keep their initialisation. A classifier of another size is skipped.
+
+    Raises:
+        ValueError: naming the backbone keys that are missing or do not match in shape.
+    """
+    src = torchvision_to_skipnet_keys(state_dict)
+    own = model.state_dict()
+    backbone = {k for k in own if not k.startswith("gates.")}
+    missing = sorted(backbone - src.keys())
+    bad = sorted(
+        k for k in backbone & src.keys() if src[k].shape != own[k].shape and not k.startswith("fc.")
+    )
+    if missing or bad:
+        raise ValueError(
+            f"backbone weights do not match the architecture: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, wrong shape {bad[:5]}"
+        )
+    keep = {k: v for k, v in src.items() if k in own and src[k].shape == own[k].shape}
+    model.load_state_dict(keep, strict=False)

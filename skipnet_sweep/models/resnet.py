@@ -1,0 +1,262 @@
+"""ResNets with optional SkipNet gates, and the gated executor (masked and sparse paths).
+
+One network class serves the CIFAR-style (6n+2, three stages of 16/32/64 channels) and the
+ImageNet (torchvision layout) families, gated or plain. Every residual block except the
+first is gated (paper Fig. 2), by a gate that reads the previous block's output. A skipped
+block passes its input through its shortcut, which is a 1x1 conv + BN projection when the
+block changes shape, so Eq. 1 stays defined.
+
+Two ways to run the same decisions:
+
+- ``masked``: every block runs on the whole batch and the gate value mixes its output with
+  the shortcut (Eq. 1). Needed for training: gradients reach every block and gate.
+- ``sparse``: each block runs only on the samples whose gate says execute (gather, run,
+  scatter back). This is where SkipNet saves wall time; the original code computed every
+  block and masked it. In eval mode (BN uses running statistics) both paths give the same
+  output.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skipnet_sweep.models.gates import RNNGate, build_gates, check_gate_mode, decide
+
+EXEC_PATHS = ("masked", "sparse")
+
+
+class SkipOutput(NamedTuple):
+    """What a forward pass returns; no state is left on the modules.
+
+    Attributes:
+        logits: (B, num_classes).
+        executed: (B, G) bool, block ``i + 1`` was executed for the sample (G = gated blocks).
+        probs: (B, G) gate execute probabilities, with gradient.
+        log_probs: (B, G) log-probabilities of the sampled actions (``sample`` mode) else None.
+    """
+
+    logits: Tensor
+    executed: Tensor
+    probs: Tensor
+    log_probs: Tensor | None
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet paper Fig. 2 left). Names follow torchvision."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = _projection(inplanes, planes, stride)
+
+    def residual(self, x: Tensor) -> Tensor:
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+
+class Bottleneck(nn.Module):
+    """1x1, 3x3 (strided, as torchvision "ResNet v1.5"), 1x1 convolutions, expansion 4."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = _projection(inplanes, planes * 4, stride)
+
+    def residual(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.bn3(self.conv3(x))
+
+
+def _projection(inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
+    if stride == 1 and inplanes == outplanes:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(inplanes, outplanes, 1, stride, bias=False), nn.BatchNorm2d(outplanes)
+    )
+
+
+def shortcut(block: nn.Module, x: Tensor) -> Tensor:
+    """The block's shortcut: identity, or its projection when the block changes shape."""
+    return x if block.downsample is None else block.downsample(x)
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class SkipResNet(nn.Module):
+    """A ResNet whose residual blocks (all but the first) may be skipped per sample.
+
+    Args:
+        block: ``basic`` or ``bottleneck``.
+        depths: number of blocks per stage.
+        widths: base channel count per stage (block output is ``width * expansion``).
+        stem: ``cifar`` (3x3 conv) or ``imagenet`` (7x7 s2 conv + 3x3 s2 max-pool).
+        num_classes: classifier outputs.
+        in_channels: input image channels.
+        gate: ``ff1``, ``ff2``, ``rnn``, or None for the plain ResNet.
+    """
+
+    def __init__(
+        self,
+        block: str,
+        depths: list[int],
+        widths: list[int],
+        stem: str,
+        num_classes: int,
+        in_channels: int = 3,
+        gate: str | None = None,
+    ):
+        super().__init__()
+        block_cls = BLOCKS[block]
+        stem_width = widths[0] if stem == "cifar" else 64
+        if stem == "cifar":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
+        self.stages = nn.ModuleList()
+        inplanes = stem_width
+        for i, (depth, width) in enumerate(zip(depths, widths, strict=True)):
+            stage = nn.ModuleList()
+            for j in range(depth):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(block_cls(inplanes, width, stride))
+                inplanes = width * block_cls.expansion
+            self.stages.append(stage)
+        self.fc = nn.Linear(inplanes, num_classes)
+        self.gate_design = gate
+        # Gate i decides block i + 1 and reads block i's output.
+        gate_widths = [b.conv1.in_channels for b in self.blocks[1:]]
+        self.gates = build_gates(gate, gate_widths) if gate is not None else None
+        self._init_weights()
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """All residual blocks in execution order."""
+        return [b for stage in self.stages for b in stage]
+
+    @property
+    def num_gates(self) -> int:
+        return 0 if self.gates is None else len(self.blocks) - 1
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        mode: str | None = None,
+        path: str = "masked",
+        force: Tensor | None = None,
+    ) -> SkipOutput:
+        """Run the network.
+
+        Args:
+            x: images (B, C, H, W).
+            mode: gate mode (``hard``, ``sample``, ``threshold``, ``soft``); default ``hard``
+                in training mode and ``threshold`` in eval mode.
+            path: ``masked`` (compute every block, mix) or ``sparse`` (compute executed
+                blocks only; needs a discrete mode).
+            force: optional (B, G) bool decisions that replace the gates' own; gates are
+                still evaluated, so costs and probabilities stay those of the real network.
+
+        Returns:
+            a ``SkipOutput``.
+        """
+        mode = check_gate_mode(mode or ("hard" if self.training else "threshold"))
+        if path not in EXEC_PATHS:
+            raise ValueError(f"unknown execution path {path!r}; allowed: {', '.join(EXEC_PATHS)}")
+        if path == "sparse" and mode == "soft":
+            raise ValueError("the sparse path needs discrete decisions; soft mode is masked only")
+        if force is not None and force.shape != (x.shape[0], self.num_gates):
+            raise ValueError(
+                f"force must have shape {(x.shape[0], self.num_gates)}, got {tuple(force.shape)}"
+            )
+        x = self.stem(x)
+        blocks = self.blocks
+        x = _run_block(blocks[0], x)
+        executed, probs, log_probs = [], [], []
+        state = None
+        for i, block in enumerate(blocks[1:]):
+            if self.gates is None:
+                x = _run_block(block, x)
+                continue
+            if isinstance(self.gates, RNNGate):
+                logit, state = self.gates(x, state)
+            else:
+                logit = self.gates[i](x)
+            d = decide(logit, mode)
+            gate_value, run = d.gate, d.executed
+            if force is not None:
+                run = force[:, i].to(torch.bool)
+                gate_value = run.to(x.dtype)
+            executed.append(run)
+            probs.append(d.prob)
+            if d.log_prob is not None:
+                log_probs.append(d.log_prob)
+            if path == "sparse":
+                x = _run_block_sparse(block, x, run)
+            else:
+                x = _run_block_masked(block, x, gate_value)
+        logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        batch = logits.shape[0]
+        return SkipOutput(
+            logits=logits,
+            executed=torch.stack(executed, 1) if executed else logits.new_zeros(batch, 0).bool(),
+            probs=torch.stack(probs, 1) if probs else logits.new_zeros(batch, 0),
+            log_probs=torch.stack(log_probs, 1) if log_probs else None,
+        )
+
+
+def _run_block(block: nn.Module, x: Tensor) -> Tensor:
+    return F.relu(block.residual(x) + shortcut(block, x))
+
+
+def _run_block_masked(block: nn.Module, x: Tensor, gate: Tensor) -> Tensor:
+    """Eq. 1 on the whole batch: ``g * F(x) + (1 - g) * shortcut(x)``."""
+    sc = shortcut(block, x)
+    full = F.relu(block.residual(x) + sc)
+    g = gate.view(-1, 1, 1, 1).to(full.dtype)
+    return g * full + (1 - g) * sc
+
+
+def _run_block_sparse(block: nn.Module, x: Tensor, run: Tensor) -> Tensor:
+    """Run the block's residual branch only on the samples with ``run`` set."""
+    n_run = int(run.sum())
+    if n_run == run.numel():
+        return _run_block(block, x)
+    sc = shortcut(block, x)
+    if n_run == 0:
+        return sc
+    idx = run.nonzero().squeeze(1)
+    out = F.relu(block.residual(x.index_select(0, idx)) + sc.index_select(0, idx))
+    return sc.index_copy(0, idx, out)
