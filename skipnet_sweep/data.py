@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -169,11 +169,17 @@ class InMemoryImageDataset(Dataset[tuple[Tensor, int]]):
         augment: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
         if len(mean) != images.shape[1] or len(std) != images.shape[1]:
-            raise ValueError(f"mean/std need {images.shape[1]} channels, got {len(mean)}/{len(std)}")
+            raise ValueError(
+                f"mean/std need {images.shape[1]} channels, got {len(mean)}/{len(std)}"
+            )
         self.images = images
         self.labels = labels.to(torch.int64)
         self.augment = augment
@@ -248,9 +254,11 @@ def read_idx(path: str | os.PathLike[str], *, expected_magic: int | None = None)
             f"{path}: IDX header declares shape {dims} ({expected} bytes) but the file holds {len(raw) - header}"
         )
     # Copy into a writable native-endian array: torch.from_numpy rejects read-only buffers.
-    return np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header).astype(
-        dtype.newbyteorder("="), copy=True
-    ).reshape(dims)
+    return (
+        np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header)
+        .astype(dtype.newbyteorder("="), copy=True)
+        .reshape(dims)
+    )
 
 
 # CIFAR's python batches are pickles; a pickle can run arbitrary code, so only the
@@ -263,6 +271,9 @@ _CIFAR_PICKLE_ALLOWED = frozenset(
         ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # Python 3 pickles of bytes at protocol 2 go through _codecs.encode(str, "latin1"),
+        # a pure data transform.
+        ("_codecs", "encode"),
     }
 )
 
@@ -288,10 +299,17 @@ def _load_cifar_batch(path: Path, label_key: str) -> tuple[Tensor, Tensor]:
         raise DatasetFormatError(f"{path}: not a CIFAR python batch (holds {type(batch).__name__})")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
-        raise DatasetFormatError(f"{path}: CIFAR batch lacks 'data' or {label_key!r} (keys: {sorted(batch)})")
+        raise DatasetFormatError(
+            f"{path}: CIFAR batch lacks 'data' or {label_key!r} (keys: {sorted(batch)})"
+        )
     data = np.asarray(batch["data"])
     labels = np.asarray(batch[label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+    if (
+        data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or len(labels) != len(data)
+    ):
         raise DatasetFormatError(
             f"{path}: expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape} and {len(labels)}"
         )
@@ -356,13 +374,17 @@ def _find_fmnist(dirs: Sequence[Path]) -> dict[str, Path] | None:
     return None
 
 
-def _read_fmnist_split(images_path: Path, labels_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
+def _read_fmnist_split(
+    images_path: Path, labels_path: Path, num_classes: int
+) -> tuple[Tensor, Tensor]:
     images = read_idx(images_path, expected_magic=IDX_IMAGES_MAGIC)
     labels = read_idx(labels_path, expected_magic=IDX_LABELS_MAGIC)
     if images.shape[1:] != (28, 28):
         raise DatasetFormatError(f"{images_path}: expected 28x28 images, got {images.shape[1:]}")
     if len(images) != len(labels):
-        raise DatasetFormatError(f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels")
+        raise DatasetFormatError(
+            f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
     labels_t = torch.from_numpy(labels.astype(np.int64))
     _check_labels(labels_t, num_classes, labels_path)
     return torch.from_numpy(images).unsqueeze(1), labels_t
@@ -451,8 +473,12 @@ def _build_cifar(
     )
 
 
-@_register(DatasetInfo("cifar10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)))
-def _build_cifar10(root: Path | None, opts: _Options, info: DatasetInfo) -> tuple[_Split, _Split, DatasetInfo]:
+@_register(
+    DatasetInfo("cifar10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+)
+def _build_cifar10(
+    root: Path | None, opts: _Options, info: DatasetInfo
+) -> tuple[_Split, _Split, DatasetInfo]:
     return _build_cifar(
         root,
         opts,
@@ -465,8 +491,12 @@ def _build_cifar10(root: Path | None, opts: _Options, info: DatasetInfo) -> tupl
     )
 
 
-@_register(DatasetInfo("cifar100", 100, 3, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)))
-def _build_cifar100(root: Path | None, opts: _Options, info: DatasetInfo) -> tuple[_Split, _Split, DatasetInfo]:
+@_register(
+    DatasetInfo("cifar100", 100, 3, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+)
+def _build_cifar100(
+    root: Path | None, opts: _Options, info: DatasetInfo
+) -> tuple[_Split, _Split, DatasetInfo]:
     return _build_cifar(
         root,
         opts,
@@ -508,7 +538,9 @@ def _load_svhn_mat(path: Path) -> tuple[Tensor, Tensor]:
 
 
 @_register(DatasetInfo("svhn", 10, 3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)))
-def _build_svhn(root: Path | None, opts: _Options, info: DatasetInfo) -> tuple[_Split, _Split, DatasetInfo]:
+def _build_svhn(
+    root: Path | None, opts: _Options, info: DatasetInfo
+) -> tuple[_Split, _Split, DatasetInfo]:
     base = _default_root(root)
     splits = ["train", "test", *(["extra"] if opts.svhn_extra else [])]
     paths = {s: base / f"{s}_32x32.mat" for s in splits}
@@ -539,8 +571,12 @@ def _build_svhn(root: Path | None, opts: _Options, info: DatasetInfo) -> tuple[_
     return train, test, info
 
 
-@_register(DatasetInfo("imagenet", 1000, 3, (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-def _build_imagenet(root: Path | None, opts: _Options, info: DatasetInfo) -> tuple[_Split, _Split, DatasetInfo]:
+@_register(
+    DatasetInfo("imagenet", 1000, 3, (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+)
+def _build_imagenet(
+    root: Path | None, opts: _Options, info: DatasetInfo
+) -> tuple[_Split, _Split, DatasetInfo]:
     how = (
         "get ILSVRC2012 from https://image-net.org (it cannot be downloaded automatically), "
         "arrange train/ and val/ as one folder per class, and pass root=<the folder holding them>"
@@ -554,7 +590,9 @@ def _build_imagenet(root: Path | None, opts: _Options, info: DatasetInfo) -> tup
     from torchvision import transforms as T
 
     normalize = T.Normalize(info.mean, info.std)
-    train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    train_tf = T.Compose(
+        [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    )
     val_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
     try:
         train = tv_datasets.ImageFolder(str(dirs[0]), transform=train_tf)
@@ -621,7 +659,9 @@ def make_synthetic(
 
 
 @_register(DatasetInfo("synthetic", 10, 3, (32, 32), (0.5,) * 3, (0.25,) * 3))
-def _build_synthetic(root: Path | None, opts: _Options, info: DatasetInfo) -> tuple[_Split, _Split, DatasetInfo]:
+def _build_synthetic(
+    root: Path | None, opts: _Options, info: DatasetInfo
+) -> tuple[_Split, _Split, DatasetInfo]:
     train, test = make_synthetic(
         opts.synthetic_size,
         max(1, opts.synthetic_size // 4),
@@ -632,7 +672,12 @@ def _build_synthetic(root: Path | None, opts: _Options, info: DatasetInfo) -> tu
     )
     c, s = opts.synthetic_channels, opts.synthetic_image_size
     info = replace(
-        info, num_classes=opts.synthetic_classes, in_channels=c, input_size=(s, s), mean=(0.5,) * c, std=(0.25,) * c
+        info,
+        num_classes=opts.synthetic_classes,
+        in_channels=c,
+        input_size=(s, s),
+        mean=(0.5,) * c,
+        std=(0.25,) * c,
     )
     return train, test, info
 
@@ -705,7 +750,9 @@ def build_datasets(
         svhn_extra=True if svhn_extra is None else svhn_extra,
         synthetic_size=512 if synthetic_size is None else synthetic_size,
         synthetic_channels=info.in_channels if synthetic_channels is None else synthetic_channels,
-        synthetic_image_size=info.input_size[0] if synthetic_image_size is None else synthetic_image_size,
+        synthetic_image_size=info.input_size[0]
+        if synthetic_image_size is None
+        else synthetic_image_size,
         synthetic_classes=info.num_classes if synthetic_classes is None else synthetic_classes,
     )
     train, test, info = _BUILDERS[name](None if root is None else Path(root), opts, info)
@@ -769,5 +816,7 @@ def build_loaders(
         generator=torch.Generator().manual_seed(seed),
         **common,
     )
-    test_loader = DataLoader(test, batch_size=eval_batch_size or batch_size, shuffle=False, **common)
+    test_loader = DataLoader(
+        test, batch_size=eval_batch_size or batch_size, shuffle=False, **common
+    )
     return train_loader, test_loader, info

@@ -114,7 +114,9 @@ class CostTable:
             "num_gates": self.num_gates,
             "block_macs": self.block,
             "shortcut_macs": self.shortcut,
-            "gate_macs_each": [c + lin for c, lin in zip(self.gate_conv, self.gate_linear, strict=True)],
+            "gate_macs_each": [
+                c + lin for c, lin in zip(self.gate_conv, self.gate_linear, strict=True)
+            ],
             "head_macs": self.head,
             "stem_macs": self.stem,
         }

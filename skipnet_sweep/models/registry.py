@@ -81,9 +81,11 @@ def build_model(
 
 def build_from_config(cfg: ModelConfig) -> SkipResNet:
     """Build the network a ``ModelConfig`` describes."""
-    return _REGISTRY[cfg.arch](
+    model = _REGISTRY[cfg.arch](
         num_classes=cfg.num_classes, in_channels=cfg.in_channels, gate=cfg.gate
     )
+    model.config = cfg  # so checkpoints can store what rebuilds the network
+    return model
 
 
 def _cifar(depth: int, **kw) -> SkipResNet:

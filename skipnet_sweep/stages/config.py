@@ -1,0 +1,209 @@
+"""Typed configuration of one training stage, validated once at construction.
+
+A ``StageConfig`` is everything that determines a stage's result: the network, the data,
+the optimisation and (for HRL) the reward. It is saved in every checkpoint and logged to
+MLflow, and its ``key()`` identifies a cached SP checkpoint in a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from skipnet_sweep.models import ModelConfig
+
+STAGES = ("baseline", "sp", "hrl")
+SP_GATINGS = ("hard", "soft")
+COSTS = ("uniform", "flops")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data a stage reads.
+
+    Attributes:
+        dataset: a name from ``skipnet_sweep.data.list_datasets()``.
+        root: where the files are; None for the dataset's default location.
+        train_subset: use only this many training images (quick runs), None for all.
+        test_subset: likewise for the evaluation set.
+        num_workers: DataLoader worker processes.
+        download: allow torchvision's downloader where the dataset has one (off by default:
+            nothing is fetched at run time unless asked for).
+        synthetic: keywords of the synthetic dataset (size, channels, image size, classes).
+    """
+
+    dataset: str = "fashion_mnist"
+    root: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    num_workers: int = 0
+    download: bool = False
+    synthetic: dict = field(default_factory=dict)
+
+    def loader_kwargs(self) -> dict:
+        kw = {
+            "root": self.root,
+            "train_subset": self.train_subset,
+            "test_subset": self.test_subset,
+            "num_workers": self.num_workers,
+            "download": self.download,
+        }
+        kw.update({f"synthetic_{k}": v for k, v in self.synthetic.items()})
+        return kw
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and objective of one stage.
+
+    Attributes:
+        stage: ``baseline`` (plain ResNet), ``sp`` (supervised pre-training, Alg. 1 step 1)
+            or ``hrl`` (hybrid RL, Alg. 1 step 2).
+        iterations: optimiser steps; exclusive with ``epochs``.
+        epochs: passes over the training set (may be fractional); exclusive with
+            ``iterations``.
+        batch_size: images per step (per worker under data parallelism).
+        lr, momentum, weight_decay, nesterov: SGD (the ResNet recipe by default).
+        lr_milestones: fractions of the run at which the learning rate is multiplied by
+            ``lr_decay`` (ResNet paper: 32k and 48k of 64k iterations = 0.5 and 0.75).
+        lr_decay: the step-decay factor.
+        gating: SP only: ``hard`` straight-through gates (Eq. 9) or ``soft`` mixing (the
+            Table 3 ablation).
+        alpha: HRL cost weight (Eq. 6).
+        gamma: HRL discount of future gate rewards (1 in the paper).
+        rl_weight: scale of the REINFORCE term.
+        supervised: HRL with the supervised cross-entropy term (Eq. 8); False is pure RL.
+        cost: ``uniform`` (C_i = 1, the paper) or ``flops`` (C_i = the block's share of the
+            multiply-adds a skip saves, normalised to mean 1).
+        reward_baseline: subtract the batch-mean return per gate (variance reduction; off
+            in the paper).
+        eval_every: evaluate every this many steps (None: once per epoch).
+        eval_path: ``sparse`` or ``masked`` execution for evaluation.
+        seed: seeds weights, data order and gate sampling.
+    """
+
+    stage: str = "sp"
+    iterations: int | None = None
+    epochs: float | None = None
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_decay: float = 0.1
+    gating: str = "hard"
+    alpha: float = 0.1
+    gamma: float = 1.0
+    rl_weight: float = 0.01
+    supervised: bool = True
+    cost: str = "uniform"
+    reward_baseline: bool = False
+    eval_every: int | None = None
+    eval_path: str = "sparse"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("stage", self.stage, STAGES)
+        _check_choice("gating", self.gating, SP_GATINGS)
+        _check_choice("cost", self.cost, COSTS)
+        _check_choice("eval_path", self.eval_path, ("sparse", "masked"))
+        if (self.iterations is None) == (self.epochs is None):
+            raise ValueError("give exactly one of iterations or epochs")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "alpha", "rl_weight", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+
+    @property
+    def variant(self) -> str:
+        """The paper's name for what this stage trains (``hrl+s`` is decided by the caller,
+        which knows whether an SP checkpoint is loaded)."""
+        if self.stage == "sp":
+            return "soft" if self.gating == "soft" else "sp"
+        if self.stage == "hrl":
+            return "hrl" if self.supervised else "rl"
+        return "baseline"
+
+
+def hrl_defaults(**overrides) -> TrainConfig:
+    """The paper's HRL recipe (§4.1): the SP optimiser with lr 1e-4, constant."""
+    kw = {"stage": "hrl", "lr": 1e-4, "lr_milestones": (), "iterations": 10_000}
+    kw.update(overrides)
+    if "epochs" in overrides:
+        kw.pop("iterations")
+    return TrainConfig(**kw)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of training on one machine: model + data + optimisation.
+
+    Attributes:
+        model: the network to train.
+        data: the dataset.
+        train: the stage and its optimisation.
+        init: checkpoint to start from (SP checkpoint for HRL+SP, baseline for ACT/SACT),
+            or None for fresh weights.
+    """
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.train.stage == "baseline" and self.model.gate is not None:
+            raise ValueError("the baseline stage trains the plain ResNet: set gate to none")
+        if self.train.stage in ("sp", "hrl") and self.model.gate is None:
+            raise ValueError(f"the {self.train.stage} stage needs a gate (ff1, ff2 or rnn)")
+
+    @property
+    def variant(self) -> str:
+        if self.train.stage == "hrl" and self.train.supervised:
+            return "hrl+sp" if self.init else "hrl+s"
+        return self.train.variant
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageConfig:
+        train = dict(d["train"])
+        train["lr_milestones"] = tuple(train.get("lr_milestones", ()))
+        return cls(
+            model=ModelConfig(**d["model"]),
+            data=DataConfig(**d["data"]),
+            train=TrainConfig(**train),
+            init=d.get("init"),
+        )
+
+    def key(self) -> str:
+        """A short hash of everything that determines the result of this stage."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_train(self, **changes) -> StageConfig:
+        return replace(self, train=replace(self.train, **changes))
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def field_names(cls) -> list[str]:
+    """Names of a config dataclass's fields (used to reject unknown keys)."""
+    return [f.name for f in fields(cls)]

@@ -1,0 +1,165 @@
+"""Evaluation: accuracy, per-sample FLOPs from each sample's own decisions, skip statistics.
+
+Gates act deterministically (``threshold`` mode, the most likely action) and, by default, the
+network runs the sparse path, so evaluation is also where skipping saves time.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.flops import CostTable
+from skipnet_sweep.stages.checkpoint import unwrap
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation found.
+
+    Attributes:
+        metrics: scalar metrics keyed by the names in ``skipnet_sweep.metrics``.
+        labels, preds: (N,) per sample, in dataset order.
+        skipped: (N,) number of skipped blocks per sample.
+        macs: (N,) multiply-adds per sample.
+        executed: (N, G) bool decisions.
+    """
+
+    metrics: dict[str, float]
+    labels: np.ndarray
+    preds: np.ndarray
+    skipped: np.ndarray
+    macs: np.ndarray
+    executed: np.ndarray
+
+    def per_class_median_skipped(self) -> dict[int, float]:
+        """Median number of skipped blocks of each class's samples (paper Fig. 11a)."""
+        return {
+            int(c): float(np.median(self.skipped[self.labels == c])) for c in np.unique(self.labels)
+        }
+
+    def write_artifacts(self, out_dir: str | os.PathLike, dataset=None, k: int = 16) -> list[Path]:
+        """Write the per-sample table, the per-class medians and (given the evaluated
+        dataset) the ``k`` images with the most and the fewest skipped blocks (Fig. 10).
+
+        Returns:
+            the files written.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        per_sample = out / "per_sample.csv"
+        with per_sample.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["index", "label", "pred", "skipped", "macs"])
+            for i, row in enumerate(
+                zip(self.labels, self.preds, self.skipped, self.macs, strict=True)
+            ):
+                w.writerow([i, int(row[0]), int(row[1]), int(row[2]), f"{row[3]:.0f}"])
+        per_class = out / "per_class.csv"
+        acc = {
+            int(c): float((self.preds[self.labels == c] == c).mean() * 100)
+            for c in np.unique(self.labels)
+        }
+        with per_class.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["label", "count", "top1", "median_skipped", "mean_skipped"])
+            for c, med in self.per_class_median_skipped().items():
+                sel = self.labels == c
+                w.writerow(
+                    [c, int(sel.sum()), f"{acc[c]:.4f}", med, f"{self.skipped[sel].mean():.4f}"]
+                )
+        files = [per_sample, per_class]
+        if dataset is not None and len(self.skipped):
+            order = np.argsort(self.skipped, kind="stable")
+            hard, easy = order[:k], order[::-1][:k]
+            images = lambda idx: np.stack([_image(dataset, int(i)) for i in idx])  # noqa: E731
+            extremes = out / "easy_hard.npz"
+            np.savez_compressed(
+                extremes,
+                easy_images=images(easy),
+                easy_skipped=self.skipped[easy],
+                easy_labels=self.labels[easy],
+                hard_images=images(hard),
+                hard_skipped=self.skipped[hard],
+                hard_labels=self.labels[hard],
+            )
+            files.append(extremes)
+        return files
+
+
+def _image(dataset, i: int) -> np.ndarray:
+    x = dataset[i][0]
+    return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    costs: CostTable,
+    *,
+    path: str = "sparse",
+    device: torch.device | str = "cpu",
+) -> EvalResult:
+    """Evaluate ``model`` on ``loader`` (which must not shuffle, so rows follow the dataset).
+
+    Args:
+        model: the network (plain or gated; DDP-wrapped is fine).
+        loader: evaluation data.
+        costs: the network's cost table at this input size.
+        path: ``sparse`` or ``masked``.
+        device: where to run.
+
+    Returns:
+        an ``EvalResult``; its metrics are top-1/top-5 in percent, FLOPs statistics in
+        multiply-adds per sample and per-gate skip ratios.
+    """
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    labels, preds, top5_hits, executed = [], [], [], []
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = net(x, mode="threshold", path=path)
+            k = min(5, out.logits.shape[1])
+            top = out.logits.topk(k, 1).indices
+            labels.append(y.cpu())
+            preds.append(top[:, 0].cpu())
+            top5_hits.append((top == y[:, None]).any(1).cpu())
+            executed.append(out.executed.cpu())
+    finally:
+        net.train(was_training)
+    y = torch.cat(labels)
+    pred = torch.cat(preds)
+    ex = torch.cat(executed)
+    macs = costs.per_sample(ex)
+    conv = costs.per_sample(ex, conv_only=True)
+    skipped = (~ex).sum(1)
+    plain = float(costs.plain_total)
+    m = {
+        M.TOP1: (pred == y).double().mean().item() * 100,
+        M.TOP5: torch.cat(top5_hits).double().mean().item() * 100,
+        M.FLOPS_MEAN: macs.mean().item(),
+        M.FLOPS_STD: macs.std(unbiased=False).item(),
+        M.CONV_FLOPS_MEAN: conv.mean().item(),
+        M.FLOPS_FULL: float(costs.full_total),
+        M.FLOPS_PLAIN: plain,
+        M.COMPUTATION_PCT: 100 * macs.mean().item() / plain,
+        M.REDUCTION_PCT: 100 - 100 * macs.mean().item() / plain,
+        M.GATE_FLOPS: float(costs.gate_total),
+        M.SKIPPED_MEAN: skipped.double().mean().item(),
+        M.SKIP_RATIO: (~ex).double().mean().item() if ex.shape[1] else 0.0,
+    }
+    if ex.shape[1]:
+        ratios = (~ex).double().mean(0)
+        m.update({M.gate_skip_ratio(i): r.item() for i, r in enumerate(ratios)})
+    return EvalResult(m, y.numpy(), pred.numpy(), skipped.numpy(), macs.numpy(), ex.numpy())

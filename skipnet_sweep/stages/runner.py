@@ -1,0 +1,213 @@
+"""Run one stage end to end on one machine: data, model, initial weights, the training loop,
+evaluation and the final checkpoint. Ray wraps this; it never imports Ray itself."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.data import build_loaders, dataset_info
+from skipnet_sweep.flops import CostTable, count_costs
+from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
+from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
+from skipnet_sweep.stages.config import StageConfig
+from skipnet_sweep.stages.evaluate import EvalResult, evaluate
+from skipnet_sweep.stages.loop import LoopState, train_loop
+from skipnet_sweep.stages.objectives import build_objective
+
+# on_report(step, metrics, save) is called at every evaluation; save(path) writes a
+# resumable checkpoint of the current state there.
+Reporter = Callable[[int, dict[str, float], Callable[[str | os.PathLike], Path]], None]
+
+
+@dataclass
+class StageResult:
+    """The outcome of ``run_stage``.
+
+    Attributes:
+        metrics: the final evaluation's metrics plus the last training logs.
+        evaluation: the final ``EvalResult`` (per-sample data for the paper's figures).
+        checkpoint: where the final checkpoint was written, if anywhere.
+        history: metrics of every evaluation, in order.
+    """
+
+    metrics: dict[str, float]
+    evaluation: EvalResult
+    checkpoint: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch: a run on CPU is then repeatable."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def complete_model_config(cfg: StageConfig) -> StageConfig:
+    """Fill the model's ``num_classes``/``in_channels`` from the dataset when they were left
+    at their defaults, and refuse a network that cannot read the data."""
+    info = _data_info(cfg)
+    model = cfg.model
+    if (model.num_classes, model.in_channels) != (info.num_classes, info.in_channels):
+        model = ModelConfig(model.arch, model.gate, info.num_classes, info.in_channels)
+    return StageConfig(model, cfg.data, cfg.train, cfg.init)
+
+
+def _data_info(cfg: StageConfig):
+    info = dataset_info(cfg.data.dataset)
+    syn = cfg.data.synthetic
+    if cfg.data.dataset == "synthetic" and syn:
+        # The synthetic set's shape is configurable; mirror what data.py builds.
+        from dataclasses import replace
+
+        size = syn.get("image_size", info.input_size[0])
+        info = replace(
+            info,
+            num_classes=syn.get("classes", info.num_classes),
+            in_channels=syn.get("channels", info.in_channels),
+            input_size=(size, size),
+        )
+    return info
+
+
+def build_stage_model(cfg: StageConfig) -> SkipResNet:
+    """The stage's network with its initial weights: fresh, or from ``cfg.init``. A gated
+    checkpoint (SP for HRL+SP) is loaded whole after checking it is the same network; a
+    plain-ResNet checkpoint initialises the backbone only."""
+    if cfg.init is None:
+        return build_from_config(cfg.model)
+    return load_model(cfg.init, cfg.model)[0]
+
+
+def run_stage(
+    cfg: StageConfig,
+    out: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    on_report: Reporter | None = None,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    prepare: Callable[[nn.Module, object], tuple[nn.Module, object]] | None = None,
+    is_main: bool = True,
+    artifacts: str | os.PathLike | None = None,
+) -> StageResult:
+    """Train and evaluate one stage.
+
+    Args:
+        cfg: the stage (``complete_model_config`` is applied).
+        out: where to write the final checkpoint (only on the main process).
+        device: where to run.
+        on_report: called at every evaluation (main process only).
+        resume: a checkpoint written by ``save`` in ``on_report``, to continue from.
+        progress: progress bar per epoch.
+        prepare: wraps (model, train_loader) before training, e.g. for DDP.
+        is_main: whether this process evaluates, reports and writes files.
+        artifacts: folder for the final evaluation's per-sample files.
+
+    Returns:
+        a ``StageResult``.
+    """
+    cfg = complete_model_config(cfg)
+    seed_everything(cfg.train.seed)
+    train_loader, test_loader, info = build_loaders(
+        cfg.data.dataset,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        **cfg.data.loader_kwargs(),
+    )
+    model = build_stage_model(cfg)
+    resume_payload = None
+    if resume is not None:
+        resumed, resume_payload = load_model(resume, cfg.model)
+        model.load_state_dict(resumed.state_dict())
+    model.to(device)
+    input_shape = (info.in_channels, *info.input_size)
+    costs = count_costs(model, input_shape)
+    objective = build_objective(cfg.train, costs.skip_savings(), model.num_gates)
+    stage_dict = cfg.to_dict()
+    history: list[dict[str, float]] = []
+    last: dict[str, float] = {}
+
+    train_model, loader = (model, train_loader)
+    if prepare is not None:
+        train_model, loader = prepare(model, train_loader)
+    sampler = getattr(loader, "sampler", None)
+    set_epoch = getattr(sampler, "set_epoch", None)
+
+    def report(state: LoopState, logs: dict[str, float]) -> None:
+        if not is_main:
+            return
+        result = evaluate(train_model, test_loader, costs, path=cfg.train.eval_path, device=device)
+        merged = {**logs, **result.metrics}
+        history.append(merged)
+        last.clear()
+        last.update(merged)
+
+        def save(path: str | os.PathLike) -> Path:
+            payload = make_payload(
+                state.model,
+                stage_dict,
+                metrics=merged,
+                step=state.step,
+                optimizer=state.optimizer,
+                scheduler=state.scheduler,
+                input_shape=input_shape,
+            )
+            return save_checkpoint(path, payload)
+
+        if on_report is not None:
+            on_report(state.step, merged, save)
+
+    state = train_loop(
+        train_model,
+        objective,
+        loader,
+        cfg.train,
+        device=device,
+        on_eval=report,
+        resume=resume_payload,
+        progress=progress and is_main,
+        set_epoch=set_epoch,
+    )
+    net = unwrap(state.model)
+    final = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
+    metrics = {**last, **final.metrics}
+    path = None
+    if is_main:
+        if out is not None:
+            path = save_checkpoint(
+                out,
+                make_payload(
+                    net, stage_dict, metrics=metrics, step=state.step, input_shape=input_shape
+                ),
+            )
+        if artifacts is not None:
+            final.write_artifacts(artifacts, test_loader.dataset)
+    return StageResult(metrics, final, path, history)
+
+
+def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
+    """One line a person reads at the end of a stage."""
+    parts = [
+        f"{cfg.variant} {cfg.model.arch}" + (f"+{cfg.model.gate}" if cfg.model.gate else ""),
+        f"top1 {metrics[M.TOP1]:.2f}%",
+        f"top5 {metrics[M.TOP5]:.2f}%",
+        f"MACs {metrics[M.FLOPS_MEAN] / 1e6:.2f}M ± {metrics[M.FLOPS_STD] / 1e6:.2f}M",
+        f"{metrics[M.COMPUTATION_PCT]:.1f}% of the plain ResNet "
+        f"(reduction {metrics[M.REDUCTION_PCT]:.1f}%)",
+    ]
+    if cfg.model.gate:
+        parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
+    return " | ".join(parts)
+
+
+__all__ = ["CostTable", "StageResult", "run_stage", "seed_everything", "summary_line"]

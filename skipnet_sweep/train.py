@@ -1,0 +1,163 @@
+"""Run or debug one stage on one machine, without Ray.
+
+python -m skipnet_sweep.train baseline --arch cifar_resnet20 --epochs 2 --out base.pt
+python -m skipnet_sweep.train sp  --arch cifar_resnet20 --gate rnn --epochs 2 --out sp.pt
+python -m skipnet_sweep.train hrl --init sp.pt --alpha 0.5 --iterations 300 --out hrl.pt
+python -m skipnet_sweep.train eval --checkpoint hrl.pt --artifacts eval/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from skipnet_sweep.data import build_loaders, list_datasets
+from skipnet_sweep.flops import count_costs
+from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.stages import (
+    CheckpointError,
+    DataConfig,
+    StageConfig,
+    TrainConfig,
+    evaluate,
+    load_checkpoint,
+    load_model,
+    run_stage,
+    summary_line,
+)
+from skipnet_sweep.stages.config import hrl_defaults
+
+_TRAIN_FLAGS = {f.name for f in fields(TrainConfig)} - {"stage", "lr_milestones"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m skipnet_sweep.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("baseline", "sp", "hrl"):
+        s = sub.add_parser(name, help=f"train the {name} stage")
+        s.add_argument(
+            "--arch",
+            default=None,
+            help="registered architecture (default: from --init, else cifar_resnet20)",
+        )
+        s.add_argument(
+            "--gate", default=None, help="ff1, ff2 or rnn (default: from --init, else rnn)"
+        )
+        s.add_argument("--dataset", default="fashion_mnist", help=", ".join(list_datasets()))
+        s.add_argument("--root", default=None, help="dataset folder (default: its usual place)")
+        s.add_argument("--train-subset", type=int, default=None)
+        s.add_argument("--test-subset", type=int, default=None)
+        s.add_argument("--num-workers", type=int, default=0)
+        s.add_argument("--init", default=None, help="checkpoint to start from (SP for HRL+SP)")
+        s.add_argument("--out", default=None, help="where to write the final checkpoint")
+        s.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
+        s.add_argument(
+            "--milestones", default=None, help="lr decay points as fractions, e.g. 0.5,0.75"
+        )
+        s.add_argument("--soft", action="store_true", help="SP with soft gates (Table 3 ablation)")
+        s.add_argument("--pure-rl", action="store_true", help="HRL without the supervised term")
+        for flag in sorted(_TRAIN_FLAGS - {"gating", "supervised"}):
+            kind = {"int": int, "float": float, "bool": None}.get(
+                {f.name: f.type for f in fields(TrainConfig)}[flag].split(" ")[0], str
+            )
+            opt = "--" + flag.replace("_", "-")
+            if kind is None:
+                s.add_argument(opt, action="store_true", default=None)
+            else:
+                s.add_argument(opt, type=kind, default=None)
+        s.add_argument("--no-progress", action="store_true")
+        s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    e = sub.add_parser("eval", help="evaluate a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--dataset", default=None, help="default: the one it was trained on")
+    e.add_argument("--root", default=None)
+    e.add_argument("--test-subset", type=int, default=None)
+    e.add_argument("--path", default="sparse", choices=("sparse", "masked"))
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--artifacts", default=None)
+    e.add_argument("--json", action="store_true")
+    return p
+
+
+def _stage_config(args: argparse.Namespace) -> StageConfig:
+    init_model = None
+    if args.init:
+        init_model = ModelConfig(**load_checkpoint(args.init)["model_config"])
+    arch = args.arch or (init_model.arch if init_model else "cifar_resnet20")
+    if args.command == "baseline":
+        gate = None
+    else:
+        gate = args.gate or (init_model.gate if init_model and init_model.gate else "rnn")
+    gate = None if gate == "none" else gate
+    train_kw = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
+    if args.milestones is not None:
+        train_kw["lr_milestones"] = tuple(float(v) for v in args.milestones.split(",") if v)
+    if args.soft:
+        train_kw["gating"] = "soft"
+    if args.pure_rl:
+        train_kw["supervised"] = False
+    if "iterations" not in train_kw and "epochs" not in train_kw:
+        train_kw["epochs"] = 1.0
+    if args.command == "hrl":
+        train = hrl_defaults(**train_kw)
+    else:
+        train = TrainConfig(stage=args.command, **train_kw)
+    data = DataConfig(
+        dataset=args.dataset,
+        root=args.root,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        num_workers=args.num_workers,
+    )
+    return StageConfig(ModelConfig(arch, gate), data, train, init=args.init)
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    model, payload = load_model(args.checkpoint)
+    stage = payload.get("stage_config") or {}
+    data = stage.get("data", {})
+    dataset = args.dataset or data.get("dataset", "fashion_mnist")
+    _, test_loader, info = build_loaders(
+        dataset,
+        root=args.root or data.get("root"),
+        batch_size=args.batch_size,
+        test_subset=args.test_subset,
+    )
+    costs = count_costs(model, (info.in_channels, *info.input_size))
+    result = evaluate(model, test_loader, costs, path=args.path)
+    if args.artifacts:
+        result.write_artifacts(args.artifacts, test_loader.dataset)
+    return result.metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "eval":
+            metrics = _evaluate(args)
+            line = (
+                f"eval {args.checkpoint}: top1 {metrics['top1']:.2f}% | "
+                f"{metrics['computation_pct']:.1f}% of the plain ResNet's MACs"
+            )
+        else:
+            cfg = _stage_config(args)
+            result = run_stage(
+                cfg, args.out, progress=not args.no_progress, artifacts=args.artifacts
+            )
+            metrics = result.metrics
+            line = summary_line(cfg, metrics)
+    except (ValueError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics) if args.json else line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
