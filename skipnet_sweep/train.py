@@ -132,7 +132,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     costs = count_costs(model, (info.in_channels, *info.input_size))
     result = evaluate(model, test_loader, costs, path=args.path)
     if args.artifacts:
-        result.write_artifacts(args.artifacts, test_loader.dataset)
+        result.write_artifacts(args.artifacts, test_loader.dataset, mean=info.mean, std=info.std)
     return result.metrics
 
 

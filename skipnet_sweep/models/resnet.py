@@ -37,12 +37,15 @@ class SkipOutput(NamedTuple):
         executed: (B, G) bool, block ``i + 1`` was executed for the sample (G = gated blocks).
         probs: (B, G) gate execute probabilities, with gradient.
         log_probs: (B, G) log-probabilities of the sampled actions (``sample`` mode) else None.
+        ponder: (B,) ponder cost of halting networks (ACT/SACT), else None. Their
+            ``executed`` is a float fraction of positions at which each unit ran.
     """
 
     logits: Tensor
     executed: Tensor
     probs: Tensor
     log_probs: Tensor | None
+    ponder: Tensor | None = None
 
 
 class BasicBlock(nn.Module):

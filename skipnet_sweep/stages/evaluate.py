@@ -28,7 +28,7 @@ class EvalResult:
     Attributes:
         metrics: scalar metrics keyed by the names in ``skipnet_sweep.metrics``.
         labels, preds: (N,) per sample, in dataset order.
-        skipped: (N,) number of skipped blocks per sample.
+        skipped: (N,) number of skipped blocks per sample (fractional for SACT).
         macs: (N,) multiply-adds per sample.
         executed: (N, G) bool decisions.
     """
@@ -46,9 +46,12 @@ class EvalResult:
             int(c): float(np.median(self.skipped[self.labels == c])) for c in np.unique(self.labels)
         }
 
-    def write_artifacts(self, out_dir: str | os.PathLike, dataset=None, k: int = 16) -> list[Path]:
+    def write_artifacts(
+        self, out_dir: str | os.PathLike, dataset=None, k: int = 16, mean=None, std=None
+    ) -> list[Path]:
         """Write the per-sample table, the per-class medians and (given the evaluated
-        dataset) the ``k`` images with the most and the fewest skipped blocks (Fig. 10).
+        dataset) the ``k`` images with the most and the fewest skipped blocks (Fig. 10),
+        normalised as the network saw them, with the channel ``mean``/``std`` to undo that.
 
         Returns:
             the files written.
@@ -62,7 +65,7 @@ class EvalResult:
             for i, row in enumerate(
                 zip(self.labels, self.preds, self.skipped, self.macs, strict=True)
             ):
-                w.writerow([i, int(row[0]), int(row[1]), int(row[2]), f"{row[3]:.0f}"])
+                w.writerow([i, int(row[0]), int(row[1]), f"{row[2]:g}", f"{row[3]:.0f}"])
         per_class = out / "per_class.csv"
         acc = {
             int(c): float((self.preds[self.labels == c] == c).mean() * 100)
@@ -90,6 +93,8 @@ class EvalResult:
                 hard_images=images(hard),
                 hard_skipped=self.skipped[hard],
                 hard_labels=self.labels[hard],
+                mean=np.asarray(mean if mean is not None else [0.0], dtype=np.float32),
+                std=np.asarray(std if std is not None else [1.0], dtype=np.float32),
             )
             files.append(extremes)
         return files
@@ -143,7 +148,10 @@ def evaluate(
     ex = torch.cat(executed)
     macs = costs.per_sample(ex)
     conv = costs.per_sample(ex, conv_only=True)
-    skipped = (~ex).sum(1)
+    # Gated networks report bool decisions; halting networks the fraction of positions each
+    # unit ran at. Both count a skipped unit as 1 - that.
+    not_run = 1 - ex.double()
+    skipped = not_run.sum(1)
     plain = float(costs.plain_total)
     m = {
         M.TOP1: (pred == y).double().mean().item() * 100,
@@ -157,9 +165,9 @@ def evaluate(
         M.REDUCTION_PCT: 100 - 100 * macs.mean().item() / plain,
         M.GATE_FLOPS: float(costs.gate_total),
         M.SKIPPED_MEAN: skipped.double().mean().item(),
-        M.SKIP_RATIO: (~ex).double().mean().item() if ex.shape[1] else 0.0,
+        M.SKIP_RATIO: not_run.mean().item() if ex.shape[1] else 0.0,
     }
     if ex.shape[1]:
-        ratios = (~ex).double().mean(0)
+        ratios = not_run.mean(0)
         m.update({M.gate_skip_ratio(i): r.item() for i, r in enumerate(ratios)})
     return EvalResult(m, y.numpy(), pred.numpy(), skipped.numpy(), macs.numpy(), ex.numpy())

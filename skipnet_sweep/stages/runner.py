@@ -191,7 +191,7 @@ def run_stage(
                 ),
             )
         if artifacts is not None:
-            final.write_artifacts(artifacts, test_loader.dataset)
+            final.write_artifacts(artifacts, test_loader.dataset, mean=info.mean, std=info.std)
     return StageResult(metrics, final, path, history)
 
 
