@@ -68,9 +68,12 @@ TAG_SWEEP_ID = "skipnet.sweep_id"  # idempotency key of a parent run
 TAG_SP_RUN_ID = "sp_run_id"
 TAG_PARETO = "pareto"
 TAG_METHOD = "method"  # skipnet-<gate>, plain, act, sact: one curve per method in figures
+TAG_SPACE = "skipnet.space"
+TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 HYPERVOLUME = "hypervolume"
 
 STAGES = ("baseline", "sp", "hrl", "act", "sact")
+SWEEP_STAGE = "sweep"  # the stage tag of a parent run
 
 PARAM_DATASET = "dataset"
 PARAM_ARCH = "backbone"
@@ -80,3 +83,19 @@ PARAM_TAU = "tau"
 PARAM_VARIANT = "variant"  # hrl+sp, hrl+s, rl, soft
 PARAM_SEED = "seed"
 PARAM_SP_KEY = "sp_key"
+
+# Per-run evaluation artifacts (under ``eval/`` of a child run).
+ARTIFACT_DIR = "eval"
+PER_SAMPLE_CSV = "per_sample.csv"
+PER_CLASS_CSV = "per_class.csv"
+EASY_HARD_NPZ = "easy_hard.npz"
+PARETO_CSV = "pareto.csv"
+
+
+def method_of(stage: str, gate: str | None) -> str:
+    """The curve a run belongs to in figures: plain, skipnet-<gate>, act or sact."""
+    if stage == "baseline":
+        return "plain"
+    if stage in ("act", "sact"):
+        return stage
+    return f"skipnet-{gate}"
