@@ -34,13 +34,14 @@ class StageResult:
 
     Attributes:
         metrics: the final evaluation's metrics plus the last training logs.
-        evaluation: the final ``EvalResult`` (per-sample data for the paper's figures).
+        evaluation: the final ``EvalResult`` (per-sample data for the paper's figures); None
+            on processes other than the main one.
         checkpoint: where the final checkpoint was written, if anywhere.
         history: metrics of every evaluation, in order.
     """
 
     metrics: dict[str, float]
-    evaluation: EvalResult
+    evaluation: EvalResult | None
     checkpoint: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -136,6 +137,7 @@ def run_stage(
     stage_dict = cfg.to_dict()
     history: list[dict[str, float]] = []
     last: dict[str, float] = {}
+    last_eval: list[tuple[int, EvalResult]] = []
 
     train_model, loader = (model, train_loader)
     if prepare is not None:
@@ -151,6 +153,7 @@ def run_stage(
         history.append(merged)
         last.clear()
         last.update(merged)
+        last_eval[:] = [(state.step, result)]
 
         def save(path: str | os.PathLike) -> Path:
             payload = make_payload(
@@ -179,19 +182,21 @@ def run_stage(
         set_epoch=set_epoch,
     )
     net = unwrap(state.model)
-    final = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
+    if not is_main:
+        return StageResult({}, None, None, history)
+    if last_eval and last_eval[0][0] == state.step:
+        final = last_eval[0][1]  # the loop always evaluates at its last step
+    else:
+        final = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
     metrics = {**last, **final.metrics}
     path = None
-    if is_main:
-        if out is not None:
-            path = save_checkpoint(
-                out,
-                make_payload(
-                    net, stage_dict, metrics=metrics, step=state.step, input_shape=input_shape
-                ),
-            )
-        if artifacts is not None:
-            final.write_artifacts(artifacts, test_loader.dataset, mean=info.mean, std=info.std)
+    if out is not None:
+        payload = make_payload(
+            net, stage_dict, metrics=metrics, step=state.step, input_shape=input_shape
+        )
+        path = save_checkpoint(out, payload)
+    if artifacts is not None:
+        final.write_artifacts(artifacts, test_loader.dataset, mean=info.mean, std=info.std)
     return StageResult(metrics, final, path, history)
 
 
