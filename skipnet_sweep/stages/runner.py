@@ -24,8 +24,8 @@ from skipnet_sweep.stages.loop import LoopState, train_loop
 from skipnet_sweep.stages.objectives import build_objective
 
 # on_report(step, metrics, save) is called at every evaluation; save(path) writes a
-# resumable checkpoint of the current state there.
-Reporter = Callable[[int, dict[str, float], Callable[[str | os.PathLike], Path]], None]
+# resumable checkpoint of the current state there (None on non-main processes).
+Reporter = Callable[[int, dict[str, float], Callable[[str | os.PathLike], Path] | None], None]
 
 
 @dataclass
@@ -107,7 +107,8 @@ def run_stage(
         cfg: the stage (``complete_model_config`` is applied).
         out: where to write the final checkpoint (only on the main process).
         device: where to run.
-        on_report: called at every evaluation (main process only).
+        on_report: called at every evaluation, as ``on_report(step, metrics, save)``; on
+            processes other than the main one with empty metrics and ``save=None``.
         resume: a checkpoint written by ``save`` in ``on_report``, to continue from.
         progress: progress bar per epoch.
         prepare: wraps (model, train_loader) before training, e.g. for DDP.
@@ -147,6 +148,9 @@ def run_stage(
 
     def report(state: LoopState, logs: dict[str, float]) -> None:
         if not is_main:
+            # Data-parallel reporting is a barrier: other ranks report too, with nothing.
+            if on_report is not None:
+                on_report(state.step, {}, None)
             return
         result = evaluate(train_model, test_loader, costs, path=cfg.train.eval_path, device=device)
         merged = {**logs, **result.metrics}

@@ -1,0 +1,153 @@
+"""Published baselines: cited results to draw next to a sweep's runs.
+
+Each CSV under ``analysis/baselines/`` has exactly these columns::
+
+    method,backbone,dataset,setting,macs,top1,top5,source,note
+
+- ``method``: the curve the row belongs to (``plain``, ``skipnet-rnn``, ``act``, ``sact``,
+  ``blockdrop``, ...). Several rows of one method on one backbone are drawn as a curve
+  sorted by MACs (e.g. an ACT/SACT sweep over tau).
+- ``backbone``: the project's architecture name where the network is the same
+  (``cifar_resnet110``, ``resnet101``); a distinct name where it is not
+  (``preact_resnet101``), so it is never overlaid on runs of a different network.
+- ``dataset``: one of :data:`DATASETS`.
+- ``setting``: free text (``tau=0.005``, ``computation_pct=70.27 (blocks)``).
+- ``macs``: multiply-adds per image, empty when the source gives none (then the row is
+  listed, not plotted). Sources that count 2 FLOPs per multiply-add are halved and the
+  ``note`` says so.
+- ``top1``, ``top5``: percent; ``top5`` may be empty.
+- ``source``: the citation (required on every row); ``note``: anything a reader must know.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = [
+    "COLUMNS",
+    "DATASETS",
+    "BaselineError",
+    "default_baselines_dir",
+    "load_baselines",
+    "matching",
+    "read_baseline_csv",
+]
+
+COLUMNS = ("method", "backbone", "dataset", "setting", "macs", "top1", "top5", "source", "note")
+# The datasets published results exist for (the paper's four).
+DATASETS = ("cifar10", "cifar100", "svhn", "imagenet")
+_REQUIRED_TEXT = ("method", "backbone", "dataset", "source")
+
+
+class BaselineError(ValueError):
+    """A baseline CSV that does not follow the format; the message names file and line."""
+
+
+def default_baselines_dir() -> Path | None:
+    """``analysis/baselines`` of the source checkout, or None when the package is installed
+    without it."""
+    path = Path(__file__).resolve().parents[2] / "analysis" / "baselines"
+    return path if path.is_dir() else None
+
+
+def _number(text: str, where: str, column: str, *, required: bool) -> float:
+    if text.strip() == "":
+        if required:
+            raise BaselineError(f"{where}: {column} is empty")
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise BaselineError(f"{where}: {column}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BaselineError(f"{where}: {column}={text!r} is not finite")
+    return value
+
+
+def _check_row(row: dict[str, str], where: str) -> dict[str, object]:
+    for column in _REQUIRED_TEXT:
+        if not (row[column] or "").strip():
+            raise BaselineError(f"{where}: {column} is empty")
+    if row["dataset"] not in DATASETS:
+        raise BaselineError(
+            f"{where}: dataset={row['dataset']!r} is not one of {', '.join(DATASETS)}"
+        )
+    macs = _number(row["macs"], where, "macs", required=False)
+    if not math.isnan(macs) and macs <= 0:
+        raise BaselineError(f"{where}: macs={row['macs']} must be positive (multiply-adds)")
+    top1 = _number(row["top1"], where, "top1", required=True)
+    top5 = _number(row["top5"], where, "top5", required=False)
+    for column, value in (("top1", top1), ("top5", top5)):
+        if not math.isnan(value) and not 0.0 <= value <= 100.0:
+            raise BaselineError(f"{where}: {column}={value:g} is not a percentage in [0, 100]")
+    if not math.isnan(top5) and top5 < top1:
+        raise BaselineError(f"{where}: top5={top5:g} is below top1={top1:g}")
+    out: dict[str, object] = {c: (row[c] or "").strip() for c in COLUMNS}
+    out.update(macs=macs, top1=top1, top5=top5)
+    return out
+
+
+def read_baseline_csv(path: str | Path) -> pd.DataFrame:
+    """Read and validate one baseline CSV.
+
+    Returns:
+        One row per baseline with :data:`COLUMNS`; ``macs``/``top5`` are NaN when empty.
+
+    Raises:
+        BaselineError: ``<file>:<line>: <problem>`` for the first bad row or header.
+    """
+    path = Path(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = tuple(reader.fieldnames or ())
+        if header != COLUMNS:
+            raise BaselineError(
+                f"{path}:1: columns are {','.join(header) or '(none)'}, "
+                f"expected exactly {','.join(COLUMNS)}"
+            )
+        rows = []
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in row or any(v is None for v in row.values()):
+                raise BaselineError(f"{where}: expected {len(COLUMNS)} fields")
+            rows.append(_check_row(row, where))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def load_baselines(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """Read baseline CSVs: each path is a CSV file or a folder of them (``*.csv``, sorted).
+
+    Returns:
+        All rows, validated, with :data:`COLUMNS` (empty when there are no files).
+
+    Raises:
+        BaselineError: a bad file (file and line named) or a path that does not exist.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.csv")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise BaselineError(f"{p}: no such baseline file or folder")
+    frames = [read_baseline_csv(f) for f in files]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def matching(df: pd.DataFrame, dataset: str, backbones: str | Iterable[str]) -> pd.DataFrame:
+    """Rows measured on ``dataset`` with one of ``backbones`` (both must match: a baseline
+    on another dataset or another network is never comparable)."""
+    wanted = {backbones} if isinstance(backbones, str) else set(backbones)
+    keep = (df["dataset"] == dataset) & df["backbone"].isin(wanted)
+    return df[keep].reset_index(drop=True)

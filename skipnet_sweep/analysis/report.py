@@ -1,0 +1,433 @@
+"""A sweep's report: every figure its runs support, a summary table, logged to the sweep.
+
+``make_report`` reads the experiment's child runs from MLflow, draws what the runs support
+(the Pareto plot per dataset, alpha trade-off, computation reduction, hard vs. soft table,
+training variants, per-class skipping, easy/hard images), writes ``summary.md`` (one row
+per run, then the figures made and those not made with the reason) and logs the folder to
+the sweep's parent run under ``report/``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.analysis import figures as F
+from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines
+from skipnet_sweep.analysis.runs import (
+    EvalArtifacts,
+    find_parent_run,
+    finished,
+    load_eval,
+    load_runs,
+    resolve_tracking_uri,
+)
+from skipnet_sweep.pareto import pareto_mask
+
+__all__ = ["REPORT_ARTIFACT_PATH", "ReportResult", "make_pareto_plot", "make_report"]
+
+REPORT_ARTIFACT_PATH = "report"  # where the folder goes in the parent run (docs/mlflow_layout.md)
+SUMMARY = "summary.md"
+# Row order of the summary table: the plain ResNet, SkipNet by gate, then the halting nets;
+# variants in the order the paper introduces them.
+_METHOD_ORDER = ["plain", "skipnet-ff1", "skipnet-ff2", "skipnet-rnn", "act", "sact"]
+_VARIANT_ORDER = ["baseline", "sp", "soft", "hrl+sp", "hrl+s", "rl", "act", "sact"]
+
+
+@dataclass
+class ReportResult:
+    """What a report wrote.
+
+    Attributes:
+        out_dir: the report folder.
+        summary: ``summary.md`` (None for :func:`make_pareto_plot`).
+        figures: figure name -> files written.
+        skipped: figure name -> why it was not made.
+        data: figure name -> the data behind it (``ParetoData`` / ``FigureData``).
+        parent_run_id: the sweep run the folder was logged to, None when not logged.
+    """
+
+    out_dir: Path
+    summary: Path | None = None
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def _load_baseline_table(
+    baselines: str | Path | Iterable[str | Path] | None,
+) -> pd.DataFrame | None:
+    if baselines is None:
+        baselines = default_baselines_dir()
+        if baselines is None:
+            return None
+    return load_baselines(baselines)
+
+
+def _attempt(result: ReportResult, name: str, make: Callable[[], Any]) -> Any:
+    """Run one figure function; a NotEnoughData becomes a line under "figures not made"."""
+    try:
+        data = make()
+    except F.NotEnoughData as err:
+        result.skipped[name] = str(err)
+        return None
+    result.data[name] = data
+    result.figures[name] = list(data.files)
+    return data
+
+
+def _pareto_all(
+    result: ReportResult, done: pd.DataFrame, out: Path, table: pd.DataFrame | None, unit: str
+) -> None:
+    datasets = sorted(done[M.PARAM_DATASET].dropna().unique()) or [None]
+    for ds in datasets:
+        name = "pareto" if len(datasets) == 1 else f"pareto_{ds}"
+        runs = done if ds is None else done[done[M.PARAM_DATASET] == ds]
+        _attempt(
+            result,
+            name,
+            lambda runs=runs, name=name: F.pareto_figure(
+                runs, out / name, baselines=table, flops_unit=unit
+            ),
+        )
+
+
+def _log_to_parent(result: ReportResult, experiment: str, uri: str, files: list[Path]) -> None:
+    parent = find_parent_run(experiment, uri)
+    if parent is None:
+        return
+    client = MlflowClient(tracking_uri=uri)
+    for path in files:
+        client.log_artifact(parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
+    result.parent_run_id = parent.info.run_id
+
+
+def make_pareto_plot(
+    experiment: str,
+    out_dir: str | Path,
+    tracking_uri: str | None = None,
+    baselines: str | Path | Iterable[str | Path] | None = None,
+    flops_unit: str = "M",
+    *,
+    log: bool = True,
+) -> ReportResult:
+    """The Pareto plot alone (PNG, PDF and frontier CSV per dataset), logged to the sweep's
+    parent run under ``report/`` when ``log`` and a parent exists.
+
+    Raises:
+        ExperimentNotFoundError: no such experiment.
+        BaselineError: a bad baseline file.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ReportResult(out)
+    done = finished(load_runs(experiment, uri))
+    _pareto_all(result, done, out, _load_baseline_table(baselines), flops_unit)
+    if log:
+        files = [p for paths in result.figures.values() for p in paths]
+        _log_to_parent(result, experiment, uri, files)
+    return result
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def _eval_figures(
+    result: ReportResult, done: pd.DataFrame, out: Path, uri: str, scratch: Path
+) -> None:
+    """Fig. 10 and 11 need eval/ artifacts: use the SP / HRL+SP pair of Fig. 4 when there is
+    one (the deepest backbone first), else any run that logged them."""
+    cache: dict[str, EvalArtifacts] = {}
+
+    def artifacts(run_id: str) -> EvalArtifacts:
+        if run_id not in cache:
+            cache[run_id] = load_eval(run_id, scratch, uri)
+        return cache[run_id]
+
+    dataset = next(iter(done[M.PARAM_DATASET].dropna()), None)
+    pairs = F.select_hrl_runs(done)
+    pairs = pairs.iloc[::-1] if len(pairs) else pairs  # deepest backbone first
+
+    def per_class(a: EvalArtifacts) -> pd.DataFrame | None:
+        if a.per_class is not None:
+            return a.per_class
+        return F.per_class_from_samples(a.per_sample) if a.per_sample is not None else None
+
+    # Fig. 11a: per-class medians of a matched SP and HRL+SP run.
+    chosen = None
+    for _, p in pairs.iterrows():
+        sp, hrl = per_class(artifacts(p.sp_run_id)), per_class(artifacts(p.hrl_run_id))
+        if sp is not None and hrl is not None:
+            chosen = p
+            _attempt(
+                result,
+                "per_class",
+                lambda sp=sp, hrl=hrl, p=p: F.per_class_figure(
+                    sp,
+                    hrl,
+                    out / "per_class",
+                    dataset=dataset,
+                    title=f"{F.skipnet_label(p[M.PARAM_ARCH])}, "
+                    f"{F.GATE_LABELS.get(p[M.PARAM_GATE], p[M.PARAM_GATE])}: "
+                    f"skipped blocks per class (α={p[M.PARAM_ALPHA]:g})",
+                ),
+            )
+            break
+    if chosen is None:
+        result.skipped["per_class"] = (
+            "no SP and HRL+SP run of one backbone and gate both logged eval/per_class.csv"
+            if len(pairs)
+            else "no backbone and gate with both a finished SP and HRL+SP run"
+        )
+
+    # Fig. 11b and Fig. 10: the chosen HRL+SP run, else the first run that has the file.
+    order = ([chosen.hrl_run_id] if chosen is not None else []) + list(done["run_id"])
+    hist_run = next((r for r in order if artifacts(r).per_sample is not None), None)
+    if hist_run is None:
+        result.skipped["skip_histogram"] = "no run logged eval/per_sample.csv"
+    else:
+        _attempt(
+            result,
+            "skip_histogram",
+            lambda: F.skip_histogram_figure(
+                artifacts(hist_run).per_sample, out / "skip_histogram", dataset=dataset
+            ),
+        )
+    grid_run = next((r for r in order if artifacts(r).easy_hard is not None), None)
+    if grid_run is None:
+        result.skipped["easy_hard"] = "no run logged eval/easy_hard.npz"
+    else:
+        _attempt(
+            result,
+            "easy_hard",
+            lambda: F.easy_hard_grid(
+                artifacts(grid_run).easy_hard, out / "easy_hard", dataset=dataset
+            ),
+        )
+    result.data["eval_runs"] = {
+        "per_class": None if chosen is None else (chosen.sp_run_id, chosen.hrl_run_id),
+        "skip_histogram": hist_run,
+        "easy_hard": grid_run,
+    }
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
+    """One row per finished run: backbone, method, variant, alpha/tau, top-1, MACs,
+    reduction and top-1 change against the plain ResNet of the same dataset and backbone
+    (its finished baseline run, else the run's ``flops_plain``), and frontier membership
+    (over all finished runs of the dataset)."""
+    scale, _ = F.check_unit(flops_unit)
+    done = F.finite_rows(finished(runs), M.TOP1, M.FLOPS_MEAN)
+    plain = F.plain_by_backbone(done).set_index([M.PARAM_DATASET, M.PARAM_ARCH])
+    rows = []
+    on_front: dict[str, bool] = {}
+    for _, grp in done.groupby(M.PARAM_DATASET, dropna=False):
+        mask = pareto_mask(grp[[M.FLOPS_MEAN, M.TOP1]].to_numpy(dtype=float))
+        on_front.update(zip(grp["run_id"], mask, strict=True))
+    for _, r in done.iterrows():
+        key = (r[M.PARAM_DATASET], r[M.PARAM_ARCH])
+        if key in plain.index:
+            ref_macs, ref_top1 = plain.loc[key, M.FLOPS_MEAN], plain.loc[key, M.TOP1]
+        else:
+            ref_macs, ref_top1 = r.get(M.FLOPS_PLAIN, math.nan), math.nan
+        param = ""
+        if r[M.TAG_STAGE] in ("act", "sact") and math.isfinite(r[M.PARAM_TAU]):
+            param = f"τ={r[M.PARAM_TAU]:g}"
+        elif math.isfinite(r[M.PARAM_ALPHA]):
+            param = f"α={r[M.PARAM_ALPHA]:g}"
+        rows.append(
+            {
+                "dataset": r[M.PARAM_DATASET],
+                "backbone": r[M.PARAM_ARCH],
+                "method": r[M.TAG_METHOD],
+                "variant": r[M.PARAM_VARIANT],
+                "alpha/tau": param,
+                "top1": r[M.TOP1],
+                "macs": r[M.FLOPS_MEAN] / scale,
+                "reduction_pct": 100.0 * (1.0 - r[M.FLOPS_MEAN] / ref_macs)
+                if ref_macs and math.isfinite(ref_macs)
+                else math.nan,
+                "delta_top1": r[M.TOP1] - ref_top1,
+                "pareto": on_front[r["run_id"]],
+                "run_id": r["run_id"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    rank = lambda order: lambda s: s.map(lambda v: order.index(v) if v in order else len(order))  # noqa: E731
+    keys = {
+        "_depth": table["backbone"].map(F.depth_of),
+        "_method": rank(_METHOD_ORDER)(table["method"]),
+        "_variant": rank(_VARIANT_ORDER)(table["variant"]),
+        "_param": done.set_index("run_id")
+        .loc[table["run_id"], [M.PARAM_ALPHA, M.PARAM_TAU]]
+        .max(axis=1)
+        .to_numpy(),
+    }
+    return (
+        table.assign(**keys)
+        .sort_values(["dataset", "_depth", "backbone", *list(keys)[1:]], kind="stable")
+        .drop(columns=list(keys))
+        .reset_index(drop=True)
+    )
+
+
+def _fmt(value: float, spec: str) -> str:
+    return (
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
+    unit = F.FLOPS_UNITS[flops_unit][1].strip() or "raw"
+    lines = [
+        f"| Dataset | Backbone | Method | Variant | α / τ | Top-1 (%) | Δ top-1 vs plain | "
+        f"MACs {unit} | Reduction vs plain (%) | Pareto | Run |",
+        "|---|---|---|---|---|---:|---:|---:|---:|:-:|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {F.dataset_label(r.dataset)} | {F.backbone_label(r.backbone)} "
+            f"| {F.METHOD_LABELS.get(r.method, r.method)} | {F.VARIANT_LABELS.get(r.variant, r.variant)} "
+            f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
+            f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {'✓' if r.pareto else ''} "
+            f"| `{r.run_id[:8]}` |"
+        )
+    return lines
+
+
+def _write_summary(
+    result: ReportResult,
+    experiment: str,
+    uri: str,
+    runs: pd.DataFrame,
+    table: pd.DataFrame,
+    baselines: pd.DataFrame | None,
+    flops_unit: str,
+) -> Path:
+    done = finished(runs)
+    lines = [f"# Sweep report: {experiment}", ""]
+    lines.append(f"- Tracking URI: `{uri}`")
+    lines.append(
+        f"- Runs: {len(runs)} ({len(done)} finished"
+        + (f", {len(runs) - len(done)} not finished" if len(runs) > len(done) else "")
+        + ")"
+    )
+    lines.append(f"- Datasets: {', '.join(sorted(done[M.PARAM_DATASET].dropna().unique())) or '-'}")
+    for name, data in result.data.items():
+        if isinstance(data, F.ParetoData):
+            lines.append(
+                f"- Hypervolume ({name}): {data.hypervolume:.6g} MACs × % "
+                f"(reference: {data.ref_macs:.6g} MACs, 0% top-1); "
+                f"{len(data.frontier)} runs on the frontier"
+            )
+    lines.append(
+        "- Baselines: "
+        + ("none loaded" if baselines is None else f"{len(baselines)} published rows loaded")
+    )
+    lines += ["", "## Runs", ""]
+    if table.empty:
+        lines.append("No finished run with top-1 and MACs.")
+    else:
+        lines += _markdown(table, flops_unit)
+        lines += [
+            "",
+            "MACs: mean multiply-adds per image, gates included. Reduction and Δ top-1: "
+            "against the plain ResNet of the same backbone (its baseline run, else the "
+            "`flops_plain` metric). Pareto: non-dominated over all finished runs of the dataset.",
+        ]
+    failed = runs[runs["status"] != "FINISHED"]
+    if len(failed):
+        lines += ["", "## Runs not finished", ""]
+        for _, r in failed.iterrows():
+            why = f": {r['error']}" if isinstance(r["error"], str) and r["error"] else ""
+            lines.append(f"- `{r.run_id[:8]}` {r.run_name} ({r.status}){why}")
+    lines += ["", "## Figures", ""]
+    for name, files in result.figures.items():
+        links = ", ".join(f"[{p.name}]({p.name})" for p in files)
+        lines.append(f"- {name}: {links}")
+        if name.startswith("pareto"):
+            lines.append(f"  ![{name}]({name}.png)")
+    hard_soft = result.out_dir / "hard_soft.md"
+    if "hard_soft" in result.figures and hard_soft.is_file():
+        lines += ["", "## Hard vs. soft gating (Table 3)", "", hard_soft.read_text().strip()]
+    if result.skipped:
+        lines += ["", "## Figures not made", ""]
+        lines += [f"- {name}: {why}" for name, why in result.skipped.items()]
+    path = result.out_dir / SUMMARY
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_report(
+    experiment: str,
+    out_dir: str | Path,
+    tracking_uri: str | None = None,
+    baselines_dir: str | Path | Iterable[str | Path] | None = None,
+    flops_unit: str = "M",
+    *,
+    log: bool = True,
+) -> ReportResult:
+    """Write every figure the runs support and ``summary.md`` to ``out_dir``; log the folder
+    to the sweep's parent run (artifact path ``report``) when there is one and ``log``.
+
+    Args:
+        experiment: the MLflow experiment (the space's name by default).
+        out_dir: the report folder (created).
+        tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
+        baselines_dir: baseline CSV files/folders; default ``analysis/baselines``.
+        flops_unit: ``raw``, ``K``, ``M`` or ``G``.
+
+    Raises:
+        ExperimentNotFoundError: no such experiment (the message lists those that exist).
+        BaselineError: a bad baseline file.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    F.check_unit(flops_unit)  # fail early on a bad unit
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ReportResult(out)
+    runs = load_runs(experiment, uri)
+    done = finished(runs)
+    table = _load_baseline_table(baselines_dir)
+    if done.empty:
+        result.skipped["all figures"] = "no finished runs"
+    else:
+        _pareto_all(result, done, out, table, flops_unit)
+        _attempt(
+            result,
+            "alpha_tradeoff",
+            lambda: F.alpha_tradeoff_figure(done, out / "alpha_tradeoff", flops_unit=flops_unit),
+        )
+        _attempt(result, "reduction", lambda: F.reduction_figure(done, out / "reduction"))
+        _attempt(result, "variants", lambda: F.variants_figure(done, out / "variants"))
+        _attempt(
+            result,
+            "hard_soft",
+            lambda: F.hard_soft_table(done, out / "hard_soft", flops_unit=flops_unit),
+        )
+        with tempfile.TemporaryDirectory(prefix="skipnet-report-") as scratch:
+            _eval_figures(result, done, out, uri, Path(scratch))
+    summary = summary_table(runs, flops_unit)
+    summary.to_csv(out / "summary.csv", index=False)
+    result.summary = _write_summary(result, experiment, uri, runs, summary, table, flops_unit)
+    if log:
+        written = [p for paths in result.figures.values() for p in paths]
+        _log_to_parent(result, experiment, uri, [*written, out / "summary.csv", result.summary])
+    return result

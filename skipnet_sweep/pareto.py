@@ -1,0 +1,107 @@
+"""Pareto frontier and hypervolume of (MACs, top-1) points.
+
+A point is ``(macs, top1)``: multiply-adds per image (lower is better) and top-1 accuracy
+in percent (higher is better). Pure functions over plain numbers, so the sweep (which
+tags runs ``pareto=true``) and ``analysis/`` (which draws the frontier) agree by
+construction.
+
+Conventions, chosen so that every caller gets the same answer:
+
+- ``q`` dominates ``p`` when ``q.macs <= p.macs`` and ``q.top1 >= p.top1`` with at least
+  one strict inequality. Exact duplicates therefore never dominate each other: when one
+  copy is on the frontier, every copy is.
+- Points with a NaN or infinite coordinate are never on the frontier and never add area.
+- The frontier is returned in increasing MACs (ties, i.e. duplicates, by input index), the
+  order in which it is drawn as a step line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+Point = tuple[float, float]  # (macs, top1)
+
+__all__ = ["Point", "hypervolume", "pareto_front", "pareto_mask"]
+
+
+def _as_points(points: Iterable[Sequence[float]]) -> list[Point]:
+    out = []
+    for i, p in enumerate(points):
+        if len(p) != 2:
+            raise ValueError(f"point {i} has {len(p)} coordinates, expected (macs, top1)")
+        out.append((float(p[0]), float(p[1])))
+    return out
+
+
+def _finite(p: Point) -> bool:
+    return math.isfinite(p[0]) and math.isfinite(p[1])
+
+
+def pareto_front(points: Iterable[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points (maximise top-1, minimise MACs).
+
+    Args:
+        points: ``(macs, top1)`` pairs (a list of tuples, an ``(N, 2)`` array, ...).
+
+    Returns:
+        Indices into ``points``, sorted by increasing MACs, then by index. Duplicates of a
+        frontier point are all included; points with NaN/inf coordinates never are. A
+        single finite point is its own frontier; no finite point gives ``[]``.
+    """
+    pts = _as_points(points)
+    # Increasing MACs, and at equal MACs the most accurate first: every point that could
+    # dominate a point comes before it in this order.
+    order = sorted(
+        (i for i, p in enumerate(pts) if _finite(p)),
+        key=lambda i: (pts[i][0], -pts[i][1], i),
+    )
+    front: list[int] = []
+    best_top1 = -math.inf
+    best_macs = math.inf  # the fewest MACs that reach best_top1 (the first point to reach it)
+    for i in order:
+        macs, top1 = pts[i]
+        if top1 > best_top1:
+            best_top1, best_macs = top1, macs
+            front.append(i)
+        elif top1 == best_top1 and macs == best_macs:
+            front.append(i)  # an exact duplicate of a frontier point
+    return front
+
+
+def pareto_mask(points: Iterable[Sequence[float]]) -> list[bool]:
+    """``mask[i]`` is True when point ``i`` is on the frontier (see :func:`pareto_front`)."""
+    pts = _as_points(points)
+    on = set(pareto_front(pts))
+    return [i in on for i in range(len(pts))]
+
+
+def hypervolume(points: Iterable[Sequence[float]], ref_macs: float, ref_top1: float = 0.0) -> float:
+    """Area dominated by the points inside the box bounded by the reference point.
+
+    The area is that of the union of the rectangles ``[macs, ref_macs] x [ref_top1, top1]``,
+    one per point, in units of MACs x percent. A point costlier than ``ref_macs`` or less
+    accurate than ``ref_top1`` has an empty rectangle and adds nothing; only the part of
+    each rectangle inside the box counts.
+
+    Args:
+        points: ``(macs, top1)`` pairs.
+        ref_macs: the MACs bound (the sweep uses the plain ResNet's ``flops_plain``).
+        ref_top1: the accuracy bound, in percent (default 0).
+
+    Returns:
+        The area (``0.0`` when no finite point lies inside the box).
+    """
+    if not (math.isfinite(ref_macs) and math.isfinite(ref_top1)):
+        raise ValueError(f"reference point must be finite, got ({ref_macs}, {ref_top1})")
+    pts = [p for p in _as_points(points) if _finite(p)]
+    inside = [p for p in pts if p[0] <= ref_macs and p[1] >= ref_top1]
+    area = 0.0
+    level = ref_top1
+    # Along the frontier top-1 increases with MACs; each point adds the horizontal strip
+    # between the previous accuracy level and its own, from its MACs to ref_macs.
+    for i in pareto_front(inside):
+        macs, top1 = inside[i]
+        area += (ref_macs - macs) * (top1 - level)
+        level = top1
+    return area

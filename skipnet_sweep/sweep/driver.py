@@ -1,0 +1,436 @@
+"""The sweep's driver: Ray start-up and checks, the SP stage, the trials, the Pareto frontier.
+
+Resume: every name is deterministic (the sweep id, the Tune experiment names, the trial ids),
+so re-running the same command after the driver was killed restores both Tune experiments
+(finished trials are not re-run), finds the cached SP checkpoints and finds the MLflow runs
+by their tags. ``fresh=True`` starts over deliberately.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.pareto import hypervolume, pareto_front
+from skipnet_sweep.sweep.plan import Plan, Point
+from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
+from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
+
+
+@dataclass
+class SweepResult:
+    """What a sweep ended with.
+
+    Attributes:
+        parent_run_id: the MLflow parent run.
+        frontier: rows (run name, method, backbone, weight, top1, flops_mean) on the frontier.
+        failed: trial ids that failed, with their reason.
+        trials: number of finished trials (SP jobs and baselines included).
+        hypervolume: of the frontier against (plain ResNet MACs, 0% top-1).
+    """
+
+    parent_run_id: str
+    frontier: list[dict] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    trials: int = 0
+    hypervolume: float = 0.0
+
+
+def tracker_for(plan: Plan) -> Tracker:
+    mlflow = plan.space.mlflow
+    return Tracker(default_tracking_uri(mlflow.tracking_uri), mlflow.experiment or plan.space.name)
+
+
+def check_resources(plan: Plan, address: str | None) -> None:
+    """Refuse a GPU request where there are no GPUs, before starting anything local."""
+    if address is None and plan.space.uses_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpaceError(
+                f"{plan.space.source}: resources: asks for GPUs but this machine has none; set "
+                "resources.sp.gpu and resources.trial.gpu to 0, or pass --address of a GPU cluster"
+            )
+
+
+def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> None:
+    """Join a cluster (``address`` or ``$RAY_ADDRESS``) or start a local instance; then check
+    that the cluster can serve the space (GPUs, shared storage)."""
+    import ray
+
+    env = {
+        "RAY_TRAIN_V2_ENABLED": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # A loaded machine can take longer than the default minute to start a worker group.
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+    }
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    kwargs = dict(
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {k: os.environ[k] for k in env}},
+    )
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    try:
+        _check_cluster(plan)
+    except SpaceError:
+        ray.shutdown()
+        raise
+
+
+def _check_cluster(plan: Plan) -> None:
+    import ray
+
+    space = plan.space
+    if space.uses_gpu and ray.cluster_resources().get("GPU", 0) == 0:
+        raise SpaceError(
+            f"{space.source}: resources: asks for GPUs but the Ray cluster has none; set "
+            "resources.sp.gpu and resources.trial.gpu to 0"
+        )
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not _storage_is_shared(plan.storage, nodes):
+        raise SpaceError(
+            f"{space.source}: storage_path: {plan.storage} is local to the driver's node but the "
+            f"cluster has {len(nodes)} nodes; use shared storage (an NFS path mounted on every node)"
+        )
+
+
+def _storage_is_shared(storage: Path, nodes: list[dict]) -> bool:
+    """Write a marker from the driver and look for it from every node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".shared-check-{os.getpid()}-{time.time_ns()}"
+    marker.write_text("x")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return Path(path).is_file()
+
+    try:
+        refs = [
+            sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(marker))
+            for n in nodes
+        ]
+        return all(ray.get(refs, timeout=60))
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _tuner(
+    name: str, plan: Plan, trainable, param_space: dict, tune_config, callbacks, fresh: bool
+):
+    """A new Tuner, or the one restored from storage when this experiment was interrupted."""
+    from ray import tune
+
+    path = plan.storage / "tune" / name
+    if fresh and path.exists():
+        shutil.rmtree(path)
+    if path.exists() and tune.Tuner.can_restore(str(path)):
+        print(f"resuming {name} from {path}")
+        return tune.Tuner.restore(
+            str(path), trainable=trainable, resume_errored=True, param_space=param_space
+        )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(plan.storage / "tune"),
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=plan.space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=1,
+        ),
+    )
+
+
+def run_sp_stage(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str, str]:
+    """Run (or reuse) every SP job and baseline on Ray Train, as many at once as the cluster
+    holds; each is logged to its own child run. Returns failures by job id."""
+    import ray
+
+    from skipnet_sweep.sweep.ray_jobs import fit_sp_job
+
+    if fresh:
+        for job in plan.sp_jobs:
+            shutil.rmtree(job.checkpoint(plan.storage).parent, ignore_errors=True)
+            shutil.rmtree(plan.storage / "train" / job.trial_id, ignore_errors=True)
+    # As many jobs at once as the cluster can hold whole: a TorchTrainer waiting for workers
+    # that another job holds would only time out.
+    res = plan.space.resources.sp
+    total = ray.cluster_resources()
+    fits = [total.get("CPU", 0) / max(res.workers * res.cpu, 1e-9)]
+    if res.gpu:
+        fits.append(total.get("GPU", 0) / (res.workers * res.gpu))
+    concurrent = max(1, min(len(plan.sp_jobs), int(min(fits))))
+    failed: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=concurrent) as pool:
+        futures = {pool.submit(fit_sp_job, job, plan): job for job in plan.sp_jobs}
+        for future in as_completed(futures):
+            outcome = future.result()
+            _log_sp(outcome, tracker, parent, plan)
+            if outcome.error:
+                failed[outcome.job.trial_id] = outcome.error
+    return failed
+
+
+def _log_sp(outcome, tracker: Tracker, parent: str, plan: Plan) -> None:
+    """Record one SP job (or baseline) as a child run, once."""
+    from skipnet_sweep.sweep.ray_jobs import STEP, job_params
+
+    job = outcome.job
+    run_id, created = tracker.get_or_create(
+        M.TAG_TRIAL_ID,
+        job.trial_id,
+        job.trial_id,
+        parent=parent,
+        params=job_params(job),
+        tags={M.TAG_STAGE: job.kind, M.TAG_METHOD: M.method_of(job.kind, job.gate)},
+    )
+    if outcome.cached:
+        print(f"reused the cached {job.kind} checkpoint {job.key} for {job.trial_id}")
+        tracker.set_tags(run_id, {"cached": "true"})
+    if outcome.error:
+        tracker.set_tags(run_id, {M.TAG_ERROR: outcome.error})
+        tracker.finish(run_id, "FAILED")
+        return
+    last = -1 if created else tracker.last_step(run_id)
+    for row in outcome.history:
+        step = int(row.get(STEP, 0))
+        if step > last or (created and row is outcome.history[-1]):
+            tracker.log_metrics(run_id, row, step)
+            last = max(last, step)
+    eval_dir = job.checkpoint(plan.storage).parent / M.ARTIFACT_DIR
+    if created and eval_dir.is_dir():
+        tracker.log_artifacts(run_id, eval_dir, M.ARTIFACT_DIR)
+    tracker.finish(run_id, "FINISHED")
+
+
+def _failures(grid, plan: Plan) -> dict[str, str]:
+    out = {}
+    for r in grid:
+        tid = Point.from_config(r.config).trial_id(plan.sweep_id)
+        if r.error is not None:
+            out[tid] = str(r.error).strip().splitlines()[-1][:300]
+        elif r.metrics and "error" in r.metrics:
+            out[tid] = r.metrics["error"]
+    return out
+
+
+def run_trials(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str, str]:
+    """Fan out the HRL (and ACT/SACT) trials on Ray Tune; returns failures by trial."""
+    from ray import tune
+
+    from skipnet_sweep.sweep.ray_jobs import TrackingCallback, trial_fn
+
+    space = plan.space
+    res = space.resources.trial
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, plan=plan), {"cpu": res.cpu, "gpu": res.gpu}
+    )
+    callbacks = [TrackingCallback(tracker, parent, plan)]
+    failed: dict[str, str] = {}
+    scheduler = None
+    if space.scheduler is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(
+            metric=M.TOP1,
+            mode="max",
+            grace_period=space.scheduler.grace_period,
+            reduction_factor=space.scheduler.reduction_factor,
+        )
+    if plan.points:
+        grid = _tuner(
+            f"trials-{plan.sweep_id}",
+            plan,
+            trainable,
+            {"point": tune.grid_search([p.to_dict() for p in plan.points])},
+            tune.TuneConfig(
+                max_concurrent_trials=space.max_concurrent_trials,
+                scheduler=scheduler,
+                trial_dirname_creator=partial(_trial_dirname, plan=plan),
+            ),
+            callbacks,
+            fresh,
+        ).fit()
+        failed.update(_failures(grid, plan))
+    if space.search.algorithm == "optuna":
+        failed.update(_run_optuna(plan, trainable, callbacks, fresh))
+    return failed
+
+
+def _trial_dirname(trial, plan: Plan) -> str:
+    return Point.from_config(trial.config).trial_id(plan.sweep_id)[:120]
+
+
+def _run_optuna(plan: Plan, trainable, callbacks, fresh: bool) -> dict[str, str]:
+    """Adaptive multi-objective search (max top-1, min MACs) of alpha with Optuna."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = plan.space
+    a = space.alpha
+    alpha = (
+        tune.choice(list(a.grid))
+        if a.is_grid
+        else (tune.loguniform if a.distribution == "loguniform" else tune.uniform)(a.low, a.high)
+    )
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=space.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=space.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=space.seed),
+    }[space.search.sampler]()
+    search = OptunaSearch(
+        metric=[M.TOP1, M.FLOPS_MEAN],
+        mode=["max", "min"],
+        sampler=sampler,
+        study_name=f"{plan.sweep_id}-optuna",
+    )
+    param_space = {
+        "stage": "hrl",
+        "variant": "hrl+sp",
+        "backbone": tune.choice(list(space.backbones)),
+        "gate": tune.choice(list(space.gates)),
+        "weight": alpha,
+    }
+    grid = _tuner(
+        f"optuna-{plan.sweep_id}",
+        plan,
+        trainable,
+        param_space,
+        tune.TuneConfig(
+            search_alg=search,
+            num_samples=space.search.num_samples,
+            max_concurrent_trials=space.max_concurrent_trials,
+            trial_dirname_creator=partial(_trial_dirname, plan=plan),
+        ),
+        callbacks,
+        fresh,
+    ).fit()
+    return _failures(grid, plan)
+
+
+def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
+    """Tag the frontier of the sweep's finished child runs, log its hypervolume and CSV."""
+    rows = []
+    for run in tracker.children(parent):
+        m, p, t = run.data.metrics, run.data.params, run.data.tags
+        if run.info.status != "FINISHED" or M.TOP1 not in m or M.FLOPS_MEAN not in m:
+            continue
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": t.get("mlflow.runName", run.info.run_id),
+                "stage": t.get(M.TAG_STAGE, ""),
+                "method": t.get(M.TAG_METHOD, ""),
+                "backbone": p.get(M.PARAM_ARCH, ""),
+                "weight": p.get(M.PARAM_ALPHA, p.get(M.PARAM_TAU, "")),
+                M.TOP1: m[M.TOP1],
+                M.FLOPS_MEAN: m[M.FLOPS_MEAN],
+                M.FLOPS_PLAIN: m.get(M.FLOPS_PLAIN, m[M.FLOPS_MEAN]),
+            }
+        )
+    result = SweepResult(parent, trials=len(rows))
+    if not rows:
+        return result
+    front = set(pareto_front([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows]))
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+        tracker.set_tags(r["run_id"], {M.TAG_PARETO: "true" if i in front else "false"})
+    ref = max(r[M.FLOPS_PLAIN] for r in rows)
+    result.hypervolume = hypervolume([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows], ref)
+    tracker.log_metrics(parent, {M.HYPERVOLUME: result.hypervolume})
+    result.frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r[M.FLOPS_MEAN])
+    cols = ["run_name", "method", "backbone", "weight", M.TOP1, M.FLOPS_MEAN]
+    csv = (
+        ",".join(cols)
+        + "\n"
+        + "".join(",".join(str(r[c]) for c in cols) + "\n" for r in result.frontier)
+    )
+    tracker.log_text(parent, csv, M.PARETO_CSV)
+    return result
+
+
+def frontier_table(result: SweepResult) -> str:
+    """The frontier as a table a person reads."""
+    lines = [f"{'run':<58} {'method':<12} {'top1':>7} {'MACs (M)':>10}"]
+    for r in result.frontier:
+        lines.append(
+            f"{r['run_name'][:58]:<58} {r['method']:<12} {r[M.TOP1]:>6.2f}% {r[M.FLOPS_MEAN] / 1e6:>10.3f}"
+        )
+    lines.append(f"hypervolume (top-1 % x MACs below the plain ResNet): {result.hypervolume:.4g}")
+    return "\n".join(lines)
+
+
+def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
+    """The sweep's parent run, found by its sweep id (a fresh start retires the old one)."""
+    if fresh:
+        old = tracker.find(M.TAG_SWEEP_ID, plan.sweep_id)
+        if old is not None:
+            tracker.set_tags(old, {M.TAG_SWEEP_ID: f"{plan.sweep_id}-retired-{int(time.time())}"})
+    run_id, created = tracker.get_or_create(
+        M.TAG_SWEEP_ID,
+        plan.sweep_id,
+        plan.space.name,
+        params={
+            M.PARAM_DATASET: plan.space.dataset.name,
+            "space_file": plan.space.source,
+            "sp_jobs": len(plan.sp_jobs),
+            "grid_trials": len(plan.points),
+            "search": plan.space.search.algorithm,
+        },
+        tags={M.TAG_STAGE: M.SWEEP_STAGE, M.TAG_SPACE: plan.space.name},
+    )
+    if created:
+        tracker.log_text(run_id, space_to_yaml(plan.space), "space.yaml")
+    return run_id
+
+
+def run_sweep(
+    plan: Plan, *, address: str | None = None, fresh: bool = False, num_cpus: int | None = None
+) -> SweepResult:
+    """Run a whole sweep: SP jobs, trials, frontier. Ray must not be running yet."""
+    import ray
+
+    check_resources(plan, address)
+    tracker = tracker_for(plan)
+    start_ray(plan, address, num_cpus)
+    parent = None
+    try:
+        parent = open_parent(plan, tracker, fresh)
+        tracker.client.update_run(parent, status="RUNNING")
+        failed = run_sp_stage(plan, tracker, parent, fresh)
+        sp_failed = {k for k in failed if k.startswith("sp-") or k.startswith("baseline-")}
+        if sp_failed:
+            print(f"SP jobs failed, their trials cannot start: {', '.join(sorted(sp_failed))}")
+        else:
+            failed.update(run_trials(plan, tracker, parent, fresh))
+        result = update_frontier(tracker, parent, plan)
+        result.failed = failed
+        tracker.finish(parent, "FAILED" if failed else "FINISHED")
+        return result
+    except BaseException:
+        if parent is not None:  # a crash of the driver itself: the parent run says so
+            tracker.finish(parent, "FAILED")
+        raise
+    finally:
+        ray.shutdown()

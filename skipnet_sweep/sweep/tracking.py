@@ -1,0 +1,185 @@
+"""MLflow tracking owned by the sweep's driver: one parent run per sweep, nested child runs
+for every SP job, baseline and trial, found again by a trial-id tag so a resumed sweep never
+duplicates them. (``MLflowLoggerCallback`` makes flat runs and duplicates them on restore.)
+
+Only the driver writes to MLflow (Ray workers report to Tune, Tune calls back here), so a
+node of a cluster never needs to reach the tracking store. The layout is documented in
+``docs/mlflow_layout.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from skipnet_sweep import metrics as M
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def default_tracking_uri(configured: str | None = None) -> str:
+    """The space's URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``
+    (MLflow 3.13+ refuses the plain ``./mlruns`` file store)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store go beside the database file."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+class Tracker:
+    """Get-or-create access to a sweep's runs in one MLflow experiment.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: experiment name (one per space).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self._client = None
+        self._experiment_id: str | None = None
+
+    def __getstate__(self) -> dict:
+        # Picklable for Ray (callbacks are saved with the experiment state): drop the client.
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["tracking_uri"], state["experiment"])
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                root = _artifact_root(self.tracking_uri)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=f"{root}/{self.experiment}" if root else None
+                )
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def find(self, tag: str, value: str, parent: str | None = None) -> str | None:
+        """The id of the newest active run with ``tag == value`` (under ``parent``), if any."""
+        flt = f"tags.`{tag}` = '{value}'"
+        if parent is not None:
+            flt += f" and tags.`{PARENT_TAG}` = '{parent}'"
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=flt,
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        return runs[0].info.run_id if runs else None
+
+    def get_or_create(
+        self,
+        tag: str,
+        value: str,
+        run_name: str,
+        *,
+        parent: str | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> tuple[str, bool]:
+        """The run tagged ``tag=value`` (under ``parent``), created if missing.
+
+        Returns:
+            (run_id, created).
+        """
+        run_id = self.find(tag, value, parent)
+        if run_id is not None:
+            if tags:
+                self.set_tags(run_id, tags)
+            return run_id, False
+        all_tags = {tag: value, RUN_NAME_TAG: run_name, **(tags or {})}
+        if parent is not None:
+            all_tags[PARENT_TAG] = parent
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        run_id = run.info.run_id
+        if params:
+            self.log_params(run_id, params)
+        return run_id, True
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_str(v)) for k, v in params.items() if v is not None]
+        if items:
+            self.client.log_batch(run_id, params=items)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
+        """Log the finite numeric entries of ``metrics`` at ``step``."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, int(step))
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        for i in range(0, len(items), 900):  # log_batch takes at most 1000 metrics
+            self.client.log_batch(run_id, metrics=items[i : i + 900])
+
+    def last_step(self, run_id: str, key: str = M.TOP1) -> int:
+        """The last step at which ``key`` was logged (-1 if never): a resumed trial re-reports
+        the steps after its checkpoint, and those before are not logged twice."""
+        history = self.client.get_metric_history(run_id, key)
+        return max((m.step for m in history), default=-1)
+
+    def log_artifacts(
+        self, run_id: str, local_dir: str | Path, artifact_path: str | None = None
+    ) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def children(self, parent: str) -> list:
+        """All child runs of ``parent`` (any status), paginated."""
+        out, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
+                max_results=500,
+                page_token=token,
+            )
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+
+def _param_str(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return ",".join(_param_str(x) for x in v)
+    return str(v)

@@ -1,0 +1,96 @@
+"""Pareto frontier and hypervolume on hand-made point sets with hand-computed answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from skipnet_sweep.pareto import hypervolume, pareto_front, pareto_mask
+
+
+def test_single_point_is_its_own_frontier() -> None:
+    assert pareto_front([(10.0, 90.0)]) == [0]
+    assert hypervolume([(10.0, 90.0)], ref_macs=30.0) == pytest.approx(20.0 * 90.0)
+
+
+def test_empty_and_all_nan() -> None:
+    assert pareto_front([]) == []
+    assert pareto_front([(math.nan, 90.0), (10.0, math.nan)]) == []
+    assert hypervolume([], ref_macs=10.0) == 0.0
+    assert hypervolume([(math.nan, 50.0)], ref_macs=10.0) == 0.0
+
+
+def test_dominated_points_are_dropped_and_front_is_sorted_by_macs() -> None:
+    points = [
+        (30.0, 93.0),  # 0 front
+        (10.0, 90.0),  # 1 front
+        (20.0, 89.0),  # 2 dominated by 1
+        (20.0, 92.0),  # 3 front
+        (35.0, 92.5),  # 4 dominated by 0
+    ]
+    assert pareto_front(points) == [1, 3, 0]
+    assert pareto_mask(points) == [True, True, False, True, False]
+
+
+def test_ties_in_one_coordinate() -> None:
+    # Same MACs, different accuracy: the less accurate is dominated.
+    assert pareto_front([(10.0, 90.0), (10.0, 91.0)]) == [1]
+    # Same accuracy, different MACs: the costlier is dominated.
+    assert pareto_front([(12.0, 90.0), (10.0, 90.0)]) == [1]
+
+
+def test_exact_duplicates_are_all_on_the_frontier() -> None:
+    points = [(10.0, 90.0), (20.0, 95.0), (10.0, 90.0), (20.0, 95.0), (20.0, 94.0)]
+    assert pareto_front(points) == [0, 2, 1, 3]
+    # Duplicates add no area: same as the frontier without them.
+    assert hypervolume(points, ref_macs=30.0) == pytest.approx(
+        hypervolume([(10.0, 90.0), (20.0, 95.0)], ref_macs=30.0)
+    )
+
+
+def test_nan_points_are_excluded_but_keep_indices() -> None:
+    points = [(math.nan, 99.0), (10.0, 90.0), (5.0, math.inf), (20.0, 92.0)]
+    assert pareto_front(points) == [1, 3]
+
+
+def test_accepts_numpy_arrays() -> None:
+    arr = np.array([[10.0, 90.0], [20.0, 92.0], [15.0, 80.0]])
+    assert pareto_front(arr) == [0, 1]
+
+
+def test_hypervolume_staircase() -> None:
+    # Frontier (10, 90), (20, 92), (30, 93) with reference (40, 0):
+    #   strip 0..90   from 10 to 40: 30 * 90 = 2700
+    #   strip 90..92  from 20 to 40: 20 *  2 =   40
+    #   strip 92..93  from 30 to 40: 10 *  1 =   10
+    points = [(10.0, 90.0), (30.0, 93.0), (20.0, 92.0), (25.0, 91.0)]
+    assert hypervolume(points, ref_macs=40.0) == pytest.approx(2750.0)
+    # A raised accuracy floor cuts the lowest strip: 30 * (90 - 50) + 40 + 10.
+    assert hypervolume(points, ref_macs=40.0, ref_top1=50.0) == pytest.approx(1250.0)
+
+
+def test_points_outside_the_reference_box_add_nothing() -> None:
+    inside = [(10.0, 90.0), (20.0, 92.0)]
+    # (50, 99) costs more than ref_macs; (5, -1) is below ref_top1.
+    outside = [(50.0, 99.0), (5.0, -1.0)]
+    # (10, 90): 30 * 90 = 2700; (20, 92): 20 * 2 = 40.
+    assert hypervolume(inside + outside, ref_macs=40.0) == pytest.approx(2740.0)
+    # On the boundary: a point at exactly ref_macs spans zero width.
+    assert hypervolume([(40.0, 99.0)], ref_macs=40.0) == 0.0
+
+
+def test_costlier_point_outside_box_does_not_raise_the_level() -> None:
+    # (50, 99) is on the frontier of all points but lies beyond ref_macs: it must not lift
+    # the accuracy level the inside points are measured from. Area: (40 - 5) * 95.
+    points = [(10.0, 90.0), (5.0, 95.0), (50.0, 99.0)]
+    assert pareto_front(points) == [1, 2]
+    assert hypervolume(points, ref_macs=40.0) == pytest.approx(35.0 * 95.0)
+
+
+def test_bad_input_raises() -> None:
+    with pytest.raises(ValueError, match="expected"):
+        pareto_front([(1.0, 2.0, 3.0)])
+    with pytest.raises(ValueError, match="finite"):
+        hypervolume([(1.0, 2.0)], ref_macs=math.nan)

@@ -1,0 +1,218 @@
+"""The train CLI in-process: sp -> hrl (--init) -> eval on the synthetic dataset, and the
+one-line errors (exit 2) for bad input.
+
+The CLI has no flags for the synthetic dataset's sizes, so these runs use its defaults
+(512 train / 128 test images, 3x32x32, 10 classes) cut down with --train-subset and
+--test-subset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+
+import pytest
+import torch
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, run_stage
+from skipnet_sweep.train import main
+
+DATA = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32"]
+FAST = [*DATA, "--batch-size", "32", "--iterations", "2", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: the CPU is shared, and oversubscribed threads made these tiny
+    networks several times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    """Run ``main(argv)``; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """SP, then HRL from the SP checkpoint (arch and gate inherited), then eval of both."""
+    d = tmp_path_factory.mktemp("cli")
+    sp, hrl = d / "sp.pt", d / "hrl.pt"
+    r = {
+        "sp": cli(
+            "sp", *FAST, "--arch", "cifar_resnet8", "--gate", "ff2", "--out", str(sp), "--json"
+        ),
+        "hrl": cli("hrl", *FAST, "--init", str(sp), "--alpha", "0.5", "--out", str(hrl)),
+    }
+    r["eval_json"] = cli("eval", "--checkpoint", str(hrl), "--test-subset", "32", "--json")
+    r["eval"] = cli("eval", "--checkpoint", str(sp), "--test-subset", "32", "--path", "masked")
+    return r, sp, hrl
+
+
+def test_sp_writes_checkpoint_and_json_metrics(runs):
+    r, sp, _ = runs
+    code, out, err = r["sp"]
+    assert code == 0 and err == ""
+    metrics = json.loads(out)
+    assert set(M.EVAL_METRICS) <= metrics.keys()
+    assert {M.gate_skip_ratio(0), M.gate_skip_ratio(1)} <= metrics.keys()
+    assert M.gate_skip_ratio(2) not in metrics  # cifar_resnet8 has two gates
+    assert 0 <= metrics[M.TOP1] <= 100
+    assert metrics[M.COMPUTATION_PCT] == pytest.approx(
+        100 * metrics[M.FLOPS_MEAN] / metrics[M.FLOPS_PLAIN]
+    )
+    payload = load_checkpoint(sp)
+    assert payload["model_config"] == ModelConfig("cifar_resnet8", "ff2", 10, 3).to_dict()
+    assert payload["step"] == 2 and payload["metrics"][M.TOP1] == metrics[M.TOP1]
+    cfg = StageConfig.from_dict(payload["stage_config"])
+    assert (cfg.variant, cfg.train.iterations, cfg.train.batch_size) == ("sp", 2, 32)
+    assert (cfg.data.dataset, cfg.data.train_subset, cfg.data.test_subset) == ("synthetic", 64, 32)
+
+
+def test_hrl_from_sp_prints_the_summary_line(runs):
+    r, sp, hrl = runs
+    code, out, err = r["hrl"]
+    assert code == 0 and err == ""
+    payload = load_checkpoint(hrl)
+    m = payload["metrics"]
+    line = out.strip()
+    assert "\n" not in line
+    assert line.startswith("hrl+sp cifar_resnet8+ff2 | ")  # arch and gate from --init
+    assert f"top1 {m[M.TOP1]:.2f}%" in line
+    assert f"{m[M.COMPUTATION_PCT]:.1f}% of the plain ResNet" in line
+    assert re.search(r"skipped \d+\.\d\d blocks/sample$", line)
+    cfg = StageConfig.from_dict(payload["stage_config"])
+    assert cfg.init == str(sp) and cfg.model.gate == "ff2"
+    assert (cfg.train.stage, cfg.train.alpha, cfg.train.lr) == ("hrl", 0.5, 1e-4)  # HRL recipe
+
+
+def test_eval_reproduces_the_training_metrics(runs):
+    r, sp, hrl = runs
+    code, out, err = r["eval_json"]
+    assert code == 0 and err == ""
+    metrics = json.loads(out)
+    trained = load_checkpoint(hrl)["metrics"]
+    for k in (M.TOP1, M.FLOPS_MEAN, M.COMPUTATION_PCT, M.SKIP_RATIO):
+        assert metrics[k] == pytest.approx(trained[k]), k
+    code, out, err = r["eval"]
+    trained = load_checkpoint(sp)["metrics"]
+    assert code == 0 and err == ""
+    assert out.strip() == (
+        f"eval {sp}: top1 {trained[M.TOP1]:.2f}% | "
+        f"{trained[M.COMPUTATION_PCT]:.1f}% of the plain ResNet's MACs"
+    )
+
+
+def test_eval_writes_artifacts(runs, tmp_path):
+    _, sp, _ = runs
+    code, _, _ = cli(
+        "eval", "--checkpoint", str(sp), "--test-subset", "20", "--artifacts", str(tmp_path)
+    )
+    assert code == 0
+    assert (tmp_path / M.PER_SAMPLE_CSV).read_text().count("\n") == 21  # header + 20 rows
+    assert (tmp_path / M.EASY_HARD_NPZ).is_file()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="train.py _evaluate rebuilds the data with build_loaders' default seed 0, not the "
+    "seed stored in the checkpoint; for synthetic data the seed picks the class templates, so "
+    "eval scores a different dataset",
+)
+def test_eval_uses_the_seed_the_checkpoint_was_trained_with(tmp_path):
+    path = tmp_path / "seed1.pt"
+    code, out, _ = cli("sp", *FAST, "--arch", "cifar_resnet8", "--gate", "ff2", "--seed", "1",
+                       "--out", str(path), "--json")  # fmt: skip
+    assert code == 0
+    code, out, _ = cli("eval", "--checkpoint", str(path), "--test-subset", "32", "--json")
+    assert code == 0
+    trained = load_checkpoint(path)["metrics"]
+    got = json.loads(out)
+    assert got[M.TOP1] == pytest.approx(trained[M.TOP1])
+    assert got[M.FLOPS_MEAN] == pytest.approx(trained[M.FLOPS_MEAN])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="train.py _evaluate ignores the stored DataConfig.synthetic keywords: a checkpoint "
+    "trained on 1-channel synthetic data is evaluated on 3x32x32 images and crashes in "
+    "count_costs with a conv RuntimeError (traceback, not exit 2)",
+)
+def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
+    data = DataConfig(
+        dataset="synthetic", synthetic={"size": 64, "channels": 1, "image_size": 8, "classes": 4}
+    )
+    train = TrainConfig(stage="sp", iterations=1, batch_size=32)
+    result = run_stage(
+        StageConfig(ModelConfig("cifar_resnet8", "ff2"), data, train),
+        tmp_path / "c.pt",
+        progress=False,
+    )
+    code, out, _ = cli("eval", "--checkpoint", str(tmp_path / "c.pt"), "--json")
+    assert code == 0
+    assert json.loads(out)[M.TOP1] == pytest.approx(result.metrics[M.TOP1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sp", "--arch", "cifar_resnet9", *FAST], "unknown architecture 'cifar_resnet9'"),
+        (["sp", "--gate", "ff3", *FAST], "unknown gate 'ff3'"),
+        (["sp", "--dataset", "synth etic"], "unknown dataset 'synth etic'"),
+        (["hrl", "--init", "{tmp}/missing.pt", *FAST], "missing.pt: no such file"),
+        (["hrl", "--init", "{tmp}/junk.pt", *FAST], "junk.pt: unreadable"),
+        (["eval", "--checkpoint", "{tmp}/missing.pt"], "missing.pt: no such file"),
+        (["sp", *FAST, "--gamma", "2"], "gamma must be in [0, 1]"),
+        (["sp", *FAST, "--batch-size", "1000"], "batch_size=1000"),
+        (
+            ["sp", *FAST, "--iterations", "3", "--epochs", "1"],
+            "exactly one of iterations or epochs",
+        ),
+    ],
+    ids=[
+        "arch",
+        "gate",
+        "dataset",
+        "init-missing",
+        "init-junk",
+        "eval-missing",
+        "gamma",
+        "batch",
+        "both",
+    ],
+)
+def test_bad_input_exits_2_with_one_error_line(tmp_path, argv, message):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code, out, err = cli(*(a.replace("{tmp}", str(tmp_path)) for a in argv))
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="train.py _stage_config silently drops --gate for the baseline stage (an argument "
+    "accepted and ignored, which STYLE.md asks to avoid); it should be refused",
+)
+def test_baseline_refuses_a_gate():
+    # The oversized batch makes the run stop before training whatever happens to --gate.
+    code, _, err = cli("baseline", "--gate", "rnn", *FAST, "--batch-size", "1000")
+    assert code == 2 and "gate" in err
+
+
+def test_unknown_subcommand_is_argparse_usage_error():
+    with pytest.raises(SystemExit) as excinfo, contextlib.redirect_stderr(io.StringIO()):
+        main(["finetune"])
+    assert excinfo.value.code == 2
