@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = parse_input(args.input) if args.input else default_input(args.arch)
         gate = None if args.gate == "none" else args.gate
-        classes = args.num_classes or (10 if args.arch.startswith("cifar") else 1000)
+        classes = args.num_classes
+        if classes is None:
+            classes = 10 if args.arch.startswith("cifar") else 1000
         model = build_model(args.arch, num_classes=classes, in_channels=shape[0], gate=gate)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=DEFAULT_SPACE, help="space file, or a bundled space's name")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     p.add_argument("--storage-path", default=None, help="override storage_path")
     p.add_argument("--tracking-uri", default=None, help="override mlflow.tracking_uri")
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(result.failed)} failed:")
         for tid, why in sorted(result.failed.items()):
             print(f"  {tid}: {why}")
-    print(f"MLflow: {tracker.tracking_uri} (experiment {tracker.experiment!r}, parent run {result.parent_run_id})")
+    print(
+        f"MLflow: {tracker.tracking_uri} (experiment {tracker.experiment!r}, parent run {result.parent_run_id})"
+    )
     print(
         f"Figures: python -m skipnet_sweep.report --experiment {tracker.experiment} "
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"

@@ -13,7 +13,9 @@ import json
 import sys
 from dataclasses import fields
 
-from skipnet_sweep.data import build_loaders, list_datasets
+from torch.utils.data import DataLoader
+
+from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import (
@@ -85,7 +87,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_HRL_ONLY = ("alpha", "gamma", "rl_weight", "cost", "reward_baseline", "pure_rl")
+_SP_ONLY = ("soft",)
+
+
+def _refuse_foreign_flags(args: argparse.Namespace) -> None:
+    """A flag that the chosen stage would ignore is an error, not a silent no-op."""
+    foreign = [f for f in _HRL_ONLY if args.command != "hrl" and getattr(args, f, None)]
+    foreign += [f for f in _SP_ONLY if args.command != "sp" and getattr(args, f, None)]
+    if args.command == "baseline" and args.gate not in (None, "none"):
+        foreign.append("gate")
+    if foreign:
+        flags = ", ".join("--" + f.replace("_", "-") for f in foreign)
+        raise ValueError(f"{flags} do(es) not apply to the {args.command} stage")
+
+
 def _stage_config(args: argparse.Namespace) -> StageConfig:
+    _refuse_foreign_flags(args)
     init_model = None
     if args.init:
         init_model = ModelConfig(**load_checkpoint(args.init)["model_config"])
@@ -121,14 +139,19 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
 def _evaluate(args: argparse.Namespace) -> dict:
     model, payload = load_model(args.checkpoint)
     stage = payload.get("stage_config") or {}
-    data = stage.get("data", {})
-    dataset = args.dataset or data.get("dataset", "fashion_mnist")
-    _, test_loader, info = build_loaders(
-        dataset,
-        root=args.root or data.get("root"),
-        batch_size=args.batch_size,
-        test_subset=args.test_subset,
-    )
+    # Rebuild the data the checkpoint was trained on (seed and synthetic sizes included),
+    # with the command line's overrides.
+    data = DataConfig(**stage["data"]) if "data" in stage else DataConfig()
+    seed = stage.get("train", {}).get("seed", 0)
+    if args.dataset and args.dataset != data.dataset:
+        data = DataConfig(dataset=args.dataset)
+    kwargs = data.loader_kwargs()
+    kwargs["root"] = args.root or kwargs["root"]
+    if args.test_subset is not None:
+        kwargs["test_subset"] = args.test_subset
+    kwargs.pop("num_workers")
+    _, test_set, info = build_datasets(data.dataset, seed=seed, **kwargs)
+    test_loader = DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
     costs = count_costs(model, (info.in_channels, *info.input_size))
     result = evaluate(model, test_loader, costs, path=args.path)
     if args.artifacts:

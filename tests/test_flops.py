@@ -336,11 +336,6 @@ def test_cli_bad_input_exits_2_with_one_error_line(capsys, argv, says):
     assert says in one_error_line(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flops.py:224 `args.num_classes or default` turns --num-classes 0 into the "
-    "default (10/1000) instead of refusing it",
-)
 def test_cli_refuses_zero_classes(capsys):
     code, _, err = run_cli(capsys, "cifar_resnet8", "--num-classes", "0", "--json")
 

@@ -260,12 +260,6 @@ def test_masked_path_runs_every_block_on_the_whole_batch(make_model):
 LOGITS = torch.linspace(-6.0, 6.0, 2001)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gates.py:59 forms the straight-through value as `hard + prob - prob.detach()`; "
-    "(1 + p) - p rounds to 1 - 2**-24 or 1 + 2**-23 for some p in float32. "
-    "`hard - prob.detach() + prob` is exact.",
-)
 def test_hard_mode_gate_value_is_exactly_zero_or_one():
     gate = decide(LOGITS, "hard").gate
 
@@ -447,11 +441,6 @@ def test_unknown_gate_names_the_allowed_ones(gate):
     assert all(design in str(err.value) for design in GATE_DESIGNS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry.py:53-56 (ModelConfig) and gates.py:158 (build_gates) say 'allowed: ff1, ff2, rnn or none' "
-    "but refuse gate='none'; the CLI spells the plain network --gate none",
-)
 def test_gate_none_is_not_both_allowed_and_refused():
     try:
         model = build_model("cifar_resnet8", gate="none")

@@ -123,12 +123,6 @@ def test_eval_writes_artifacts(runs, tmp_path):
     assert (tmp_path / M.EASY_HARD_NPZ).is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py _evaluate rebuilds the data with build_loaders' default seed 0, not the "
-    "seed stored in the checkpoint; for synthetic data the seed picks the class templates, so "
-    "eval scores a different dataset",
-)
 def test_eval_uses_the_seed_the_checkpoint_was_trained_with(tmp_path):
     path = tmp_path / "seed1.pt"
     code, out, _ = cli("sp", *FAST, "--arch", "cifar_resnet8", "--gate", "ff2", "--seed", "1",
@@ -142,13 +136,6 @@ def test_eval_uses_the_seed_the_checkpoint_was_trained_with(tmp_path):
     assert got[M.FLOPS_MEAN] == pytest.approx(trained[M.FLOPS_MEAN])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="train.py _evaluate ignores the stored DataConfig.synthetic keywords: a checkpoint "
-    "trained on 1-channel synthetic data is evaluated on 3x32x32 images and crashes in "
-    "count_costs with a conv RuntimeError (traceback, not exit 2)",
-)
 def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
     data = DataConfig(
         dataset="synthetic", synthetic={"size": 64, "channels": 1, "image_size": 8, "classes": 4}
@@ -201,11 +188,6 @@ def test_bad_input_exits_2_with_one_error_line(tmp_path, argv, message):
     assert message in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py _stage_config silently drops --gate for the baseline stage (an argument "
-    "accepted and ignored, which STYLE.md asks to avoid); it should be refused",
-)
 def test_baseline_refuses_a_gate():
     # The oversized batch makes the run stop before training whatever happens to --gate.
     code, _, err = cli("baseline", "--gate", "rnn", *FAST, "--batch-size", "1000")

@@ -56,7 +56,8 @@ def decide(logit: Tensor, mode: str) -> Decision:
     prob = torch.sigmoid(logit)
     if mode == "hard":
         hard = (prob >= 0.5).to(prob.dtype)
-        return Decision(gate=hard + prob - prob.detach(), executed=hard.bool(), prob=prob)
+        # Ordered so the forward value is exactly 0 or 1 in floating point.
+        return Decision(gate=hard - prob.detach() + prob, executed=hard.bool(), prob=prob)
     if mode == "threshold":
         hard = (prob >= 0.5).to(prob.dtype)
         return Decision(gate=hard, executed=hard.bool(), prob=prob)
@@ -155,4 +156,4 @@ def build_gates(design: str, widths: list[int]) -> nn.Module:
         return nn.ModuleList(FFGateII(w) for w in widths)
     if design == "rnn":
         return RNNGate(widths)
-    raise ValueError(f"unknown gate {design!r}; allowed: {', '.join(GATE_DESIGNS)} or none")
+    raise ValueError(f"unknown gate {design!r}; allowed: {', '.join(GATE_DESIGNS)}")

@@ -46,6 +46,8 @@ class ModelConfig:
     in_channels: int = 3
 
     def __post_init__(self) -> None:
+        if self.gate == "none":  # how files and command lines spell the plain ResNet
+            object.__setattr__(self, "gate", None)
         if self.arch not in _REGISTRY:
             raise ValueError(
                 f"unknown architecture {self.arch!r}; allowed: {', '.join(list_models())}"

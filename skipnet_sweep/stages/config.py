@@ -123,6 +123,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(
+                f"eval_every must be >= 1 (or None for once per epoch), got {self.eval_every}"
+            )
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if any(not 0 < m < 1 for m in self.lr_milestones):
             raise ValueError(f"lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))

@@ -54,8 +54,8 @@ def seed_everything(seed: int) -> None:
 
 
 def complete_model_config(cfg: StageConfig) -> StageConfig:
-    """Fill the model's ``num_classes``/``in_channels`` from the dataset when they were left
-    at their defaults, and refuse a network that cannot read the data."""
+    """Set the model's ``num_classes``/``in_channels`` from the dataset: they are properties
+    of the data, not choices, so whatever the config said is replaced."""
     info = _data_info(cfg)
     model = cfg.model
     if (model.num_classes, model.in_channels) != (info.num_classes, info.in_channels):
