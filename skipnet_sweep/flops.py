@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from skipnet_sweep.models import SkipResNet, build_model, list_models
 from skipnet_sweep.models.gates import GATE_DESIGNS
+from skipnet_sweep.models.halting import HaltingResNet, count_halting_costs
 
 
 @dataclass
@@ -141,7 +142,10 @@ def count_costs(model: SkipResNet, input_shape: tuple[int, int, int]) -> CostTab
     convolution's output shape (spatial sizes depend on the input, so the table is only
     valid for that size). Each layer call is attributed to the stem, a block or a gate by
     the layer's name and the order of calls (the shared recurrent gate runs once per gate).
+    A halting network (ACT/SACT) gets its own table (``models.halting.HaltingCostTable``).
     """
+    if isinstance(model, HaltingResNet):
+        return count_halting_costs(model, input_shape)
     names = {m: n for n, m in model.named_modules()}
     events: list[tuple[str, bool, int]] = []  # (owner name, is_conv, macs)
 

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("baseline", "sp", "hrl"):
+    for name in ("baseline", "sp", "hrl", "act", "sact"):
         s = sub.add_parser(name, help=f"train the {name} stage")
         s.add_argument(
             "--arch",
@@ -89,13 +89,17 @@ def _parser() -> argparse.ArgumentParser:
 
 _HRL_ONLY = ("alpha", "gamma", "rl_weight", "cost", "reward_baseline", "pure_rl")
 _SP_ONLY = ("soft",)
+_HALTING_ONLY = ("tau",)
 
 
 def _refuse_foreign_flags(args: argparse.Namespace) -> None:
     """A flag that the chosen stage would ignore is an error, not a silent no-op."""
     foreign = [f for f in _HRL_ONLY if args.command != "hrl" and getattr(args, f, None)]
     foreign += [f for f in _SP_ONLY if args.command != "sp" and getattr(args, f, None)]
-    if args.command == "baseline" and args.gate not in (None, "none"):
+    foreign += [
+        f for f in _HALTING_ONLY if args.command not in ("act", "sact") and getattr(args, f, None)
+    ]
+    if args.command in ("baseline", "act", "sact") and args.gate not in (None, "none"):
         foreign.append("gate")
     if foreign:
         flags = ", ".join("--" + f.replace("_", "-") for f in foreign)
@@ -108,8 +112,8 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
     if args.init:
         init_model = ModelConfig(**load_checkpoint(args.init)["model_config"])
     arch = args.arch or (init_model.arch if init_model else "cifar_resnet20")
-    if args.command == "baseline":
-        gate = None
+    if args.command in ("baseline", "act", "sact"):
+        gate = None if args.command == "baseline" else args.command
     else:
         gate = args.gate or (init_model.gate if init_model and init_model.gate else "rnn")
     gate = None if gate == "none" else gate

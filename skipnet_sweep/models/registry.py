@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from skipnet_sweep.models.gates import GATE_DESIGNS
+from skipnet_sweep.models.halting import HALTING_KINDS, HaltingResNet, build_halting
 from skipnet_sweep.models.resnet import SkipResNet
 
 _REGISTRY: dict[str, Callable[..., SkipResNet]] = {}
@@ -35,7 +36,8 @@ class ModelConfig:
 
     Attributes:
         arch: registered architecture name, e.g. ``cifar_resnet38`` or ``resnet101``.
-        gate: ``ff1``, ``ff2``, ``rnn``, or None for the plain ResNet.
+        gate: ``ff1``, ``ff2``, ``rnn`` (SkipNet gates), ``act`` or ``sact`` (the halting
+            baselines on the same backbone), or None for the plain ResNet.
         num_classes: classifier outputs.
         in_channels: input image channels (1 for Fashion-MNIST).
     """
@@ -52,10 +54,9 @@ class ModelConfig:
             raise ValueError(
                 f"unknown architecture {self.arch!r}; allowed: {', '.join(list_models())}"
             )
-        if self.gate is not None and self.gate not in GATE_DESIGNS:
-            raise ValueError(
-                f"unknown gate {self.gate!r}; allowed: {', '.join(GATE_DESIGNS)} or none"
-            )
+        allowed = GATE_DESIGNS + HALTING_KINDS
+        if self.gate is not None and self.gate not in allowed:
+            raise ValueError(f"unknown gate {self.gate!r}; allowed: {', '.join(allowed)} or none")
         if self.num_classes < 1 or self.in_channels < 1:
             raise ValueError("num_classes and in_channels must be positive")
 
@@ -81,11 +82,16 @@ def build_model(
     return build_from_config(cfg)
 
 
-def build_from_config(cfg: ModelConfig) -> SkipResNet:
+def build_from_config(cfg: ModelConfig) -> SkipResNet | HaltingResNet:
     """Build the network a ``ModelConfig`` describes."""
-    model = _REGISTRY[cfg.arch](
-        num_classes=cfg.num_classes, in_channels=cfg.in_channels, gate=cfg.gate
-    )
+    if cfg.gate in HALTING_KINDS:
+        model = build_halting(
+            cfg.arch, cfg.gate, num_classes=cfg.num_classes, in_channels=cfg.in_channels
+        )
+    else:
+        model = _REGISTRY[cfg.arch](
+            num_classes=cfg.num_classes, in_channels=cfg.in_channels, gate=cfg.gate
+        )
     model.config = cfg  # so checkpoints can store what rebuilds the network
     return model
 

@@ -11,9 +11,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
 
-STAGES = ("baseline", "sp", "hrl")
+STAGES = ("baseline", "sp", "hrl", "act", "sact")
 SP_GATINGS = ("hard", "soft")
 COSTS = ("uniform", "flops")
 
@@ -58,8 +58,9 @@ class TrainConfig:
     """Optimisation and objective of one stage.
 
     Attributes:
-        stage: ``baseline`` (plain ResNet), ``sp`` (supervised pre-training, Alg. 1 step 1)
-            or ``hrl`` (hybrid RL, Alg. 1 step 2).
+        stage: ``baseline`` (plain ResNet), ``sp`` (supervised pre-training, Alg. 1 step 1),
+            ``hrl`` (hybrid RL, Alg. 1 step 2), or ``act`` / ``sact`` (the halting baselines,
+            fine-tuned with cross-entropy plus ``tau`` times the ponder cost).
         iterations: optimiser steps; exclusive with ``epochs``.
         epochs: passes over the training set (may be fractional); exclusive with
             ``iterations``.
@@ -78,6 +79,7 @@ class TrainConfig:
             multiply-adds a skip saves, normalised to mean 1).
         reward_baseline: subtract the batch-mean return per gate (variance reduction; off
             in the paper).
+        tau: ACT/SACT ponder-cost weight (their counterpart of alpha).
         eval_every: evaluate every this many steps (None: once per epoch).
         eval_path: ``sparse`` or ``masked`` execution for evaluation.
         seed: seeds weights, data order and gate sampling.
@@ -100,6 +102,7 @@ class TrainConfig:
     supervised: bool = True
     cost: str = "uniform"
     reward_baseline: bool = False
+    tau: float = 0.01
     eval_every: int | None = None
     eval_path: str = "sparse"
     seed: int = 0
@@ -118,7 +121,7 @@ class TrainConfig:
         for name in ("batch_size",):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "alpha", "rl_weight", "momentum"):
+        for name in ("lr", "weight_decay", "alpha", "rl_weight", "momentum", "tau"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1:
@@ -141,7 +144,7 @@ class TrainConfig:
             return "soft" if self.gating == "soft" else "sp"
         if self.stage == "hrl":
             return "hrl" if self.supervised else "rl"
-        return "baseline"
+        return self.stage
 
 
 def hrl_defaults(**overrides) -> TrainConfig:
@@ -173,8 +176,13 @@ class StageConfig:
     def __post_init__(self) -> None:
         if self.train.stage == "baseline" and self.model.gate is not None:
             raise ValueError("the baseline stage trains the plain ResNet: set gate to none")
-        if self.train.stage in ("sp", "hrl") and self.model.gate is None:
+        if self.train.stage in ("sp", "hrl") and self.model.gate not in GATE_DESIGNS:
             raise ValueError(f"the {self.train.stage} stage needs a gate (ff1, ff2 or rnn)")
+        if self.train.stage in ("act", "sact") and self.model.gate != self.train.stage:
+            raise ValueError(
+                f"the {self.train.stage} stage trains a {self.train.stage} network: set gate to "
+                f"{self.train.stage}"
+            )
 
     @property
     def variant(self) -> str:

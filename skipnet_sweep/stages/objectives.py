@@ -122,5 +122,10 @@ def build_objective(cfg: TrainConfig, skip_savings: Sequence[int] | None, num_ga
         return Supervised("threshold")
     if cfg.stage == "sp":
         return Supervised(cfg.gating)
+    if cfg.stage in ("act", "sact"):
+        # Imported here: the ponder objective builds on this module's LossResult.
+        from skipnet_sweep.stages.ponder import PonderObjective
+
+        return PonderObjective(cfg.tau)
     savings = skip_savings if cfg.cost == "flops" else None
     return HybridRL(cfg, gate_costs(savings, num_gates))

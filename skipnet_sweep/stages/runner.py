@@ -134,7 +134,8 @@ def run_stage(
     model.to(device)
     input_shape = (info.in_channels, *info.input_size)
     costs = count_costs(model, input_shape)
-    objective = build_objective(cfg.train, costs.skip_savings(), model.num_gates)
+    savings = costs.skip_savings()
+    objective = build_objective(cfg.train, savings, len(savings))
     stage_dict = cfg.to_dict()
     history: list[dict[str, float]] = []
     last: dict[str, float] = {}

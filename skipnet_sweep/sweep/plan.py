@@ -86,9 +86,10 @@ class Point:
         return cls(d["stage"], d["backbone"], d.get("gate"), d["variant"], float(d["weight"]))
 
     def trial_id(self, sweep_id: str) -> str:
-        w = "alpha" if self.stage == "hrl" else "tau"
-        tag = self.gate or self.stage
-        return f"{self.stage}-{self.backbone}-{tag}-{self.variant}-{w}{self.weight:g}-{_hash([sweep_id, self.to_dict()])[:6]}"
+        h = _hash([sweep_id, self.to_dict()])[:6]
+        if self.stage == "hrl":
+            return f"hrl-{self.backbone}-{self.gate}-{self.variant}-alpha{self.weight:g}-{h}"
+        return f"{self.stage}-{self.backbone}-tau{self.weight:g}-{h}"
 
     @property
     def method(self) -> str:
@@ -165,7 +166,8 @@ class Plan:
         if point.stage in ("act", "sact"):
             spec = getattr(space.baselines, point.stage)
             train = TrainConfig(
-                stage="hrl",  # replaced by the halting stage when ACT/SACT are integrated
+                stage=point.stage,
+                tau=point.weight,
                 iterations=spec.iterations,
                 epochs=spec.epochs,
                 batch_size=spec.batch_size,
@@ -271,7 +273,7 @@ def make_plan(space: Space) -> Plan:
             train = _train_config("baseline", sp_spec, SP_LR, SP_MILESTONES, seed=space.seed)
             stage = complete_model_config(StageConfig(ModelConfig(arch, None), data, train))
             jobs.append(SPJob("baseline", stage))
-        for gate in space.gates:
+        for gate in space.gates_for(arch):
             train = _train_config(
                 "sp", sp_spec, SP_LR, SP_MILESTONES, gating=sp_spec.gating, seed=space.seed
             )
@@ -280,7 +282,7 @@ def make_plan(space: Space) -> Plan:
     points: list[Point] = []
     if space.search.algorithm == "grid":
         for arch in space.backbones:
-            for gate in space.gates:
+            for gate in space.gates_for(arch):
                 for variant in space.hrl.variants:
                     for alpha in space.alpha.grid:
                         points.append(Point("hrl", arch, gate, variant, alpha))

@@ -167,6 +167,7 @@ class Space:
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     backbones: tuple[str, ...] = ("cifar_resnet38",)
     gates: tuple[str, ...] = ("rnn",)
+    backbone_gates: dict = field(default_factory=dict)
     baseline: bool = True
     sp: SPSpec = field(default_factory=SPSpec)
     hrl: HRLSpec = field(default_factory=HRLSpec)
@@ -186,6 +187,10 @@ class Space:
         d = asdict(self)
         d.pop("source")
         return d
+
+    def gates_for(self, arch: str) -> tuple[str, ...]:
+        """The gate designs swept on ``arch``: its ``backbone_gates`` entry, else ``gates``."""
+        return tuple(self.backbone_gates.get(arch, self.gates))
 
     @property
     def uses_gpu(self) -> bool:
@@ -379,6 +384,14 @@ def validate(space: Space) -> None:
         raise SpaceError("gates: list at least one gate design")
     for i, gate in enumerate(space.gates):
         _choice(f"gates[{i}]", gate, GATE_DESIGNS)
+    if space.backbone_gates and space.search.algorithm == "optuna":
+        raise SpaceError("backbone_gates: only the grid search takes per-backbone gates; use gates")
+    for arch, gates in space.backbone_gates.items():
+        _choice("backbone_gates", arch, space.backbones)
+        if not isinstance(gates, list) or not gates:
+            raise SpaceError(f"backbone_gates.{arch}: expected a non-empty list of gate designs")
+        for i, gate in enumerate(gates):
+            _choice(f"backbone_gates.{arch}[{i}]", gate, GATE_DESIGNS)
     for where, spec in (("sp", space.sp), ("hrl", space.hrl)):
         if (spec.iterations is None) == (spec.epochs is None):
             raise SpaceError(f"{where}: give exactly one of iterations or epochs")
