@@ -193,7 +193,7 @@ def run_sp_stage(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict
 
 def _log_sp(outcome, tracker: Tracker, parent: str, plan: Plan) -> None:
     """Record one SP job (or baseline) as a child run, once."""
-    from skipnet_sweep.sweep.ray_jobs import STEP, job_params
+    from skipnet_sweep.sweep.ray_jobs import STEP, TUNE_KEYS, job_params
 
     job = outcome.job
     run_id, created = tracker.get_or_create(
@@ -215,7 +215,7 @@ def _log_sp(outcome, tracker: Tracker, parent: str, plan: Plan) -> None:
     for row in outcome.history:
         step = int(row.get(STEP, 0))
         if step > last or (created and row is outcome.history[-1]):
-            tracker.log_metrics(run_id, row, step)
+            tracker.log_metrics(run_id, {k: v for k, v in row.items() if k not in TUNE_KEYS}, step)
             last = max(last, step)
     eval_dir = job.checkpoint(plan.storage).parent / M.ARTIFACT_DIR
     if created and eval_dir.is_dir():

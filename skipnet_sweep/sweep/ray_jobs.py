@@ -28,6 +28,13 @@ STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 MODEL_FILE = "model.pt"  # final weights
 STEP = "step"
 ERROR = "error"
+TUNE_KEYS = frozenset(
+    (
+        "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
+        "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
+        "timesteps_since_restore", "done", "final", STEP,
+    )
+)  # fmt: skip
 
 
 def _threads(cpus: float) -> None:
@@ -285,7 +292,9 @@ class TrackingCallback(_tune_callback_base()):
         if step is None or ERROR in result:
             return
         if step > entry[1] or result.get("final"):
-            self.tracker.log_metrics(entry[0], result, step)
+            # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
+            ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+            self.tracker.log_metrics(entry[0], ours, step)
             entry[1] = max(entry[1], step)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
