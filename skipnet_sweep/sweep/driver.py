@@ -69,6 +69,12 @@ def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> N
         "RAY_USAGE_STATS_ENABLED": "0",
         # A loaded machine can take longer than the default minute to start a worker group.
         "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+        # Poll Train workers more often: ~5 s less per SP job on small runs.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+        # Save Tune's experiment state every second (default ~10 s), so a trial that finished
+        # just before the driver was killed is not run again on resume.
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     }
     for k, v in env.items():
         os.environ.setdefault(k, v)

@@ -182,10 +182,10 @@ def trial_fn(config: dict, plan: Plan) -> None:
     res = plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
-    last = {STEP: 0}
+    last: dict = {STEP: 0, M.TOP1: 0.0, M.FLOPS_MEAN: 1e18}
 
     def on_report(step: int, metrics: dict, save) -> None:
-        last[STEP] = step
+        last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
         with tempfile.TemporaryDirectory() as d:
             save(Path(d) / STATE_FILE)
             tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
@@ -206,8 +206,10 @@ def trial_fn(config: dict, plan: Plan) -> None:
                 checkpoint=tune.Checkpoint.from_directory(d),
             )
     except NonFiniteLossError as err:
-        # Stop this trial with its reason; not an error Tune would retry (it would recur).
-        tune.report({ERROR: str(err), STEP: last[STEP] + 1})
+        # Stop this trial with its reason; not an error Tune would retry (it would recur). A
+        # search algorithm needs its objectives in every result: the last evaluated ones (or
+        # the worst possible before any evaluation) stand in.
+        tune.report({**last, ERROR: str(err), STEP: last[STEP] + 1})
 
 
 # --- the driver's MLflow callback -------------------------------------------------------
