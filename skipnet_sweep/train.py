@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--test-subset", type=int, default=None)
         s.add_argument("--num-workers", type=int, default=0)
         s.add_argument("--init", default=None, help="checkpoint to start from (SP for HRL+SP)")
+        s.add_argument(
+            "--backbone-weights",
+            default=None,
+            help="torchvision-format ResNet state_dict to start the backbone from",
+        )
         s.add_argument("--out", default=None, help="where to write the final checkpoint")
         s.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
         s.add_argument(
@@ -137,7 +142,9 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
         test_subset=args.test_subset,
         num_workers=args.num_workers,
     )
-    return StageConfig(ModelConfig(arch, gate), data, train, init=args.init)
+    return StageConfig(
+        ModelConfig(arch, gate), data, train, init=args.init, backbone_weights=args.backbone_weights
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> dict:

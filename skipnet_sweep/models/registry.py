@@ -196,7 +196,7 @@ def load_backbone(model: SkipResNet, state_dict: Mapping[str, torch.Tensor]) -> 
     """
     src = torchvision_to_skipnet_keys(state_dict)
     own = model.state_dict()
-    backbone = {k for k in own if not k.startswith("gates.")}
+    backbone = {k for k in own if not k.startswith(("gates.", "halting."))}
     missing = sorted(backbone - src.keys())
     bad = sorted(
         k for k in backbone & src.keys() if src[k].shape != own[k].shape and not k.startswith("fc.")

@@ -69,6 +69,37 @@ def make_payload(
     return payload
 
 
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path}: unreadable ({first})") from None
+
+
+def load_torchvision_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Initialise ``model``'s backbone from a torchvision-format ResNet state_dict on disk
+    (e.g. ``resnet101-*.pth``); gates and halting branches keep their initialisation.
+
+    Raises:
+        CheckpointError: the file is unreadable or its weights do not fit the backbone.
+    """
+    from skipnet_sweep.models import load_backbone
+
+    path = Path(path)
+    state = _read(path)
+    if isinstance(state, dict) and "state_dict" in state and "model_config" not in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path}: not a torchvision state_dict")
+    try:
+        load_backbone(model, state)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint.
 
@@ -76,13 +107,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: the file is missing, corrupt or not a skipnet_sweep checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path}: unreadable ({first})") from None
+    payload = _read(path)
     if not isinstance(payload, dict) or "model_config" not in payload:
         raise CheckpointError(f"checkpoint {path}: not a skipnet_sweep checkpoint")
     return payload

@@ -166,12 +166,15 @@ class StageConfig:
         train: the stage and its optimisation.
         init: checkpoint to start from (SP checkpoint for HRL+SP, baseline for ACT/SACT),
             or None for fresh weights.
+        backbone_weights: a torchvision-format ResNet state_dict on disk to initialise the
+            backbone from when there is no ``init`` (e.g. ImageNet-pretrained weights).
     """
 
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
     init: str | None = None
+    backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.train.stage == "baseline" and self.model.gate is not None:
@@ -202,6 +205,7 @@ class StageConfig:
             data=DataConfig(**d["data"]),
             train=TrainConfig(**train),
             init=d.get("init"),
+            backbone_weights=d.get("backbone_weights"),
         )
 
     def key(self) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,13 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_loaders, dataset_info
 from skipnet_sweep.flops import CostTable, count_costs
 from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
-from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
+from skipnet_sweep.stages.checkpoint import (
+    load_model,
+    load_torchvision_weights,
+    make_payload,
+    save_checkpoint,
+    unwrap,
+)
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.evaluate import EvalResult, evaluate
 from skipnet_sweep.stages.loop import LoopState, train_loop
@@ -60,7 +66,7 @@ def complete_model_config(cfg: StageConfig) -> StageConfig:
     model = cfg.model
     if (model.num_classes, model.in_channels) != (info.num_classes, info.in_channels):
         model = ModelConfig(model.arch, model.gate, info.num_classes, info.in_channels)
-    return StageConfig(model, cfg.data, cfg.train, cfg.init)
+    return replace(cfg, model=model)
 
 
 def _data_info(cfg: StageConfig):
@@ -68,8 +74,6 @@ def _data_info(cfg: StageConfig):
     syn = cfg.data.synthetic
     if cfg.data.dataset == "synthetic" and syn:
         # The synthetic set's shape is configurable; mirror what data.py builds.
-        from dataclasses import replace
-
         size = syn.get("image_size", info.input_size[0])
         info = replace(
             info,
@@ -85,7 +89,10 @@ def build_stage_model(cfg: StageConfig) -> SkipResNet:
     checkpoint (SP for HRL+SP) is loaded whole after checking it is the same network; a
     plain-ResNet checkpoint initialises the backbone only."""
     if cfg.init is None:
-        return build_from_config(cfg.model)
+        model = build_from_config(cfg.model)
+        if cfg.backbone_weights is not None:
+            load_torchvision_weights(model, cfg.backbone_weights)
+        return model
     return load_model(cfg.init, cfg.model)[0]
 
 

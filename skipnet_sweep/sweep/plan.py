@@ -269,15 +269,22 @@ def make_plan(space: Space) -> Plan:
         getattr(space.baselines, k) is not None for k in ("act", "sact")
     )
     for arch in space.backbones:
+        weights = space.backbone_weights.get(arch)
+        if weights is not None:
+            weights = str(Path(weights).expanduser().resolve())
         if needs_baseline:
             train = _train_config("baseline", sp_spec, SP_LR, SP_MILESTONES, seed=space.seed)
-            stage = complete_model_config(StageConfig(ModelConfig(arch, None), data, train))
+            stage = complete_model_config(
+                StageConfig(ModelConfig(arch, None), data, train, backbone_weights=weights)
+            )
             jobs.append(SPJob("baseline", stage))
         for gate in space.gates_for(arch):
             train = _train_config(
                 "sp", sp_spec, SP_LR, SP_MILESTONES, gating=sp_spec.gating, seed=space.seed
             )
-            stage = complete_model_config(StageConfig(ModelConfig(arch, gate), data, train))
+            stage = complete_model_config(
+                StageConfig(ModelConfig(arch, gate), data, train, backbone_weights=weights)
+            )
             jobs.append(SPJob("sp", stage))
     points: list[Point] = []
     if space.search.algorithm == "grid":

@@ -168,6 +168,7 @@ class Space:
     backbones: tuple[str, ...] = ("cifar_resnet38",)
     gates: tuple[str, ...] = ("rnn",)
     backbone_gates: dict = field(default_factory=dict)
+    backbone_weights: dict = field(default_factory=dict)
     baseline: bool = True
     sp: SPSpec = field(default_factory=SPSpec)
     hrl: HRLSpec = field(default_factory=HRLSpec)
@@ -384,6 +385,10 @@ def validate(space: Space) -> None:
         raise SpaceError("gates: list at least one gate design")
     for i, gate in enumerate(space.gates):
         _choice(f"gates[{i}]", gate, GATE_DESIGNS)
+    for arch, path in space.backbone_weights.items():
+        _choice("backbone_weights", arch, space.backbones)
+        if not isinstance(path, str) or not Path(path).expanduser().is_file():
+            raise SpaceError(f"backbone_weights.{arch}: {path} is not a file")
     if space.backbone_gates and space.search.algorithm == "optuna":
         raise SpaceError("backbone_gates: only the grid search takes per-backbone gates; use gates")
     for arch, gates in space.backbone_gates.items():
