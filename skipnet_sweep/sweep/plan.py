@@ -179,7 +179,7 @@ class Plan:
             model = replace(base.stage.model, gate=point.stage)
             return StageConfig(model, self.data, train, init=str(base.checkpoint(self.storage)))
         hrl = space.hrl
-        extra = dict(
+        reward = dict(
             alpha=point.weight,
             gamma=hrl.gamma,
             rl_weight=hrl.rl_weight,
@@ -190,24 +190,12 @@ class Plan:
         )
         sp = self.sp_job("sp", point.backbone, point.gate)
         if point.variant == "hrl+sp":
-            train = _train_config("hrl", hrl, HRL_LR, (), **extra)
-            return StageConfig(
-                sp.stage.model, self.data, train, init=str(sp.checkpoint(self.storage))
-            )
+            train = _train_config("hrl", hrl, HRL_LR, (), **reward)
+            init = str(sp.checkpoint(self.storage))
+            return StageConfig(sp.stage.model, self.data, train, init=init)
         # HRL+S and RL train from scratch for as long as SP + HRL together (§4.3.1), with the
         # SP recipe's learning rate.
-        total = _sum_lengths(space)
-        train = replace(
-            sp.stage.train,
-            stage="hrl",
-            alpha=point.weight,
-            gamma=hrl.gamma,
-            rl_weight=hrl.rl_weight,
-            cost=hrl.cost,
-            reward_baseline=hrl.reward_baseline,
-            supervised=point.variant != "rl",
-            **total,
-        )
+        train = replace(sp.stage.train, stage="hrl", **reward, **_sum_lengths(space))
         return StageConfig(sp.stage.model, self.data, train)
 
     def describe(self) -> str:
