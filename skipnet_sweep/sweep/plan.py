@@ -138,7 +138,7 @@ class Plan:
 
     @property
     def storage(self) -> Path:
-        return Path(self.space.storage_path).expanduser().resolve()
+        return Path(self.space.storage_path)
 
     @property
     def data(self) -> DataConfig:
@@ -258,8 +258,6 @@ def make_plan(space: Space) -> Plan:
     )
     for arch in space.backbones:
         weights = space.backbone_weights.get(arch)
-        if weights is not None:
-            weights = str(Path(weights).expanduser().resolve())
         if needs_baseline:
             train = _train_config("baseline", sp_spec, SP_LR, SP_MILESTONES, seed=space.seed)
             stage = complete_model_config(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,16 +237,31 @@ def load_space(name_or_path: str, overrides: dict[str, Any] | None = None) -> Sp
         _set_dotted(raw, key, value)
     try:
         space = _build(Space, raw, "")
-        space = _replace_source(space, str(path))
+        space = _absolute_paths(space, str(path))
         validate(space)
     except SpaceError as err:
         raise SpaceError(f"{path}: {err}") from None
     return space
 
 
-def _replace_source(space: Space, source: str) -> Space:
-    object.__setattr__(space, "source", source)
-    return space
+def _absolute_paths(space: Space, source: str) -> Space:
+    """Resolve relative paths against the directory the command runs in, once: Ray runs
+    trials in other working directories, where ``./runs`` would mean something else."""
+
+    def absolute(p: str | None) -> str | None:
+        return None if p is None else str(Path(p).expanduser().resolve())
+
+    dataset = replace(space.dataset, root=absolute(space.dataset.root))
+    weights = {
+        arch: absolute(p) if isinstance(p, str) else p for arch, p in space.backbone_weights.items()
+    }
+    return replace(
+        space,
+        source=source,
+        storage_path=absolute(space.storage_path),
+        dataset=dataset,
+        backbone_weights=weights,
+    )
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
