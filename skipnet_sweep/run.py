@@ -11,6 +11,7 @@ Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -69,7 +70,11 @@ def _overrides(args: argparse.Namespace) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SpaceError(f"--set {item!r}: expected FIELD=VALUE")
-        out[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        out[key] = parsed
     return out
 
 
@@ -79,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from skipnet_sweep.sweep.plan import make_plan
 
         space = load_space(args.space, _overrides(args))
-        plan = make_plan(space)
+        try:
+            plan = make_plan(space)
+        except SpaceError as err:
+            raise SpaceError(f"{space.source}: {err}") from None
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -62,6 +62,9 @@ def decide(logit: Tensor, mode: str) -> Decision:
         hard = (prob >= 0.5).to(prob.dtype)
         return Decision(gate=hard, executed=hard.bool(), prob=prob)
     if mode == "sample":
+        if not torch.isfinite(logit).all():
+            # Diverged weights: Bernoulli would fail with an opaque error; say what happened.
+            raise FloatingPointError("gate logits are not finite")
         with torch.no_grad():
             action = torch.bernoulli(prob)
         # log P(action) from the logit directly: numerically safe when p saturates.

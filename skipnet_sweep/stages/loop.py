@@ -116,7 +116,10 @@ def train_loop(
         )
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x, mode=objective.gate_mode, path="masked")
+            try:
+                out = model(x, mode=objective.gate_mode, path="masked")
+            except FloatingPointError as err:
+                raise NonFiniteLossError(f"{cfg.stage}: {err} at step {step + 1}") from None
             res = objective(out, y)
             if not torch.isfinite(res.loss):
                 raise NonFiniteLossError(

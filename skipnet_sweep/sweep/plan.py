@@ -115,7 +115,14 @@ def _train_config(stage: str, spec: OptimSpec, lr: float, milestones, **extra) -
     try:
         return TrainConfig(**kw)
     except ValueError as err:
-        raise SpaceError(f"{stage}: {err}") from None
+        where = {"baseline": "sp", "act": "baselines.act", "sact": "baselines.sact"}.get(
+            stage, stage
+        )
+        msg = str(err)
+        name = msg.split(" ", 1)[0]
+        if name in kw:  # "iterations must be >= 1" -> "sp.iterations: must be >= 1"
+            raise SpaceError(f"{where}.{name}:{msg[len(name) :]}") from None
+        raise SpaceError(f"{where}: {msg}") from None
 
 
 @dataclass(frozen=True)
@@ -292,7 +299,7 @@ def make_plan(space: Space) -> Plan:
                 points.append(Point(kind, arch, None, kind, tau))
     if "hrl+s" in space.hrl.variants or "rl" in space.hrl.variants:
         _sum_lengths(space)
-    sweep_id = f"{space.name}-{_hash(space.to_dict())}"
+    sweep_id = f"{space.name}-{_hash(space.identity())}"
     plan = Plan(space, sweep_id, tuple(jobs), tuple(points))
     for p in points:  # build every trial's config now: a bad combination fails before Ray
         plan.trial_stage(p)

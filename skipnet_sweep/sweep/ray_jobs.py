@@ -10,6 +10,7 @@ ACT or SACT trial, starting from the cached checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from skipnet_sweep.sweep.tracking import Tracker
 
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 MODEL_FILE = "model.pt"  # final weights
+FINAL_FILE = "final.json"  # a finished trial's final result
 STEP = "step"
 ERROR = "error"
 TUNE_KEYS = frozenset(
@@ -183,6 +185,14 @@ def trial_fn(config: dict, plan: Plan) -> None:
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
     last: dict = {STEP: 0, M.TOP1: 0.0, M.FLOPS_MEAN: 1e18}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        done = Path(checkpoint.to_directory()) / FINAL_FILE
+        if done.is_file():
+            # Restored from the trial's final checkpoint (the driver died between the trial's
+            # end and Tune's next state save): report the result again, do not retrain.
+            tune.report(json.loads(done.read_text()))
+            return
 
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
@@ -197,14 +207,13 @@ def trial_fn(config: dict, plan: Plan) -> None:
                 None,
                 device=device,
                 on_report=on_report,
-                resume=_resume_file(tune.get_checkpoint()),
+                resume=_resume_file(checkpoint),
                 progress=False,
                 artifacts=Path(d) / M.ARTIFACT_DIR,
             )
-            tune.report(
-                {**result.metrics, STEP: last[STEP], "final": 1},
-                checkpoint=tune.Checkpoint.from_directory(d),
-            )
+            final = {**result.metrics, STEP: last[STEP], "final": 1}
+            (Path(d) / FINAL_FILE).write_text(json.dumps(final))
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
     except NonFiniteLossError as err:
         # Stop this trial with its reason; not an error Tune would retry (it would recur). A
         # search algorithm needs its objectives in every result: the last evaluated ones (or
@@ -235,7 +244,8 @@ class TrackingCallback(_tune_callback_base()):
         self.tracker = tracker
         self.parent = parent
         self.plan = plan
-        self._runs: dict[str, list] = {}  # Tune trial id -> [run id, last logged step]
+        # Tune trial id -> [run id, last logged step, finished before this driver started]
+        self._runs: dict[str, list] = {}
 
     def __getstate__(self) -> dict:
         return {"tracker": self.tracker, "parent": self.parent, "plan": self.plan}
@@ -281,8 +291,9 @@ class TrackingCallback(_tune_callback_base()):
             run_id, created = self.tracker.get_or_create(
                 M.TAG_TRIAL_ID, tid, name, parent=self.parent, params=params, tags=tags
             )
+            done = not created and self.tracker.status(run_id) == "FINISHED"
             last = -1 if created else self.tracker.last_step(run_id)
-            self._runs[trial.trial_id] = [run_id, last]
+            self._runs[trial.trial_id] = [run_id, last, done]
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -291,7 +302,7 @@ class TrackingCallback(_tune_callback_base()):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         entry = self._run(trial)
         step = result.get(STEP)
-        if step is None or ERROR in result:
+        if step is None or ERROR in result or entry[2]:
             return
         if step > entry[1] or result.get("final"):
             # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
@@ -300,7 +311,9 @@ class TrackingCallback(_tune_callback_base()):
             entry[1] = max(entry[1], step)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run(trial)[0]
+        run_id, _, done = self._run(trial)
+        if done:  # recorded in full by an earlier driver
+            return
         result = trial.last_result or {}
         if ERROR in result:
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})

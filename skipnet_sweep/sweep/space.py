@@ -7,6 +7,7 @@ is reported as one line naming the file, the field and what is allowed, as a ``S
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -23,6 +24,9 @@ SEARCH_ALGORITHMS = ("grid", "optuna")
 OPTUNA_SAMPLERS = ("tpe", "nsga2", "random")
 DISTRIBUTIONS = ("uniform", "loguniform")
 HRL_VARIANTS = ("hrl+sp", "hrl+s", "rl")
+SYNTHETIC_KEYS = ("size", "channels", "image_size", "classes")
+# How a sweep is executed, not what it computes: changing these resumes the same sweep.
+EXECUTION_FIELDS = ("max_concurrent_trials", "max_failures", "resources", "mlflow")
 SCHEDULERS = ("asha",)
 
 # Bundled spaces live beside the package (a source checkout or an editable install).
@@ -189,6 +193,13 @@ class Space:
         d.pop("source")
         return d
 
+    def identity(self) -> dict:
+        """What the sweep computes: everything but how it is executed (``EXECUTION_FIELDS``)."""
+        d = self.to_dict()
+        for k in EXECUTION_FIELDS:
+            d.pop(k)
+        return d
+
     def gates_for(self, arch: str) -> tuple[str, ...]:
         """The gate designs swept on ``arch``: its ``backbone_gates`` entry, else ``gates``."""
         return tuple(self.backbone_gates.get(arch, self.gates))
@@ -330,6 +341,8 @@ def _convert(tp, value: Any, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SpaceError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SpaceError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -390,6 +403,16 @@ def validate(space: Space) -> None:
     if not space.name or any(c in space.name for c in "/\\ "):
         raise SpaceError(f"name: {space.name!r} must be a non-empty word without spaces or slashes")
     _choice("dataset.name", space.dataset.name, list_datasets())
+    for key, value in space.dataset.synthetic.items():
+        _choice(f"dataset.synthetic.{key}", key, SYNTHETIC_KEYS)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpaceError(f"dataset.synthetic.{key}: expected a positive integer, got {value!r}")
+    if space.dataset.synthetic and space.dataset.name != "synthetic":
+        raise SpaceError("dataset.synthetic: only for dataset.name: synthetic")
+    _no_duplicates("backbones", space.backbones)
+    _no_duplicates("gates", space.gates)
+    _no_duplicates("hrl.variants", space.hrl.variants)
+    _no_duplicates("alpha", space.alpha.grid)
     if space.dataset.root is not None and not Path(space.dataset.root).expanduser().exists():
         raise SpaceError(f"dataset.root: {space.dataset.root} does not exist")
     if not space.backbones:
@@ -451,10 +474,19 @@ def validate(space: Space) -> None:
         if spec is None:
             continue
         _check_values(f"baselines.{kind}.tau", spec.tau, space.search.algorithm)
+        _no_duplicates(f"baselines.{kind}.tau", spec.tau.grid)
         if (spec.iterations is None) == (spec.epochs is None):
             raise SpaceError(f"baselines.{kind}: give exactly one of iterations or epochs")
     info = dataset_info(space.dataset.name)
     del info  # the name is valid; shapes are resolved when the plan is made
+
+
+def _no_duplicates(where: str, items) -> None:
+    seen = set()
+    for i, item in enumerate(items):
+        if item in seen:
+            raise SpaceError(f"{where}[{i}]: {item!r} is listed twice; each value once")
+        seen.add(item)
 
 
 def _check_values(where: str, values: Values, algorithm: str) -> None:

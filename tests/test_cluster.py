@@ -1,0 +1,168 @@
+"""A sweep on a two-node Ray cluster on this machine (loopback), with shared storage.
+
+The head node takes the machine's address and the second node 127.0.0.2 (also loopback on
+Linux, and not rewritten by Ray as 127.0.0.1 would be), so the node each trial ran on is
+visible in Tune's ``node_ip``. The cluster is private to the test: its own ``--temp-dir`` and
+``RAY_TMPDIR`` (a plain ``ray.init()`` elsewhere never finds it, and its processes are
+found by that variable), its own token (``RAY_AUTH_TOKEN``), a free port. It is torn down
+by stopping exactly those processes; ``ray stop`` is never used, as it would stop every Ray
+instance on the machine. The driver runs as a subprocess so its Ray client state (token,
+config) is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sweep_helpers import (
+    Mlflow,
+    free_port,
+    ray_processes,
+    ray_tmpdir,
+    stop_ray_processes,
+    tracking_uri,
+    tune_result_records,
+    write_space,
+)
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.sweep import Plan, load_space, make_plan
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="127.0.0.2 loopback and /proc: Linux only"
+)
+
+RAY = str(Path(sys.executable).with_name("ray"))
+WORKER_IP = "127.0.0.2"
+
+# Lists the actors of the cluster (alive and dead) from the GCS: class, node id, node ip.
+# ``ray.util.state`` would need the dashboard, which this cluster does not start.
+ACTORS = """
+import json, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print(json.dumps([
+    [a["ActorClassName"], a["Address"]["NodeID"], a["Address"]["IPAddress"]]
+    for a in ray._private.state.actors().values()
+]))
+"""
+
+
+@dataclass
+class ClusterSweep:
+    plan: Plan
+    mlflow: Mlflow
+    address: str
+    nodes: dict[str, str]  # node id -> ip
+    code: int
+    log: str
+    actors: list | None  # [class, node id, ip] per actor; None if not readable
+
+
+def _ray_start(args: list[str], env: dict, log: Path) -> None:
+    with open(log, "a") as f:
+        done = subprocess.run(
+            [RAY, "start", *args], env=env, cwd=env["RAY_TMPDIR"], stdout=f, stderr=f, timeout=180
+        )
+    if done.returncode != 0:
+        pytest.fail(f"ray start {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def cluster_sweep(tmp_path_factory) -> ClusterSweep:
+    folder = tmp_path_factory.mktemp("cluster")
+    space = write_space(
+        folder, "cluster", {"baseline": False, "alpha": [0.0, 4.0], "max_concurrent_trials": 2}
+    )
+    plan = make_plan(load_space(str(space)))
+    with ray_tmpdir("skc") as ray_dir:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(
+            RAY_TMPDIR=ray_dir,
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=secrets.token_hex(16),
+        )
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        common = ["--num-cpus=1", f"--temp-dir={ray_dir}/ray", "--disable-usage-stats"]
+        log = folder / "ray_start.log"
+        try:
+            _ray_start(
+                ["--head", f"--port={port}", '--resources={"head_node": 1}']
+                + ["--include-dashboard=false", *common],
+                env,
+                log,
+            )
+            _ray_start(
+                [f"--address={address}", f"--node-ip-address={WORKER_IP}", *common], env, log
+            )
+            driver_log = folder / "driver.log"
+            with open(driver_log, "w") as f:
+                code = subprocess.run(
+                    [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space)]
+                    + ["--address", address],
+                    env=env,
+                    cwd=ray_dir,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    timeout=400,
+                ).returncode
+            listed = subprocess.run(
+                [sys.executable, "-c", ACTORS, address],
+                env=env,
+                cwd=ray_dir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            actors = json.loads(listed.stdout.splitlines()[-1]) if listed.returncode == 0 else None
+        finally:
+            found = stop_ray_processes(ray_dir)
+            assert ray_processes(ray_dir) == {}, "the cluster's processes did not stop"
+        assert found, "the cluster had no process to stop"
+    nodes = {a[1]: a[2] for a in actors or []}
+    return ClusterSweep(
+        plan,
+        Mlflow(tracking_uri(folder), "cluster"),
+        address,
+        nodes,
+        code,
+        driver_log.read_text(),
+        actors,
+    )
+
+
+def test_sweep_on_two_nodes_finishes(cluster_sweep: ClusterSweep) -> None:
+    assert cluster_sweep.code == 0, cluster_sweep.log[-4000:]
+    m = cluster_sweep.mlflow
+    children = m.children(m.parent().info.run_id)
+    assert sorted(r.data.tags[M.TAG_STAGE] for r in children) == ["hrl", "hrl", "sp"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(M.TOP1 in r.data.metrics for r in children)
+
+
+def test_trials_ran_on_both_nodes(cluster_sweep: ClusterSweep) -> None:
+    rows = tune_result_records(cluster_sweep.plan.storage)
+    assert rows, "no Tune results"
+    ips = {r["node_ip"] for r in rows}
+    # Two trials at once, one CPU per node and per trial: one trial on each node.
+    assert len(ips) == 2 and WORKER_IP in ips, ips
+
+
+def test_sp_workers_spanned_both_nodes(cluster_sweep: ClusterSweep) -> None:
+    """The SP job's two data-parallel workers (one CPU each) were placed on the two nodes,
+    read from the GCS actor table (a private Ray API; skipped where it is gone)."""
+    if cluster_sweep.actors is None:
+        pytest.skip("the GCS actor table could not be read (ray._private.state)")
+    workers = {node for cls, node, _ in cluster_sweep.actors if cls == "RayTrainWorker"}
+    trials = {node for cls, node, _ in cluster_sweep.actors if cls == "ImplicitFunc"}
+    assert len(workers) == 2, cluster_sweep.actors
+    assert len(trials) == 2, cluster_sweep.actors
+    assert WORKER_IP in cluster_sweep.nodes.values()

@@ -1,0 +1,384 @@
+"""Search-space files and plans, without Ray: every class of bad input is one line naming
+the file, the field and what is allowed, with exit code 2 and nothing left behind; the plan
+has the right jobs and trials under stable ids; ``--set``, ``--space NAME`` and
+``--dry-run`` do what the CLI promises."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from sweep_helpers import (
+    TINY,
+    cli,
+    files_under,
+    local_ray_env,
+    space_dict,
+    write_space,
+)
+
+from skipnet_sweep.sweep import SpaceError, find_space, load_space, make_plan
+from skipnet_sweep.sweep.space import SPACES_DIR
+
+BUNDLED = sorted(SPACES_DIR.glob("*.yaml"))
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory (the default storage and MLflow store are relative to
+    it) with its own RAY_TMPDIR, so a Ray start would show as a new ``ray/`` folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for key, value in local_ray_env(str(tmp_path / "raytmp")).items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return work
+
+
+def assert_refused(path: Path, argv: list[str], *fragments: str) -> str:
+    """``main(argv)`` exits 2 with one line on stderr that names ``path`` and contains every
+    fragment, and leaves nothing behind: no new file under the space's folder (storage,
+    mlflow.db), no Ray session, Ray not initialised. Returns the line."""
+    import ray
+
+    folder = path.parent
+    before = files_under(folder)
+    code, out, err = cli(argv)
+    line = err.strip()
+    assert code == 2, (code, out, err)
+    assert len(line.splitlines()) == 1, err
+    assert line.startswith("error: ") and str(path) in line, line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert files_under(folder) == before
+    assert not (folder.parent / "raytmp").exists(), "a Ray session was started"
+    assert not ray.is_initialized()
+    return line
+
+
+# Each class of bad input: the change to the tiny space, then what the line must contain
+# (the field first, then what is allowed).
+BAD = {
+    "unknown top-level key": ({"alhpa": [1.0]}, "alhpa: unknown field", "allowed: ", "alpha"),
+    "unknown nested key": ({"hrl.alhpa": 1.0}, "hrl.alhpa: unknown field", "rl_weight"),
+    "integer as a string": ({"sp.iterations": "ten"}, "sp.iterations", "expected an integer"),
+    "bool as an integer": ({"baseline": 3}, "baseline", "expected true or false"),
+    "float for an integer": ({"sp.iterations": 6.5}, "sp.iterations", "expected an integer"),
+    "negative alpha": ({"alpha": [0.5, -1.0]}, "alpha[1]", "must be >= 0"),
+    "negative alpha scalar": ({"alpha": -2}, "alpha", "must be >= 0"),
+    "empty alpha": ({"alpha": []}, "alpha", "empty"),
+    "unknown backbone": ({"backbones": ["resnet9000"]}, "backbones[0]", "cifar_resnet8"),
+    "unknown gate": ({"gates": ["lstm"]}, "gates[0]", "allowed: ", "rnn"),
+    "unknown dataset": ({"dataset.name": "mnist9"}, "dataset.name", "synthetic"),
+    "unknown search algorithm": ({"search": {"algorithm": "bayes"}}, "search.algorithm", "optuna"),
+    "unknown sampler": (
+        {"search": {"algorithm": "optuna", "sampler": "cmaes"}},
+        "search.sampler",
+        "tpe",
+    ),
+    "missing data root": ({"dataset.root": "/nonexistent/skipnet"}, "dataset.root", "exist"),
+    "distribution with grid search": (
+        {"alpha": {"distribution": "uniform", "low": 0.0, "high": 1.0}},
+        "alpha",
+        "search.algorithm: optuna",
+    ),
+    "loguniform with low 0": (
+        {
+            "alpha": {"distribution": "loguniform", "low": 0.0, "high": 1.0},
+            "search": {"algorithm": "optuna"},
+        },
+        "alpha.low",
+        "low > 0",
+    ),
+    "loguniform with negative low": (
+        {
+            "alpha": {"distribution": "loguniform", "low": -1.0, "high": 1.0},
+            "search": {"algorithm": "optuna"},
+        },
+        "alpha.low",
+        ">= 0",
+    ),
+    "unknown distribution": (
+        {"alpha": {"distribution": "normal", "low": 0.1, "high": 1.0}},
+        "alpha.distribution",
+        "loguniform",
+    ),
+    "low above high": (
+        {
+            "alpha": {"distribution": "uniform", "low": 2.0, "high": 1.0},
+            "search": {"algorithm": "optuna"},
+        },
+        "alpha",
+        "low must be below high",
+    ),
+    "zero SP workers": ({"resources.sp.workers": 0}, "resources.sp.workers", ">= 1"),
+    "section not a mapping": ({"hrl": [1, 2]}, "hrl", "expected a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_space_is_one_line_exit_2_and_nothing_started(folder: Path, case: str) -> None:
+    changes, *fragments = BAD[case]
+    path = write_space(folder, changes=changes)
+    with pytest.raises(SpaceError) as err:
+        make_plan(load_space(str(path)))
+    assert len(str(err.value).splitlines()) == 1
+    assert_refused(path, ["--space", str(path), "--num-cpus", "2"], *fragments)
+
+
+def test_gpu_request_without_gpus_exits_2_before_ray(folder: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the request is valid here")
+    path = write_space(folder, changes={"resources.trial.gpu": 1})
+    make_plan(load_space(str(path)))  # valid as a file: only this machine cannot serve it
+    assert_refused(path, ["--space", str(path), "--num-cpus", "2"], "resources", "GPU")
+
+
+def test_invalid_yaml(folder: Path) -> None:
+    path = folder / "broken.yaml"
+    path.write_text("name: broken\nalpha: [0.1, 0.2\nbackbones: [cifar_resnet8]\n")
+    line = assert_refused(path, ["--space", str(path)], "not valid YAML")
+    assert "line " in line
+
+
+def test_top_level_not_a_mapping(folder: Path) -> None:
+    path = folder / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    assert_refused(path, ["--space", str(path)], "mapping")
+
+
+def test_missing_space_file_lists_bundled_spaces(folder: Path) -> None:
+    missing = folder / "nope.yaml"
+    code, out, err = cli(["--space", str(missing)])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert str(missing) in err and "no such space file" in err
+    for bundled in BUNDLED:
+        assert bundled.stem in err
+    if not BUNDLED:
+        assert "none found" in err
+    assert files_under(folder) == set()
+
+
+# Range errors that only the stage configs catch, when the plan is made: still exit 2.
+PLAN_TIME = {
+    "sp.iterations": 0,
+    "hrl.lr": -1.0,
+    "hrl.eval_every": 0,
+}
+
+
+@pytest.mark.parametrize("field", list(PLAN_TIME))
+def test_plan_time_errors_exit_2_and_leave_nothing(folder: Path, field: str) -> None:
+    path = write_space(folder, changes={field: PLAN_TIME[field]})
+    before = files_under(folder)
+    code, _, err = cli(["--space", str(path)])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert files_under(folder) == before
+
+
+@pytest.mark.parametrize("field", list(PLAN_TIME))
+def test_plan_time_errors_name_the_file_and_field(folder: Path, field: str) -> None:
+    path = write_space(folder, changes={field: PLAN_TIME[field]})
+    _, _, err = cli(["--space", str(path)])
+    assert str(path) in err and field in err, err
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_alpha_is_refused(folder: Path, value: float) -> None:
+    path = write_space(folder, changes={"alpha": [0.5, value]})
+    with pytest.raises(SpaceError, match=r"alpha\[1\]"):
+        make_plan(load_space(str(path)))
+
+
+def test_duplicate_alphas_do_not_give_duplicate_trial_ids(folder: Path) -> None:
+    path = write_space(folder, changes={"alpha": [1.0, 2.0, 1.0]})
+    try:
+        plan = make_plan(load_space(str(path)))
+    except SpaceError:
+        return  # refusing duplicates is fine too
+    ids = [p.trial_id(plan.sweep_id) for p in plan.points]
+    assert len(ids) == len(set(ids)), ids
+
+
+def test_duplicate_backbones_do_not_give_duplicate_jobs(folder: Path) -> None:
+    path = write_space(folder, changes={"backbones": ["cifar_resnet8", "cifar_resnet8"]})
+    try:
+        plan = make_plan(load_space(str(path)))
+    except SpaceError:
+        return
+    ids = [j.trial_id for j in plan.sp_jobs]
+    assert len(ids) == len(set(ids)), ids
+
+
+def test_unknown_synthetic_key_is_refused(folder: Path) -> None:
+    path = write_space(folder, changes={"dataset.synthetic.sise": 64})
+    with pytest.raises(SpaceError, match=r"dataset\.synthetic\.sise"):
+        make_plan(load_space(str(path)))
+
+
+@pytest.mark.parametrize("field", ["max_concurrent_trials", "max_failures"])
+def test_how_a_sweep_runs_does_not_change_its_id(folder: Path, field: str) -> None:
+    path = write_space(folder)
+    plan = make_plan(load_space(str(path)))
+    assert make_plan(load_space(str(path), {field: 3})).sweep_id == plan.sweep_id
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_jobs_and_trials_and_writes_nothing(folder: Path) -> None:
+    import ray
+
+    path = write_space(folder)
+    plan = make_plan(load_space(str(path)))
+    code, out, err = cli(["--space", str(path), "--dry-run"])
+    assert code == 0, err
+    assert f"sweep {plan.sweep_id}" in out
+    for job in plan.sp_jobs:
+        assert job.trial_id in out
+    for point in plan.points:
+        assert point.trial_id(plan.sweep_id) in out
+    assert "[cached]" not in out
+    assert "MLflow: " in out and "mlflow.db" in out
+    assert files_under(folder) == {path.name}
+    assert not (folder.parent / "raytmp").exists()
+    assert not ray.is_initialized()
+
+
+def test_dry_run_with_defaults_writes_nothing_in_cwd(folder: Path) -> None:
+    """No storage_path and no mlflow section: the defaults (./runs, ./mlflow.db) are only
+    named, not created."""
+    d = space_dict()
+    path = folder / "defaults.yaml"
+    path.write_text(yaml.safe_dump(d))
+    code, out, err = cli(["--space", str(path), "--dry-run"])
+    assert code == 0, err
+    assert str(folder / "runs") in out and str(folder / "mlflow.db") in out
+    assert files_under(folder) == {path.name}
+
+
+def test_set_overrides_a_field(folder: Path) -> None:
+    path = write_space(folder)
+    plain = make_plan(load_space(str(path)))
+    changed = make_plan(load_space(str(path), {"hrl.iterations": 7}))
+    assert {changed.trial_stage(p).train.iterations for p in changed.points} == {7}
+    assert changed.sweep_id != plain.sweep_id
+    # The CLI applies --set: its dry run prints the sweep id of the changed space.
+    code, out, err = cli(["--space", str(path), "--dry-run", "--set", "hrl.iterations=7"])
+    assert code == 0, err
+    assert f"sweep {changed.sweep_id}" in out
+    # SP does not depend on the HRL recipe: its jobs are the same.
+    assert [j.key for j in changed.sp_jobs] == [j.key for j in plain.sp_jobs]
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [("hrl.iterations", "FIELD=VALUE"), ("hrl.alhpa=1", "hrl.alhpa"), ("sp.iterations=x", "sp")],
+)
+def test_bad_set_exits_2(folder: Path, item: str, fragment: str) -> None:
+    path = write_space(folder)
+    code, _, err = cli(["--space", str(path), "--dry-run", "--set", item])
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    assert files_under(folder) == {path.name}
+
+
+@pytest.mark.skipif(not BUNDLED, reason="search_spaces/ holds no space")
+@pytest.mark.parametrize("bundled", BUNDLED, ids=[p.stem for p in BUNDLED])
+def test_bundled_space_found_by_name_and_plans(folder: Path, bundled: Path) -> None:
+    assert find_space(bundled.stem) == bundled
+    assert find_space(bundled.name) == bundled
+    storage, db = folder / "runs", folder / "mlflow.db"
+    code, out, err = cli(
+        [
+            *("--space", bundled.stem, "--dry-run", "--data-root", str(folder)),
+            *("--storage-path", str(storage), "--tracking-uri", f"sqlite:///{db}"),
+        ]
+    )
+    assert code == 0, err
+    assert f"from {bundled}" in out
+    assert files_under(folder) == set()
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+def test_plan_counts_jobs_and_trials(folder: Path) -> None:
+    path = write_space(
+        folder,
+        changes={
+            "backbones": ["cifar_resnet8", "cifar_resnet14"],
+            "gates": ["ff1", "rnn"],
+            "alpha": [0.0, 0.5, 1.0],
+            "hrl.variants": ["hrl+sp", "hrl+s"],
+        },
+    )
+    plan = make_plan(load_space(str(path)))
+    # Per backbone: one baseline and one SP job per gate.
+    assert len(plan.sp_jobs) == 2 * (1 + 2)
+    assert sorted((j.kind, j.backbone, j.gate or "") for j in plan.sp_jobs) == sorted(
+        [(k, b, g) for b in ("cifar_resnet8", "cifar_resnet14") for k, g in [("baseline", "")]]
+        + [("sp", b, g) for b in ("cifar_resnet8", "cifar_resnet14") for g in ("ff1", "rnn")]
+    )
+    # backbones x gates x alphas x variants.
+    assert len(plan.points) == 2 * 2 * 3 * 2
+    ids = [p.trial_id(plan.sweep_id) for p in plan.points]
+    assert len(set(ids)) == len(ids)
+    no_baseline = make_plan(load_space(str(path), {"baseline": False}))
+    assert [j.kind for j in no_baseline.sp_jobs] == ["sp"] * 4
+
+
+def test_hrl_trials_start_from_their_sp_checkpoint(folder: Path) -> None:
+    path = write_space(folder, changes={"hrl.variants": ["hrl+sp", "hrl+s"]})
+    plan = make_plan(load_space(str(path)))
+    sp = plan.sp_job("sp", "cifar_resnet8", "rnn")
+    for point in plan.points:
+        stage = plan.trial_stage(point)
+        assert stage.train.alpha == point.weight
+        if point.variant == "hrl+sp":
+            assert stage.init == str(sp.checkpoint(plan.storage))
+            assert stage.train.iterations == TINY["hrl"]["iterations"]
+        else:  # from scratch, as long as SP and HRL together
+            assert stage.init is None
+            assert stage.train.iterations == TINY["sp"]["iterations"] + TINY["hrl"]["iterations"]
+
+
+def test_ids_are_deterministic(folder: Path) -> None:
+    path = write_space(folder)
+    a, b = make_plan(load_space(str(path))), make_plan(load_space(str(path)))
+    assert a.sweep_id == b.sweep_id and a.sweep_id.startswith("tiny-")
+    assert [p.trial_id(a.sweep_id) for p in a.points] == [p.trial_id(b.sweep_id) for p in b.points]
+    assert [j.trial_id for j in a.sp_jobs] == [j.trial_id for j in b.sp_jobs]
+    # The same content in another file (another name, same fields) is the same sweep.
+    copy = folder / "copy.yaml"
+    copy.write_text(path.read_text())
+    assert make_plan(load_space(str(copy))).sweep_id == a.sweep_id
+
+
+def test_changing_alpha_is_a_new_sweep_that_reuses_the_sp_jobs(folder: Path) -> None:
+    one = make_plan(load_space(str(write_space(folder, "one"))))
+    other = make_plan(
+        load_space(str(write_space(folder, "one_more", changes={"alpha": [0.0, 3.0]})))
+    )
+    changed = make_plan(load_space(str(folder / "one.yaml"), {"alpha": [0.0, 3.0]}))
+    assert changed.sweep_id != one.sweep_id
+    # Trial ids carry the sweep id: alpha 0 of the new sweep is a new trial.
+    assert changed.points[0].trial_id(changed.sweep_id) != one.points[0].trial_id(one.sweep_id)
+    # SP does not depend on alpha: same cache keys, same checkpoint paths (reuse across
+    # sweeps sharing a storage path).
+    for plan in (other, changed):
+        assert [j.key for j in plan.sp_jobs] == [j.key for j in one.sp_jobs]
+        assert [j.trial_id for j in plan.sp_jobs] == [j.trial_id for j in one.sp_jobs]
+        assert [j.checkpoint("/s") for j in plan.sp_jobs] == [
+            j.checkpoint("/s") for j in one.sp_jobs
+        ]
+    # ... but a change to the SP recipe is a new SP job.
+    sp_changed = make_plan(load_space(str(folder / "one.yaml"), {"sp.iterations": 7}))
+    assert {j.key for j in sp_changed.sp_jobs}.isdisjoint({j.key for j in one.sp_jobs})

@@ -1,0 +1,492 @@
+"""Whole sweeps on a local Ray instance, checked through MLflow as ``analysis/`` reads it
+(``docs/mlflow_layout.md``): one tiny sweep shared by the module, then the same command
+again (nothing re-run), a resume after the driver is killed with SIGKILL, and trials whose
+loss or weights diverge.
+
+The slow part is Ray (about a minute for the tiny sweep on 2 busy cores); the later sweeps
+copy the tiny sweep's SP cache into their own storage (found under the same keys: SP does
+not depend on alpha), so they only run HRL trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sweep_helpers import (
+    TINY_TEST_SET,
+    Mlflow,
+    alive,
+    cli,
+    descendants,
+    local_sweep,
+    ray_processes,
+    ray_tmpdir,
+    seed_sp_cache,
+    stop_ray_processes,
+    tracking_uri,
+    tune_result_rows,
+    tune_snapshot_status,
+    wait_for,
+    write_space,
+)
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.pareto import hypervolume, pareto_front
+from skipnet_sweep.sweep import Plan, load_space, make_plan
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+
+
+@dataclass
+class Sweep:
+    """One finished sweep: its space, plan, MLflow store and what the CLI said."""
+
+    space: Path
+    plan: Plan
+    mlflow: Mlflow
+    code: int
+    out: str
+    err: str
+
+    @property
+    def storage(self) -> Path:
+        return self.plan.storage
+
+    def argv(self) -> list[str]:
+        return ["--space", str(self.space), "--num-cpus", "2"]
+
+
+@pytest.fixture(scope="module")
+def ray_dir():
+    """This module's RAY_TMPDIR; Ray processes still exiting at the end are stopped."""
+    with ray_tmpdir() as d:
+        yield d
+
+
+def run(space: Path, ray_dir: str) -> Sweep:
+    plan = make_plan(load_space(str(space)))
+    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+    return Sweep(space, plan, Mlflow(tracking_uri(space.parent), plan.space.name), code, out, err)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, ray_dir) -> Sweep:
+    """The tiny sweep (baseline + SP, 4 HRL trials), run once for the module."""
+    sweep = run(write_space(tmp_path_factory.mktemp("tiny")), ray_dir)
+    assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
+    return sweep
+
+
+def by_stage(runs: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in runs:
+        out.setdefault(r.data.tags.get(M.TAG_STAGE), []).append(r)
+    return out
+
+
+# --- the tiny sweep ---------------------------------------------------------------------
+
+
+def test_exit_code_and_summary(tiny: Sweep) -> None:
+    assert tiny.code == 0
+    assert f"sweep {tiny.plan.sweep_id}: 6 runs finished" in tiny.out
+    assert "failed" not in tiny.out.split(f"sweep {tiny.plan.sweep_id}:")[1]
+
+
+def test_one_parent_run(tiny: Sweep) -> None:
+    parent = tiny.mlflow.parent()
+    tags, params = parent.data.tags, parent.data.params
+    assert tags[M.TAG_SWEEP_ID] == tiny.plan.sweep_id
+    assert tags[M.TAG_STAGE] == M.SWEEP_STAGE
+    assert tags[M.TAG_SPACE] == "tiny"
+    assert tags["mlflow.runName"] == "tiny"
+    assert "mlflow.parentRunId" not in tags
+    assert params[M.PARAM_DATASET] == "synthetic"
+    assert params["space_file"] == str(tiny.space)
+    assert parent.info.status == "FINISHED"
+
+
+def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
+    parent = tiny.mlflow.parent()
+    children = tiny.mlflow.children(parent.info.run_id)
+    # Nothing outside the parent/child tree (no flat runs from a Tune logger).
+    assert len(tiny.mlflow.runs()) == 1 + len(children)
+    stages = by_stage(children)
+    assert {k: len(v) for k, v in stages.items()} == {"baseline": 1, "sp": 1, "hrl": 4}
+    expected = {j.trial_id for j in tiny.plan.sp_jobs} | {
+        p.trial_id(tiny.plan.sweep_id) for p in tiny.plan.points
+    }
+    ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
+    assert sorted(ids) == sorted(expected)
+    for r in children:
+        tags = r.data.tags
+        assert r.info.status == "FINISHED", tags
+        assert tags["mlflow.runName"] == tags[M.TAG_TRIAL_ID]
+        assert tags[M.TAG_METHOD] == ("plain" if tags[M.TAG_STAGE] == "baseline" else "skipnet-rnn")
+
+
+def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> None:
+    stages = by_stage(tiny.mlflow.children(tiny.mlflow.parent().info.run_id))
+    (sp,) = stages["sp"]
+    job = tiny.plan.sp_job("sp", "cifar_resnet8", "rnn")
+    assert sp.data.params[M.PARAM_SP_KEY] == job.key
+    alphas = set()
+    for r in stages["hrl"]:
+        p = r.data.params
+        assert r.data.tags[M.TAG_SP_RUN_ID] == sp.info.run_id
+        assert p[M.PARAM_ARCH] == "cifar_resnet8"
+        assert p[M.PARAM_GATE] == "rnn"
+        assert p[M.PARAM_DATASET] == "synthetic"
+        assert p[M.PARAM_VARIANT] == "hrl+sp"
+        assert p[M.PARAM_SP_KEY] == job.key
+        alphas.add(float(p[M.PARAM_ALPHA]))
+    assert alphas == {0.0, 1.0, 2.0, 4.0}
+    (base,) = stages["baseline"]
+    assert base.data.params[M.PARAM_GATE] == "none"
+
+
+def test_final_metrics(tiny: Sweep) -> None:
+    for r in tiny.mlflow.children(tiny.mlflow.parent().info.run_id):
+        m, stage = r.data.metrics, r.data.tags[M.TAG_STAGE]
+        for key in (M.TOP1, M.TOP5, M.FLOPS_MEAN, M.FLOPS_STD, M.FLOPS_FULL, M.COMPUTATION_PCT):
+            assert math.isfinite(m[key]), (stage, key)
+        assert 0 <= m[M.TOP1] <= m[M.TOP5] <= 100
+        assert 0 < m[M.FLOPS_MEAN] <= m[M.FLOPS_FULL]
+        assert m[M.COMPUTATION_PCT] == pytest.approx(100 * m[M.FLOPS_MEAN] / m[M.FLOPS_PLAIN])
+        if stage == "baseline":
+            assert m[M.FLOPS_MEAN] == m[M.FLOPS_PLAIN]
+        else:
+            assert 0 <= m[M.gate_skip_ratio(0)] <= 1
+        if stage == "hrl":
+            assert math.isfinite(m[M.REWARD])
+
+
+def children_rows(tiny: Sweep) -> list:
+    return [
+        r
+        for r in tiny.mlflow.children(tiny.mlflow.parent().info.run_id)
+        if r.info.status == "FINISHED"
+    ]
+
+
+def test_pareto_tags_mark_exactly_the_frontier(tiny: Sweep) -> None:
+    runs = children_rows(tiny)
+    front = set(
+        pareto_front([(r.data.metrics[M.FLOPS_MEAN], r.data.metrics[M.TOP1]) for r in runs])
+    )
+    assert front
+    for i, r in enumerate(runs):
+        assert r.data.tags[M.TAG_PARETO] == ("true" if i in front else "false")
+
+
+def test_hypervolume_and_pareto_csv_on_the_parent(tiny: Sweep, tmp_path: Path) -> None:
+    parent = tiny.mlflow.parent()
+    runs = children_rows(tiny)
+    points = [(r.data.metrics[M.FLOPS_MEAN], r.data.metrics[M.TOP1]) for r in runs]
+    ref = max(r.data.metrics[M.FLOPS_PLAIN] for r in runs)
+    assert parent.data.metrics[M.HYPERVOLUME] == pytest.approx(hypervolume(points, ref))
+    assert parent.data.metrics[M.HYPERVOLUME] > 0
+    client = tiny.mlflow.client
+    names = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {M.PARETO_CSV, "space.yaml"} <= names
+    with open(client.download_artifacts(parent.info.run_id, M.PARETO_CSV, str(tmp_path))) as f:
+        rows = list(csv.DictReader(f))
+    on_front = {r.data.tags["mlflow.runName"] for r in runs if r.data.tags[M.TAG_PARETO] == "true"}
+    assert {row["run_name"] for row in rows} == on_front
+    macs = [float(row[M.FLOPS_MEAN]) for row in rows]
+    assert macs == sorted(macs)
+
+
+def test_eval_artifacts_on_children(tiny: Sweep, tmp_path: Path) -> None:
+    client = tiny.mlflow.client
+    for r in tiny.mlflow.children(tiny.mlflow.parent().info.run_id):
+        run_id = r.info.run_id
+        names = {f.path for f in client.list_artifacts(run_id, M.ARTIFACT_DIR)}
+        expected = {f"{M.ARTIFACT_DIR}/{n}" for n in (M.PER_SAMPLE_CSV, M.PER_CLASS_CSV)}
+        assert expected <= names, (r.data.tags[M.TAG_STAGE], names)
+        if r.data.tags[M.TAG_STAGE] != "hrl":
+            continue
+        local = client.download_artifacts(
+            run_id, f"{M.ARTIFACT_DIR}/{M.PER_SAMPLE_CSV}", str(tmp_path / run_id)
+        )
+        with open(local) as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == ["index", "label", "pred", "skipped", "macs"]
+        assert [int(row["index"]) for row in rows] == list(range(TINY_TEST_SET))
+        # The per-sample MACs are what flops_mean averages.
+        mean = sum(float(row["macs"]) for row in rows) / len(rows)
+        assert mean == pytest.approx(r.data.metrics[M.FLOPS_MEAN], rel=1e-6)
+        top1 = 100 * sum(row["label"] == row["pred"] for row in rows) / len(rows)
+        assert top1 == pytest.approx(r.data.metrics[M.TOP1])
+
+
+# --- the same command again ------------------------------------------------------------
+
+
+@dataclass
+class Rerun:
+    code: int
+    out: str
+    before: dict
+    after: dict
+    rows_before: dict
+    rows_after: dict
+    cache_mtimes: tuple[dict, dict]
+
+
+@pytest.fixture(scope="module")
+def rerun(tiny: Sweep, ray_dir) -> Rerun:
+    caches = [job.checkpoint(tiny.storage) for job in tiny.plan.sp_jobs]
+    mtimes = {str(p): p.stat().st_mtime_ns for p in caches}
+    before, rows = tiny.mlflow.snapshot(), tune_result_rows(tiny.storage)
+    code, out, err = local_sweep(tiny.argv(), ray_dir)
+    assert code == 0, out[-3000:] + err[-3000:]
+    return Rerun(
+        code,
+        out,
+        before,
+        tiny.mlflow.snapshot(),
+        rows,
+        tune_result_rows(tiny.storage),
+        (mtimes, {str(p): p.stat().st_mtime_ns for p in caches}),
+    )
+
+
+def test_rerun_makes_no_new_runs(tiny: Sweep, rerun: Rerun) -> None:
+    assert rerun.code == 0
+    assert set(rerun.after) == set(rerun.before)
+    assert len(tiny.mlflow.parents()) == 1
+    assert all(info.status == "FINISHED" for info in rerun.after.values())
+
+
+def test_rerun_reuses_the_sp_cache(tiny: Sweep, rerun: Rerun) -> None:
+    for job in tiny.plan.sp_jobs:
+        assert f"reused the cached {job.kind} checkpoint {job.key} for {job.trial_id}" in rerun.out
+    before, after = rerun.cache_mtimes
+    assert before == after
+    # No SP metric was logged again.
+    for run_id, info in rerun.before.items():
+        if info.stage in ("sp", "baseline"):
+            assert rerun.after[run_id].top1_points == info.top1_points
+
+
+def test_rerun_restores_tune_and_reruns_no_trial(tiny: Sweep, rerun: Rerun) -> None:
+    assert "resuming trials-" in rerun.out
+    assert len(rerun.rows_before) == 4
+    assert rerun.rows_after == rerun.rows_before
+    for run_id, info in rerun.before.items():
+        if info.stage == "hrl":
+            assert rerun.after[run_id] == info  # untouched: same end time, same metrics
+
+
+def test_dry_run_after_the_sweep_marks_sp_jobs_cached(tiny: Sweep, rerun: Rerun) -> None:
+    code, out, _ = cli(["--space", str(tiny.space), "--dry-run"])
+    assert code == 0
+    assert out.count("[cached]") == len(tiny.plan.sp_jobs) == 2
+
+
+# --- resume after the driver is killed ------------------------------------------------------
+
+
+@dataclass
+class Killed:
+    plan: Plan
+    mlflow: Mlflow
+    finished_before: dict  # run id -> RunInfo of the HRL runs FINISHED when the driver died
+    rows_before: dict
+    snapshot_status: dict  # trial dir -> status in Tune's last snapshot before the kill
+    strays: dict  # pid -> command of Ray processes that outlived the driver
+    remaining: dict  # ... and those still alive after stop_ray_processes
+    code: int
+    out: str
+    after: dict
+
+
+@pytest.fixture(scope="module")
+def killed(tiny: Sweep, tmp_path_factory, ray_dir) -> Killed:
+    """A 6-trial sweep (one trial at a time) whose driver is killed with SIGKILL once two
+    HRL runs are FINISHED in MLflow, then run again with the same command."""
+    folder = tmp_path_factory.mktemp("killed")
+    space = write_space(
+        folder,
+        "resume",
+        {"baseline": False, "alpha": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0], "max_concurrent_trials": 1},
+    )
+    plan = make_plan(load_space(str(space)))
+    seed_sp_cache(tiny.storage, plan.storage, space)
+    mlflow = Mlflow(tracking_uri(folder), "resume")
+
+    def finished_hrl():
+        # Only read the store once the driver has made it (Tune starts after the parent and
+        # SP runs are logged): two processes creating one sqlite schema at once can clash.
+        if not (plan.storage / "tune").exists():
+            return None
+        try:
+            runs = mlflow.runs("tags.stage = 'hrl' and attributes.status = 'FINISHED'")
+        except Exception:  # the store is being created by the driver
+            return None
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited ({driver.returncode}) before the kill")
+        return runs if len(runs) >= 2 else None
+
+    with ray_tmpdir("skk") as kill_dir:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_TMPDIR=kill_dir, RAY_USAGE_STATS_ENABLED="0")
+        with open(folder / "driver.log", "w") as log:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space)]
+                + ["--num-cpus", "2"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=kill_dir,
+            )
+            try:
+                wait_for(finished_hrl, 240, interval=0.5, what="two finished HRL runs")
+            finally:
+                tree = descendants(driver.pid)  # its local Ray instance
+                driver.send_signal(signal.SIGKILL)
+                driver.wait()
+        finished_before = {
+            r.info.run_id: mlflow.info(r)
+            for r in mlflow.runs("tags.stage = 'hrl' and attributes.status = 'FINISHED'")
+        }
+        rows_before = tune_result_rows(plan.storage)
+        status = tune_snapshot_status(plan.storage)
+
+        # The raylet and the GCS die with the driver (Ray ties them to it); let them go,
+        # then record what outlived it and stop exactly that.
+        def instance() -> dict[int, str]:
+            return {**alive(tree), **ray_processes(kill_dir)}
+
+        with contextlib.suppress(TimeoutError):
+            wait_for(
+                lambda: not any("raylet" in c or "gcs_server" in c for c in instance().values()),
+                10,
+                what="the raylet and GCS to exit",
+            )
+        strays = instance()
+        stop_ray_processes(kill_dir, also=tree)
+        remaining = instance()
+    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+    return Killed(
+        plan, mlflow, finished_before, rows_before, status, strays, remaining, code, out + err,
+        mlflow.snapshot(),
+    )  # fmt: skip
+
+
+def test_resume_after_kill_finishes_every_trial_once(killed: Killed) -> None:
+    assert killed.code == 0, killed.out[-3000:]
+    parent = killed.mlflow.parent()
+    children = killed.mlflow.children(parent.info.run_id)
+    ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
+    expected = [j.trial_id for j in killed.plan.sp_jobs] + [
+        p.trial_id(killed.plan.sweep_id) for p in killed.plan.points
+    ]
+    assert sorted(ids) == sorted(expected)  # one run per trial id, no duplicates
+    assert len(killed.after) == 1 + 1 + 6
+    assert all(r.info.status == "FINISHED" for r in children)
+    # The runs that existed when the driver died were found again, not recreated.
+    assert set(killed.finished_before) <= set(killed.after)
+    assert "reused the cached sp checkpoint" in killed.out
+
+
+def test_resume_does_not_rerun_trials_tune_recorded_as_finished(killed: Killed) -> None:
+    if not killed.snapshot_status:
+        pytest.skip("Tune's experiment snapshot format is not understood")
+    done = [
+        i for i in killed.finished_before.values()
+        if killed.snapshot_status.get(i.trial_id) == "TERMINATED"
+    ]  # fmt: skip
+    assert done, (killed.snapshot_status, killed.finished_before)
+    for info in done:
+        assert killed.after[info.run_id] == info  # same end time, no new metric points
+        assert (
+            tune_result_rows(killed.plan.storage)[info.trial_id]
+            == (killed.rows_before[info.trial_id])
+        )
+
+
+def test_resume_does_not_rerun_trials_finished_before_the_kill(killed: Killed) -> None:
+    racing = [
+        i for i in killed.finished_before.values()
+        if killed.snapshot_status.get(i.trial_id, "TERMINATED") != "TERMINATED"
+    ]  # fmt: skip
+    if not racing:
+        pytest.skip("every trial finished before the kill was also in Tune's snapshot")
+    rows_after = tune_result_rows(killed.plan.storage)
+    for info in racing:
+        assert rows_after[info.trial_id] == killed.rows_before[info.trial_id]
+        assert killed.after[info.run_id] == info
+
+
+def test_kill_leaves_no_ray_process_of_the_driver_behind(killed: Killed) -> None:
+    """What outlived the SIGKILL of the driver (found by the instance's RAY_TMPDIR) is
+    printed for the record; the fixture stopped all of it and nothing is left."""
+    print("Ray processes that outlived the killed driver:", killed.strays)
+    assert killed.remaining == {}
+
+
+# --- diverging trials -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diverge(tiny: Sweep, tmp_path_factory, ray_dir) -> Sweep:
+    """Three trials: alpha 0 trains normally; alpha 1e39 overflows float32, so the very first
+    HRL loss is NaN (a NonFiniteLossError before any weight changes: deterministic); alpha
+    1e30 gives a finite first loss whose update blows the weights up, so the gate
+    probabilities of the next forward pass are NaN."""
+    folder = tmp_path_factory.mktemp("diverge")
+    space = write_space(
+        folder,
+        "diverge",
+        # max_failures 0: Tune would retry the RuntimeError of alpha 1e30 (see the xfail).
+        {"baseline": False, "alpha": [0.0, 1.0e30, 1.0e39], "max_failures": 0},
+    )
+    seed_sp_cache(tiny.storage, folder / "runs", space)
+    return run(space, ray_dir)
+
+
+def hrl_by_alpha(sweep: Sweep) -> dict[float, object]:
+    parent = sweep.mlflow.parent()
+    hrl = by_stage(sweep.mlflow.children(parent.info.run_id))["hrl"]
+    return {float(r.data.params[M.PARAM_ALPHA]): r for r in hrl}
+
+
+def test_nan_loss_fails_the_trial_not_the_sweep(diverge: Sweep) -> None:
+    assert diverge.code == 1, diverge.out[-3000:] + diverge.err[-3000:]
+    parent = diverge.mlflow.parent()
+    assert parent.info.status == "FAILED"
+    stages = by_stage(diverge.mlflow.children(parent.info.run_id))
+    assert stages["sp"][0].info.status == "FINISHED"
+    runs = hrl_by_alpha(diverge)
+    assert sorted(runs) == [0.0, 1e30, 1e39]
+    good, nan = runs[0.0], runs[1e39]
+    assert good.info.status == "FINISHED" and M.TAG_ERROR not in good.data.tags
+    assert good.data.tags[M.TAG_PARETO] in ("true", "false")
+    summary = diverge.out.split(f"sweep {diverge.plan.sweep_id}:")[1]
+    assert "2 runs finished" in diverge.out and "2 failed:" in summary
+    for r in (runs[1e30], nan):
+        tags = r.data.tags
+        assert r.info.status == "FAILED"
+        assert tags[M.TAG_ERROR]
+        assert M.TAG_PARETO not in tags  # only finished runs are ranked
+        assert f"{tags[M.TAG_TRIAL_ID]}: " in summary
+    assert "loss became nan at step 1" in nan.data.tags[M.TAG_ERROR]
+    assert f"{nan.data.tags[M.TAG_TRIAL_ID]}: {nan.data.tags[M.TAG_ERROR]}" in summary
+    # Stopped with its reason, not retried: one result row (the error report).
+    assert tune_result_rows(diverge.storage)[nan.data.tags[M.TAG_TRIAL_ID]] == 1
+
+
+def test_diverging_weights_fail_as_a_non_finite_loss(diverge: Sweep) -> None:
+    error = hrl_by_alpha(diverge)[1e30].data.tags[M.TAG_ERROR]
+    assert "loss became" in error, error
