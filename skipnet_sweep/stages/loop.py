@@ -119,7 +119,9 @@ def train_loop(
             try:
                 out = model(x, mode=objective.gate_mode, path="masked")
             except FloatingPointError as err:
-                raise NonFiniteLossError(f"{cfg.stage}: {err} at step {step + 1}") from None
+                raise NonFiniteLossError(
+                    f"{cfg.stage} loss became non-finite at step {step + 1} ({err})"
+                ) from None
             res = objective(out, y)
             if not torch.isfinite(res.loss):
                 raise NonFiniteLossError(

@@ -186,13 +186,10 @@ def trial_fn(config: dict, plan: Plan) -> None:
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
     last: dict = {STEP: 0, M.TOP1: 0.0, M.FLOPS_MEAN: 1e18}
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        done = Path(checkpoint.to_directory()) / FINAL_FILE
-        if done.is_file():
-            # Restored from the trial's final checkpoint (the driver died between the trial's
-            # end and Tune's next state save): report the result again, do not retrain.
-            tune.report(json.loads(done.read_text()))
-            return
+    if checkpoint is not None and (Path(checkpoint.to_directory()) / FINAL_FILE).is_file():
+        # Restored from the trial's final checkpoint (the driver died between the trial's
+        # end and Tune's next state save): its result is already reported; do not retrain.
+        return
 
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
