@@ -160,7 +160,7 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
         (["hrl", "--init", "{tmp}/missing.pt", *FAST], "missing.pt: no such file"),
         (["hrl", "--init", "{tmp}/junk.pt", *FAST], "junk.pt: unreadable"),
         (["eval", "--checkpoint", "{tmp}/missing.pt"], "missing.pt: no such file"),
-        (["sp", *FAST, "--gamma", "2"], "gamma must be in [0, 1]"),
+        (["hrl", *FAST, "--gamma", "2"], "gamma must be in [0, 1]"),
         (["sp", *FAST, "--batch-size", "1000"], "batch_size=1000"),
         (
             ["sp", *FAST, "--iterations", "3", "--epochs", "1"],
@@ -192,6 +192,22 @@ def test_baseline_refuses_a_gate():
     # The oversized batch makes the run stop before training whatever happens to --gate.
     code, _, err = cli("baseline", "--gate", "rnn", *FAST, "--batch-size", "1000")
     assert code == 2 and "gate" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["sp", "--gamma", "0.5"], "--gamma"),
+        (["sp", "--alpha", "2"], "--alpha"),
+        (["hrl", "--soft"], "--soft"),
+        (["baseline", "--tau", "0.1"], "--tau"),
+        (["act", "--gate", "rnn"], "--gate"),
+    ],
+)
+def test_flags_of_another_stage_are_refused_not_ignored(argv, flag):
+    code, out, err = cli(*argv, *FAST)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and flag in err and argv[0] in err
 
 
 def test_unknown_subcommand_is_argparse_usage_error():
