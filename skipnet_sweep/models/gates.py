@@ -141,6 +141,23 @@ class RNNGate(nn.Module):
         h, c = self.lstm(embed, state)
         return self.fc(h).squeeze(1), (h, c)
 
+    def lean(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``forward`` without the module-call overhead of its three layers (a quarter of a
+        gate's time at batch 1): the same operations on the same parameters. Used by the
+        sparse inference path; ``forward`` stays the definition that FLOP counting hooks."""
+        proj = self.proj[self.widths.index(x.shape[1])]
+        embed = F.linear(x.mean((2, 3)), proj.weight, proj.bias)
+        if state is None:
+            zeros = embed.new_zeros(x.shape[0], self.hidden_dim)
+            state = (zeros, zeros)
+        lstm = self.lstm
+        h, c = torch.lstm_cell(
+            embed, state, lstm.weight_ih, lstm.weight_hh, lstm.bias_ih, lstm.bias_hh
+        )
+        return F.linear(h, self.fc.weight, self.fc.bias).squeeze(1), (h, c)
+
 
 def build_gates(design: str, widths: list[int]) -> nn.Module:
     """Build the gates of a network whose gated blocks read features of ``widths`` channels.

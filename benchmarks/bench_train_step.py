@@ -1,0 +1,190 @@
+"""Training-step time of the SP and HRL stages over the plain ResNet's step, per gate design.
+
+A step is what the training loop (``skipnet_sweep.stages.loop``) does per batch: forward on
+the masked path in the objective's gate mode (SP ``hard``, HRL ``sample``), the loss from the
+project's objective (``build_objective``), backward, SGD step. The plain step is the same
+backbone without gates and the baseline objective (cross-entropy). All variants are timed
+interleaved, round by round, and compared by their median ms/step.
+
+    python benchmarks/bench_train_step.py                     # ResNet-38, 1x28x28, batch 128
+    python benchmarks/bench_train_step.py --input 3x32x32 --json
+    python benchmarks/bench_train_step.py --smoke-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from _timing import interleaved, keep_freed_memory, paired_median
+
+from skipnet_sweep.flops import count_costs, parse_input
+from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model, list_models
+from skipnet_sweep.stages.config import TrainConfig, hrl_defaults
+from skipnet_sweep.stages.objectives import build_objective
+
+# Goal on step time over the plain step, per gate design (both stages).
+GOALS = {"rnn": 1.10, "ff2": 1.25, "ff1": 1.35}
+
+
+@dataclass
+class Row:
+    gate: str  # "-" for the plain network
+    stage: str  # baseline, sp, hrl
+    mode: str  # gate mode of the forward pass
+    ms_median: float
+    ms_q1: float
+    ms_q3: float
+    ratio: float | None = None  # median step time / median plain step time
+    paired_ratio: float | None = None  # median over rounds of the per-round ratio
+    goal: float | None = None
+    status: str | None = None
+
+
+def make_step(
+    model: SkipResNet, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor
+) -> tuple[Callable[[], None], str]:
+    """One training step of ``cfg``'s stage on a fixed batch, as the training loop does it."""
+    savings = count_costs(model, tuple(x.shape[1:])).skip_savings() if model.num_gates else None
+    objective = build_objective(cfg, savings, model.num_gates)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    model.train()
+
+    def step() -> None:
+        out = model(x, mode=objective.gate_mode, path="masked")
+        res = objective(out, y)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+
+    return step, objective.gate_mode
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="cifar_resnet38", help=f"one of: {', '.join(list_models())}")
+    p.add_argument("--input", default="1x28x28", help="CxHxW: 1x28x28 (Fashion-MNIST), 3x32x32")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--gates", nargs="+", default=list(GATE_DESIGNS), choices=GATE_DESIGNS)
+    p.add_argument("--stages", nargs="+", default=["sp", "hrl"], choices=("sp", "hrl"))
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--malloc",
+        default="keep",
+        choices=("keep", "glibc"),
+        help="keep: keep freed memory (default, see _timing); glibc: the C library's defaults",
+    )
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="cpu: see _timing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.add_argument("--smoke-test", action="store_true", help="tiny configuration, seconds")
+    args = p.parse_args(argv)
+    if args.smoke_test:
+        args.arch, args.input, args.batch, args.rounds, args.warmup = (
+            "cifar_resnet8",
+            "1x16x16",
+            8,
+            3,
+            1,
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = parse_input(args.input)
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch, *shape, generator=gen)
+    y = torch.randint(0, 10, (args.batch,), generator=gen)
+
+    torch.manual_seed(args.seed)
+    plain = build_model(args.arch, in_channels=shape[0])
+    backbone = plain.state_dict()
+    configs = {
+        "baseline": TrainConfig(stage="baseline", iterations=1),
+        "sp": TrainConfig(stage="sp", iterations=1),
+        "hrl": hrl_defaults(),
+    }
+    steps, modes = {}, {}
+    steps[("-", "baseline")], modes[("-", "baseline")] = make_step(plain, configs["baseline"], x, y)
+    for gate in args.gates:
+        for stage in args.stages:
+            # A model per (gate, stage): each stage owns its optimiser state; same backbone.
+            torch.manual_seed(args.seed)
+            model = build_model(args.arch, in_channels=shape[0], gate=gate)
+            model.load_state_dict(backbone, strict=False)
+            steps[(gate, stage)], modes[(gate, stage)] = make_step(model, configs[stage], x, y)
+
+    times = interleaved(
+        {f"{g}/{s}": fn for (g, s), fn in steps.items()},
+        args.rounds,
+        warmup=args.warmup,
+        min_time=0.0,
+        clock=args.clock,
+    )
+    base = times["-/baseline"]
+    rows = []
+    for gate, stage in steps:
+        t = times[f"{gate}/{stage}"]
+        q1, q3 = t.iqr
+        mode = "-" if gate == "-" else modes[(gate, stage)]
+        row = Row(gate, stage, mode, 1e3 * t.median, 1e3 * q1, 1e3 * q3)
+        if gate != "-":
+            row.ratio = t.median / base.median
+            row.paired_ratio = paired_median(t, base)
+            row.goal = GOALS[gate]
+            row.status = "PASS" if row.ratio <= row.goal else "MISS"
+        rows.append(row)
+
+    info = {
+        "arch": args.arch,
+        "input": args.input,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rounds": args.rounds,
+        "clock": args.clock,
+        "malloc": malloc,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "smoke_test": args.smoke_test,
+    }
+    if args.json:
+        print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
+        return 0
+    print(
+        f"{args.arch} {args.input} batch={args.batch} threads={info['threads']} "
+        f"torch {torch.__version__} rounds={args.rounds} clock={args.clock} malloc={malloc} "
+        f"OMP_WAIT_POLICY={info['omp_wait_policy']}"
+        + (" (smoke test: goals not meaningful)" if args.smoke_test else "")
+    )
+    cols = (
+        f"{'gate':<5} {'stage':<8} {'mode':<9} {'ms/step':>8} {'IQR':>17} "
+        f"{'ratio':>6} {'paired':>6}  goal"
+    )
+    print(cols)
+    print("-" * len(cols))
+    for r in rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        paired = "-" if r.paired_ratio is None else f"{r.paired_ratio:.3f}"
+        goal = "" if r.goal is None else f"<={r.goal:.2f}x {r.status}"
+        print(
+            f"{r.gate:<5} {r.stage:<8} {r.mode:<9} {r.ms_median:>8.1f} "
+            f"{f'[{r.ms_q1:.1f}, {r.ms_q3:.1f}]':>17} {ratio:>6} {paired:>6}  {goal}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
