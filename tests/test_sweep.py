@@ -143,6 +143,7 @@ def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> N
     for r in stages["hrl"]:
         p = r.data.params
         assert r.data.tags[M.TAG_SP_RUN_ID] == sp.info.run_id
+        assert r.data.tags["node_ip"], "the node a trial ran on is recorded"
         assert p[M.PARAM_ARCH] == "cifar_resnet8"
         assert p[M.PARAM_GATE] == "rnn"
         assert p[M.PARAM_DATASET] == "synthetic"

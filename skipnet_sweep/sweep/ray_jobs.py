@@ -301,6 +301,9 @@ class TrackingCallback(_tune_callback_base()):
         step = result.get(STEP)
         if step is None or ERROR in result or entry[2]:
             return
+        if entry[1] < 0 and result.get("node_ip"):
+            # Where the trial ran: placement on a cluster is visible from MLflow.
+            self.tracker.set_tags(entry[0], {"node_ip": str(result["node_ip"])})
         if step > entry[1] or result.get("final"):
             # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
             ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
