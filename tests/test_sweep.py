@@ -491,3 +491,33 @@ def test_nan_loss_fails_the_trial_not_the_sweep(diverge: Sweep) -> None:
 def test_diverging_weights_fail_as_a_non_finite_loss(diverge: Sweep) -> None:
     error = hrl_by_alpha(diverge)[1e30].data.tags[M.TAG_ERROR]
     assert "loss became" in error, error
+
+
+# --- adaptive search --------------------------------------------------------------------
+
+
+def test_optuna_search_samples_alpha_in_its_range_and_tracks_every_sample(
+    tiny: Sweep, tmp_path_factory, ray_dir
+) -> None:
+    """Multi-objective Optuna through Tune: num_samples trials, alpha drawn log-uniformly in
+    [low, high], each a child run with its alpha, on the frontier computation like the rest."""
+    folder = tmp_path_factory.mktemp("optuna")
+    space = write_space(
+        folder,
+        "optuna",
+        {
+            "baseline": False,
+            "alpha": {"distribution": "loguniform", "low": 0.01, "high": 4.0},
+            "search": {"algorithm": "optuna", "sampler": "tpe", "num_samples": 3},
+        },
+    )
+    seed_sp_cache(tiny.storage, folder / "runs", space)
+    sweep = run(space, ray_dir)
+    assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
+    parent = sweep.mlflow.parent()
+    hrl = by_stage(sweep.mlflow.children(parent.info.run_id))["hrl"]
+    alphas = [float(r.data.params[M.PARAM_ALPHA]) for r in hrl]
+    assert len(hrl) == 3 and len(set(alphas)) == 3
+    assert all(0.01 <= a <= 4.0 for a in alphas)
+    assert all(r.info.status == "FINISHED" and M.TOP1 in r.data.metrics for r in hrl)
+    assert all(r.data.tags.get(M.TAG_PARETO) in ("true", "false") for r in hrl)
