@@ -7,54 +7,25 @@ The work is done by ``skipnet_sweep.analysis.report.make_report``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from skipnet_sweep.analysis.figures import FLOPS_UNITS
+from skipnet_sweep.analysis import cli
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m skipnet_sweep.report",
-        description="Every figure a sweep's runs support, a summary table, logged to MLflow.",
-    )
-    parser.add_argument("--experiment", required=True, help="MLflow experiment (the space name)")
-    parser.add_argument("--out", required=True, help="report folder (created)")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db",
-    )
-    parser.add_argument(
-        "--baselines",
-        nargs="*",
-        default=None,
-        metavar="DIR_OR_CSV",
-        help="published baseline CSVs or folders (default: analysis/baselines)",
-    )
-    parser.add_argument("--flops-unit", default="M", choices=list(FLOPS_UNITS))
-    parser.add_argument("--no-log", action="store_true", help="do not log to the parent run")
-    args = parser.parse_args(argv)
-
-    # Imported here so --help does not pay for MLflow and matplotlib.
-    from skipnet_sweep.analysis.baselines import BaselineError
+    args = cli.parser(
+        "python -m skipnet_sweep.report",
+        "Every figure a sweep's runs support, a summary table, logged to MLflow.",
+        out_help="report folder (created)",
+        out_default=None,
+    ).parse_args(argv)
     from skipnet_sweep.analysis.report import make_report
-    from skipnet_sweep.analysis.runs import ExperimentNotFoundError
 
-    try:
-        result = make_report(
-            args.experiment,
-            args.out,
-            tracking_uri=args.tracking_uri,
-            baselines_dir=args.baselines,
-            flops_unit=args.flops_unit,
-            log=not args.no_log,
-        )
-    except (ExperimentNotFoundError, BaselineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = cli.run(make_report, args, "baselines_dir")
+    if isinstance(result, int):
+        return result
     print(f"wrote {result.summary}")
     for name, why in result.skipped.items():
         print(f"  not made: {name}: {why}")

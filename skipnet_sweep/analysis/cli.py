@@ -1,0 +1,57 @@
+"""What the analysis commands (``python -m skipnet_sweep.report``, ``analysis/plot_pareto.py``)
+share: their arguments, and turning a missing experiment or a bad baseline file into one
+``error:`` line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from skipnet_sweep.analysis.figures import FLOPS_UNITS
+
+
+def parser(prog: str | None, description: str, *, out_help: str, out_default: str | None):
+    """An argument parser with the options every analysis command takes."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the space name)")
+    p.add_argument("--out", required=out_default is None, default=out_default, help=out_help)
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db",
+    )
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        default=None,
+        metavar="DIR_OR_CSV",
+        help="published baseline CSVs or folders (default: analysis/baselines)",
+    )
+    p.add_argument("--flops-unit", default="M", choices=list(FLOPS_UNITS))
+    p.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    return p
+
+
+def run(make: Callable, args: argparse.Namespace, baselines_kw: str):
+    """Call ``make(experiment, out, ...)`` with the parsed options.
+
+    Returns:
+        its result, or exit code 2 after printing one ``error:`` line.
+    """
+    # Imported here so --help does not pay for MLflow and matplotlib.
+    from skipnet_sweep.analysis.baselines import BaselineError
+    from skipnet_sweep.analysis.runs import ExperimentNotFoundError
+
+    try:
+        return make(
+            args.experiment,
+            args.out,
+            tracking_uri=args.tracking_uri,
+            flops_unit=args.flops_unit,
+            log=not args.no_log,
+            **{baselines_kw: args.baselines},
+        )
+    except (ExperimentNotFoundError, BaselineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
