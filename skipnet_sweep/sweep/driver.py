@@ -88,7 +88,8 @@ def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> N
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # "local": always a new instance, never one that a `ray start` left on this machine.
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     try:
         _check_cluster(plan)
     except SpaceError:
