@@ -115,3 +115,20 @@ def interleaved(
 def paired_median(a: Timing, b: Timing) -> float:
     """Median over rounds of ``a / b`` (both timed in the same round)."""
     return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
+
+
+def add_common_args(parser) -> None:
+    """The options every benchmark takes: threads, allocator, clock, seed, output."""
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--malloc",
+        default="keep",
+        choices=("keep", "glibc"),
+        help="keep: keep freed memory (default, see _timing); glibc: the C library's defaults",
+    )
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="cpu: see _timing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--smoke-test", action="store_true", help="tiny configuration, seconds")

@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
-from _timing import Timing, interleaved, keep_freed_memory, paired_median
+from _timing import Timing, add_common_args, interleaved, keep_freed_memory, paired_median
 from torch import Tensor
 
 from skipnet_sweep.flops import count_costs, default_input, parse_input
@@ -204,17 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timing sample")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument(
-        "--malloc",
-        default="keep",
-        choices=("keep", "glibc"),
-        help="keep: keep freed memory (default, see _timing); glibc: the C library's defaults",
-    )
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="cpu: see _timing")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead")
-    p.add_argument("--smoke-test", action="store_true", help="tiny configuration, seconds")
+    add_common_args(p)
     args = p.parse_args(argv)
     if args.smoke_test:
         args.arch, args.input, args.batch = "cifar_resnet14", "3x16x16", [1, 4]

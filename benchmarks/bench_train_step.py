@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from _timing import interleaved, keep_freed_memory, paired_median
+from _timing import add_common_args, interleaved, keep_freed_memory, paired_median
 
 from skipnet_sweep.flops import count_costs, parse_input
 from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model, list_models
@@ -76,17 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stages", nargs="+", default=["sp", "hrl"], choices=("sp", "hrl"))
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument(
-        "--malloc",
-        default="keep",
-        choices=("keep", "glibc"),
-        help="keep: keep freed memory (default, see _timing); glibc: the C library's defaults",
-    )
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="cpu: see _timing")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead")
-    p.add_argument("--smoke-test", action="store_true", help="tiny configuration, seconds")
+    add_common_args(p)
     args = p.parse_args(argv)
     if args.smoke_test:
         args.arch, args.input, args.batch, args.rounds, args.warmup = (

@@ -41,6 +41,7 @@ __all__ = [
     "dataset_info",
     "list_datasets",
     "make_synthetic",
+    "synthetic_info",
     "read_idx",
 ]
 
@@ -658,6 +659,23 @@ def make_synthetic(
     return train, split(test_size)
 
 
+def synthetic_info(
+    channels: int | None = None, image_size: int | None = None, classes: int | None = None
+) -> DatasetInfo:
+    """The ``DatasetInfo`` of synthetic data of these sizes (None keeps the default)."""
+    default = DATASETS["synthetic"]
+    c = default.in_channels if channels is None else channels
+    s = default.input_size[0] if image_size is None else image_size
+    return replace(
+        default,
+        num_classes=default.num_classes if classes is None else classes,
+        in_channels=c,
+        input_size=(s, s),
+        mean=(0.5,) * c,
+        std=(0.25,) * c,
+    )
+
+
 @_register(DatasetInfo("synthetic", 10, 3, (32, 32), (0.5,) * 3, (0.25,) * 3))
 def _build_synthetic(
     root: Path | None, opts: _Options, info: DatasetInfo
@@ -670,14 +688,8 @@ def _build_synthetic(
         num_classes=opts.synthetic_classes,
         seed=opts.seed,
     )
-    c, s = opts.synthetic_channels, opts.synthetic_image_size
-    info = replace(
-        info,
-        num_classes=opts.synthetic_classes,
-        in_channels=c,
-        input_size=(s, s),
-        mean=(0.5,) * c,
-        std=(0.25,) * c,
+    info = synthetic_info(
+        opts.synthetic_channels, opts.synthetic_image_size, opts.synthetic_classes
     )
     return train, test, info
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.data import build_loaders, dataset_info
+from skipnet_sweep.data import DatasetInfo, build_loaders, dataset_info, synthetic_info
 from skipnet_sweep.flops import CostTable, count_costs
 from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
 from skipnet_sweep.stages.checkpoint import (
@@ -69,19 +69,11 @@ def complete_model_config(cfg: StageConfig) -> StageConfig:
     return replace(cfg, model=model)
 
 
-def _data_info(cfg: StageConfig):
-    info = dataset_info(cfg.data.dataset)
-    syn = cfg.data.synthetic
-    if cfg.data.dataset == "synthetic" and syn:
-        # The synthetic set's shape is configurable; mirror what data.py builds.
-        size = syn.get("image_size", info.input_size[0])
-        info = replace(
-            info,
-            num_classes=syn.get("classes", info.num_classes),
-            in_channels=syn.get("channels", info.in_channels),
-            input_size=(size, size),
-        )
-    return info
+def _data_info(cfg: StageConfig) -> DatasetInfo:
+    if cfg.data.dataset == "synthetic":
+        syn = cfg.data.synthetic
+        return synthetic_info(syn.get("channels"), syn.get("image_size"), syn.get("classes"))
+    return dataset_info(cfg.data.dataset)
 
 
 def build_stage_model(cfg: StageConfig) -> SkipResNet:

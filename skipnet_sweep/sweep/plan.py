@@ -149,16 +149,7 @@ class Plan:
 
     @property
     def data(self) -> DataConfig:
-        d = self.space.dataset
-        return DataConfig(
-            dataset=d.name,
-            root=d.root,
-            train_subset=d.train_subset,
-            test_subset=d.test_subset,
-            num_workers=d.num_workers,
-            download=d.download,
-            synthetic=dict(d.synthetic),
-        )
+        return self.space.dataset.to_data_config()
 
     def sp_job(self, kind: str, backbone: str, gate: str | None) -> SPJob:
         for job in self.sp_jobs:

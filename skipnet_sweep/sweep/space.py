@@ -19,6 +19,7 @@ import yaml
 
 from skipnet_sweep.data import dataset_info, list_datasets
 from skipnet_sweep.models import GATE_DESIGNS, list_models
+from skipnet_sweep.stages.config import DataConfig
 
 SEARCH_ALGORITHMS = ("grid", "optuna")
 OPTUNA_SAMPLERS = ("tpe", "nsga2", "random")
@@ -66,6 +67,11 @@ class DatasetSpec:
     num_workers: int = 0
     download: bool = False
     synthetic: dict = field(default_factory=dict)
+
+    def to_data_config(self) -> DataConfig:
+        """The stages' ``DataConfig``: the same fields, the file's ``name`` as ``dataset``."""
+        fields_ = asdict(self)
+        return DataConfig(dataset=fields_.pop("name"), **fields_)
 
 
 @dataclass(frozen=True)
