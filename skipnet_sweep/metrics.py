@@ -68,6 +68,7 @@ TAG_SWEEP_ID = "skipnet.sweep_id"  # idempotency key of a parent run
 TAG_SP_RUN_ID = "sp_run_id"
 TAG_PARETO = "pareto"
 TAG_METHOD = "method"  # skipnet-<gate>, plain, act, sact: one curve per method in figures
+TAG_METHOD_NAME = "skipnet.method"  # the registered method (skipnet, plain, act, sact, ...)
 TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 HYPERVOLUME = "hypervolume"

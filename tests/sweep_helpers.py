@@ -360,17 +360,17 @@ class Mlflow:
 
 def seed_sp_cache(src_storage: Path, dst_storage: Path, space: Path) -> int:
     """Copy the cached SP/baseline results that ``space``'s plan needs from a finished
-    sweep's storage, through the plan's own cache paths (``SPJob.checkpoint``): a sweep
+    sweep's storage, through the plan's own cache paths (``Plan.checkpoint``): a sweep
     that only differs in alpha finds them under the same keys. Returns how many were
     copied; a missing one fails the calling test."""
     from skipnet_sweep.sweep import load_space, make_plan
 
     plan = make_plan(load_space(str(space)))
-    for job in plan.sp_jobs:
-        src = job.checkpoint(src_storage)
-        assert src.is_file(), f"no cached {job.trial_id} under {src_storage}"
-        shutil.copytree(src.parent, job.checkpoint(dst_storage).parent)
-    return len(plan.sp_jobs)
+    for job in plan.shared_jobs:
+        src = plan.checkpoint(job, src_storage)
+        assert src.is_file(), f"no cached {job.id} under {src_storage}"
+        shutil.copytree(src.parent, plan.checkpoint(job, dst_storage).parent)
+    return len(plan.shared_jobs)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):

@@ -204,7 +204,7 @@ def test_duplicate_alphas_do_not_give_duplicate_trial_ids(folder: Path) -> None:
         plan = make_plan(load_space(str(path)))
     except SpaceError:
         return  # refusing duplicates is fine too
-    ids = [p.trial_id(plan.sweep_id) for p in plan.points]
+    ids = [j.id for j in plan.trials]
     assert len(ids) == len(set(ids)), ids
 
 
@@ -214,7 +214,7 @@ def test_duplicate_backbones_do_not_give_duplicate_jobs(folder: Path) -> None:
         plan = make_plan(load_space(str(path)))
     except SpaceError:
         return
-    ids = [j.trial_id for j in plan.sp_jobs]
+    ids = [j.id for j in plan.shared_jobs]
     assert len(ids) == len(set(ids)), ids
 
 
@@ -242,10 +242,10 @@ def test_dry_run_prints_jobs_and_trials_and_writes_nothing(folder: Path) -> None
     code, out, err = cli(["--space", str(path), "--dry-run"])
     assert code == 0, err
     assert f"sweep {plan.sweep_id}" in out
-    for job in plan.sp_jobs:
-        assert job.trial_id in out
-    for point in plan.points:
-        assert point.trial_id(plan.sweep_id) in out
+    for job in plan.shared_jobs:
+        assert job.id in out
+    for job in plan.trials:
+        assert job.id in out
     assert "[cached]" not in out
     assert "MLflow: " in out and "mlflow.db" in out
     assert files_under(folder) == {path.name}
@@ -269,14 +269,14 @@ def test_set_overrides_a_field(folder: Path) -> None:
     path = write_space(folder)
     plain = make_plan(load_space(str(path)))
     changed = make_plan(load_space(str(path), {"hrl.iterations": 7}))
-    assert {changed.trial_stage(p).train.iterations for p in changed.points} == {7}
+    assert {changed.stage_of(j).train.iterations for j in changed.trials} == {7}
     assert changed.sweep_id != plain.sweep_id
     # The CLI applies --set: its dry run prints the sweep id of the changed space.
     code, out, err = cli(["--space", str(path), "--dry-run", "--set", "hrl.iterations=7"])
     assert code == 0, err
     assert f"sweep {changed.sweep_id}" in out
     # SP does not depend on the HRL recipe: its jobs are the same.
-    assert [j.key for j in changed.sp_jobs] == [j.key for j in plain.sp_jobs]
+    assert [j.key for j in changed.shared_jobs] == [j.key for j in plain.shared_jobs]
 
 
 @pytest.mark.parametrize(
@@ -322,28 +322,31 @@ def test_plan_counts_jobs_and_trials(folder: Path) -> None:
     )
     plan = make_plan(load_space(str(path)))
     # Per backbone: one baseline and one SP job per gate.
-    assert len(plan.sp_jobs) == 2 * (1 + 2)
-    assert sorted((j.kind, j.backbone, j.gate or "") for j in plan.sp_jobs) == sorted(
+    assert len(plan.shared_jobs) == 2 * (1 + 2)
+    assert sorted(
+        (j.stage.train.stage, j.backbone, j.stage.model.gate or "") for j in plan.shared_jobs
+    ) == sorted(
         [(k, b, g) for b in ("cifar_resnet8", "cifar_resnet14") for k, g in [("baseline", "")]]
         + [("sp", b, g) for b in ("cifar_resnet8", "cifar_resnet14") for g in ("ff1", "rnn")]
     )
     # backbones x gates x alphas x variants.
-    assert len(plan.points) == 2 * 2 * 3 * 2
-    ids = [p.trial_id(plan.sweep_id) for p in plan.points]
+    assert len(plan.trials) == 2 * 2 * 3 * 2
+    ids = [j.id for j in plan.trials]
     assert len(set(ids)) == len(ids)
     no_baseline = make_plan(load_space(str(path), {"baseline": False}))
-    assert [j.kind for j in no_baseline.sp_jobs] == ["sp"] * 4
+    assert [j.stage.train.stage for j in no_baseline.shared_jobs] == ["sp"] * 4
 
 
 def test_hrl_trials_start_from_their_sp_checkpoint(folder: Path) -> None:
     path = write_space(folder, changes={"hrl.variants": ["hrl+sp", "hrl+s"]})
     plan = make_plan(load_space(str(path)))
-    sp = plan.sp_job("sp", "cifar_resnet8", "rnn")
-    for point in plan.points:
-        stage = plan.trial_stage(point)
-        assert stage.train.alpha == point.weight
-        if point.variant == "hrl+sp":
-            assert stage.init == str(sp.checkpoint(plan.storage))
+    sp = plan.find("sp", "cifar_resnet8", "rnn")
+    for job in plan.trials:
+        stage = plan.stage_of(job)
+        assert stage.train.alpha == job.weight_value
+        if job.coord("variant") == "hrl+sp":
+            assert job.needs == sp.id
+            assert stage.init == str(plan.checkpoint(sp))
             assert stage.train.iterations == TINY["hrl"]["iterations"]
         else:  # from scratch, as long as SP and HRL together
             assert stage.init is None
@@ -354,15 +357,15 @@ def test_ids_are_deterministic(folder: Path) -> None:
     path = write_space(folder)
     a, b = make_plan(load_space(str(path))), make_plan(load_space(str(path)))
     assert a.sweep_id == b.sweep_id and a.sweep_id.startswith("tiny-")
-    assert [p.trial_id(a.sweep_id) for p in a.points] == [p.trial_id(b.sweep_id) for p in b.points]
-    assert [j.trial_id for j in a.sp_jobs] == [j.trial_id for j in b.sp_jobs]
+    assert [j.id for j in a.trials] == [j.id for j in b.trials]
+    assert [j.id for j in a.shared_jobs] == [j.id for j in b.shared_jobs]
     # The same content in another file (another name, same fields) is the same sweep.
     copy = folder / "copy.yaml"
     copy.write_text(path.read_text())
     assert make_plan(load_space(str(copy))).sweep_id == a.sweep_id
 
 
-def test_changing_alpha_is_a_new_sweep_that_reuses_the_sp_jobs(folder: Path) -> None:
+def test_changing_alpha_is_a_new_sweep_that_reuses_the_shared_jobs(folder: Path) -> None:
     one = make_plan(load_space(str(write_space(folder, "one"))))
     other = make_plan(
         load_space(str(write_space(folder, "one_more", changes={"alpha": [0.0, 3.0]})))
@@ -370,15 +373,15 @@ def test_changing_alpha_is_a_new_sweep_that_reuses_the_sp_jobs(folder: Path) -> 
     changed = make_plan(load_space(str(folder / "one.yaml"), {"alpha": [0.0, 3.0]}))
     assert changed.sweep_id != one.sweep_id
     # Trial ids carry the sweep id: alpha 0 of the new sweep is a new trial.
-    assert changed.points[0].trial_id(changed.sweep_id) != one.points[0].trial_id(one.sweep_id)
+    assert changed.trials[0].id != one.trials[0].id
     # SP does not depend on alpha: same cache keys, same checkpoint paths (reuse across
     # sweeps sharing a storage path).
     for plan in (other, changed):
-        assert [j.key for j in plan.sp_jobs] == [j.key for j in one.sp_jobs]
-        assert [j.trial_id for j in plan.sp_jobs] == [j.trial_id for j in one.sp_jobs]
-        assert [j.checkpoint("/s") for j in plan.sp_jobs] == [
-            j.checkpoint("/s") for j in one.sp_jobs
+        assert [j.key for j in plan.shared_jobs] == [j.key for j in one.shared_jobs]
+        assert [j.id for j in plan.shared_jobs] == [j.id for j in one.shared_jobs]
+        assert [plan.checkpoint(j, "/s") for j in plan.shared_jobs] == [
+            one.checkpoint(j, "/s") for j in one.shared_jobs
         ]
     # ... but a change to the SP recipe is a new SP job.
     sp_changed = make_plan(load_space(str(folder / "one.yaml"), {"sp.iterations": 7}))
-    assert {j.key for j in sp_changed.sp_jobs}.isdisjoint({j.key for j in one.sp_jobs})
+    assert {j.key for j in sp_changed.shared_jobs}.isdisjoint({j.key for j in one.shared_jobs})

@@ -122,9 +122,7 @@ def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
     assert len(tiny.mlflow.runs()) == 1 + len(children)
     stages = by_stage(children)
     assert {k: len(v) for k, v in stages.items()} == {"baseline": 1, "sp": 1, "hrl": 4}
-    expected = {j.trial_id for j in tiny.plan.sp_jobs} | {
-        p.trial_id(tiny.plan.sweep_id) for p in tiny.plan.points
-    }
+    expected = {j.id for j in tiny.plan.shared_jobs} | {j.id for j in tiny.plan.trials}
     ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
     assert sorted(ids) == sorted(expected)
     for r in children:
@@ -137,7 +135,7 @@ def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
 def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> None:
     stages = by_stage(tiny.mlflow.children(tiny.mlflow.parent().info.run_id))
     (sp,) = stages["sp"]
-    job = tiny.plan.sp_job("sp", "cifar_resnet8", "rnn")
+    job = tiny.plan.find("sp", "cifar_resnet8", "rnn")
     assert sp.data.params[M.PARAM_SP_KEY] == job.key
     alphas = set()
     for r in stages["hrl"]:
@@ -246,7 +244,7 @@ class Rerun:
 
 @pytest.fixture(scope="module")
 def rerun(tiny: Sweep, ray_dir) -> Rerun:
-    caches = [job.checkpoint(tiny.storage) for job in tiny.plan.sp_jobs]
+    caches = [tiny.plan.checkpoint(job, tiny.storage) for job in tiny.plan.shared_jobs]
     mtimes = {str(p): p.stat().st_mtime_ns for p in caches}
     before, rows = tiny.mlflow.snapshot(), tune_result_rows(tiny.storage)
     code, out, err = local_sweep(tiny.argv(), ray_dir)
@@ -270,8 +268,6 @@ def test_rerun_makes_no_new_runs(tiny: Sweep, rerun: Rerun) -> None:
 
 
 def test_rerun_reuses_the_sp_cache(tiny: Sweep, rerun: Rerun) -> None:
-    for job in tiny.plan.sp_jobs:
-        assert f"reused the cached {job.kind} checkpoint {job.key} for {job.trial_id}" in rerun.out
     before, after = rerun.cache_mtimes
     assert before == after
     # No SP metric was logged again.
@@ -281,7 +277,7 @@ def test_rerun_reuses_the_sp_cache(tiny: Sweep, rerun: Rerun) -> None:
 
 
 def test_rerun_restores_tune_and_reruns_no_trial(tiny: Sweep, rerun: Rerun) -> None:
-    assert "resuming trials-" in rerun.out
+    assert "resuming sweep-" in rerun.out
     assert len(rerun.rows_before) == 4
     assert rerun.rows_after == rerun.rows_before
     for run_id, info in rerun.before.items():
@@ -289,10 +285,10 @@ def test_rerun_restores_tune_and_reruns_no_trial(tiny: Sweep, rerun: Rerun) -> N
             assert rerun.after[run_id] == info  # untouched: same end time, same metrics
 
 
-def test_dry_run_after_the_sweep_marks_sp_jobs_cached(tiny: Sweep, rerun: Rerun) -> None:
+def test_dry_run_after_the_sweep_marks_shared_jobs_cached(tiny: Sweep, rerun: Rerun) -> None:
     code, out, _ = cli(["--space", str(tiny.space), "--dry-run"])
     assert code == 0
-    assert out.count("[cached]") == len(tiny.plan.sp_jobs) == 2
+    assert out.count("[cached]") == len(tiny.plan.shared_jobs) == 2
 
 
 # --- resume after the driver is killed ------------------------------------------------------
@@ -390,15 +386,14 @@ def test_resume_after_kill_finishes_every_trial_once(killed: Killed) -> None:
     parent = killed.mlflow.parent()
     children = killed.mlflow.children(parent.info.run_id)
     ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
-    expected = [j.trial_id for j in killed.plan.sp_jobs] + [
-        p.trial_id(killed.plan.sweep_id) for p in killed.plan.points
-    ]
+    expected = [j.id for j in killed.plan.shared_jobs] + [j.id for j in killed.plan.trials]
     assert sorted(ids) == sorted(expected)  # one run per trial id, no duplicates
     assert len(killed.after) == 1 + 1 + 6
     assert all(r.info.status == "FINISHED" for r in children)
     # The runs that existed when the driver died were found again, not recreated.
     assert set(killed.finished_before) <= set(killed.after)
-    assert "reused the cached sp checkpoint" in killed.out
+    (sp,) = by_stage(children)["sp"]
+    assert sp.data.tags["cached"] == "true"  # seeded from another sweep's cache
 
 
 def test_resume_does_not_rerun_trials_tune_recorded_as_finished(killed: Killed) -> None:

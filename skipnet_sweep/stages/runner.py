@@ -15,7 +15,8 @@ from torch import nn
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DatasetInfo, build_loaders, dataset_info, synthetic_info
-from skipnet_sweep.flops import CostTable, count_costs
+from skipnet_sweep.flops import CostTable
+from skipnet_sweep.methods import Method, method_for_stage
 from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
 from skipnet_sweep.stages.checkpoint import (
     load_model,
@@ -27,7 +28,6 @@ from skipnet_sweep.stages.checkpoint import (
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.evaluate import EvalResult, evaluate
 from skipnet_sweep.stages.loop import LoopState, train_loop
-from skipnet_sweep.stages.objectives import build_objective
 
 # on_report(step, metrics, save) is called at every evaluation; save(path) writes a
 # resumable checkpoint of the current state there (None on non-main processes).
@@ -99,6 +99,7 @@ def run_stage(
     prepare: Callable[[nn.Module, object], tuple[nn.Module, object]] | None = None,
     is_main: bool = True,
     artifacts: str | os.PathLike | None = None,
+    method: Method | None = None,
 ) -> StageResult:
     """Train and evaluate one stage.
 
@@ -113,6 +114,9 @@ def run_stage(
         prepare: wraps (model, train_loader) before training, e.g. for DDP.
         is_main: whether this process evaluates, reports and writes files.
         artifacts: folder for the final evaluation's per-sample files.
+        method: the registered method that owns ``cfg.train.stage`` (its network, objective
+            and cost accounting); by default the one the registry names for the stage. A
+            sweep passes the method it shipped with its plan (plugins included).
 
     Returns:
         a ``StageResult``.
@@ -125,16 +129,17 @@ def run_stage(
         seed=cfg.train.seed,
         **cfg.data.loader_kwargs(),
     )
-    model = build_stage_model(cfg)
+    if method is None:
+        method = method_for_stage(cfg.train.stage)
+    model = method.build_model(cfg)
     resume_payload = None
     if resume is not None:
         resumed, resume_payload = load_model(resume, cfg.model)
         model.load_state_dict(resumed.state_dict())
     model.to(device)
     input_shape = (info.in_channels, *info.input_size)
-    costs = count_costs(model, input_shape)
-    savings = costs.skip_savings()
-    objective = build_objective(cfg.train, savings, len(savings))
+    costs = method.count_costs(model, input_shape)
+    objective = method.objective(cfg, costs)
     stage_dict = cfg.to_dict()
     history: list[dict[str, float]] = []
     last: dict[str, float] = {}

@@ -1,9 +1,10 @@
-"""The sweep's driver: Ray start-up and checks, the SP stage, the trials, the Pareto frontier.
+"""The sweep's driver: Ray start-up and checks, one Tuner for every job, the Pareto frontier.
 
-Resume: every name is deterministic (the sweep id, the Tune experiment names, the trial ids),
-so re-running the same command after the driver was killed restores both Tune experiments
-(finished trials are not re-run), finds the cached SP checkpoints and finds the MLflow runs
-by their tags. ``fresh=True`` starts over deliberately.
+Resume: every name is deterministic (the sweep id, the Tune experiment name, the job ids),
+so re-running the same command after the driver was killed restores the Tune experiment
+(finished trials are not re-run, the searcher knows what it handed out), finds the cached
+pre-training checkpoints and finds the MLflow runs by their tags. ``fresh=True`` starts over
+deliberately.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.pareto import hypervolume, pareto_front
-from skipnet_sweep.sweep.plan import Plan, Point
+from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 
@@ -139,201 +139,89 @@ def _storage_is_shared(storage: Path, nodes: list[dict]) -> bool:
         marker.unlink(missing_ok=True)
 
 
-def _tuner(
-    name: str, plan: Plan, trainable, param_space: dict, tune_config, callbacks, fresh: bool
-):
-    """A new Tuner, or the one restored from storage when this experiment was interrupted."""
-    from ray import tune
-
-    path = plan.storage / "tune" / name
-    if fresh and path.exists():
-        shutil.rmtree(path)
-    if path.exists() and tune.Tuner.can_restore(str(path)):
-        print(f"resuming {name} from {path}")
-        return tune.Tuner.restore(
-            str(path), trainable=trainable, resume_errored=True, param_space=param_space
-        )
-    return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune_config,
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(plan.storage / "tune"),
-            callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=plan.space.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=1,
-        ),
-    )
-
-
-def run_sp_stage(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str, str]:
-    """Run (or reuse) every SP job and baseline on Ray Train, as many at once as the cluster
-    holds; each is logged to its own child run. Returns failures by job id."""
-    import ray
-
-    from skipnet_sweep.sweep.ray_jobs import fit_sp_job
-
-    if fresh:
-        for job in plan.sp_jobs:
-            shutil.rmtree(job.checkpoint(plan.storage).parent, ignore_errors=True)
-            shutil.rmtree(plan.storage / "train" / job.trial_id, ignore_errors=True)
-    # As many jobs at once as the cluster can hold whole: a TorchTrainer waiting for workers
-    # that another job holds would only time out.
-    res = plan.space.resources.sp
-    total = ray.cluster_resources()
-    fits = [total.get("CPU", 0) / max(res.workers * res.cpu, 1e-9)]
-    if res.gpu:
-        fits.append(total.get("GPU", 0) / (res.workers * res.gpu))
-    concurrent = max(1, min(len(plan.sp_jobs), int(min(fits))))
-    failed: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=concurrent) as pool:
-        futures = {pool.submit(fit_sp_job, job, plan): job for job in plan.sp_jobs}
-        for future in as_completed(futures):
-            outcome = future.result()
-            _log_sp(outcome, tracker, parent, plan)
-            if outcome.error:
-                failed[outcome.job.trial_id] = outcome.error
-    return failed
-
-
-def _log_sp(outcome, tracker: Tracker, parent: str, plan: Plan) -> None:
-    """Record one SP job (or baseline) as a child run, once."""
-    from skipnet_sweep.sweep.ray_jobs import STEP, TUNE_KEYS, job_params
-
-    job = outcome.job
-    run_id, created = tracker.get_or_create(
-        M.TAG_TRIAL_ID,
-        job.trial_id,
-        job.trial_id,
-        parent=parent,
-        params=job_params(job),
-        tags={M.TAG_STAGE: job.kind, M.TAG_METHOD: M.method_of(job.kind, job.gate)},
-    )
-    if outcome.cached:
-        print(f"reused the cached {job.kind} checkpoint {job.key} for {job.trial_id}")
-        tracker.set_tags(run_id, {"cached": "true"})
-    if outcome.error:
-        tracker.set_tags(run_id, {M.TAG_ERROR: outcome.error})
-        tracker.finish(run_id, "FAILED")
-        return
-    last = -1 if created else tracker.last_step(run_id)
-    for row in outcome.history:
-        step = int(row.get(STEP, 0))
-        if step > last or (created and row is outcome.history[-1]):
-            tracker.log_metrics(run_id, {k: v for k, v in row.items() if k not in TUNE_KEYS}, step)
-            last = max(last, step)
-    eval_dir = job.checkpoint(plan.storage).parent / M.ARTIFACT_DIR
-    if created and eval_dir.is_dir():
-        tracker.log_artifacts(run_id, eval_dir, M.ARTIFACT_DIR)
-    tracker.finish(run_id, "FINISHED")
-
-
-def _failures(grid, plan: Plan) -> dict[str, str]:
-    out = {}
-    for r in grid:
-        tid = Point.from_config(r.config).trial_id(plan.sweep_id)
-        if r.error is not None:
-            out[tid] = str(r.error).strip().splitlines()[-1][:300]
-        elif r.metrics and "error" in r.metrics:
-            out[tid] = r.metrics["error"]
-    return out
-
-
-def run_trials(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str, str]:
-    """Fan out the HRL (and ACT/SACT) trials on Ray Tune; returns failures by trial."""
-    from ray import tune
-
-    from skipnet_sweep.sweep.ray_jobs import TrackingCallback, trial_fn
-
-    space = plan.space
-    res = space.resources.trial
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, plan=plan), {"cpu": res.cpu, "gpu": res.gpu}
-    )
-    callbacks = [TrackingCallback(tracker, parent, plan)]
-    failed: dict[str, str] = {}
-    scheduler = None
-    if space.scheduler is not None:
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(
-            metric=M.TOP1,
-            mode="max",
-            grace_period=space.scheduler.grace_period,
-            reduction_factor=space.scheduler.reduction_factor,
-        )
-    if plan.points:
-        grid = _tuner(
-            f"trials-{plan.sweep_id}",
-            plan,
-            trainable,
-            {"point": tune.grid_search([p.to_dict() for p in plan.points])},
-            tune.TuneConfig(
-                max_concurrent_trials=space.max_concurrent_trials,
-                scheduler=scheduler,
-                trial_dirname_creator=partial(_trial_dirname, plan=plan),
-            ),
-            callbacks,
-            fresh,
-        ).fit()
-        failed.update(_failures(grid, plan))
-    if space.search.algorithm == "optuna":
-        failed.update(_run_optuna(plan, trainable, callbacks, fresh))
-    return failed
+def _storage_for_job(plan: Plan, job) -> list[Path]:
+    """What a fresh start removes for a shared job: its cache entry and Ray Train run."""
+    return [plan.checkpoint(job).parent, plan.storage / "train" / job.id]
 
 
 def _trial_dirname(trial, plan: Plan) -> str:
-    return Point.from_config(trial.config).trial_id(plan.sweep_id)[:120]
+    config = trial.config
+    if config.get("job"):
+        return config["job"][:120]
+    return f"{config['method']}-optuna{config.get('optuna_trial', '')}"
 
 
-def _run_optuna(plan: Plan, trainable, callbacks, fresh: bool) -> dict[str, str]:
-    """Adaptive multi-objective search (max top-1, min MACs) of alpha with Optuna."""
-    import optuna
+def run_jobs(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str, str]:
+    """Run every job of the plan as Tune trials of one Tuner (restored when this sweep was
+    interrupted); returns why each failed or never ran, by job id."""
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from skipnet_sweep.sweep.ray_jobs import TrackingCallback, stage_trial, trial_resources
+    from skipnet_sweep.sweep.searcher import JobSearcher, SharedAwareASHA, optuna_storage
 
     space = plan.space
-    a = space.alpha
-    alpha = (
-        tune.choice(list(a.grid))
-        if a.is_grid
-        else (tune.loguniform if a.distribution == "loguniform" else tune.uniform)(a.low, a.high)
+    name = f"sweep-{plan.sweep_id}"
+    path = plan.storage / "tune" / name
+    if fresh:
+        for job in plan.shared_jobs:
+            for folder in _storage_for_job(plan, job):
+                shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        Path(optuna_storage(plan).removeprefix("sqlite:///")).unlink(missing_ok=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(stage_trial, plan=plan), partial(trial_resources, plan=plan)
     )
-    sampler = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=space.seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=space.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=space.seed),
-    }[space.search.sampler]()
-    search = OptunaSearch(
-        metric=[M.TOP1, M.FLOPS_MEAN],
-        mode=["max", "min"],
-        sampler=sampler,
-        study_name=f"{plan.sweep_id}-optuna",
-    )
-    param_space = {
-        "stage": "hrl",
-        "variant": "hrl+sp",
-        "backbone": tune.choice(list(space.backbones)),
-        "gate": tune.choice(list(space.gates)),
-        "weight": alpha,
-    }
-    grid = _tuner(
-        f"optuna-{plan.sweep_id}",
-        plan,
-        trainable,
-        param_space,
-        tune.TuneConfig(
-            search_alg=search,
-            num_samples=space.search.num_samples,
-            max_concurrent_trials=space.max_concurrent_trials,
-            trial_dirname_creator=partial(_trial_dirname, plan=plan),
-        ),
-        callbacks,
-        fresh,
-    ).fit()
+    if path.exists() and tune.Tuner.can_restore(str(path)):
+        print(f"resuming {name} from {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        scheduler = None
+        if space.scheduler is not None:
+            scheduler = SharedAwareASHA(
+                plan,
+                metric=M.TOP1,
+                mode="max",
+                grace_period=space.scheduler.grace_period,
+                reduction_factor=space.scheduler.reduction_factor,
+            )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=JobSearcher(plan, space.max_concurrent_trials),
+                num_samples=-1,
+                scheduler=scheduler,
+                trial_dirname_creator=partial(_trial_dirname, plan=plan),
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(plan.storage / "tune"),
+                callbacks=[TrackingCallback(tracker, parent, plan)],
+                failure_config=tune.FailureConfig(max_failures=space.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
     return _failures(grid, plan)
+
+
+def _failures(grid, plan: Plan) -> dict[str, str]:
+    """Why each job failed, and which jobs never ran because a job they need failed."""
+    from skipnet_sweep.sweep.searcher import ERROR
+
+    out: dict[str, str] = {}
+    ran = set()
+    for r in grid:
+        job = plan.job_of(r.config)
+        ran.add(job.id)
+        if r.error is not None:
+            out[job.id] = str(r.error).strip().splitlines()[-1][:300]
+        elif r.metrics and ERROR in r.metrics:
+            out[job.id] = str(r.metrics[ERROR])
+    for job in plan.jobs:
+        if job.id not in ran and job.needs in out:
+            out[job.id] = f"not run: it starts from {job.needs}, which failed"
+    return out
 
 
 def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
@@ -401,8 +289,8 @@ def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
         params={
             M.PARAM_DATASET: plan.space.dataset.name,
             "space_file": plan.space.source,
-            "sp_jobs": len(plan.sp_jobs),
-            "grid_trials": len(plan.points),
+            "shared_jobs": len(plan.shared_jobs),
+            "grid_trials": len(plan.trials),
             "search": plan.space.search.algorithm,
         },
         tags={M.TAG_STAGE: M.SWEEP_STAGE, M.TAG_SPACE: plan.space.name},
@@ -425,12 +313,7 @@ def run_sweep(
     try:
         parent = open_parent(plan, tracker, fresh)
         tracker.client.update_run(parent, status="RUNNING")
-        failed = run_sp_stage(plan, tracker, parent, fresh)
-        sp_failed = {k for k in failed if k.startswith("sp-") or k.startswith("baseline-")}
-        if sp_failed:
-            print(f"SP jobs failed, their trials cannot start: {', '.join(sorted(sp_failed))}")
-        else:
-            failed.update(run_trials(plan, tracker, parent, fresh))
+        failed = run_jobs(plan, tracker, parent, fresh)
         result = update_frontier(tracker, parent, plan)
         result.failed = failed
         tracker.finish(parent, "FAILED" if failed else "FINISHED")

@@ -1,128 +1,21 @@
-"""From a validated space to a plan: the SP (and baseline) jobs, then the trials.
+"""From a validated space to a plan: every job of every method, in the order they can run.
 
-Data flows one way: ``Space`` -> ``Plan`` -> SP jobs on Ray Train -> trials on Ray Tune.
-Everything here is plain data (no Ray), so ``--dry-run`` and the tests can inspect a plan.
+Data flows one way: ``Space`` -> ``Plan`` (the registered methods expand the space into
+jobs) -> Tune trials (shared pre-training jobs on Ray Train, the rest one process each) ->
+MLflow. Everything here is plain data (no Ray), so ``--dry-run`` and the tests can inspect a
+plan, and the plan travels to the Ray workers with the methods it uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from skipnet_sweep import metrics as M
-from skipnet_sweep.models import ModelConfig
-from skipnet_sweep.stages.config import DataConfig, StageConfig, TrainConfig
-from skipnet_sweep.stages.runner import complete_model_config
-from skipnet_sweep.sweep.space import OptimSpec, Space, SpaceError
+from skipnet_sweep.methods import Job, Method, PlanContext, get_method, list_methods, short_hash
+from skipnet_sweep.stages.config import DataConfig, StageConfig
+from skipnet_sweep.sweep.space import Space
 
-# Defaults of the paper's recipes where the space leaves a field empty.
-SP_LR, SP_MILESTONES = 0.1, (0.5, 0.75)  # ResNet paper: lr 0.1, /10 at 50% and 75%
-HRL_LR = 1e-4  # §4.1: "decreased learning rate of 0.0001", constant
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-@dataclass(frozen=True)
-class SPJob:
-    """One supervised job: the SP stage of a (backbone, gate), or a plain-ResNet baseline.
-
-    Attributes:
-        kind: ``sp`` or ``baseline``.
-        stage: the stage config; its ``key()`` is the cache key of the result.
-        trial_id: stable id (MLflow idempotency tag, Ray run name).
-    """
-
-    kind: str
-    stage: StageConfig
-
-    @property
-    def key(self) -> str:
-        return self.stage.key()
-
-    @property
-    def backbone(self) -> str:
-        return self.stage.model.arch
-
-    @property
-    def gate(self) -> str | None:
-        return self.stage.model.gate
-
-    @property
-    def trial_id(self) -> str:
-        return f"{self.kind}-{self.backbone}-{self.gate or 'plain'}-{self.key[:8]}"
-
-    def checkpoint(self, storage: str | Path) -> Path:
-        """Where the cached result of this job lives (shared storage)."""
-        return Path(storage) / "cache" / self.kind / self.key / "model.pt"
-
-
-@dataclass(frozen=True)
-class Point:
-    """One trial's coordinates in the space: a method, a backbone and its cost weight."""
-
-    stage: str  # hrl | act | sact
-    backbone: str
-    gate: str | None  # ff1 / ff2 / rnn for HRL, None for ACT/SACT
-    variant: str  # hrl+sp | hrl+s | rl | act | sact
-    weight: float  # alpha (HRL) or tau (ACT/SACT)
-
-    def to_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "backbone": self.backbone,
-            "gate": self.gate,
-            "variant": self.variant,
-            "weight": self.weight,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> Point:
-        """The point of a Tune trial config (a grid entry or an Optuna sample)."""
-        d = config.get("point", config)
-        return cls(d["stage"], d["backbone"], d.get("gate"), d["variant"], float(d["weight"]))
-
-    def trial_id(self, sweep_id: str) -> str:
-        h = _hash([sweep_id, self.to_dict()])[:6]
-        if self.stage == "hrl":
-            return f"hrl-{self.backbone}-{self.gate}-{self.variant}-alpha{self.weight:g}-{h}"
-        return f"{self.stage}-{self.backbone}-tau{self.weight:g}-{h}"
-
-    @property
-    def method(self) -> str:
-        return M.method_of(self.stage, self.gate)
-
-
-def _train_config(stage: str, spec: OptimSpec, lr: float, milestones, **extra) -> TrainConfig:
-    kw = dict(
-        stage=stage,
-        iterations=spec.iterations,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        lr=spec.lr if spec.lr is not None else lr,
-        momentum=spec.momentum,
-        weight_decay=spec.weight_decay,
-        nesterov=spec.nesterov,
-        lr_milestones=spec.lr_milestones if spec.lr_milestones is not None else milestones,
-        lr_decay=spec.lr_decay,
-        eval_every=spec.eval_every,
-        eval_path=spec.eval_path,
-    )
-    kw.update(extra)
-    try:
-        return TrainConfig(**kw)
-    except ValueError as err:
-        where = {"baseline": "sp", "act": "baselines.act", "sact": "baselines.sact"}.get(
-            stage, stage
-        )
-        msg = str(err)
-        name = msg.split(" ", 1)[0]
-        if name in kw:  # "iterations must be >= 1" -> "sp.iterations: must be >= 1"
-            raise SpaceError(f"{where}.{name}:{msg[len(name) :]}") from None
-        raise SpaceError(f"{where}: {msg}") from None
+MODEL_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -131,17 +24,18 @@ class Plan:
 
     Attributes:
         space: the validated space.
-        sweep_id: stable id of this sweep (space name + hash of its content): a re-run of the
-            same space resumes it; a changed space is a new sweep (SP results are still
-            reused through their cache keys).
-        sp_jobs: SP jobs and baselines, one per distinct stage config.
-        points: the grid of trials (empty for an Optuna search, which samples them).
+        sweep_id: stable id of this sweep (space name + hash of what it computes): a re-run
+            of the same space resumes it; a changed space is a new sweep (shared jobs are
+            still reused through their cache keys).
+        jobs: every grid job, shared pre-training jobs first, each after the job it needs.
+        methods: the methods the space uses (shipped to the workers with the plan, so a
+            plugin method needs no installation on the nodes).
     """
 
     space: Space
     sweep_id: str
-    sp_jobs: tuple[SPJob, ...]
-    points: tuple[Point, ...]
+    jobs: tuple[Job, ...]
+    methods: tuple[Method, ...]
 
     @property
     def storage(self) -> Path:
@@ -151,50 +45,65 @@ class Plan:
     def data(self) -> DataConfig:
         return self.space.dataset.to_data_config()
 
-    def sp_job(self, kind: str, backbone: str, gate: str | None) -> SPJob:
-        for job in self.sp_jobs:
-            if (job.kind, job.backbone, job.gate) == (kind, backbone, gate):
-                return job
-        raise KeyError(f"no {kind} job for {backbone}/{gate}")
+    @property
+    def shared_jobs(self) -> tuple[Job, ...]:
+        return tuple(j for j in self.jobs if j.shared)
 
-    def trial_stage(self, point: Point) -> StageConfig:
-        """The stage config of one trial (HRL from its SP checkpoint, ACT/SACT from the
-        plain-ResNet baseline, HRL+S and RL from scratch)."""
-        space = self.space
-        if point.stage in ("act", "sact"):
-            spec = getattr(space.baselines, point.stage)
-            train = TrainConfig(
-                stage=point.stage,
-                tau=point.weight,
-                iterations=spec.iterations,
-                epochs=spec.epochs,
-                batch_size=spec.batch_size,
-                lr=spec.lr,
-                lr_milestones=(),
-                seed=space.seed,
-            )
-            base = self.sp_job("baseline", point.backbone, None)
-            model = replace(base.stage.model, gate=point.stage)
-            return StageConfig(model, self.data, train, init=str(base.checkpoint(self.storage)))
-        hrl = space.hrl
-        reward = dict(
-            alpha=point.weight,
-            gamma=hrl.gamma,
-            rl_weight=hrl.rl_weight,
-            cost=hrl.cost,
-            reward_baseline=hrl.reward_baseline,
-            supervised=point.variant != "rl",
-            seed=space.seed,
-        )
-        sp = self.sp_job("sp", point.backbone, point.gate)
-        if point.variant == "hrl+sp":
-            train = _train_config("hrl", hrl, HRL_LR, (), **reward)
-            init = str(sp.checkpoint(self.storage))
-            return StageConfig(sp.stage.model, self.data, train, init=init)
-        # HRL+S and RL train from scratch for as long as SP + HRL together (§4.3.1), with the
-        # SP recipe's learning rate.
-        train = replace(sp.stage.train, stage="hrl", **reward, **_sum_lengths(space))
-        return StageConfig(sp.stage.model, self.data, train)
+    @property
+    def trials(self) -> tuple[Job, ...]:
+        return tuple(j for j in self.jobs if not j.shared)
+
+    def job(self, job_id: str) -> Job:
+        for job in self.jobs:
+            if job.id == job_id:
+                return job
+        raise KeyError(f"no job {job_id!r} in sweep {self.sweep_id}")
+
+    def method(self, name: str) -> Method:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        return get_method(name)
+
+    def checkpoint(self, job: Job, storage: str | Path | None = None) -> Path:
+        """Where the cached final weights of a shared job live (in the sweep's storage, or
+        in ``storage``)."""
+        root = Path(storage) if storage is not None else self.storage
+        return root / "cache" / job.stage.train.stage / job.key / MODEL_FILE
+
+    def find(self, stage: str, backbone: str, gate: str | None = None) -> Job:
+        """The shared job of ``stage`` (``sp``, ``baseline``) on a backbone (and gate)."""
+        for job in self.shared_jobs:
+            if _lookup(job) == (stage, backbone) + ((gate,) if gate else ()):
+                return job
+        raise KeyError(f"no {stage} job for {backbone}/{gate}")
+
+    def stage_of(self, job: Job) -> StageConfig:
+        """The stage a job runs: its own, starting from the cached weights of the job it
+        needs."""
+        if job.needs is None:
+            return job.stage
+        return replace(job.stage, init=str(self.checkpoint(self.job(job.needs))))
+
+    @property
+    def adaptive(self) -> tuple[Method, dict] | None:
+        """The method searched adaptively (Optuna) and its search space, if any."""
+        for m in self.methods:
+            space = m.search_space(self.space)
+            if space:
+                return m, space
+        return None
+
+    def sampled_job(self, method: str, sample: dict) -> Job:
+        """The job of one adaptive-search sample."""
+        ctx = PlanContext(self.space, self.sweep_id, {_lookup(j): j for j in self.shared_jobs})
+        return self.method(method).sampled_job(ctx, sample)
+
+    def job_of(self, config: dict) -> Job:
+        """The job of a Tune trial's config (a grid job's id, or a sample)."""
+        if config.get("job"):
+            return self.job(config["job"])
+        return self.sampled_job(config["method"], config["sample"])
 
     def describe(self) -> str:
         """The plan as a person reads it (``--dry-run``)."""
@@ -204,94 +113,55 @@ class Plan:
             f"sweep {self.sweep_id} from {s.source}",
             f"  data: {s.dataset.name} (root: {s.dataset.root or 'default'})",
             f"  storage: {self.storage}",
-            f"  SP/baseline jobs ({len(self.sp_jobs)}), each on {res.sp.workers} worker(s) x "
-            f"{res.sp.cpu:g} CPU, {res.sp.gpu:g} GPU:",
+            f"  methods: {', '.join(m.name for m in self.methods)}",
+            f"  shared pre-training jobs ({len(self.shared_jobs)}), each on {res.sp.workers} "
+            f"worker(s) x {res.sp.cpu:g} CPU, {res.sp.gpu:g} GPU:",
         ]
-        for job in self.sp_jobs:
-            cached = " [cached]" if job.checkpoint(self.storage).is_file() else ""
-            lines.append(f"    {job.trial_id}{cached}")
-        if s.search.algorithm == "optuna":
-            a = s.alpha
+        for job in self.shared_jobs:
+            cached = " [cached]" if self.checkpoint(job).is_file() else ""
+            lines.append(f"    {job.id}{cached}")
+        adaptive = self.adaptive
+        if adaptive is not None:
+            method, space = adaptive
+            axes = ", ".join(f"{k} {_axis(v)}" for k, v in space.items())
             lines.append(
-                f"  HRL trials: {s.search.num_samples} Optuna samples ({s.search.sampler}) over "
-                f"backbone {list(s.backbones)}, gate {list(s.gates)}, alpha "
-                + (
-                    f"{a.distribution}[{a.low:g}, {a.high:g}]"
-                    if not a.is_grid
-                    else str(list(a.grid))
-                )
+                f"  {method.label} trials: {s.search.num_samples} Optuna samples "
+                f"({s.search.sampler}) over {axes}"
             )
         lines.append(
-            f"  grid trials ({len(self.points)}), each {res.trial.cpu:g} CPU, {res.trial.gpu:g} GPU, "
-            f"at most {s.max_concurrent_trials or 'unlimited'} at once:"
+            f"  grid trials ({len(self.trials)}), each {res.trial.cpu:g} CPU, "
+            f"{res.trial.gpu:g} GPU, at most {s.max_concurrent_trials or 'unlimited'} at once:"
         )
-        for p in self.points:
-            lines.append(f"    {p.trial_id(self.sweep_id)}")
+        for job in self.trials:
+            lines.append(f"    {job.id}")
         return "\n".join(lines)
 
 
-def _sum_lengths(space: Space) -> dict:
-    sp, hrl = space.sp, space.hrl
-    if sp.iterations is not None and hrl.iterations is not None:
-        return {"iterations": sp.iterations + hrl.iterations, "epochs": None}
-    if sp.epochs is not None and hrl.epochs is not None:
-        return {"epochs": sp.epochs + hrl.epochs, "iterations": None}
-    raise SpaceError(
-        "hrl.variants: hrl+s and rl train as long as sp + hrl together; give sp and hrl both in "
-        "iterations or both in epochs"
-    )
+def _axis(spec: tuple) -> str:
+    if spec[0] == "categorical":
+        return str(list(spec[1]))
+    return f"{'log' if spec[3] else ''}uniform[{spec[1]:g}, {spec[2]:g}]"
+
+
+def _lookup(job: Job) -> tuple:
+    """The key a method finds a shared job by (``("sp", arch, gate)``, ``("baseline", arch)``)."""
+    gate = job.stage.model.gate
+    return (job.stage.train.stage, job.backbone) + ((gate,) if gate else ())
 
 
 def make_plan(space: Space) -> Plan:
-    """Expand a space into its jobs and (grid) trials.
+    """Expand a space into its jobs: every registered method the space uses adds its own.
 
     Raises:
-        SpaceError: a combination the stages refuse.
+        SpaceError: a combination the methods or stages refuse.
     """
-    data = Plan(space, "", (), ()).data
-    sp_spec = space.sp
-    jobs: list[SPJob] = []
-    needs_baseline = space.baseline or any(
-        getattr(space.baselines, k) is not None for k in ("act", "sact")
-    )
-    for arch in space.backbones:
-        weights = space.backbone_weights.get(arch)
-        if needs_baseline:
-            train = _train_config("baseline", sp_spec, SP_LR, SP_MILESTONES, seed=space.seed)
-            stage = complete_model_config(
-                StageConfig(ModelConfig(arch, None), data, train, backbone_weights=weights)
-            )
-            jobs.append(SPJob("baseline", stage))
-        for gate in space.gates_for(arch):
-            train = _train_config(
-                "sp", sp_spec, SP_LR, SP_MILESTONES, gating=sp_spec.gating, seed=space.seed
-            )
-            stage = complete_model_config(
-                StageConfig(ModelConfig(arch, gate), data, train, backbone_weights=weights)
-            )
-            jobs.append(SPJob("sp", stage))
-    points: list[Point] = []
-    if space.search.algorithm == "grid":
-        for arch in space.backbones:
-            for gate in space.gates_for(arch):
-                for variant in space.hrl.variants:
-                    for alpha in space.alpha.grid:
-                        points.append(Point("hrl", arch, gate, variant, alpha))
-    for kind in ("act", "sact"):
-        spec = getattr(space.baselines, kind)
-        if spec is None:
-            continue
-        if not spec.tau.is_grid:
-            raise SpaceError(
-                f"baselines.{kind}.tau: give a list of values (ACT/SACT run as a grid)"
-            )
-        for arch in space.backbones:
-            for tau in spec.tau.grid:
-                points.append(Point(kind, arch, None, kind, tau))
-    if "hrl+s" in space.hrl.variants or "rl" in space.hrl.variants:
-        _sum_lengths(space)
-    sweep_id = f"{space.name}-{_hash(space.identity())}"
-    plan = Plan(space, sweep_id, tuple(jobs), tuple(points))
-    for p in points:  # build every trial's config now: a bad combination fails before Ray
-        plan.trial_stage(p)
-    return plan
+    sweep_id = f"{space.name}-{short_hash(space.identity())}"
+    ctx = PlanContext(space, sweep_id)
+    methods = tuple(get_method(n) for n in list_methods() if get_method(n).enabled(space))
+    jobs: dict[str, Job] = {}
+    for method in methods:
+        method.validate(space)
+        for job in method.jobs(ctx):
+            jobs.setdefault(job.id, job)
+    ordered = [j for j in jobs.values() if j.shared] + [j for j in jobs.values() if not j.shared]
+    return Plan(space, sweep_id, tuple(ordered), methods)

@@ -1,46 +1,48 @@
-"""The Ray layer: what runs on workers (SP on Ray Train, trials on Ray Tune) and the driver's
-MLflow callback. The training itself is ``stages.run_stage``; this file only wraps it.
+"""The Ray layer: every stage of a sweep is one Tune trial, and this file only wraps
+``stages.run_stage`` for it.
 
 Three layers, each runnable alone (as in Ray's Train/Tune interop example):
-``sp_worker`` is the per-worker loop of a ``TorchTrainer``; ``sp_driver`` is a Tune function
-that builds and fits that trainer (so independent SP jobs run concurrently under Tune's
-resource management) and caches its result; ``trial_fn`` is a Tune function for one HRL,
-ACT or SACT trial, starting from the cached checkpoint.
+``shared_worker`` is the per-worker loop of a ``TorchTrainer`` (a shared pre-training job:
+the plain baseline, SkipNet's SP); ``stage_trial`` is the Tune function of every job: for a
+shared job it builds and fits that ``TorchTrainer`` (whose reports reach Tune, and so MLflow,
+as they happen, through ``TuneReportCallback``) and caches the result under the job's key; for
+any other job it runs the stage in its own process from the cached checkpoint it needs.
+``TrackingCallback`` is the driver's MLflow writer for all of them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.methods import Job, Method, register_method
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig, load_checkpoint, run_stage
 from skipnet_sweep.stages.checkpoint import save_checkpoint
-from skipnet_sweep.sweep.plan import Plan, Point, SPJob
+from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
+from skipnet_sweep.sweep.searcher import ERROR
 from skipnet_sweep.sweep.tracking import Tracker
 
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
-MODEL_FILE = "model.pt"  # final weights
 FINAL_FILE = "final.json"  # a finished trial's final result
 STEP = "step"
-ERROR = "error"
+CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
 TUNE_KEYS = frozenset(
     (
         "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
         "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
-        "timesteps_since_restore", "done", "final", STEP,
+        "timesteps_since_restore", "done", "final", "checkpoint_path", "node_ip", "hostname",
+        "date", "trial_id", "experiment_tag", "config", CACHED, STEP,
     )
 )  # fmt: skip
 
 
 def _threads(cpus: float) -> None:
-    # Ray sets OMP_NUM_THREADS=1 in workers; use the CPUs the trial asked for.
+    # Ray sets OMP_NUM_THREADS=1 in workers; use the CPUs the job asked for.
     torch.set_num_threads(max(1, int(cpus)))
 
 
@@ -52,14 +54,23 @@ def _resume_file(checkpoint) -> Path | None:
     return state if state.is_file() else None
 
 
-# --- SP on Ray Train --------------------------------------------------------------------
+def _adopt(methods: tuple[Method, ...]) -> None:
+    # The plan carries its methods: a plugin registered only in the driver (a test file, a
+    # user's script) is known in this worker process too.
+    for method in methods:
+        register_method(method, replace=True)
 
 
-def sp_worker(config: dict) -> None:
-    """One data-parallel worker of an SP (or baseline) job; rank 0 evaluates and saves."""
+# --- shared pre-training on Ray Train -------------------------------------------------------
+
+
+def shared_worker(config: dict) -> None:
+    """One data-parallel worker of a shared job; rank 0 evaluates, reports and saves."""
     import ray.train
     import ray.train.torch
 
+    method: Method = config["method"]
+    _adopt((method,))
     stage = StageConfig.from_dict(config["stage"])
     _threads(config.get("cpus", 1))
     rank = ray.train.get_context().get_world_rank()
@@ -81,7 +92,7 @@ def sp_worker(config: dict) -> None:
             )
 
     with tempfile.TemporaryDirectory() as d:
-        result = run_stage(
+        run_stage(
             stage,
             Path(d) / MODEL_FILE if rank == 0 else None,
             device=ray.train.torch.get_device(),
@@ -91,78 +102,55 @@ def sp_worker(config: dict) -> None:
             prepare=prepare,
             is_main=rank == 0,
             artifacts=Path(d) / M.ARTIFACT_DIR if rank == 0 else None,
+            method=method,
         )
-        # One more report from every rank (a barrier): the final weights and evaluation files.
+        # One more report from every rank (a barrier): the final weights and evaluation
+        # files, which the trial publishes to the cache. Its metrics carry no step: the
+        # trial reports the final result itself once the cache entry exists.
         if rank == 0:
             ray.train.report(
-                {**result.metrics, STEP: last[STEP], "final": 1},
-                checkpoint=ray.train.Checkpoint.from_directory(d),
+                {"final_weights": 1}, checkpoint=ray.train.Checkpoint.from_directory(d)
             )
         else:
             ray.train.report({}, checkpoint=None)
 
 
-@dataclass
-class SPOutcome:
-    """What an SP job ended with: its metrics at every evaluation, and where its final
-    evaluation files are; ``error`` when it failed."""
-
-    job: SPJob
-    history: list[dict] = field(default_factory=list)
-    cached: bool = False
-    error: str | None = None
-
-    @property
-    def metrics(self) -> dict:
-        return self.history[-1] if self.history else {}
-
-
-def fit_sp_job(job: SPJob, plan: Plan) -> SPOutcome:
-    """Reuse an SP job's cached checkpoint, or fit a ``TorchTrainer`` for it and cache the
-    result under its key in shared storage. Re-running after an interruption resumes the
-    trainer (same run name and storage) from its last checkpoint."""
+def _fit_shared(job: Job, plan: Plan) -> dict:
+    """Fit a ``TorchTrainer`` for a shared job and publish its result to the cache; returns
+    the final metrics. Re-running after an interruption resumes the trainer (same run name
+    and storage) from its last checkpoint; a worker that dies is replaced and training goes
+    on from the last checkpoint, ``max_failures`` times."""
     import ray.train
     from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
 
-    cache = job.checkpoint(plan.storage)
-    if cache.is_file():
-        payload = load_checkpoint(cache)
-        return SPOutcome(job, [{**payload["metrics"], STEP: payload["step"]}], cached=True)
     res = plan.space.resources.sp
-    stage = job.stage.to_dict()
+    stage = plan.stage_of(job).to_dict()
     # The space gives the global batch; each of the workers takes its share.
     stage["train"]["batch_size"] = max(1, job.stage.train.batch_size // res.workers)
     trainer = TorchTrainer(
-        sp_worker,
-        train_loop_config={"stage": stage, "cpus": res.cpu},
+        shared_worker,
+        train_loop_config={"stage": stage, "cpus": res.cpu, "method": plan.method(job.method)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers,
             use_gpu=res.gpu > 0,
             resources_per_worker={"CPU": res.cpu, **({"GPU": res.gpu} if res.gpu else {})},
         ),
         run_config=ray.train.RunConfig(
-            name=job.trial_id,
+            name=job.id,
             storage_path=str(plan.storage / "train"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=plan.space.max_failures),
+            callbacks=[TuneReportCallback()],
         ),
     )
-    try:
-        result = trainer.fit()
-    except Exception as err:  # Ray raises TrainingFailedError and friends
-        lines = str(err).strip().splitlines()
-        return SPOutcome(job, error=(lines[-1] if lines else type(err).__name__)[:500])
-    history = []
-    if result.metrics_dataframe is not None:
-        history = [
-            {k: v for k, v in row.items() if isinstance(v, int | float) and v == v}
-            for row in result.metrics_dataframe.to_dict("records")
-        ]
+    result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        _publish(Path(d), cache)
-    return SPOutcome(job, [h for h in history if STEP in h or "final" in h])
+        payload = _publish(Path(d), plan.checkpoint(job))
+    return {**payload["metrics"], STEP: payload["step"]}
 
 
-def _publish(src: Path, cache: Path) -> None:
+def _publish(src: Path, cache: Path) -> dict:
     """Copy a finished job's weights and evaluation files into the cache, weights last and
     atomically, so a cache entry exists only once it is complete."""
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -170,21 +158,33 @@ def _publish(src: Path, cache: Path) -> None:
         shutil.copytree(src / M.ARTIFACT_DIR, cache.parent / M.ARTIFACT_DIR, dirs_exist_ok=True)
     payload = load_checkpoint(src / MODEL_FILE)
     save_checkpoint(cache, {k: v for k, v in payload.items() if k != "format"})
+    return payload
 
 
-# --- trials on Ray Tune -----------------------------------------------------------------
-
-
-def trial_fn(config: dict, plan: Plan) -> None:
-    """Tune function for one HRL (or ACT/SACT) trial; resumes from its last checkpoint."""
+def _run_shared(job: Job, plan: Plan) -> None:
     from ray import tune
 
-    point = Point.from_config(config)
-    stage = plan.trial_stage(point)
+    cache = plan.checkpoint(job)
+    if cache.is_file():
+        payload = load_checkpoint(cache)
+        final = {**payload["metrics"], STEP: payload["step"], CACHED: 1}
+    else:
+        final = _fit_shared(job, plan)
+    tune.report({**final, "final": 1})
+
+
+# --- trials -------------------------------------------------------------------------------
+
+
+def _run_trial(job: Job, plan: Plan) -> None:
+    """One job in one process, resumed from its last checkpoint."""
+    from ray import tune
+
+    stage = plan.stage_of(job)
     res = plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
-    last: dict = {STEP: 0, M.TOP1: 0.0, M.FLOPS_MEAN: 1e18}
+    last: dict = {STEP: 0}
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None and (Path(checkpoint.to_directory()) / FINAL_FILE).is_file():
         # Restored from the trial's final checkpoint (the driver died between the trial's
@@ -207,15 +207,36 @@ def trial_fn(config: dict, plan: Plan) -> None:
                 resume=_resume_file(checkpoint),
                 progress=False,
                 artifacts=Path(d) / M.ARTIFACT_DIR,
+                method=plan.method(job.method),
             )
             final = {**result.metrics, STEP: last[STEP], "final": 1}
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
     except NonFiniteLossError as err:
-        # Stop this trial with its reason; not an error Tune would retry (it would recur). A
-        # search algorithm needs its objectives in every result: the last evaluated ones (or
-        # the worst possible before any evaluation) stand in.
+        # Stop this trial with its reason; not an error Tune would retry (it would recur).
+        # The search learns it failed (``ERROR`` in the result), not a fake objective.
         tune.report({**last, ERROR: str(err), STEP: last[STEP] + 1})
+
+
+def stage_trial(config: dict, plan: Plan) -> None:
+    """The Tune function of every job of a sweep (see the module docstring)."""
+    _adopt(plan.methods)
+    job = plan.job_of(config)
+    if job.shared:
+        _run_shared(job, plan)
+    else:
+        _run_trial(job, plan)
+
+
+def trial_resources(config: dict, plan: Plan) -> dict:
+    """What Tune reserves for a job's trial. A shared job's trial only drives its
+    ``TorchTrainer`` (whose workers reserve their own CPUs/GPUs), so it reserves nothing:
+    holding a CPU there would starve its own workers on a small machine. (A placement group
+    needs some resource: a token of memory stands in.)"""
+    if config.get("job") and plan.job(config["job"]).shared:
+        return {"cpu": 0, "memory": 2**20}
+    res = plan.space.resources.trial
+    return {"cpu": res.cpu, "gpu": res.gpu}
 
 
 # --- the driver's MLflow callback -------------------------------------------------------
@@ -228,20 +249,22 @@ def _tune_callback_base():
 
 
 class TrackingCallback(_tune_callback_base()):
-    """Logs every trial of a Tuner to its own nested MLflow run (created once, found again by
-    the trial-id tag after a restore) and marks it finished or failed.
+    """Logs every trial of the sweep to its own nested MLflow run: created when the trial
+    starts (RUNNING), each report logged as it comes (shared jobs' learning curves included),
+    marked finished or failed at the end, found again by the trial-id tag after a restore.
 
     Args:
         tracker: the MLflow tracker.
         parent: the sweep's parent run id.
-        plan: the sweep plan (maps a trial's config to its job or point).
+        plan: the sweep plan (maps a trial's config to its job).
     """
 
     def __init__(self, tracker: Tracker, parent: str, plan: Plan):
         self.tracker = tracker
         self.parent = parent
         self.plan = plan
-        # Tune trial id -> [run id, last logged step, finished before this driver started]
+        # Tune trial id -> [run id, last logged step, finished before this driver started,
+        # its job, the metric keys logged at the last step]
         self._runs: dict[str, list] = {}
 
     def __getstate__(self) -> dict:
@@ -250,47 +273,33 @@ class TrackingCallback(_tune_callback_base()):
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["tracker"], state["parent"], state["plan"])
 
-    def describe(self, config: dict) -> tuple[str, str, dict, dict]:
-        """(trial id, run name, params, tags) of a trial's config."""
-        if "job" in config:
-            job = next(j for j in self.plan.sp_jobs if j.trial_id == config["job"])
-            return (
-                job.trial_id,
-                job.trial_id,
-                job_params(job),
-                {
-                    M.TAG_STAGE: job.kind,
-                    M.TAG_METHOD: M.method_of(job.kind, job.gate),
-                },
-            )
-        point = Point.from_config(config)
-        stage = self.plan.trial_stage(point)
-        tags = {M.TAG_STAGE: point.stage, M.TAG_METHOD: point.method}
-        if point.variant == "hrl+sp":
-            sp = self.plan.sp_job("sp", point.backbone, point.gate)
-            sp_run = self.tracker.find(M.TAG_TRIAL_ID, sp.trial_id, self.parent)
-            if sp_run:
-                tags[M.TAG_SP_RUN_ID] = sp_run
-        elif point.stage in ("act", "sact"):
-            base = self.plan.sp_job("baseline", point.backbone, None)
-            base_run = self.tracker.find(M.TAG_TRIAL_ID, base.trial_id, self.parent)
-            if base_run:
-                tags[M.TAG_SP_RUN_ID] = base_run
-        tid = point.trial_id(self.plan.sweep_id)
-        params = stage_params(stage, self.plan)
-        params[M.PARAM_VARIANT] = point.variant
-        params[M.PARAM_ALPHA if point.stage == "hrl" else M.PARAM_TAU] = point.weight
-        return tid, tid, params, tags
+    def describe(self, job: Job) -> tuple[dict, dict]:
+        """(params, tags) of a job's run."""
+        tags = {
+            M.TAG_STAGE: job.stage.train.stage,
+            M.TAG_METHOD: job.curve,
+            M.TAG_METHOD_NAME: job.method,
+        }
+        if job.needs:
+            needed = self.tracker.find(M.TAG_TRIAL_ID, job.needs, self.parent)
+            if needed:
+                tags[M.TAG_SP_RUN_ID] = needed
+        return job_params(job, self.plan), tags
 
     def _run(self, trial) -> list:
         if trial.trial_id not in self._runs:
-            tid, name, params, tags = self.describe(trial.config)
+            job = self.plan.job_of(trial.config)
+            params, tags = self.describe(job)
             run_id, created = self.tracker.get_or_create(
-                M.TAG_TRIAL_ID, tid, name, parent=self.parent, params=params, tags=tags
+                M.TAG_TRIAL_ID, job.id, job.id, parent=self.parent, params=params, tags=tags
             )
             done = not created and self.tracker.status(run_id) == "FINISHED"
+            if not created and not done:
+                # A retried or resumed run: running again, and no longer failed.
+                self.tracker.clear_error(run_id)
             last = -1 if created else self.tracker.last_step(run_id)
-            self._runs[trial.trial_id] = [run_id, last, done]
+            logged = set() if created else self.tracker.metric_keys(run_id)
+            self._runs[trial.trial_id] = [run_id, last, done, job, logged]
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -304,14 +313,23 @@ class TrackingCallback(_tune_callback_base()):
         if entry[1] < 0 and result.get("node_ip"):
             # Where the trial ran: placement on a cluster is visible from MLflow.
             self.tracker.set_tags(entry[0], {"node_ip": str(result["node_ip"])})
-        if step > entry[1] or result.get("final"):
-            # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
-            ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+        if result.get(CACHED):
+            self.tracker.set_tags(entry[0], {"cached": "true"})
+        # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
+        ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+        if step > entry[1]:
             self.tracker.log_metrics(entry[0], ours, step)
-            entry[1] = max(entry[1], step)
+            entry[1], entry[4] = step, set(ours)
+        elif result.get("final"):
+            # The final result repeats the last evaluation: log only what it adds, once
+            # (a resumed run's history has no point twice).
+            new = {k: v for k, v in ours.items() if k not in entry[4]}
+            if step == entry[1] and new:
+                self.tracker.log_metrics(entry[0], new, step)
+                entry[4] |= set(new)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id, _, done = self._run(trial)
+        run_id, _, done, job, _ = self._run(trial)
         if done:  # recorded in full by an earlier driver
             return
         result = trial.last_result or {}
@@ -319,12 +337,20 @@ class TrackingCallback(_tune_callback_base()):
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})
             self.tracker.finish(run_id, "FAILED")
             return
-        ckpt = trial.checkpoint
-        if ckpt is not None:
-            with ckpt.as_directory() as d:
-                if (Path(d) / M.ARTIFACT_DIR).is_dir():
-                    self.tracker.log_artifacts(run_id, Path(d) / M.ARTIFACT_DIR, M.ARTIFACT_DIR)
+        folder = self._artifacts(trial, job)
+        if folder is not None:
+            self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
         self.tracker.finish(run_id, "FINISHED")
+
+    def _artifacts(self, trial, job: Job) -> Path | None:
+        if job.shared:
+            folder = self.plan.checkpoint(job).parent / M.ARTIFACT_DIR
+            return folder if folder.is_dir() else None
+        ckpt = trial.checkpoint
+        if ckpt is None:
+            return None
+        local = Path(ckpt.to_directory()) / M.ARTIFACT_DIR
+        return local if local.is_dir() else None
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run(trial)[0]
@@ -334,28 +360,25 @@ class TrackingCallback(_tune_callback_base()):
         self.tracker.finish(run_id, "FAILED")
 
 
-def stage_params(stage: StageConfig, plan: Plan) -> dict:
-    """MLflow params of a stage config (names from ``skipnet_sweep.metrics``)."""
+def job_params(job: Job, plan: Plan) -> dict:
+    """MLflow params of a job: its stage config, its coordinates, its method's own."""
+    stage = plan.stage_of(job)
     t = stage.train
-    return {
+    params = {
         M.PARAM_DATASET: stage.data.dataset,
         M.PARAM_ARCH: stage.model.arch,
         M.PARAM_GATE: stage.model.gate or "none",
         M.PARAM_SEED: t.seed,
+        M.PARAM_VARIANT: stage.variant,
         "lr": t.lr,
         "iterations": t.iterations,
         "epochs": t.epochs,
         "batch_size": t.batch_size,
-        "gamma": t.gamma if t.stage == "hrl" else None,
-        "rl_weight": t.rl_weight if t.stage == "hrl" else None,
-        "cost": t.cost if t.stage == "hrl" else None,
-        "init": os.path.basename(stage.init) if stage.init else None,
-        M.PARAM_SP_KEY: Path(stage.init).parent.name if stage.init else None,
+        "init": Path(stage.init).name if stage.init else None,
+        M.PARAM_SP_KEY: job.key
+        if job.shared
+        else (Path(stage.init).parent.name if stage.init else None),
     }
-
-
-def job_params(job: SPJob) -> dict:
-    params = stage_params(job.stage, None)
-    params[M.PARAM_VARIANT] = job.stage.variant
-    params[M.PARAM_SP_KEY] = job.key
+    params.update({k: v for k, v in job.coords if k not in ("backbone", "gate")})
+    params.update(plan.method(job.method).params(job))
     return params

@@ -150,6 +150,10 @@ class Tracker:
         history = self.client.get_metric_history(run_id, key)
         return max((m.step for m in history), default=-1)
 
+    def metric_keys(self, run_id: str) -> set[str]:
+        """The names of the metrics a run has."""
+        return set(self.client.get_run(run_id).data.metrics)
+
     def log_artifacts(
         self, run_id: str, local_dir: str | Path, artifact_path: str | None = None
     ) -> None:
@@ -157,6 +161,15 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
+
+    def clear_error(self, run_id: str) -> None:
+        """A run that runs again (a retry, a resumed sweep) is RUNNING and carries no error
+        of an earlier attempt."""
+        run = self.client.get_run(run_id)
+        if M.TAG_ERROR in run.data.tags:
+            self.client.delete_tag(run_id, M.TAG_ERROR)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
 
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status

@@ -1,0 +1,121 @@
+"""The method registry: one object per method, everything else iterates it.
+
+    from skipnet_sweep.methods import get_method, list_methods, register_method
+
+Built-in methods (one module each): ``plain`` (the ResNet baseline), ``skipnet`` (SP then
+HRL, with the HRL+S, RL and soft-gating variants as options), ``act`` and ``sact`` (the
+halting baselines). ``register_method`` adds another from anywhere (a plugin module, a test
+file); ``get_method`` fails loudly on an unknown name.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from skipnet_sweep.methods.base import (
+    CostAccounting,
+    Job,
+    Method,
+    Objective,
+    PlanContext,
+    make_job,
+    short_hash,
+)
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(method: type[Method] | Method, *, replace: bool = False):
+    """Register a method (a ``Method`` subclass or instance) under its ``name``.
+
+    Usable as a class decorator. Registering a second method under a taken name is an error
+    unless ``replace``; the method's stage names must not clash with another method's.
+
+    Returns:
+        what was passed in (so the decorator leaves the class as it was).
+    """
+    obj = method() if isinstance(method, type) else method
+    if not obj.name or not obj.stages:
+        raise ValueError(f"{type(obj).__name__}: a method needs a name and at least one stage")
+    if obj.name in _METHODS and not replace:
+        raise ValueError(f"a method named {obj.name!r} is already registered")
+    for other in _METHODS.values():
+        clash = set(other.stages) & set(obj.stages)
+        if other.name != obj.name and clash:
+            raise ValueError(
+                f"method {obj.name!r}: stage {sorted(clash)[0]!r} belongs to method {other.name!r}"
+            )
+    _METHODS[obj.name] = obj
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a registered method (plugins and tests that clean up after themselves)."""
+    _METHODS.pop(name, None)
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods, in registration order."""
+    return list(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``.
+
+    Raises:
+        ValueError: unknown name, with the list of registered ones.
+    """
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(_METHODS)}") from None
+
+
+def method_for_stage(stage: str) -> Method:
+    """The method that trains ``stage`` (``sp`` and ``hrl`` -> SkipNet, ``baseline`` ->
+    plain, ...).
+
+    Raises:
+        ValueError: no registered method trains that stage.
+    """
+    for method in _METHODS.values():
+        if stage in method.stages:
+            return method
+    raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(stage_names())}")
+
+
+def stage_names() -> tuple[str, ...]:
+    """Every stage a registered method trains."""
+    return tuple(s for m in _METHODS.values() for s in m.stages)
+
+
+def plugin_keys() -> dict[str, Method]:
+    """Search-space keys that belong to registered plugin methods."""
+    return {m.space_key: m for m in _METHODS.values() if m.space_key}
+
+
+def _register_builtins() -> None:
+    # Each built-in module registers its method on import; this order is the order of the
+    # registry, of a plan's trials and of the figures' legends.
+    for module in ("plain", "skipnet", "halting"):
+        importlib.import_module(f"skipnet_sweep.methods.{module}")
+
+
+_register_builtins()
+
+__all__ = [
+    "CostAccounting",
+    "Job",
+    "Method",
+    "Objective",
+    "PlanContext",
+    "get_method",
+    "list_methods",
+    "make_job",
+    "method_for_stage",
+    "plugin_keys",
+    "register_method",
+    "short_hash",
+    "stage_names",
+    "unregister_method",
+]

@@ -1,0 +1,265 @@
+"""What a method is: the object a sweep asks everything about one method.
+
+A method (the plain ResNet, SkipNet, ACT, SACT, and next ones such as ConvNet-AIG or
+BlockDrop) is one small object in the registry (``skipnet_sweep.methods``), as timm's
+``register_model`` plus ``timm/task``: it turns its part of a search space into jobs, says
+what each job starts from, builds its network, owns its objective and its FLOP accounting,
+and names its MLflow params and its curve in figures. The plan, the Ray layer, tracking,
+the ``train`` CLI and the report iterate the registry instead of naming methods.
+
+A method may live outside this package (a plugin, or a test file): ``register_method`` takes
+any ``Method`` subclass, and a sweep ships the methods it uses to its Ray workers with the
+plan, so nothing has to be installed on the nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from skipnet_sweep.models import SkipOutput
+    from skipnet_sweep.stages.config import StageConfig
+    from skipnet_sweep.sweep.space import Space
+
+
+def short_hash(obj: Any, n: int = 10) -> str:
+    """A stable short hash of a JSON-able object (sweep ids, trial ids)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+class Objective(Protocol):
+    """A stage's loss: ``objective(out, target) -> LossResult`` and how gates decide."""
+
+    gate_mode: str
+
+    def __call__(self, out: SkipOutput, target: Tensor) -> Any: ...
+
+
+class CostAccounting(Protocol):
+    """What every family's cost table offers (``flops.CostTable`` for SkipNets,
+    ``models.halting.HaltingCostTable`` for ACT/SACT): exact per-sample MACs from each
+    sample's own execution, and the references a computation percentage needs."""
+
+    @property
+    def plain_total(self) -> int: ...
+
+    @property
+    def full_total(self) -> int: ...
+
+    def skip_savings(self) -> list[int]: ...
+
+    def per_sample(self, executed: Tensor, *, conv_only: bool = False) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work of a sweep: one Tune trial, one MLflow child run.
+
+    Attributes:
+        method: the registered method's name.
+        stage: the stage the runner trains (its ``init`` is filled in by the plan from
+            ``needs``).
+        coords: where the job sits in the space, in order (backbone, gate, variant, the
+            method's cost weight...): MLflow params, run names and figure labels.
+        shared: a pre-training job (plain baseline, SkipNet SP): trained once per stage key
+            on Ray Train's data-parallel workers, cached in storage and reused by every sweep
+            whose job has the same key.
+        needs: the id of the shared job whose final weights this job starts from.
+        curve: the curve the run belongs to in figures (MLflow ``method`` tag).
+        weight: the name of the coordinate that trades accuracy for cost (``alpha``, ``tau``),
+            if the job has one.
+        id: stable id: MLflow idempotency tag, Tune trial name, Ray Train run name.
+    """
+
+    method: str
+    stage: StageConfig
+    coords: tuple[tuple[str, Any], ...]
+    shared: bool
+    needs: str | None
+    curve: str
+    weight: str | None
+    id: str
+
+    @property
+    def key(self) -> str:
+        """The cache key of a shared job (everything that determines its result)."""
+        return self.stage.key()
+
+    def coord(self, name: str, default: Any = None) -> Any:
+        return dict(self.coords).get(name, default)
+
+    @property
+    def backbone(self) -> str:
+        return self.stage.model.arch
+
+    @property
+    def weight_value(self) -> float | None:
+        return None if self.weight is None else float(self.coord(self.weight))
+
+
+def make_job(
+    method: str,
+    stage: StageConfig,
+    coords: Sequence[tuple[str, Any]],
+    *,
+    curve: str,
+    shared: bool = False,
+    needs: str | None = None,
+    weight: str | None = None,
+    sweep_id: str = "",
+) -> Job:
+    """A ``Job`` with its stable id: a shared job is named by its stage key (so every sweep
+    finds the same cache entry); a trial by its coordinates and the sweep."""
+    coords = tuple(coords)
+    words = [stage.train.stage] + [
+        f"{k}{v:g}" if k == weight else str(v) for k, v in coords if v is not None
+    ]
+    if shared:
+        tail = stage.key()[:8]
+    else:
+        tail = short_hash([sweep_id, method, [list(c) for c in coords]], 6)
+    job_id = "-".join([*words, tail])
+    return Job(method, stage, coords, shared, needs, curve, weight, job_id)
+
+
+@dataclass
+class PlanContext:
+    """What a method sees while the plan is made: the space, the data every stage reads,
+    and the shared jobs made so far (so a method can start from another's, e.g. ACT from
+    the plain baseline)."""
+
+    space: Space
+    sweep_id: str
+    shared: dict[tuple, Job] = field(default_factory=dict)
+
+    @property
+    def data(self):
+        return self.space.dataset.to_data_config()
+
+    def add_shared(self, lookup: tuple, job: Job) -> Job:
+        """Register a shared job under ``lookup`` (e.g. ``("sp", arch, gate)``), once."""
+        return self.shared.setdefault(lookup, job)
+
+
+class Method(ABC):
+    """Base class of a registered method. Subclasses set the class attributes and
+    implement ``jobs`` and ``objective``; the other hooks have working defaults.
+
+    Attributes:
+        name: registry name (also the ``train`` subcommand's family).
+        label: legend label in figures.
+        marker: matplotlib marker in figures.
+        stages: the ``TrainConfig.stage`` values this method trains (the ``train`` CLI's
+            subcommands).
+        weight: the coordinate that trades accuracy for cost (MLflow param), if any.
+        space_key: the search-space key holding this method's settings (plugins); None for
+            the built-in methods, whose settings are the space's own fields.
+        settings: the dataclass the ``space_key`` section is read into (typed, validated
+            once, like every other field of a space).
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    marker: ClassVar[str] = "o"
+    stages: ClassVar[tuple[str, ...]] = ()
+    weight: ClassVar[str | None] = None
+    space_key: ClassVar[str | None] = None
+    settings: ClassVar[type | None] = None
+
+    # --- the plan -----------------------------------------------------------------------
+
+    def enabled(self, space: Space) -> bool:
+        """Whether ``space`` asks for this method (a plugin: its ``space_key`` is present)."""
+        return self.space_key is not None and self.space_key in space.methods
+
+    def options(self, space: Space) -> Any:
+        """This method's settings in ``space`` (an instance of ``settings``)."""
+        return space.methods.get(self.space_key) if self.space_key else None
+
+    @abstractmethod
+    def jobs(self, ctx: PlanContext) -> list[Job]:
+        """Expand the space into this method's jobs, the shared jobs they start from
+        included (the plan keeps each shared job once)."""
+
+    def validate(self, space: Space) -> None:  # noqa: B027 (optional hook, nothing by default)
+        """Check what the settings' types cannot (raise ``SpaceError`` naming the field)."""
+
+    def search_space(self, space: Space) -> dict | None:
+        """Adaptive (Optuna) search over this method, if the space asks for one: a mapping
+        ``name -> ("categorical", choices) | ("float", low, high, log)``."""
+        return None
+
+    def sampled_job(self, ctx: PlanContext, sample: dict) -> Job:
+        """The job of one adaptive-search sample (see ``search_space``)."""
+        raise ValueError(f"method {self.name!r} has no adaptive search")
+
+    # --- the stage ----------------------------------------------------------------------
+
+    @abstractmethod
+    def objective(self, cfg: StageConfig, costs: CostAccounting) -> Objective:
+        """The loss of one of this method's stages (``cfg.train.stage``)."""
+
+    def build_model(self, cfg: StageConfig) -> nn.Module:
+        """The stage's network with its initial weights (fresh, from ``cfg.init``, or from
+        torchvision-format backbone weights)."""
+        from skipnet_sweep.stages.runner import build_stage_model
+
+        return build_stage_model(cfg)
+
+    def count_costs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> CostAccounting:
+        """The network's exact per-sample MAC table at ``input_shape``."""
+        from skipnet_sweep.flops import count_costs
+
+        return count_costs(model, input_shape)
+
+    # --- tracking -----------------------------------------------------------------------
+
+    def params(self, job: Job) -> dict[str, Any]:
+        """MLflow params of one job, beyond the common ones (stage config, coordinates)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<method {self.name}>"
+
+
+def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra):
+    """A ``TrainConfig`` for ``stage`` from a space's optimisation section ``spec`` (an
+    ``OptimSpec``; its empty fields take the method's defaults ``lr`` and ``milestones``).
+
+    Raises:
+        SpaceError: naming the space field (``where.field``) that the stage refuses.
+    """
+    from skipnet_sweep.stages.config import TrainConfig
+    from skipnet_sweep.sweep.space import SpaceError
+
+    kw = dict(
+        stage=stage,
+        iterations=spec.iterations,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        lr=spec.lr if spec.lr is not None else lr,
+        momentum=spec.momentum,
+        weight_decay=spec.weight_decay,
+        nesterov=spec.nesterov,
+        lr_milestones=spec.lr_milestones if spec.lr_milestones is not None else milestones,
+        lr_decay=spec.lr_decay,
+        eval_every=spec.eval_every,
+        eval_path=spec.eval_path,
+    )
+    kw.update(extra)
+    try:
+        return TrainConfig(**kw)
+    except ValueError as err:
+        name = getattr(err, "field", None) or str(err).split(" ", 1)[0]
+        msg = str(err)
+        if name in kw:  # "iterations must be >= 1" -> "sp.iterations: must be >= 1"
+            raise SpaceError(f"{where}.{name}: {msg.removeprefix(name).strip()}") from None
+        raise SpaceError(f"{where}: {msg}") from None

@@ -1,0 +1,49 @@
+"""The plain ResNet: the reference accuracy and MACs of every figure, and the weights ACT
+and SACT start from. One shared job per backbone, on the SP recipe (the ResNet paper's)."""
+
+from __future__ import annotations
+
+from skipnet_sweep.methods import register_method
+from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
+
+# The ResNet paper's recipe where the space leaves a field empty: lr 0.1, /10 at 50% and 75%.
+SP_LR, SP_MILESTONES = 0.1, (0.5, 0.75)
+
+
+def baseline_job(ctx: PlanContext, arch: str) -> Job:
+    """The plain-ResNet job of ``arch`` (made once per plan, shared by every method that
+    starts from it)."""
+    from skipnet_sweep.models import ModelConfig
+    from skipnet_sweep.stages.config import StageConfig
+    from skipnet_sweep.stages.runner import complete_model_config
+
+    key = ("baseline", arch)
+    if key in ctx.shared:
+        return ctx.shared[key]
+    space = ctx.space
+    train = recipe("sp", "baseline", space.sp, SP_LR, SP_MILESTONES, seed=space.seed)
+    weights = space.backbone_weights.get(arch)
+    stage = complete_model_config(
+        StageConfig(ModelConfig(arch, None), ctx.data, train, backbone_weights=weights)
+    )
+    job = make_job("plain", stage, [("backbone", arch)], curve="plain", shared=True)
+    return ctx.add_shared(key, job)
+
+
+@register_method
+class Plain(Method):
+    name = "plain"
+    label = "ResNet"
+    marker = "s"
+    stages = ("baseline",)
+
+    def enabled(self, space) -> bool:
+        return space.baseline
+
+    def jobs(self, ctx: PlanContext) -> list[Job]:
+        return [baseline_job(ctx, arch) for arch in ctx.space.backbones]
+
+    def objective(self, cfg, costs):
+        from skipnet_sweep.stages.objectives import Supervised
+
+        return Supervised("threshold")

@@ -1,0 +1,155 @@
+"""SkipNet (Wang et al., ECCV 2018): supervised pre-training of the gated network (SP,
+Eq. 9), then hybrid-RL fine-tuning over the cost weight alpha (HRL, Eq. 5-8), with the
+§4.3 ablations as options of the same method: HRL from scratch (``hrl+s``), pure RL
+(``rl``) and soft gating in SP (``sp.gating: soft``, Table 3).
+
+One shared SP job per (backbone, gate); one trial per (backbone, gate, variant, alpha),
+``hrl+sp`` starting from its SP checkpoint, ``hrl+s``/``rl`` from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from skipnet_sweep.methods import register_method
+from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
+from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES
+
+HRL_LR = 1e-4  # §4.1: "decreased learning rate of 0.0001", constant
+VARIANTS = ("hrl+sp", "hrl+s", "rl")
+
+
+def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
+    """The SP job of (``arch``, ``gate``), made once per plan."""
+    from skipnet_sweep.models import ModelConfig
+    from skipnet_sweep.stages.config import StageConfig
+    from skipnet_sweep.stages.runner import complete_model_config
+
+    key = ("sp", arch, gate)
+    if key in ctx.shared:
+        return ctx.shared[key]
+    space = ctx.space
+    train = recipe(
+        "sp", "sp", space.sp, SP_LR, SP_MILESTONES, gating=space.sp.gating, seed=space.seed
+    )
+    weights = space.backbone_weights.get(arch)
+    stage = complete_model_config(
+        StageConfig(ModelConfig(arch, gate), ctx.data, train, backbone_weights=weights)
+    )
+    job = make_job(
+        "skipnet",
+        stage,
+        [("backbone", arch), ("gate", gate)],
+        curve=f"skipnet-{gate}",
+        shared=True,
+    )
+    return ctx.add_shared(key, job)
+
+
+def _sum_lengths(space) -> dict:
+    from skipnet_sweep.sweep.space import SpaceError
+
+    sp, hrl = space.sp, space.hrl
+    if sp.iterations is not None and hrl.iterations is not None:
+        return {"iterations": sp.iterations + hrl.iterations, "epochs": None}
+    if sp.epochs is not None and hrl.epochs is not None:
+        return {"epochs": sp.epochs + hrl.epochs, "iterations": None}
+    raise SpaceError(
+        "hrl.variants: hrl+s and rl train as long as sp + hrl together; give sp and hrl both in "
+        "iterations or both in epochs"
+    )
+
+
+@register_method
+class SkipNet(Method):
+    name = "skipnet"
+    label = "SkipNet"
+    marker = "o"
+    stages = ("sp", "hrl")
+    weight = "alpha"
+
+    def enabled(self, space) -> bool:
+        return True  # the platform's subject: every space trains SkipNets
+
+    def jobs(self, ctx: PlanContext) -> list[Job]:
+        space = ctx.space
+        jobs = []
+        for arch in space.backbones:
+            for gate in space.gates_for(arch):
+                jobs.append(sp_job(ctx, arch, gate))
+                if space.search.algorithm != "grid":
+                    continue
+                for variant in space.hrl.variants:
+                    for alpha in space.alpha.grid:
+                        jobs.append(self._trial(ctx, arch, gate, variant, alpha))
+        return jobs
+
+    def _trial(self, ctx: PlanContext, arch: str, gate: str, variant: str, alpha: float) -> Job:
+        from skipnet_sweep.stages.config import StageConfig
+
+        space = ctx.space
+        hrl = space.hrl
+        sp = sp_job(ctx, arch, gate)
+        reward = dict(
+            alpha=alpha,
+            gamma=hrl.gamma,
+            rl_weight=hrl.rl_weight,
+            cost=hrl.cost,
+            reward_baseline=hrl.reward_baseline,
+            supervised=variant != "rl",
+            seed=space.seed,
+        )
+        if variant == "hrl+sp":
+            train = recipe("hrl", "hrl", hrl, HRL_LR, (), **reward)
+            stage, needs = StageConfig(sp.stage.model, ctx.data, train), sp.id
+        else:
+            # HRL+S and RL train from scratch for as long as SP + HRL together (§4.3.1),
+            # with the SP recipe's learning rate.
+            train = replace(sp.stage.train, stage="hrl", **reward, **_sum_lengths(space))
+            stage, needs = StageConfig(sp.stage.model, ctx.data, train), None
+        return make_job(
+            self.name,
+            stage,
+            [("backbone", arch), ("gate", gate), ("variant", variant), ("alpha", alpha)],
+            curve=f"skipnet-{gate}",
+            needs=needs,
+            weight="alpha",
+            sweep_id=ctx.sweep_id,
+        )
+
+    def validate(self, space) -> None:
+        if "hrl+s" in space.hrl.variants or "rl" in space.hrl.variants:
+            _sum_lengths(space)
+
+    def search_space(self, space) -> dict | None:
+        if space.search.algorithm != "optuna":
+            return None
+        a = space.alpha
+        alpha = (
+            ("categorical", list(a.grid))
+            if a.is_grid
+            else ("float", a.low, a.high, a.distribution == "loguniform")
+        )
+        return {
+            "backbone": ("categorical", list(space.backbones)),
+            "gate": ("categorical", list(space.gates)),
+            "alpha": alpha,
+        }
+
+    def sampled_job(self, ctx: PlanContext, sample: dict) -> Job:
+        return self._trial(ctx, sample["backbone"], sample["gate"], "hrl+sp", sample["alpha"])
+
+    def objective(self, cfg, costs):
+        from skipnet_sweep.stages.objectives import HybridRL, Supervised, gate_costs
+
+        train = cfg.train
+        if train.stage == "sp":
+            return Supervised(train.gating)
+        savings = costs.skip_savings()
+        return HybridRL(train, gate_costs(savings if train.cost == "flops" else None, len(savings)))
+
+    def params(self, job: Job) -> dict:
+        t = job.stage.train
+        if t.stage != "hrl":
+            return {"gating": t.gating}
+        return {"gamma": t.gamma, "rl_weight": t.rl_weight, "cost": t.cost}
