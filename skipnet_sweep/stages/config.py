@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
 
-STAGES = ("baseline", "sp", "hrl", "act", "sact")
 SP_GATINGS = ("hard", "soft")
 COSTS = ("uniform", "flops")
 
@@ -108,7 +107,10 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("stage", self.stage, STAGES)
+        # Which stages exist is the method registry's business (``methods.stage_names``),
+        # checked where a stage is named (the space, the CLI); plugins add their own.
+        if not isinstance(self.stage, str) or not self.stage:
+            raise ValueError(f"stage must be a registered stage name, got {self.stage!r}")
         _check_choice("gating", self.gating, SP_GATINGS)
         _check_choice("cost", self.cost, COSTS)
         _check_choice("eval_path", self.eval_path, ("sparse", "masked"))
@@ -168,6 +170,8 @@ class StageConfig:
             or None for fresh weights.
         backbone_weights: a torchvision-format ResNet state_dict on disk to initialise the
             backbone from when there is no ``init`` (e.g. ImageNet-pretrained weights).
+        options: settings of the stage's method beyond ``train`` (a plugin's own knobs),
+            JSON-able; part of the stage's key like every other field.
     """
 
     model: ModelConfig
@@ -175,6 +179,7 @@ class StageConfig:
     train: TrainConfig
     init: str | None = None
     backbone_weights: str | None = None
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.train.stage == "baseline" and self.model.gate is not None:
@@ -206,6 +211,7 @@ class StageConfig:
             train=TrainConfig(**train),
             init=d.get("init"),
             backbone_weights=d.get("backbone_weights"),
+            options=dict(d.get("options") or {}),
         )
 
     def key(self) -> str:

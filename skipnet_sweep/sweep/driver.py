@@ -97,6 +97,19 @@ def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> N
         raise
 
 
+def ship_plugins(plan: Plan) -> None:
+    """Send plugin methods (defined outside this package: a user's module, a test file) to
+    the Ray workers by value with the plan, so the nodes need nothing installed for them."""
+    import sys
+
+    from ray import cloudpickle
+
+    for method in plan.methods:
+        module = type(method).__module__
+        if not module.startswith("skipnet_sweep.") and module in sys.modules:
+            cloudpickle.register_pickle_by_value(sys.modules[module])
+
+
 def _check_cluster(plan: Plan) -> None:
     import ray
 
@@ -309,6 +322,7 @@ def run_sweep(
     check_resources(plan, address)
     tracker = tracker_for(plan)
     start_ray(plan, address, num_cpus)
+    ship_plugins(plan)
     parent = None
     try:
         parent = open_parent(plan, tracker, fresh)

@@ -192,6 +192,9 @@ class Space:
     mlflow: MlflowSpec = field(default_factory=MlflowSpec)
     baselines: BaselinesSpec = field(default_factory=BaselinesSpec)
     seed: int = 0
+    # Sections of plugin methods, by their ``space_key`` (each read into the method's own
+    # settings dataclass); the built-in methods' settings are the fields above.
+    methods: dict = field(default_factory=dict)
     source: str = ""  # the file it was read from (not a YAML key)
 
     def to_dict(self) -> dict:
@@ -253,12 +256,30 @@ def load_space(name_or_path: str, overrides: dict[str, Any] | None = None) -> Sp
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:
-        space = _build(Space, raw, "")
+        space = _build(Space, _without_plugins(raw), "")
+        space = replace(space, methods=_plugin_sections(raw))
         space = _absolute_paths(space, str(path))
         validate(space)
     except SpaceError as err:
         raise SpaceError(f"{path}: {err}") from None
     return space
+
+
+def _without_plugins(raw: dict) -> dict:
+    from skipnet_sweep.methods import plugin_keys
+
+    return {k: v for k, v in raw.items() if k not in plugin_keys()}
+
+
+def _plugin_sections(raw: dict) -> dict:
+    """The sections of registered plugin methods, each typed by the method's settings."""
+    from skipnet_sweep.methods import plugin_keys
+
+    return {
+        key: _build(method.settings, raw[key] if raw[key] is not None else {}, key)
+        for key, method in plugin_keys().items()
+        if key in raw
+    }
 
 
 def _absolute_paths(space: Space, source: str) -> Space:
@@ -301,7 +322,11 @@ def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise SpaceError(f"{where or 'top level'}: expected a mapping, got {_kind(data)}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name != "source"}
+    known = {f.name for f in fields(cls) if f.name not in ("source", "methods")}
+    if cls is Space:  # plugin methods' sections are fields too
+        from skipnet_sweep.methods import plugin_keys
+
+        known |= set(plugin_keys())
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpaceError(
