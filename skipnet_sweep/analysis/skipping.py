@@ -84,8 +84,7 @@ def per_class_figure(
         ax.set_ylabel("Median skipped blocks")
         ax.set_title(
             title
-            or S.title("Skipped blocks per class", dataset=dataset, backbones=backbone,
-                       shown=shown)  # fmt: skip
+            or S.title("Skipped blocks per class", dataset=dataset, backbones=backbone, shown=shown)
         )
         ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left")
@@ -157,8 +156,12 @@ def skip_histogram_figure(
         ax.set_ylabel("Fraction of the class's images")
         ax.set_title(
             title
-            or S.title("Skipped blocks, easiest vs. hardest class", dataset=dataset,
-                       backbones=backbone, shown=shown)  # fmt: skip
+            or S.title(
+                "Skipped blocks, easiest vs. hardest class",
+                dataset=dataset,
+                backbones=backbone,
+                shown=shown,
+            )
         )
         ax.grid(axis="x", visible=False)
         ax.legend(loc="best")
