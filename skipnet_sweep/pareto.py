@@ -22,7 +22,14 @@ from collections.abc import Iterable, Sequence
 
 Point = tuple[float, float]  # (macs, top1)
 
-__all__ = ["Point", "hypervolume", "pareto_front", "pareto_mask"]
+__all__ = [
+    "Point",
+    "format_hypervolume",
+    "hypervolume",
+    "normalised_hypervolume",
+    "pareto_front",
+    "pareto_mask",
+]
 
 
 def _as_points(points: Iterable[Sequence[float]]) -> list[Point]:
@@ -105,3 +112,33 @@ def hypervolume(points: Iterable[Sequence[float]], ref_macs: float, ref_top1: fl
         area += (ref_macs - macs) * (top1 - level)
         level = top1
     return area
+
+
+def normalised_hypervolume(points: Iterable[Sequence[float]], plain_macs: float) -> float:
+    """Hypervolume as a fraction of the plain ResNet's box, the one form the project reports.
+
+    The box is top-1 in [0, 100] x MACs in [0, plain_macs]: a method that kept 100 % top-1
+    at zero MACs would score 1, the plain ResNet itself scores (its top-1) / 100 x 0 = 0,
+    and the number compares across datasets and backbones, unlike MACs x percent.
+
+    Args:
+        points: ``(macs, top1)`` pairs, top-1 in percent.
+        plain_macs: the plain ResNet's multiply-adds per image (the ``flops_plain`` metric).
+
+    Returns:
+        A number in [0, 1].
+
+    Raises:
+        ValueError: ``plain_macs`` is not a finite positive number.
+    """
+    if not (math.isfinite(plain_macs) and plain_macs > 0):
+        raise ValueError(f"plain_macs must be a finite positive number of MACs, got {plain_macs}")
+    # Clip top-1 to 100 so a value past the box (bad input) cannot push the fraction past 1.
+    clipped = [(p[0], min(p[1], 100.0)) for p in _as_points(points)]
+    return hypervolume(clipped, plain_macs, 0.0) / (plain_macs * 100.0)
+
+
+def format_hypervolume(value: float) -> str:
+    """The printed form of :func:`normalised_hypervolume` everywhere (figures, summary,
+    terminal): ``HV 0.712``."""
+    return f"HV {value:.3f}"

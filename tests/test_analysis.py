@@ -128,6 +128,8 @@ FRONTIER = ["rl-rnn-0.1", "sact-0.005", "hrl-rnn-0.5", "hrl-rnn-0.1", "sp-rnn", 
 # Strips from ref_macs = 100e6 down, one per frontier point (top-1 rising along it):
 #   70e6*10 + 65e6*79 + 60e6*2 + 40e6*0.9 + 20e6*0.2 + 10e6*0.1
 HYPERVOLUME = 700e6 + 5135e6 + 120e6 + 36e6 + 4e6 + 1e6
+# As a fraction of the plain ResNet's box, 100 % x PLAIN MACs: 5996e6 / 10000e6.
+HV_FRACTION = HYPERVOLUME / (100 * PLAIN)
 
 
 def _log_child(client: MlflowClient, exp_id: str, parent_id: str, spec: Spec, tmp: Path) -> str:
@@ -303,7 +305,8 @@ def test_pareto_figure(runs: pd.DataFrame, tmp_path: Path) -> None:
     data = F.pareto_figure(runs, tmp_path / "pareto", baselines=table)
     assert list(data.frontier["run_name"]) == FRONTIER
     assert data.ref_macs == PLAIN
-    assert data.hypervolume == pytest.approx(HYPERVOLUME)
+    assert data.hypervolume == pytest.approx(0.5996)
+    assert data.hypervolume == pytest.approx(HV_FRACTION)
     assert "hrl-rnn-4.0" not in set(data.points["run_name"])  # the failed run
     # Same dataset and backbone only: the CIFAR-100 and ResNet-110 rows are never drawn.
     assert sorted(data.baselines_plotted["top1"]) == [90.0, 91.0, 92.5]
@@ -351,10 +354,40 @@ def test_reduction_picks_cheapest_hrl_within_tolerance(runs: pd.DataFrame, tmp_p
     assert by_gate.loc["rnn", "hrl_reduction"] == pytest.approx(40.0)
     assert by_gate.loc["rnn", M.PARAM_ALPHA] == 0.1
     assert by_gate["within_tolerance"].all()
+    assert set(by_gate["rule"]) == {"within_tolerance"}
+    # The caption states the rule and, per bar, which run it chose.
+    assert out.notes[0].startswith("HRL+SP bar: the run with the largest reduction whose top-1")
+    assert (
+        "SkipNet, RNNGate, ResNet-38: α=0.1, top-1 91.90% vs. plain ResNet 92.00% "
+        "(rule: within 0.5 pt)." in out.notes
+    )
+    title = out.figure.axes[0].get_title()
+    assert "CIFAR-10, ResNet-38" in title and "RNNGate α=0.1" in title
     # With a looser tolerance the cheaper alpha 0.5 (91.0%) qualifies: 60%.
     loose = F.select_hrl_runs(runs, tolerance=1.0).set_index(M.PARAM_GATE)
     assert loose.loc["rnn", "hrl_reduction"] == pytest.approx(60.0)
     assert_drawn(out.files)
+
+
+def test_reduction_states_the_fallback(runs: pd.DataFrame, tmp_path: Path) -> None:
+    # A plain ResNet at 95%: no HRL+SP run is within 0.5 pt, so each bar falls back to the
+    # most accurate HRL+SP run, and the figure says so.
+    strong = runs.copy()
+    strong.loc[strong["run_name"] == "plain", M.TOP1] = 95.0
+    out = F.reduction_figure(strong, tmp_path / "reduction")
+    by_gate = out.data.set_index(M.PARAM_GATE)
+    assert set(by_gate["rule"]) == {"most_accurate"}
+    assert (
+        by_gate.loc["rnn", "hrl_run_id"] == runs.set_index("run_name").loc["hrl-rnn-0.1", "run_id"]
+    )
+    assert (
+        "SkipNet, RNNGate, ResNet-38: no α within 0.5 pt of the plain ResNet (95.00%); shown: "
+        "the most accurate, α=0.1 at 91.90% (rule: fallback)." in out.notes
+    )
+    texts = " ".join(t.get_text() for t in out.figure.texts)
+    assert "rule: fallback" in texts
+    bar_labels = [t.get_text() for t in out.figure.axes[0].texts]
+    assert "40%\nα=0.1*" in bar_labels
 
 
 def test_hard_soft_table(runs: pd.DataFrame, sweep: Sweep, tmp_path: Path) -> None:
@@ -448,7 +481,7 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     # The eval figures use the Fig. 4 pair: SP rnn and the HRL+SP run chosen for it.
     assert result.data["eval_runs"]["per_class"] == (sweep.ids["sp-rnn"], sweep.ids["hrl-rnn-0.1"])
     assert list(result.data["per_class"].data["sp_median"]) == [0.5, 1.0, 2.5]
-    assert result.data["pareto"].hypervolume == pytest.approx(HYPERVOLUME)
+    assert result.data["pareto"].hypervolume == pytest.approx(HV_FRACTION)
     # The shipped baselines: the Table 2 ResNet-38 is drawn, the published SkipNet-38
     # (block percentage only) is listed.
     assert list(result.data["pareto"].baselines_plotted["top1"]) == [92.5]
@@ -467,6 +500,14 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
         in text
     )
     assert "| τ=0.005 |" in text
+    assert "- Hypervolume (pareto): HV 0.600, the fraction of the plain ResNet's box" in text
+    # Each figure of one run says which run, on which data and backbone.
+    hrl_id = sweep.ids["hrl-rnn-0.1"][:8]
+    for name in ("per_class", "skip_histogram", "easy_hard"):
+        fig = result.data[name].figure
+        title = fig.axes[0].get_title() if name != "easy_hard" else fig.get_suptitle()
+        assert "CIFAR-10, ResNet-38" in title, name
+        assert f"SkipNet, RNNGate HRL+SP α=0.1 (run {hrl_id})" in title, name
     assert "hrl-rnn-4.0 (FAILED): loss became NaN at step 40" in text
     assert "Figures not made" not in text
 
@@ -495,6 +536,16 @@ def test_report_cli(sweep: Sweep, tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: experiment 'nope' not found") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written: not even the --out folder
+    # An experiment without runs: the same, nothing written.
+    MlflowClient(tracking_uri=sweep.uri).create_experiment("empty-cli")
+    out = tmp_path / "never"
+    code = report_main(
+        ["--experiment", "empty-cli", "--out", str(out), "--tracking-uri", sweep.uri]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err == f"error: experiment 'empty-cli' in {sweep.uri} has no sweep runs to report on\n"
     argv = ["--experiment", "small", "--out", str(tmp_path / "o"), "--tracking-uri", sweep.uri]
     assert report_main([*argv, "--no-log"]) == 0
     assert (tmp_path / "o" / "summary.md").is_file()
@@ -512,4 +563,9 @@ def test_plot_pareto_script(sweep: Sweep, tmp_path: Path) -> None:
     for name in ("pareto.png", "pareto.pdf", "pareto.csv"):
         assert (tmp_path / "p" / name).stat().st_size > 0
     assert is_png(tmp_path / "p" / "pareto.png")
-    assert script.main(["--experiment", "nope", "--tracking-uri", sweep.uri]) == 2
+    missing = tmp_path / "missing"
+    assert (
+        script.main(["--experiment", "nope", "--tracking-uri", sweep.uri, "--out", str(missing)])
+        == 2
+    )
+    assert not missing.exists()

@@ -15,7 +15,9 @@ from skipnet_sweep.analysis.baselines import (
     default_baselines_dir,
     load_baselines,
     matching,
+    parse_resnet,
     read_baseline_csv,
+    related,
 )
 
 HEADER = ",".join(COLUMNS)
@@ -112,5 +114,43 @@ def test_matching_needs_dataset_and_backbone(tmp_path: Path) -> None:
     )
     hits = matching(df, "cifar10", "cifar_resnet110")
     assert list(hits.top1) == [93.0]  # never the CIFAR-100 row nor the pre-activation net
+    assert list(hits["match"]) == ["exact"]
     assert len(matching(df, "cifar10", ["cifar_resnet110", "cifar_resnet38"])) == 2
     assert matching(df, "svhn", ["cifar_resnet110"]).empty
+
+
+def test_related_backbones_same_layout_and_depth_only() -> None:
+    assert parse_resnet("preact_cifar_resnet110").depth == 110
+    assert parse_resnet("preact_cifar_resnet110").cifar and parse_resnet("resnet101").depth == 101
+    assert parse_resnet("vgg16") is None
+    assert related("preact_resnet101", "resnet101")
+    assert related("cifar_resnet110", "preact_cifar_resnet110")
+    assert not related("resnet101", "resnet101")  # the same is exact, not related
+    assert not related("preact_resnet101", "resnet50")  # another depth
+    assert not related("preact_cifar_resnet110", "resnet110")  # another layout
+    assert not related("preact_cifar_resnet32", "cifar_resnet38")
+    assert not related("vgg16", "resnet101")
+
+
+def test_matching_related_backbones(tmp_path: Path) -> None:
+    df = read_baseline_csv(
+        write(
+            tmp_path,
+            HEADER,
+            "sact,preact_resnet101,imagenet,tau=0.005,5e9,75.6,,S,",
+            "act,preact_resnet101,imagenet,tau=0.005,6e9,75.0,,S,",
+            "plain,resnet101,imagenet,,7.8e9,77.37,,T,",
+            "sact,preact_resnet101,cifar10,,1,90,,S,",  # related depth, other dataset
+            "sact,preact_resnet50,imagenet,,1,74,,S,",  # other depth
+        )
+    )
+    exact = matching(df, "imagenet", ["resnet101"])
+    assert list(exact.top1) == [77.37]  # related rows only when asked
+    # Never the CIFAR-10 row; each related row names the runs' backbone it relates to.
+    both = matching(df, "imagenet", ["resnet101", "resnet50"], include_related=True)
+    assert list(both.top1) == [75.6, 75.0, 77.37, 74.0]
+    assert list(both["match"]) == ["related", "related", "exact", "related"]
+    assert list(both["run_backbone"]) == ["resnet101", "resnet101", "resnet101", "resnet50"]
+    # ResNet-50 runs relate to the pre-activation ResNet-50 and nothing of depth 101.
+    r50 = matching(df, "imagenet", "resnet50", include_related=True)
+    assert list(r50.top1) == [74.0] and list(r50["match"]) == ["related"]

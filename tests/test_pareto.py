@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from skipnet_sweep.pareto import hypervolume, pareto_front, pareto_mask
+from skipnet_sweep.pareto import (
+    format_hypervolume,
+    hypervolume,
+    normalised_hypervolume,
+    pareto_front,
+    pareto_mask,
+)
 
 
 def test_single_point_is_its_own_frontier() -> None:
@@ -94,3 +100,29 @@ def test_bad_input_raises() -> None:
         pareto_front([(1.0, 2.0, 3.0)])
     with pytest.raises(ValueError, match="finite"):
         hypervolume([(1.0, 2.0)], ref_macs=math.nan)
+
+
+def test_normalised_hypervolume_is_a_fraction_of_the_plain_box() -> None:
+    # Box: 100 % x 40 MACs = 4000. The staircase above covers 2750 of it.
+    points = [(10.0, 90.0), (30.0, 93.0), (20.0, 92.0), (25.0, 91.0)]
+    assert normalised_hypervolume(points, plain_macs=40.0) == pytest.approx(2750.0 / 4000.0)
+    # The ideal point (0 MACs, 100 %) fills the box; the plain ResNet itself adds nothing.
+    assert normalised_hypervolume([(0.0, 100.0)], plain_macs=40.0) == pytest.approx(1.0)
+    assert normalised_hypervolume([(40.0, 95.0)], plain_macs=40.0) == 0.0
+    # Independent of the MACs unit: the same points in thousands give the same number.
+    scaled = [(m * 1e3, t) for m, t in points]
+    assert normalised_hypervolume(scaled, plain_macs=40e3) == pytest.approx(0.6875)
+    # A top-1 past 100 cannot push the fraction past 1.
+    assert normalised_hypervolume([(0.0, 150.0)], plain_macs=40.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_normalised_hypervolume_needs_positive_plain_macs(bad: float) -> None:
+    with pytest.raises(ValueError, match="plain_macs must be a finite positive"):
+        normalised_hypervolume([(1.0, 50.0)], plain_macs=bad)
+
+
+def test_format_hypervolume() -> None:
+    assert format_hypervolume(0.71249) == "HV 0.712"
+    assert format_hypervolume(0.5996) == "HV 0.600"
+    assert format_hypervolume(1.0) == "HV 1.000"

@@ -5,6 +5,11 @@ Modules (imported on demand, so reading baselines does not pull in MLflow or mat
 
 - ``baselines``: published results in ``analysis/baselines/*.csv``, validated.
 - ``runs``: a sweep's child runs as one DataFrame, and their ``eval/`` artifacts.
-- ``figures``: one function per figure; each writes PNG and PDF and returns its data.
+- ``figures``: the figure functions in one import; each writes PNG and PDF and returns its
+  data. They live by family in ``frontier`` (Pareto, Fig. 7), ``tradeoff`` (Fig. 6/8/9),
+  ``reduction`` (Fig. 4/5, Table 3), ``skipping`` (Fig. 11) and ``images`` (Fig. 10).
+- ``style``: how every figure looks and names things; ``method_style`` /
+  ``register_method_style`` give each method one colour and marker everywhere.
+- ``common``, ``labels``: the figures' shared record, filters, file writing, label placer.
 - ``report``: every figure the runs support plus ``summary.md``, logged to the sweep.
 """

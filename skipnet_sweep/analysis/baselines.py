@@ -9,7 +9,10 @@ Each CSV under ``analysis/baselines/`` has exactly these columns::
   sorted by MACs (e.g. an ACT/SACT sweep over tau).
 - ``backbone``: the project's architecture name where the network is the same
   (``cifar_resnet110``, ``resnet101``); a distinct name where it is not
-  (``preact_resnet101``), so it is never overlaid on runs of a different network.
+  (``preact_resnet101``), so it is never taken for a result on the project's network.
+  A pre-activation ResNet of the same depth is a *related* backbone (:func:`related`):
+  figures may draw it, marked as such (SkipNet's Fig. 7 compares SkipNet-101 with ACT and
+  SACT on the pre-activation ResNet-101).
 - ``dataset``: one of :data:`DATASETS`.
 - ``setting``: free text (``tau=0.005``, ``computation_pct=70.27 (blocks)``).
 - ``macs``: multiply-adds per image, empty when the source gives none (then the row is
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,16 +37,51 @@ __all__ = [
     "COLUMNS",
     "DATASETS",
     "BaselineError",
+    "ResNetName",
     "default_baselines_dir",
     "load_baselines",
     "matching",
+    "parse_resnet",
     "read_baseline_csv",
+    "related",
 ]
 
 COLUMNS = ("method", "backbone", "dataset", "setting", "macs", "top1", "top5", "source", "note")
 # The datasets published results exist for (the paper's four).
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet")
 _REQUIRED_TEXT = ("method", "backbone", "dataset", "source")
+# How a row relates to the backbone of the runs it is drawn with (column ``match``).
+EXACT, RELATED = "exact", "related"
+_RESNET = re.compile(r"(preact_)?(cifar_)?resnet(\d+)")
+
+
+@dataclass(frozen=True)
+class ResNetName:
+    """The parts of a ResNet architecture name (``preact_cifar_resnet110``)."""
+
+    preact: bool
+    cifar: bool
+    depth: int
+
+
+def parse_resnet(backbone: str) -> ResNetName | None:
+    """``preact_resnet101`` -> ResNetName(preact=True, cifar=False, depth=101); None for a
+    name that is not a ResNet's."""
+    m = _RESNET.fullmatch(str(backbone))
+    if not m:
+        return None
+    return ResNetName(preact=bool(m.group(1)), cifar=bool(m.group(2)), depth=int(m.group(3)))
+
+
+def related(a: str, b: str) -> bool:
+    """True when two different backbones are the same ResNet but for pre-activation blocks:
+    same family (CIFAR or ImageNet layout) and same depth, one pre-activation and one not
+    (``preact_resnet101`` / ``resnet101``, ``preact_cifar_resnet110`` / ``cifar_resnet110``).
+    Another depth, layout or network is never related."""
+    pa, pb = parse_resnet(a), parse_resnet(b)
+    if pa is None or pb is None:
+        return False
+    return pa.cifar == pb.cifar and pa.depth == pb.depth and pa.preact != pb.preact
 
 
 class BaselineError(ValueError):
@@ -145,9 +185,37 @@ def load_baselines(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def matching(df: pd.DataFrame, dataset: str, backbones: str | Iterable[str]) -> pd.DataFrame:
-    """Rows measured on ``dataset`` with one of ``backbones`` (both must match: a baseline
-    on another dataset or another network is never comparable)."""
-    wanted = {backbones} if isinstance(backbones, str) else set(backbones)
-    keep = (df["dataset"] == dataset) & df["backbone"].isin(wanted)
-    return df[keep].reset_index(drop=True)
+def matching(
+    df: pd.DataFrame,
+    dataset: str,
+    backbones: str | Iterable[str],
+    *,
+    include_related: bool = False,
+) -> pd.DataFrame:
+    """Rows measured on ``dataset`` with one of ``backbones``: both must match, as a
+    baseline on another dataset or another network is never comparable.
+
+    Args:
+        df: from :func:`load_baselines`.
+        dataset: the runs' dataset.
+        backbones: the runs' backbones.
+        include_related: also rows on a :func:`related` backbone of one of ``backbones``
+            (same dataset and depth, pre-activation or not).
+
+    Returns:
+        The rows, plus ``match`` (``exact`` or ``related``) and ``run_backbone`` (the
+        backbone of ``backbones`` the row is compared with: its own when exact).
+    """
+    wanted = [backbones] if isinstance(backbones, str) else list(dict.fromkeys(backbones))
+    rows = df[df["dataset"] == dataset]
+    match, against = [], []
+    for b in rows["backbone"]:
+        if b in wanted:
+            match.append(EXACT)
+            against.append(b)
+            continue
+        near = next((w for w in wanted if include_related and related(b, w)), None)
+        match.append(RELATED if near else None)
+        against.append(near)
+    out = rows.assign(match=match, run_backbone=against)
+    return out[out["match"].notna()].reset_index(drop=True)

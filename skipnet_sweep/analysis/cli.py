@@ -1,6 +1,6 @@
 """What the analysis commands (``python -m skipnet_sweep.report``, ``analysis/plot_pareto.py``)
-share: their arguments, and turning a missing experiment or a bad baseline file into one
-``error:`` line and exit code 2."""
+share: their arguments, and turning a missing experiment, an experiment without runs or a
+bad baseline file into one ``error:`` line and exit code 2 (having written nothing)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from skipnet_sweep.analysis.figures import FLOPS_UNITS
+from skipnet_sweep.analysis.style import FLOPS_UNITS
 
 
 def parser(prog: str | None, description: str, *, out_help: str, out_default: str | None):
@@ -41,7 +41,7 @@ def run(make: Callable, args: argparse.Namespace, baselines_kw: str):
     """
     # Imported here so --help does not pay for MLflow and matplotlib.
     from skipnet_sweep.analysis.baselines import BaselineError
-    from skipnet_sweep.analysis.runs import ExperimentNotFoundError
+    from skipnet_sweep.analysis.runs import ExperimentNotFoundError, NoRunsError
 
     try:
         return make(
@@ -52,6 +52,6 @@ def run(make: Callable, args: argparse.Namespace, baselines_kw: str):
             log=not args.no_log,
             **{baselines_kw: args.baselines},
         )
-    except (ExperimentNotFoundError, BaselineError) as err:
+    except (ExperimentNotFoundError, NoRunsError, BaselineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

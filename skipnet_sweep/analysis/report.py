@@ -21,16 +21,18 @@ from mlflow.tracking import MlflowClient
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.analysis import figures as F
+from skipnet_sweep.analysis import style as S
 from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines
 from skipnet_sweep.analysis.runs import (
     EvalArtifacts,
+    NoRunsError,
     find_parent_run,
     finished,
     load_eval,
     load_runs,
     resolve_tracking_uri,
 )
-from skipnet_sweep.pareto import pareto_mask
+from skipnet_sweep.pareto import format_hypervolume, pareto_mask
 
 __all__ = ["REPORT_ARTIFACT_PATH", "ReportResult", "make_pareto_plot", "make_report"]
 
@@ -101,6 +103,21 @@ def _pareto_all(
         )
 
 
+def _load_inputs(
+    experiment: str,
+    uri: str,
+    baselines: str | Path | Iterable[str | Path] | None,
+    flops_unit: str,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Everything a report reads, read before anything is written: a missing experiment,
+    an experiment without runs, a bad baseline file or unit leaves no folder behind."""
+    S.check_unit(flops_unit)
+    runs = load_runs(experiment, uri)
+    if runs.empty:
+        raise NoRunsError(f"experiment {experiment!r} in {uri} has no sweep runs to report on")
+    return runs, _load_baseline_table(baselines)
+
+
 def _log_to_parent(result: ReportResult, experiment: str, uri: str, files: list[Path]) -> None:
     parent = find_parent_run(experiment, uri)
     if parent is None:
@@ -125,14 +142,15 @@ def make_pareto_plot(
 
     Raises:
         ExperimentNotFoundError: no such experiment.
+        NoRunsError: the experiment has no sweep runs (nothing is written).
         BaselineError: a bad baseline file.
     """
     uri = resolve_tracking_uri(tracking_uri)
+    runs, table = _load_inputs(experiment, uri, baselines, flops_unit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out)
-    done = finished(load_runs(experiment, uri))
-    _pareto_all(result, done, out, _load_baseline_table(baselines), flops_unit)
+    _pareto_all(result, finished(runs), out, table, flops_unit)
     if log:
         files = [p for paths in result.figures.values() for p in paths]
         _log_to_parent(result, experiment, uri, files)
@@ -154,7 +172,17 @@ def _eval_figures(
             cache[run_id] = load_eval(run_id, scratch, uri)
         return cache[run_id]
 
-    dataset = next(iter(done[M.PARAM_DATASET].dropna()), None)
+    by_id = done.set_index("run_id")
+
+    def about(run_id: str) -> dict[str, Any]:
+        """The dataset, backbone and description a figure of this run is titled with."""
+        row = by_id.loc[run_id]
+        return {
+            "dataset": row[M.PARAM_DATASET],
+            "backbone": row[M.PARAM_ARCH],
+            "shown": S.describe_run({**row.to_dict(), "run_id": run_id}),
+        }
+
     pairs = F.select_hrl_runs(done)
     pairs = pairs.iloc[::-1] if len(pairs) else pairs  # deepest backbone first
 
@@ -176,10 +204,12 @@ def _eval_figures(
                     sp,
                     hrl,
                     out / "per_class",
-                    dataset=dataset,
-                    title=f"{F.skipnet_label(p[M.PARAM_ARCH])}, "
-                    f"{F.GATE_LABELS.get(p[M.PARAM_GATE], p[M.PARAM_GATE])}: "
-                    f"skipped blocks per class (α={p[M.PARAM_ALPHA]:g})",
+                    method=p[M.TAG_METHOD],
+                    **{
+                        **about(p.hrl_run_id),
+                        "shown": f"{about(p.hrl_run_id)['shown']} vs. its SP run "
+                        f"(run {p.sp_run_id[:8]})",
+                    },
                 ),
             )
             break
@@ -200,7 +230,7 @@ def _eval_figures(
             result,
             "skip_histogram",
             lambda: F.skip_histogram_figure(
-                artifacts(hist_run).per_sample, out / "skip_histogram", dataset=dataset
+                artifacts(hist_run).per_sample, out / "skip_histogram", **about(hist_run)
             ),
         )
     grid_run = next((r for r in order if artifacts(r).easy_hard is not None), None)
@@ -211,7 +241,7 @@ def _eval_figures(
             result,
             "easy_hard",
             lambda: F.easy_hard_grid(
-                artifacts(grid_run).easy_hard, out / "easy_hard", dataset=dataset
+                artifacts(grid_run).easy_hard, out / "easy_hard", **about(grid_run)
             ),
         )
     result.data["eval_runs"] = {
@@ -229,7 +259,7 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
     reduction and top-1 change against the plain ResNet of the same dataset and backbone
     (its finished baseline run, else the run's ``flops_plain``), and frontier membership
     (over all finished runs of the dataset)."""
-    scale, _ = F.check_unit(flops_unit)
+    scale, _ = S.check_unit(flops_unit)
     done = F.finite_rows(finished(runs), M.TOP1, M.FLOPS_MEAN)
     plain = F.plain_by_backbone(done).set_index([M.PARAM_DATASET, M.PARAM_ARCH])
     rows = []
@@ -270,7 +300,7 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
         return table
     rank = lambda order: lambda s: s.map(lambda v: order.index(v) if v in order else len(order))  # noqa: E731
     keys = {
-        "_depth": table["backbone"].map(F.depth_of),
+        "_depth": table["backbone"].map(S.depth_of),
         "_method": rank(_METHOD_ORDER)(table["method"]),
         "_variant": rank(_VARIANT_ORDER)(table["variant"]),
         "_param": done.set_index("run_id")
@@ -295,7 +325,7 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
-    unit = F.FLOPS_UNITS[flops_unit][1].strip() or "raw"
+    unit = S.FLOPS_UNITS[flops_unit][1].strip() or "raw"
     lines = [
         f"| Dataset | Backbone | Method | Variant | α / τ | Top-1 (%) | Δ top-1 vs plain | "
         f"MACs {unit} | Reduction vs plain (%) | Pareto | Run |",
@@ -303,8 +333,8 @@ def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
     ]
     for _, r in table.iterrows():
         lines.append(
-            f"| {F.dataset_label(r.dataset)} | {F.backbone_label(r.backbone)} "
-            f"| {F.METHOD_LABELS.get(r.method, r.method)} | {F.VARIANT_LABELS.get(r.variant, r.variant)} "
+            f"| {S.dataset_label(r.dataset)} | {S.backbone_label(r.backbone)} "
+            f"| {S.method_style(r.method).label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
             f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
             f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {'✓' if r.pareto else ''} "
             f"| `{r.run_id[:8]}` |"
@@ -333,8 +363,9 @@ def _write_summary(
     for name, data in result.data.items():
         if isinstance(data, F.ParetoData):
             lines.append(
-                f"- Hypervolume ({name}): {data.hypervolume:.6g} MACs × % "
-                f"(reference: {data.ref_macs:.6g} MACs, 0% top-1); "
+                f"- Hypervolume ({name}): {format_hypervolume(data.hypervolume)}, the "
+                f"fraction of the plain ResNet's box (top-1 0-100 % × MACs 0-"
+                f"{S.fmt_number(data.ref_macs)}) the runs dominate; "
                 f"{len(data.frontier)} runs on the frontier"
             )
     lines.append(
@@ -396,16 +427,16 @@ def make_report(
 
     Raises:
         ExperimentNotFoundError: no such experiment (the message lists those that exist).
+        NoRunsError: the experiment has no sweep runs.
         BaselineError: a bad baseline file.
+        (In all three cases nothing is written: ``out_dir`` is not created.)
     """
     uri = resolve_tracking_uri(tracking_uri)
-    F.check_unit(flops_unit)  # fail early on a bad unit
+    runs, table = _load_inputs(experiment, uri, baselines_dir, flops_unit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out)
-    runs = load_runs(experiment, uri)
     done = finished(runs)
-    table = _load_baseline_table(baselines_dir)
     if done.empty:
         result.skipped["all figures"] = "no finished runs"
     else:

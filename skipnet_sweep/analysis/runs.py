@@ -24,6 +24,7 @@ __all__ = [
     "RUN_COLUMNS",
     "EvalArtifacts",
     "ExperimentNotFoundError",
+    "NoRunsError",
     "download_eval",
     "find_parent_run",
     "finished",
@@ -63,6 +64,10 @@ _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 class ExperimentNotFoundError(LookupError):
     """The named experiment is not in the tracking store (the message lists those that are)."""
+
+
+class NoRunsError(LookupError):
+    """The experiment exists but holds no child run of a sweep (nothing to report)."""
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:

@@ -1,0 +1,286 @@
+"""The Pareto figure: top-1 against MACs of every run, the frontier, its normalised
+hypervolume, and published baselines (SkipNet's Fig. 7 when the runs are ImageNet
+ResNet-101 and the baselines ACT/SACT)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.analysis import style as S
+from skipnet_sweep.analysis.baselines import RELATED, matching
+from skipnet_sweep.analysis.common import (
+    NotEnoughData,
+    finished,
+    finite_rows,
+    new_figure,
+    note,
+    save,
+    short_source,
+)
+from skipnet_sweep.analysis.labels import place_labels
+from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
+
+__all__ = ["ParetoData", "pareto_figure"]
+
+# The ring around a frontier point, and how faint a related-backbone published point is.
+_RING = {"marker": "o", "s": 120, "facecolors": "none", "edgecolors": "0.1", "linewidths": 0.9}
+_RELATED_ALPHA = 0.6
+
+
+@dataclass
+class ParetoData:
+    """Data behind :func:`pareto_figure`.
+
+    Attributes:
+        points: every drawn run, with a boolean ``on_frontier`` column.
+        frontier: the frontier runs by increasing MACs (also written as ``<stem>.csv``).
+        hypervolume: :func:`skipnet_sweep.pareto.normalised_hypervolume` of the runs, a
+            fraction in [0, 1] of the box top-1 [0, 100] x MACs [0, ``ref_macs``].
+        ref_macs: the plain ResNet's MACs bounding that box (``flops_plain``).
+        baselines_plotted: published rows drawn, with ``match`` (``exact``: the runs'
+            backbone, drawn hollow; ``related``: a related backbone, drawn hollow and
+            faint, named in the caption) and ``run_backbone``.
+        baselines_listed: matching published rows without MACs (listed in the note).
+        notes: the caption under the plot.
+        files: PNG, PDF, CSV.
+        figure: the drawn figure.
+    """
+
+    points: pd.DataFrame
+    frontier: pd.DataFrame
+    hypervolume: float
+    ref_macs: float
+    baselines_plotted: pd.DataFrame
+    baselines_listed: pd.DataFrame
+    notes: list[str]
+    files: list[Path]
+    figure: Figure | None = field(default=None, repr=False)
+
+
+def _published_notes(published: pd.DataFrame, listed: pd.DataFrame) -> list[str]:
+    notes = []
+    related = published[published["match"] == RELATED]
+    for (backbone, run_backbone), grp in related.groupby(["backbone", "run_backbone"]):
+        methods = ", ".join(sorted({S.method_style(m).label for m in grp["method"]}))
+        sources = "; ".join(sorted({short_source(s) for s in grp["source"]}))
+        notes.append(
+            f"Hollow, faint: published {methods} on {S.backbone_label(backbone)}, a backbone "
+            f"related to the runs' {S.backbone_label(run_backbone)} (same dataset and depth, "
+            f"pre-activation blocks) [{sources}]. Filled: this platform's runs on "
+            f"{S.backbone_label(run_backbone)}. Compare trends, not exact values."
+        )
+    for _, r in listed.iterrows():
+        notes.append(
+            f"Not plotted (no MACs): {S.method_style(r.method).label} "
+            f"{S.backbone_label(r.backbone)}, top-1 {r.top1:g}%"
+            + (f", {r.setting}" if r.setting else "")
+            + f" [{short_source(r.source)}]."
+        )
+    return notes
+
+
+def pareto_figure(
+    runs: pd.DataFrame,
+    out_stem: str | Path,
+    *,
+    baselines: pd.DataFrame | None = None,
+    flops_unit: str = "M",
+    ref_macs: float | None = None,
+    top1_range: float | None = 30.0,
+    title: str | None = None,
+) -> ParetoData:
+    """Top-1 against mean MACs per image for every finished run of one dataset.
+
+    One colour and marker per method (:func:`.style.method_style`), filled; a ring around
+    each frontier point; alpha beside each HRL point, tau beside ACT/SACT, "SP"/"soft"
+    beside SP runs (and the backbone when there are several). The frontier over all runs is
+    a step line, its normalised hypervolume in the legend. Published rows of the same
+    dataset and backbone are overlaid hollow in their method's colour (a method with several
+    rows as a dotted curve); rows on a *related* backbone (pre-activation ResNet of the same
+    depth, as in SkipNet's Fig. 7) hollow and faint, with a caption naming both backbones;
+    matching rows without MACs are listed in the caption.
+
+    Args:
+        runs: from ``load_runs`` (unfinished runs are ignored).
+        out_stem: writes ``<stem>.png``, ``<stem>.pdf`` and the frontier as ``<stem>.csv``.
+        baselines: from ``load_baselines``; None draws none and says so.
+        flops_unit: ``raw``, ``K``, ``M`` or ``G``.
+        ref_macs: the plain MACs bounding the hypervolume box; default the largest
+            ``flops_plain`` of the runs (the plain ResNet; the largest when backbones differ).
+        top1_range: show top-1 down to this many points below the best run; runs below
+            (e.g. a collapsed RL run at 10%) are listed in the caption instead, as the
+            paper does in Fig. 9. They still count in the frontier and hypervolume. None: all.
+        title: default "<what>\\n<dataset>, <backbones>: all finished runs".
+    """
+    scale, _ = S.check_unit(flops_unit)
+    pts = finite_rows(finished(runs), M.TOP1, M.FLOPS_MEAN)
+    if pts.empty:
+        raise NotEnoughData("no finished run with top1 and flops_mean")
+    datasets = sorted(pts[M.PARAM_DATASET].dropna().unique())
+    if len(datasets) > 1:
+        raise ValueError(f"runs of several datasets ({', '.join(datasets)}); draw one at a time")
+    dataset = datasets[0] if datasets else ""
+    if ref_macs is None:
+        plain = pd.to_numeric(pts[M.FLOPS_PLAIN], errors="coerce")
+        ref_macs = float(plain.max()) if plain.notna().any() else float(pts[M.FLOPS_MEAN].max())
+    xy = pts[[M.FLOPS_MEAN, M.TOP1]].to_numpy(dtype=float)
+    front_idx = pareto_front(xy)
+    pts["on_frontier"] = False
+    pts.loc[front_idx, "on_frontier"] = True
+    hv = normalised_hypervolume(xy, ref_macs)
+    frontier = pts.loc[front_idx].reset_index(drop=True)
+
+    backbones = S.backbone_order(pts[M.PARAM_ARCH].dropna())
+    published = pd.DataFrame(
+        columns=["method", "backbone", "macs", "top1", "source", "setting", "match",
+                 "run_backbone"]
+    )  # fmt: skip
+    if baselines is not None:
+        published = matching(baselines, dataset, backbones, include_related=True)
+    plotted = published[published["macs"].notna()].reset_index(drop=True)
+    listed = published[published["macs"].isna()].reset_index(drop=True)
+
+    floor = -math.inf if top1_range is None else float(pts[M.TOP1].max()) - top1_range
+    hidden = pts[pts[M.TOP1] < floor]
+    shown = pts[pts[M.TOP1] >= floor]
+    several = len(backbones) > 1
+
+    def text_of(row: pd.Series) -> str:
+        label = S.point_label(row)
+        if several:
+            label = f"{S.backbone_label(row[M.PARAM_ARCH])} {label}".strip()
+        return label
+
+    notes: list[str] = []
+    for _, r in hidden.iterrows():
+        label = f"{S.backbone_label(r[M.PARAM_ARCH])} {S.point_label(r)}".strip()
+        notes.append(
+            f"Below the plotted range: {S.method_style(r[M.TAG_METHOD]).label} "
+            f"{label}, top-1 {r[M.TOP1]:.2f}% at {r[M.FLOPS_MEAN] / scale:.4g} "
+            f"{S.unit_prefix(flops_unit)}MACs."
+        )
+    if baselines is None:
+        notes.append("Published baselines: none loaded.")
+    elif published.empty:
+        notes.append(
+            f"Published baselines: none for {S.dataset_label(dataset)} with "
+            f"{', '.join(S.backbone_label(b) for b in backbones)} (or a related backbone) "
+            "in the baseline files."
+        )
+    notes += _published_notes(published, listed)
+
+    labels: list[tuple[float, float, str, dict[str, Any]]] = []
+    with matplotlib.rc_context(S.RC):
+        fig = new_figure(figsize=(7.2, 4.4))
+        ax = fig.add_subplot()
+        for method, grp in shown.groupby(M.TAG_METHOD, sort=True):
+            st = S.method_style(method)
+            ax.scatter(grp[M.FLOPS_MEAN] / scale, grp[M.TOP1], marker=st.marker, s=36,
+                       color=st.color, edgecolors="white", linewidths=0.5, zorder=3)  # fmt: skip
+            for _, row in grp.iterrows():
+                text = text_of(row)
+                if text:
+                    kw = {"fontsize": 6.5, "color": "0.15"}
+                    labels.append((row[M.FLOPS_MEAN] / scale, row[M.TOP1], text, kw))
+        ring = frontier[frontier[M.TOP1] >= floor]
+        ax.scatter(ring[M.FLOPS_MEAN] / scale, ring[M.TOP1], zorder=4, **_RING)
+        fx = list(frontier[M.FLOPS_MEAN] / scale)
+        fy = list(frontier[M.TOP1])
+        x_right = max(ref_macs, float(pts[M.FLOPS_MEAN].max())) / scale
+        ax.step([*fx, x_right], [*fy, fy[-1]], where="post", color="0.35", linestyle="--",
+                linewidth=1.0, zorder=2)  # fmt: skip
+        # The corners of that step line, for label placement.
+        corners = [(fx[0], fy[0])]
+        for x, y0, y1 in zip([*fx[1:], x_right], fy, [*fy[1:], fy[-1]], strict=True):
+            corners += [(x, y0), (x, y1)]
+
+        handles: list[Any] = [
+            Line2D([], [], color="0.35", linestyle="--", linewidth=1.0,
+                   label=f"Pareto frontier, {format_hypervolume(hv)}"),
+            Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none",
+                   markeredgecolor="0.1", label="on the frontier"),
+        ]  # fmt: skip
+        methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
+        for m in methods:
+            st = S.method_style(m)
+            handles.append(
+                Line2D([], [], linestyle="none", marker=st.marker, color=st.color,
+                       markeredgecolor="white", markersize=6, label=st.label)
+            )  # fmt: skip
+
+        groups = plotted.groupby(["method", "source", "backbone", "match"], sort=True)
+        for (method, source, backbone, match), grp in groups:
+            grp = grp.sort_values("macs")
+            st = S.method_style(method)
+            faint = _RELATED_ALPHA if match == RELATED else 1.0
+            ax.scatter(grp["macs"] / scale, grp["top1"], marker=st.marker, s=44,
+                       facecolors="none", edgecolors=st.color, linewidths=1.2, alpha=faint,
+                       zorder=3)  # fmt: skip
+            if len(grp) > 1:
+                ax.plot(grp["macs"] / scale, grp["top1"], ":", color=st.color, linewidth=1.0,
+                        alpha=faint)  # fmt: skip
+            # Beside each point: the method (the plain ResNet's marker says that already,
+            # so its authors instead, to tell sources apart), and the setting on a curve.
+            tag = str(source).split(",")[0] if method == "plain" else st.label
+            for _, r in grp.iterrows():
+                text = f"{tag}, {r.setting}" if len(grp) > 1 and r.setting else tag
+                kw = {"fontsize": 6.5, "color": st.color, "style": "italic", "alpha": faint}
+                labels.append((r.macs / scale, r.top1, text, kw))
+            on = f" on {S.backbone_label(backbone)}" if match == RELATED else ""
+            legend_label = f"{st.label}, published{on}\n{short_source(source)}"
+            if legend_label not in {h.get_label() for h in handles}:
+                handles.append(
+                    Line2D([], [], linestyle="none", marker=st.marker, markerfacecolor="none",
+                           markeredgecolor=st.color, alpha=faint, markersize=6,
+                           label=legend_label)
+                )  # fmt: skip
+
+        ax.set_xlabel(S.macs_label(flops_unit))
+        ax.set_ylabel("Top-1 accuracy (%)")
+        if len(hidden):
+            low = float(shown[M.TOP1].min())
+            if len(plotted):
+                low = min(low, float(plotted["top1"].min()))
+            span = float(pts[M.TOP1].max()) - low
+            ax.set_ylim(low - max(0.08 * span, 0.2), None)
+        ax.set_title(
+            title
+            or S.title(
+                "Top-1 accuracy vs. computation",
+                dataset=dataset,
+                backbones=backbones,
+                shown=f"all {len(pts)} finished runs",
+            )
+        )
+        fig.legend(handles=handles, loc="outside right upper", fontsize=7.5)
+        note(fig, notes)
+        place_labels(fig, ax, labels, corners)
+        files = save(fig, out_stem)
+
+    csv_path = Path(out_stem).parent / f"{Path(out_stem).name}.csv"
+    cols = [
+        "run_id", "run_name", M.TAG_STAGE, M.TAG_METHOD, M.PARAM_ARCH, M.PARAM_GATE,
+        M.PARAM_VARIANT, M.PARAM_ALPHA, M.PARAM_TAU, M.FLOPS_MEAN, M.TOP1,
+    ]  # fmt: skip
+    frontier[[c for c in cols if c in frontier.columns]].to_csv(csv_path, index=False)
+    files.append(csv_path)
+    return ParetoData(
+        points=pts,
+        frontier=frontier,
+        hypervolume=hv,
+        ref_macs=ref_macs,
+        baselines_plotted=plotted,
+        baselines_listed=listed,
+        notes=notes,
+        files=files,
+        figure=fig,
+    )
