@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="space file, or a bundled space's name")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show Ray's and Tune's own output live (by default it goes to a log file)",
+    )
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     p.add_argument(
         "--address",
@@ -103,14 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     start = time.time()
     try:
-        result = run_sweep(plan, address=address, fresh=args.fresh, num_cpus=args.num_cpus)
+        result = run_sweep(
+            plan,
+            address=address,
+            fresh=args.fresh,
+            num_cpus=args.num_cpus,
+            verbose=args.verbose,
+        )
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tracker = tracker_for(plan)
     print()
     print(f"sweep {plan.sweep_id}: {result.trials} runs finished in {time.time() - start:.0f} s")
-    print(frontier_table(result))
+    print(frontier_table(result, plan))
     if result.failed:
         print(f"{len(result.failed)} failed:")
         for tid, why in sorted(result.failed.items()):

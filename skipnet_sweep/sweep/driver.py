@@ -9,6 +9,7 @@ deliberately.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.pareto import hypervolume, pareto_front
+from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
@@ -30,13 +31,16 @@ class SweepResult:
     Attributes:
         parent_run_id: the MLflow parent run.
         frontier: rows (run name, method, backbone, weight, top1, flops_mean) on the frontier.
-        failed: trial ids that failed, with their reason.
-        trials: number of finished trials (SP jobs and baselines included).
-        hypervolume: of the frontier against (plain ResNet MACs, 0% top-1).
+        failed: job ids that failed or never ran, with the reason.
+        trials: number of finished runs (shared jobs included).
+        hypervolume: of the frontier, as a share of the plain ResNet's box (top-1 in
+            [0, 100] x MACs in [0, plain]), in [0, 1].
+        rows: every finished run's row (the frontier's and the rest).
     """
 
     parent_run_id: str
     frontier: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     trials: int = 0
     hypervolume: float = 0.0
@@ -59,9 +63,35 @@ def check_resources(plan: Plan, address: str | None) -> None:
             )
 
 
-def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> None:
+def log_path(plan: Plan) -> Path:
+    """Where Ray's, Tune's and MLflow's own messages go unless ``-v``."""
+    return plan.storage / "logs" / f"{plan.sweep_id}.log"
+
+
+def route_logs(path: Path) -> None:
+    """Send the libraries' log records and Python warnings to ``path`` instead of the
+    terminal, which shows the sweep's own progress."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.captureWarnings(True)
+    roots = ("ray", "mlflow", "optuna", "alembic", "py.warnings")
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in roots]
+    for name in {*roots, *names}:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        if name in roots:
+            logger.addHandler(handler)
+            logger.propagate = False
+
+
+def start_ray(
+    plan: Plan, address: str | None, num_cpus: int | None = None, verbose: bool = False
+) -> None:
     """Join a cluster (``address`` or ``$RAY_ADDRESS``) or start a local instance; then check
-    that the cluster can serve the space (GPUs, shared storage)."""
+    that the cluster can serve the space (GPUs, shared storage). Unless ``verbose``, Ray's
+    workers keep their output in Ray's session logs and the driver's in ``log_path``."""
     import ray
 
     env = {
@@ -76,12 +106,15 @@ def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> N
         "TUNE_GLOBAL_CHECKPOINT_S": "1",
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     }
+    if not verbose:
+        # Tune's console reporter (boxes, status tables) off: the sweep prints its own lines.
+        env["RAY_AIR_NEW_OUTPUT"] = "0"
     for k, v in env.items():
         os.environ.setdefault(k, v)
     kwargs = dict(
         include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=True,
+        log_to_driver=verbose,
+        configure_logging=verbose,
         logging_level="WARNING",
         runtime_env={"env_vars": {k: os.environ[k] for k in env}},
     )
@@ -90,6 +123,8 @@ def start_ray(plan: Plan, address: str | None, num_cpus: int | None = None) -> N
     else:
         # "local": always a new instance, never one that a `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    if not verbose:
+        route_logs(log_path(plan))  # again: ray.init adds handlers of its own
     try:
         _check_cluster(plan)
     except SpaceError:
@@ -164,11 +199,14 @@ def _trial_dirname(trial, plan: Plan) -> str:
     return f"{config['method']}-optuna{config.get('optuna_trial', '')}"
 
 
-def run_jobs(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str, str]:
+def run_jobs(
+    plan: Plan, tracker: Tracker, parent: str, fresh: bool, verbose: bool = False
+) -> dict[str, str]:
     """Run every job of the plan as Tune trials of one Tuner (restored when this sweep was
     interrupted); returns why each failed or never ran, by job id."""
     from ray import tune
 
+    from skipnet_sweep.sweep.progress import ProgressCallback
     from skipnet_sweep.sweep.ray_jobs import TrackingCallback, stage_trial, trial_resources
     from skipnet_sweep.sweep.searcher import JobSearcher, SharedAwareASHA, optuna_storage
 
@@ -208,10 +246,10 @@ def run_jobs(plan: Plan, tracker: Tracker, parent: str, fresh: bool) -> dict[str
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(plan.storage / "tune"),
-                callbacks=[TrackingCallback(tracker, parent, plan)],
+                callbacks=[TrackingCallback(tracker, parent, plan), ProgressCallback(plan)],
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=1,
+                verbose=1 if verbose else 0,
             ),
         )
     grid = tuner.fit()
@@ -244,6 +282,7 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         m, p, t = run.data.metrics, run.data.params, run.data.tags
         if run.info.status != "FINISHED" or M.TOP1 not in m or M.FLOPS_MEAN not in m:
             continue
+        weight = next((k for k in (M.PARAM_ALPHA, M.PARAM_TAU) if k in p), "")
         rows.append(
             {
                 "run_id": run.info.run_id,
@@ -251,21 +290,21 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 "stage": t.get(M.TAG_STAGE, ""),
                 "method": t.get(M.TAG_METHOD, ""),
                 "backbone": p.get(M.PARAM_ARCH, ""),
-                "weight": p.get(M.PARAM_ALPHA, p.get(M.PARAM_TAU, "")),
+                "weight": f"{weight}={float(p[weight]):g}" if weight else "",
                 M.TOP1: m[M.TOP1],
                 M.FLOPS_MEAN: m[M.FLOPS_MEAN],
                 M.FLOPS_PLAIN: m.get(M.FLOPS_PLAIN, m[M.FLOPS_MEAN]),
             }
         )
-    result = SweepResult(parent, trials=len(rows))
+    result = SweepResult(parent, trials=len(rows), rows=rows)
     if not rows:
         return result
     front = set(pareto_front([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows]))
     for i, r in enumerate(rows):
         r["pareto"] = i in front
         tracker.set_tags(r["run_id"], {M.TAG_PARETO: "true" if i in front else "false"})
-    ref = max(r[M.FLOPS_PLAIN] for r in rows)
-    result.hypervolume = hypervolume([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows], ref)
+    plain = max(r[M.FLOPS_PLAIN] for r in rows)
+    result.hypervolume = normalised_hypervolume([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows], plain)
     tracker.log_metrics(parent, {M.HYPERVOLUME: result.hypervolume})
     result.frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r[M.FLOPS_MEAN])
     cols = ["run_name", "method", "backbone", "weight", M.TOP1, M.FLOPS_MEAN]
@@ -275,18 +314,51 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         + "".join(",".join(str(r[c]) for c in cols) + "\n" for r in result.frontier)
     )
     tracker.log_text(parent, csv, M.PARETO_CSV)
+    tracker.set_description(parent, frontier_table(result, plan, markdown=True))
     return result
 
 
-def frontier_table(result: SweepResult) -> str:
-    """The frontier as a table a person reads."""
-    lines = [f"{'run':<58} {'method':<12} {'top1':>7} {'MACs (M)':>10}"]
-    for r in result.frontier:
-        lines.append(
-            f"{r['run_name'][:58]:<58} {r['method']:<12} {r[M.TOP1]:>6.2f}% {r[M.FLOPS_MEAN] / 1e6:>10.3f}"
+def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -> str:
+    """The frontier as a titled table a person reads, with the plain ResNet as the
+    reference and the best SkipNet point (plain text, or Markdown for MLflow)."""
+    space = plan.space
+    title = (
+        f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
+        f" ({len(result.frontier)} of {result.trials} runs)"
+    )
+    rows = [("", r) for r in result.frontier]
+    plain = [r for r in result.rows if r["stage"] == "baseline"]
+    if plain:
+        rows.append(("reference", max(plain, key=lambda r: r[M.TOP1])))
+    skipnet = [r for r in result.rows if r["method"].startswith("skipnet-")]
+    if skipnet:
+        best = max(skipnet, key=lambda r: (r[M.TOP1], -r[M.FLOPS_MEAN]))
+        if not best["pareto"]:
+            rows.append(("best SkipNet", best))
+    header = ("run", "method", "weight", "top-1 %", "MACs (M)", "% of plain", "")
+    table = [
+        (
+            r["run_name"][:44],
+            r["method"],
+            r["weight"],
+            f"{r[M.TOP1]:.2f}",
+            f"{r[M.FLOPS_MEAN] / 1e6:.2f}",
+            f"{100 * r[M.FLOPS_MEAN] / r[M.FLOPS_PLAIN]:.1f}",
+            note,
         )
-    lines.append(f"hypervolume (top-1 % x MACs below the plain ResNet): {result.hypervolume:.4g}")
-    return "\n".join(lines)
+        for note, r in rows
+    ]
+    footer = format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)"
+    if markdown:
+        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(row) + " |" for row in table]
+        return "\n".join([*lines, "", footer])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
+    fmt = "  ".join(f"{{:{'<' if i < 3 or i == 6 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines = [title, fmt.format(*header).rstrip()]
+    lines += [fmt.format(*row).rstrip() for row in table]
+    return "\n".join([*lines, footer])
 
 
 def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
@@ -314,20 +386,28 @@ def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
 
 
 def run_sweep(
-    plan: Plan, *, address: str | None = None, fresh: bool = False, num_cpus: int | None = None
+    plan: Plan,
+    *,
+    address: str | None = None,
+    fresh: bool = False,
+    num_cpus: int | None = None,
+    verbose: bool = False,
 ) -> SweepResult:
     """Run a whole sweep: SP jobs, trials, frontier. Ray must not be running yet."""
     import ray
 
     check_resources(plan, address)
     tracker = tracker_for(plan)
-    start_ray(plan, address, num_cpus)
+    if not verbose:
+        route_logs(log_path(plan))
+        print(f"Ray, Tune and MLflow messages: {log_path(plan)}")
+    start_ray(plan, address, num_cpus, verbose)
     ship_plugins(plan)
     parent = None
     try:
         parent = open_parent(plan, tracker, fresh)
         tracker.client.update_run(parent, status="RUNNING")
-        failed = run_jobs(plan, tracker, parent, fresh)
+        failed = run_jobs(plan, tracker, parent, fresh, verbose)
         result = update_frontier(tracker, parent, plan)
         result.failed = failed
         tracker.finish(parent, "FAILED" if failed else "FINISHED")

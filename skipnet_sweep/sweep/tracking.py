@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skipnet_sweep import metrics as M
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as PARENT_TAG
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME as RUN_NAME_TAG
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
+from skipnet_sweep import metrics as M
 
 
 def default_tracking_uri(configured: str | None = None) -> str:
@@ -161,6 +162,10 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
+
+    def set_description(self, run_id: str, text: str) -> None:
+        """The run's description (Markdown, shown on its page in the MLflow UI)."""
+        self.set_tags(run_id, {MLFLOW_RUN_NOTE: text})
 
     def clear_error(self, run_id: str) -> None:
         """A run that runs again (a retry, a resumed sweep) is RUNNING and carries no error

@@ -1,0 +1,89 @@
+"""Fault injection on a real local Ray instance: a Ray Train worker killed with SIGKILL in
+the middle of a shared pre-training job. The job resumes from its last checkpoint, the
+sweep exits 0, its learning curve in MLflow has each evaluation once, and no run keeps an
+error of the failed attempt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sweep_helpers import Mlflow, ray_processes, ray_tmpdir, tracking_uri, wait_for, write_space
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.sweep import load_space, make_plan
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+
+
+def _driver(space: Path, ray_dir: str, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=ray_dir, RAY_USAGE_STATS_ENABLED="0")
+    return subprocess.Popen(
+        [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space), "--num-cpus", "2"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ray_dir,
+    )
+
+
+def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
+    space = write_space(
+        tmp_path,
+        "workerkill",
+        {
+            "baseline": False,
+            "sp": {"iterations": 120, "batch_size": 32, "eval_every": 20},
+            "alpha": [1.0],
+            "max_failures": 2,
+        },
+    )
+    plan = make_plan(load_space(str(space)))
+    (sp,) = plan.shared_jobs
+    mlflow = Mlflow(tracking_uri(tmp_path), "workerkill")
+    log = tmp_path / "driver.log"
+
+    def sp_run_with_a_checkpoint():
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited early:\n{log.read_text()[-3000:]}")
+        if not (plan.storage / "train" / sp.id).is_dir():
+            return None
+        try:
+            runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{sp.id}'")
+        except Exception:  # the store is being created by the driver
+            return None
+        if runs and mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1):
+            return runs[0]
+        return None
+
+    with ray_tmpdir("skf") as ray_dir:
+        driver = _driver(space, ray_dir, log)
+        try:
+            wait_for(sp_run_with_a_checkpoint, 240, interval=0.2, what="a first SP evaluation")
+            workers = {
+                pid: cmd for pid, cmd in ray_processes(ray_dir).items() if "RayTrainWorker" in cmd
+            }
+            assert workers, ray_processes(ray_dir)
+            os.kill(max(workers), signal.SIGKILL)
+            code = driver.wait(timeout=480)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+    out = log.read_text()
+    assert code == 0, out[-4000:]
+    children = mlflow.children(mlflow.parent().info.run_id)
+    assert len(children) == 2  # the SP job and its one trial: nothing duplicated
+    for r in children:
+        assert r.info.status == "FINISHED", r.data.tags
+        assert M.TAG_ERROR not in r.data.tags
+    (sp_run,) = [r for r in children if r.data.tags[M.TAG_TRIAL_ID] == sp.id]
+    steps = [m.step for m in mlflow.client.get_metric_history(sp_run.info.run_id, M.TOP1)]
+    # Every evaluation once, in order, through to the end, though a worker died mid-way.
+    assert steps == sorted(set(steps)) and steps[-1] == 120, steps
+    assert set(steps) == set(range(20, 121, 20))
