@@ -278,11 +278,11 @@ def test_rerun_reuses_the_sp_cache(tiny: Sweep, rerun: Rerun) -> None:
 
 def test_rerun_restores_tune_and_reruns_no_trial(tiny: Sweep, rerun: Rerun) -> None:
     assert "resuming sweep-" in rerun.out
-    assert len(rerun.rows_before) == 4
+    # Every job is a trial of the one Tuner: the shared jobs and the 4 HRL trials.
+    assert sorted(rerun.rows_before) == sorted(j.id for j in tiny.plan.jobs)
     assert rerun.rows_after == rerun.rows_before
     for run_id, info in rerun.before.items():
-        if info.stage == "hrl":
-            assert rerun.after[run_id] == info  # untouched: same end time, same metrics
+        assert rerun.after[run_id] == info  # untouched: same end time, same metrics
 
 
 def test_dry_run_after_the_sweep_marks_shared_jobs_cached(tiny: Sweep, rerun: Rerun) -> None:
