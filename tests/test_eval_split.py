@@ -15,7 +15,7 @@ from skipnet_sweep.flops import count_costs
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, evaluate, load_model
 from skipnet_sweep.stages.config import LatencyConfig
-from skipnet_sweep.stages.runner import run_stage
+from skipnet_sweep.stages.runner import run_stage, summary_line
 
 SYN = {"size": 96, "channels": 1, "image_size": 8, "classes": 4}
 FAST_LATENCY = LatencyConfig(batch_sizes=(1, 4), warmup=0, repeats=2)
@@ -159,3 +159,11 @@ def test_stage_config_round_trips_the_new_fields():
     del old["latency"], old["data"]["val_split"]  # a config saved before these fields
     restored = StageConfig.from_dict(old)
     assert restored.latency == LatencyConfig() and restored.data.val_split is None
+
+
+def test_summary_line_names_the_sets_and_the_speedup(split_run):
+    result, _, _, _, _ = split_run
+    line = summary_line(config(val_split=0.25), result.metrics)
+    assert f"val top1 {result.metrics[M.TOP1]:.2f}%" in line
+    assert f"test top1 {result.metrics[M.TEST_TOP1]:.2f}%" in line
+    assert line.endswith(f"at batch 1, {result.metrics[M.speedup(4)]:.2f}x at batch 4")

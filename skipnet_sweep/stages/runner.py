@@ -265,6 +265,16 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
     ]
     if cfg.model.gate:
         parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
+    if cfg.data.selection_set == M.SELECTION_VAL:
+        parts[1] = f"val top1 {metrics[M.TOP1]:.2f}%"
+        if M.TEST_TOP1 in metrics:
+            parts.insert(2, f"test top1 {metrics[M.TEST_TOP1]:.2f}%")
+    speedups = [b for b in cfg.latency.batch_sizes if M.speedup(b) in metrics]
+    if speedups:
+        parts.append(
+            "speed-up over plain "
+            + ", ".join(f"{metrics[M.speedup(b)]:.2f}x at batch {b}" for b in speedups)
+        )
     return " | ".join(parts)
 
 
