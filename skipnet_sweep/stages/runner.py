@@ -263,8 +263,6 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
         f"{metrics[M.COMPUTATION_PCT]:.1f}% of the plain ResNet "
         f"(reduction {metrics[M.REDUCTION_PCT]:.1f}%)",
     ]
-    if cfg.model.gate:
-        parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
     if cfg.data.selection_set == M.SELECTION_VAL:
         parts[1] = f"val top1 {metrics[M.TOP1]:.2f}%"
         if M.TEST_TOP1 in metrics:
@@ -275,6 +273,8 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
             "speed-up over plain "
             + ", ".join(f"{metrics[M.speedup(b)]:.2f}x at batch {b}" for b in speedups)
         )
+    if cfg.model.gate:
+        parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
     return " | ".join(parts)
 
 
