@@ -12,6 +12,7 @@ it looked and how to get it.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import math
 import os
@@ -35,14 +36,19 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "InMemoryImageDataset",
+    "Loaders",
     "RandomCropFlip",
     "build_datasets",
     "build_loaders",
+    "check_val_split",
     "dataset_info",
     "list_datasets",
+    "loader_options",
+    "make_loaders",
     "make_synthetic",
     "synthetic_info",
     "read_idx",
+    "split_validation",
 ]
 
 # Debian/Ubuntu's `dataset-fashion-mnist` package installs the four IDX files here.
@@ -773,53 +779,174 @@ def build_datasets(
     return train, test, info
 
 
-def build_loaders(
+def check_val_split(val_split: float | int | None) -> None:
+    """Check the form of a validation split (its size against the data is checked when the
+    split is made).
+
+    Raises:
+        ValueError: not None, a fraction in (0, 1) or a whole count >= 1.
+    """
+    ok = val_split is None or (
+        not isinstance(val_split, bool)
+        and (
+            (isinstance(val_split, int) and val_split >= 1)
+            or (isinstance(val_split, float) and 0 < val_split < 1)
+        )
+    )
+    if not ok:
+        raise ValueError(
+            f"val_split must be None, a fraction in (0, 1) or a whole count >= 1 of training "
+            f"images, got {val_split!r}"
+        )
+
+
+def _unaugmented(dataset: _Split, test: _Split) -> _Split:
+    """``dataset`` read the way ``test`` is, without the training augmentation: held-out
+    images are evaluated like test images."""
+    if isinstance(dataset, Subset):
+        return Subset(_unaugmented(dataset.dataset, test), dataset.indices)
+    if isinstance(dataset, ConcatDataset):
+        return ConcatDataset([_unaugmented(d, test) for d in dataset.datasets])
+    if isinstance(dataset, InMemoryImageDataset):
+        view = copy.copy(dataset)  # shares the image tensor
+        view.augment = None
+        return view
+    while isinstance(test, Subset):
+        test = test.dataset
+    if hasattr(dataset, "transform") and hasattr(test, "transform"):
+        # torchvision datasets (ImageNet's ImageFolder): the test set's resize and crop.
+        view = copy.copy(dataset)
+        view.transform = test.transform
+        return view
+    raise TypeError(f"cannot read a {type(dataset).__name__} without its augmentation")
+
+
+def split_validation(
+    train: _Split, test: _Split, val_split: float | int, seed: int
+) -> tuple[_Split, _Split]:
+    """Hold a validation set out of ``train``.
+
+    The held-out items are chosen by a permutation seeded by ``seed`` alone, so every
+    process (data-parallel ranks, Ray workers) that builds the same data holds out the same
+    items. They are read without augmentation, like ``test``.
+
+    Args:
+        train: the training set (after ``train_subset``).
+        test: the test set, whose transforms the validation items get.
+        val_split: a fraction in (0, 1) of ``train`` (rounded to whole items) or a count.
+        seed: seeds the permutation.
+
+    Returns:
+        ``(train, val)``: disjoint subsets whose union is ``train``.
+
+    Raises:
+        ValueError: a malformed ``val_split``, or one that leaves no training or no
+            validation item.
+    """
+    check_val_split(val_split)
+    n = len(train)  # type: ignore[arg-type]
+    n_val = val_split if isinstance(val_split, int) else round(val_split * n)
+    if not 1 <= n_val < n:
+        raise ValueError(
+            f"val_split={val_split!r} holds out {n_val} of the {n} training images; "
+            f"it must leave at least one image on each side"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx = order[:n_val].sort().values.tolist()
+    train_idx = order[n_val:].sort().values.tolist()
+    return Subset(train, train_idx), Subset(_unaugmented(train, test), val_idx)
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """What ``make_loaders`` builds.
+
+    Attributes:
+        train: shuffled training batches (without the validation items).
+        val: the held-out validation set, in order; None without a split.
+        test: the test set, in order.
+        info: the dataset's ``DatasetInfo``.
+    """
+
+    train: DataLoader[tuple[Tensor, int]]
+    val: DataLoader[tuple[Tensor, int]] | None
+    test: DataLoader[tuple[Tensor, int]]
+    info: DatasetInfo
+
+
+def loader_options(
+    num_workers: int, device: str | torch.device | None, prefetch_factor: int
+) -> dict[str, Any]:
+    """DataLoader keywords for a target device: pinned host memory when it is CUDA (copies
+    to the GPU can then be asynchronous, the loop's ``non_blocking=True``), and workers that
+    live across epochs and keep ``prefetch_factor`` batches each in flight (DataLoader
+    refuses both without workers)."""
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if prefetch_factor < 1:
+        raise ValueError(f"prefetch_factor must be >= 1, got {prefetch_factor}")
+    options: dict[str, Any] = {
+        "num_workers": num_workers,
+        "pin_memory": device is not None and torch.device(device).type == "cuda",
+    }
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=prefetch_factor)
+    return options
+
+
+def make_loaders(
     name: str,
     root: str | os.PathLike[str] | None = None,
     *,
     batch_size: int = 128,
     eval_batch_size: int | None = None,
     num_workers: int = 0,
-    pin_memory: bool = False,
+    device: str | torch.device | None = None,
+    prefetch_factor: int = 4,
+    val_split: float | int | None = None,
     seed: int = 0,
     **dataset_kwargs: Any,
-) -> tuple[DataLoader[tuple[Tensor, int]], DataLoader[tuple[Tensor, int]], DatasetInfo]:
-    """Train and test loaders for ``name``.
+) -> Loaders:
+    """Train, validation and test loaders for ``name``.
 
     The train loader shuffles with a generator seeded by ``seed`` and drops the last
-    partial batch (so every step sees ``batch_size`` items); the test loader keeps
-    order and every item. With ``num_workers=0`` augmentation draws from torch's
-    global RNG, so call ``torch.manual_seed`` too for bit-identical epochs; with
+    partial batch (so every step sees ``batch_size`` items); the validation and test
+    loaders keep order and every item. With ``num_workers=0`` augmentation draws from
+    torch's global RNG, so call ``torch.manual_seed`` too for bit-identical epochs; with
     workers it is seeded from the loader's generator.
 
     Args:
         name: a registered name (see ``list_datasets``).
         root: passed to ``build_datasets``.
         batch_size: training batch size.
-        eval_batch_size: test batch size; defaults to ``batch_size``.
+        eval_batch_size: validation and test batch size; defaults to ``batch_size``.
         num_workers: loader worker processes.
-        pin_memory: pin batches for faster host-to-GPU copies.
-        seed: seeds shuffling, and is passed to ``build_datasets``.
+        device: where the batches go; CUDA pins host memory (see ``loader_options``).
+        prefetch_factor: batches each worker prepares ahead (with workers only).
+        val_split: hold out this fraction or count of the training set (see
+            ``split_validation``), or None.
+        seed: seeds shuffling and the validation split, and is passed to
+            ``build_datasets``.
         **dataset_kwargs: the other keywords of ``build_datasets``.
 
     Returns:
-        ``(train_loader, test_loader, info)``.
+        a ``Loaders``.
 
     Raises:
-        ValueError: as ``build_datasets``, or a training set smaller than one batch.
+        ValueError: as ``build_datasets`` and ``split_validation``, or a training set
+            smaller than one batch.
     """
     train, test, info = build_datasets(name, root, seed=seed, **dataset_kwargs)
+    val = None
+    if val_split is not None:
+        train, val = split_validation(train, test, val_split, seed)
     n_train = len(train)  # type: ignore[arg-type]
     if batch_size <= 0 or n_train < batch_size:
         raise ValueError(
             f"batch_size={batch_size} must be positive and at most the {n_train} training items of {name}; "
             "drop_last would leave no batches"
         )
-    common: dict[str, Any] = {
-        "num_workers": num_workers,
-        "pin_memory": pin_memory,
-        "persistent_workers": num_workers > 0,
-    }
+    common = loader_options(num_workers, device, prefetch_factor)
     train_loader = DataLoader(
         train,
         batch_size=batch_size,
@@ -828,7 +955,25 @@ def build_loaders(
         generator=torch.Generator().manual_seed(seed),
         **common,
     )
-    test_loader = DataLoader(
-        test, batch_size=eval_batch_size or batch_size, shuffle=False, **common
-    )
-    return train_loader, test_loader, info
+
+    def ordered(dataset: _Split) -> DataLoader[tuple[Tensor, int]]:
+        return DataLoader(dataset, batch_size=eval_batch_size or batch_size, **common)
+
+    return Loaders(train_loader, None if val is None else ordered(val), ordered(test), info)
+
+
+def build_loaders(
+    name: str, root: str | os.PathLike[str] | None = None, **kwargs: Any
+) -> tuple[DataLoader[tuple[Tensor, int]], DataLoader[tuple[Tensor, int]], DatasetInfo]:
+    """``make_loaders`` without a validation split, as ``(train, test, info)``.
+
+    Args:
+        name, root, **kwargs: as ``make_loaders`` (except ``val_split``).
+
+    Returns:
+        ``(train_loader, test_loader, info)``.
+    """
+    if kwargs.get("val_split") is not None:
+        raise ValueError("build_loaders has no validation loader; use make_loaders for val_split")
+    loaders = make_loaders(name, root, **kwargs)
+    return loaders.train, loaders.test, loaders.info

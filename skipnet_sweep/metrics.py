@@ -100,3 +100,63 @@ def method_of(stage: str, gate: str | None) -> str:
     if stage in ("act", "sact"):
         return stage
     return f"skipnet-{gate}"
+
+
+# =========================================================================================
+# Selection set and final test set (validation split), and latency per run.
+# =========================================================================================
+
+# The set that every evaluation during training ran on, and so the set on which the sweep's
+# Pareto frontier, Optuna and ASHA chose (they read TOP1 and FLOPS_MEAN above): the
+# validation split when the data config holds one out, else the test set. Logged as a param
+# so a report can say "frontier chosen on test" where there was no split.
+SELECTION_SET = "selection_set"
+SELECTION_VAL = "val"
+SELECTION_TEST = "test"
+SELECTION_SETS = (SELECTION_VAL, SELECTION_TEST)
+
+# The test set is evaluated once per run, at the end; its metrics are the names above with
+# this prefix (per-gate skip ratios included: test_skip_ratio_g000, ...). Without a split
+# they are the final selection evaluation itself, so every run reports them.
+TEST_PREFIX = "test_"
+
+
+def final_test(name: str) -> str:
+    """The name of metric ``name`` measured by the final test evaluation."""
+    return TEST_PREFIX + name
+
+
+TEST_TOP1 = final_test(TOP1)
+TEST_TOP5 = final_test(TOP5)
+TEST_FLOPS_MEAN = final_test(FLOPS_MEAN)
+TEST_FLOPS_STD = final_test(FLOPS_STD)
+TEST_COMPUTATION_PCT = final_test(COMPUTATION_PCT)
+TEST_REDUCTION_PCT = final_test(REDUCTION_PCT)
+TEST_SKIP_RATIO = final_test(SKIP_RATIO)
+TEST_EVAL_METRICS = tuple(final_test(m) for m in EVAL_METRICS)
+
+# Wall-clock latency of one forward pass over a batch of b images, in milliseconds (median
+# over repeats), of the run's network as deployed (eval mode, inference mode, thresholded
+# gates on the sparse path) and of the plain ResNet of the same backbone timed interleaved
+# with it in the same process; speed-up = plain / network (> 1: the network is faster).
+LATENCY_PREFIXES = ("latency_ms_b", "latency_plain_ms_b", "speedup_b")
+
+
+def latency_ms(batch: int) -> str:
+    """Metric name of the network's latency at batch size ``batch`` (ms per batch)."""
+    return f"latency_ms_b{batch}"
+
+
+def latency_plain_ms(batch: int) -> str:
+    """Metric name of the plain ResNet's latency at batch size ``batch`` (ms per batch)."""
+    return f"latency_plain_ms_b{batch}"
+
+
+def speedup(batch: int) -> str:
+    """Metric name of the speed-up over the plain ResNet at batch size ``batch``."""
+    return f"speedup_b{batch}"
+
+
+def is_latency(name: str) -> bool:
+    """Whether ``name`` is a latency metric (a timing: it differs between identical runs)."""
+    return name.startswith(LATENCY_PREFIXES)

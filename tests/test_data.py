@@ -477,3 +477,131 @@ def test_loaders_shuffle_deterministically_and_drop_last() -> None:
     assert info.name == "synthetic"
     with pytest.raises(ValueError, match="drop_last would leave no batches"):
         build_loaders("synthetic", batch_size=64, synthetic_size=40)
+
+
+# --------------------------------------------------------------------------- validation split
+
+
+def _rows(dataset) -> set[bytes]:
+    """The items of a dataset as raw bytes (synthetic images are distinct: noise per image)."""
+    return {dataset[i][0].numpy().tobytes() for i in range(len(dataset))}
+
+
+@pytest.mark.parametrize(("val_split", "n_val"), [(0.25, 25), (0.004, None), (10, 10), (99, 99)])
+def test_validation_split_sizes(val_split, n_val) -> None:
+    train, test, _ = build_datasets("synthetic", synthetic_size=100, synthetic_image_size=8)
+    if n_val is None:  # 0.4 of an image rounds to none: refused rather than an empty set
+        with pytest.raises(ValueError, match="holds out 0 of the 100 training images"):
+            data.split_validation(train, test, val_split, seed=0)
+        return
+    kept, val = data.split_validation(train, test, val_split, seed=0)
+    assert (len(kept), len(val)) == (100 - n_val, n_val)
+
+
+def test_validation_split_is_disjoint_complete_and_seeded() -> None:
+    train, test, _ = build_datasets("synthetic", synthetic_size=100, synthetic_image_size=8)
+    kept, val = data.split_validation(train, test, 0.3, seed=3)
+    assert not set(kept.indices) & set(val.indices)
+    assert sorted(kept.indices + val.indices) == list(range(100))
+    assert not _rows(kept) & _rows(val)  # disjoint in content, not only in index
+    again_kept, again_val = data.split_validation(train, test, 0.3, seed=3)
+    assert (again_kept.indices, again_val.indices) == (kept.indices, val.indices)
+    _, other = data.split_validation(train, test, 0.3, seed=4)
+    assert other.indices != val.indices
+
+
+def test_validation_items_are_read_without_augmentation() -> None:
+    train, test, info = build_datasets("synthetic", synthetic_size=40, synthetic_image_size=8)
+    # An augmentation that changes every image, as the real datasets' crop and flip do.
+    train.augment = lambda image: 255 - image
+    kept, val = data.split_validation(train, test, 10, seed=0)
+    i = val.indices[0]
+    expected = train.images[i].float() * train._scale + train._shift
+    torch.testing.assert_close(val[0][0], expected)
+    assert not torch.equal(train[i][0], expected)  # training items stay augmented
+    assert kept.dataset is train and train.augment is not None
+
+
+def test_validation_split_of_a_torchvision_dataset_takes_the_test_transform() -> None:
+    class Folder(torch.utils.data.Dataset):
+        def __init__(self, transform):
+            self.transform = transform
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return self.transform(torch.full((1, 2, 2), float(i))), i
+
+    train, test = Folder(lambda x: -x), torch.utils.data.Subset(Folder(lambda x: x), [0])
+    _, val = data.split_validation(train, test, 2, seed=0)
+    assert all(val[k][0].min() >= 0 for k in range(2))
+
+
+def test_validation_split_of_a_subset_splits_the_subset() -> None:
+    train, test, _ = build_datasets(
+        "synthetic", synthetic_size=100, synthetic_image_size=8, train_subset=40
+    )
+    kept, val = data.split_validation(train, test, 0.25, seed=0)
+    assert (len(kept), len(val)) == (30, 10)
+    full = set(train.indices)
+    assert {train.indices[i] for i in val.indices} <= full
+
+
+@pytest.mark.parametrize("bad", [0, -1, 0.0, 1.0, 1.5, True, "0.1"])
+def test_val_split_form_is_checked_once(bad) -> None:
+    from skipnet_sweep.stages.config import DataConfig
+
+    with pytest.raises(ValueError, match=r"val_split must be None, a fraction in \(0, 1\)"):
+        DataConfig(dataset="synthetic", val_split=bad)
+
+
+def test_val_split_count_must_leave_training_images() -> None:
+    with pytest.raises(ValueError, match="holds out 40 of the 40 training images"):
+        data.make_loaders("synthetic", batch_size=4, synthetic_size=40, val_split=40)
+
+
+def test_make_loaders_with_a_split() -> None:
+    kwargs = dict(batch_size=8, synthetic_size=40, synthetic_image_size=8)
+    loaders = data.make_loaders("synthetic", seed=1, val_split=0.25, **kwargs)
+    assert len(loaders.train.dataset) == 30 and len(loaders.val.dataset) == 10
+    assert len(loaders.test.dataset) == 10 and loaders.info.name == "synthetic"
+    seen = {x.numpy().tobytes() for xb, _ in loaders.train for x in xb}
+    held = {x.numpy().tobytes() for xb, _ in loaders.val for x in xb}
+    assert len(seen) == 24 and not seen & held  # 3 full batches, none of them held out
+    assert data.make_loaders("synthetic", seed=1, **kwargs).val is None
+    with pytest.raises(ValueError, match="use make_loaders for val_split"):
+        build_loaders("synthetic", val_split=0.25, **kwargs)
+
+
+# --------------------------------------------------------------------------- loader options
+
+
+def test_loader_options_follow_device_and_workers() -> None:
+    assert data.loader_options(0, "cpu", 4) == {"num_workers": 0, "pin_memory": False}
+    assert data.loader_options(0, None, 4)["pin_memory"] is False
+    assert data.loader_options(0, "cuda", 4)["pin_memory"] is True
+    assert data.loader_options(0, torch.device("cuda", 1), 4)["pin_memory"] is True
+    assert data.loader_options(2, "cpu", 3) == {
+        "num_workers": 2,
+        "pin_memory": False,
+        "persistent_workers": True,
+        "prefetch_factor": 3,
+    }
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        data.loader_options(-1, "cpu", 4)
+    with pytest.raises(ValueError, match="prefetch_factor must be >= 1"):
+        data.loader_options(1, "cpu", 0)
+
+
+def test_loaders_get_the_options() -> None:
+    kwargs = dict(batch_size=8, synthetic_size=40, synthetic_image_size=8, val_split=8)
+    # Building does not start workers or touch CUDA, so the arguments can be read back.
+    loaders = data.make_loaders("synthetic", num_workers=2, device="cuda", **kwargs)
+    for loader in (loaders.train, loaders.val, loaders.test):
+        assert loader.pin_memory and loader.persistent_workers
+        assert loader.num_workers == 2 and loader.prefetch_factor == 4
+    plain = data.make_loaders("synthetic", **kwargs)
+    for loader in (plain.train, plain.val, plain.test):
+        assert not loader.pin_memory and not loader.persistent_workers
+        assert loader.num_workers == 0

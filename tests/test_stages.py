@@ -499,7 +499,9 @@ def test_run_stage_is_deterministic_per_seed(sp_run, tmp_path):
     first, first_path = sp_run
     again = run_stage(sp_config(), tmp_path / "again.pt", progress=False)
     run_stage(sp_config(seed=1), tmp_path / "other.pt", progress=False)
-    assert again.metrics == first.metrics
+    # Latency metrics are timings: everything else is the same.
+    untimed = lambda m: {k: v for k, v in m.items() if not M.is_latency(k)}  # noqa: E731
+    assert untimed(again.metrics) == untimed(first.metrics)
     assert again.history == first.history
     a, b, c = params(first_path), params(tmp_path / "again.pt"), params(tmp_path / "other.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,6 +11,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from skipnet_sweep import metrics as M
+from skipnet_sweep.data import check_val_split
 from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
 
 SP_GATINGS = ("hard", "soft")
@@ -30,6 +32,11 @@ class DataConfig:
         download: allow torchvision's downloader where the dataset has one (off by default:
             nothing is fetched at run time unless asked for).
         synthetic: keywords of the synthetic dataset (size, channels, image size, classes).
+        val_split: hold a validation set out of the training set (after ``train_subset``):
+            a fraction in (0, 1) or a count of images, chosen by a permutation seeded by the
+            stage's seed (the same on every process, and for SP and HRL of one sweep, which
+            share the seed); None for no split. Evaluations during training, and so model
+            selection, run on it; the test set is then evaluated once, at the end.
     """
 
     dataset: str = "fashion_mnist"
@@ -39,8 +46,21 @@ class DataConfig:
     num_workers: int = 0
     download: bool = False
     synthetic: dict = field(default_factory=dict)
+    val_split: float | int | None = None
+
+    def __post_init__(self) -> None:
+        check_val_split(self.val_split)
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+    @property
+    def selection_set(self) -> str:
+        """Where evaluations during training run: ``val`` with a split, else ``test``."""
+        return M.SELECTION_TEST if self.val_split is None else M.SELECTION_VAL
 
     def loader_kwargs(self) -> dict:
+        """Keywords of ``data.build_datasets`` plus ``num_workers`` (``val_split`` is not
+        one: ``make_loaders`` takes it separately)."""
         kw = {
             "root": self.root,
             "train_subset": self.train_subset,
@@ -159,6 +179,33 @@ def hrl_defaults(**overrides) -> TrainConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """How the finished network's latency is measured (``skipnet_sweep.latency``).
+
+    Attributes:
+        batch_sizes: batch sizes to time; () measures nothing.
+        warmup: untimed calls of each network per batch size first.
+        repeats: timed calls of each network per batch size; the median is reported.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = 5
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        sizes = tuple(self.batch_sizes)
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
+            raise ValueError(f"latency batch_sizes must be whole numbers >= 1, got {sizes}")
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"latency batch_sizes must not repeat, got {sizes}")
+        if self.warmup < 0:
+            raise ValueError(f"latency warmup must be >= 0, got {self.warmup}")
+        if self.repeats < 1:
+            raise ValueError(f"latency repeats must be >= 1, got {self.repeats}")
+        object.__setattr__(self, "batch_sizes", sizes)
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """One stage of training on one machine: model + data + optimisation.
 
@@ -172,6 +219,7 @@ class StageConfig:
             backbone from when there is no ``init`` (e.g. ImageNet-pretrained weights).
         options: settings of the stage's method beyond ``train`` (a plugin's own knobs),
             JSON-able; part of the stage's key like every other field.
+        latency: how the finished network is timed against the plain ResNet.
     """
 
     model: ModelConfig
@@ -180,6 +228,7 @@ class StageConfig:
     init: str | None = None
     backbone_weights: str | None = None
     options: dict = field(default_factory=dict)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
         if self.train.stage == "baseline" and self.model.gate is not None:
@@ -212,11 +261,16 @@ class StageConfig:
             init=d.get("init"),
             backbone_weights=d.get("backbone_weights"),
             options=dict(d.get("options") or {}),
+            # Configs saved before latency was measured lack it: they get the default.
+            latency=LatencyConfig(**d.get("latency", {})),
         )
 
     def key(self) -> str:
-        """A short hash of everything that determines the result of this stage."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """A short hash of everything that determines the result of this stage (how the
+        finished network is timed does not: ``latency`` is left out)."""
+        d = self.to_dict()
+        d.pop("latency", None)
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_train(self, **changes) -> StageConfig:

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.data import DatasetInfo, build_loaders, dataset_info, synthetic_info
+from skipnet_sweep.data import DatasetInfo, dataset_info, make_loaders, synthetic_info
 from skipnet_sweep.flops import CostTable
+from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
 from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
 from skipnet_sweep.stages.checkpoint import (
@@ -39,17 +40,22 @@ class StageResult:
     """The outcome of ``run_stage``.
 
     Attributes:
-        metrics: the final evaluation's metrics plus the last training logs.
-        evaluation: the final ``EvalResult`` (per-sample data for the paper's figures); None
-            on processes other than the main one.
+        metrics: the last training logs, the final evaluation on the selection set under the
+            plain names (``top1``, ``flops_mean``, ...), the final test evaluation under
+            ``test_*`` names and the latency metrics (``latency_ms_b1``, ...); see
+            ``skipnet_sweep.metrics``.
+        evaluation: the final test ``EvalResult`` (per-sample data for the paper's
+            figures); None on processes other than the main one.
         checkpoint: where the final checkpoint was written, if anywhere.
-        history: metrics of every evaluation, in order.
+        history: metrics of every evaluation during training (selection set), in order.
+        selection_set: the set those evaluations ran on: ``val`` or ``test`` (no split).
     """
 
     metrics: dict[str, float]
     evaluation: EvalResult | None
     checkpoint: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
+    selection_set: str = M.SELECTION_TEST
 
 
 def seed_everything(seed: int) -> None:
@@ -103,17 +109,23 @@ def run_stage(
 ) -> StageResult:
     """Train and evaluate one stage.
 
+    Every evaluation during training runs on the selection set: the validation split
+    (``cfg.data.val_split``) or, without one, the test set. At the end the test set is
+    evaluated once (without a split that is the final selection evaluation itself) and the
+    network is timed against the plain ResNet (``cfg.latency``).
+
     Args:
         cfg: the stage (``complete_model_config`` is applied).
         out: where to write the final checkpoint (only on the main process).
         device: where to run.
-        on_report: called at every evaluation, as ``on_report(step, metrics, save)``; on
-            processes other than the main one with empty metrics and ``save=None``.
+        on_report: called at every evaluation, as ``on_report(step, metrics, save)``, with
+            the selection metrics; on processes other than the main one with empty metrics
+            and ``save=None``.
         resume: a checkpoint written by ``save`` in ``on_report``, to continue from.
         progress: progress bar per epoch.
         prepare: wraps (model, train_loader) before training, e.g. for DDP.
         is_main: whether this process evaluates, reports and writes files.
-        artifacts: folder for the final evaluation's per-sample files.
+        artifacts: folder for the final test evaluation's per-sample files.
         method: the registered method that owns ``cfg.train.stage`` (its network, objective
             and cost accounting); by default the one the registry names for the stage. A
             sweep passes the method it shipped with its plan (plugins included).
@@ -123,12 +135,17 @@ def run_stage(
     """
     cfg = complete_model_config(cfg)
     seed_everything(cfg.train.seed)
-    train_loader, test_loader, info = build_loaders(
+    loaders = make_loaders(
         cfg.data.dataset,
         batch_size=cfg.train.batch_size,
         seed=cfg.train.seed,
+        device=device,
+        val_split=cfg.data.val_split,
         **cfg.data.loader_kwargs(),
     )
+    train_loader, test_loader, info = loaders.train, loaders.test, loaders.info
+    select_loader = loaders.val if loaders.val is not None else test_loader
+    selection_set = cfg.data.selection_set
     if method is None:
         method = method_for_stage(cfg.train.stage)
     model = method.build_model(cfg)
@@ -157,7 +174,9 @@ def run_stage(
             if on_report is not None:
                 on_report(state.step, {}, None)
             return
-        result = evaluate(train_model, test_loader, costs, path=cfg.train.eval_path, device=device)
+        result = evaluate(
+            train_model, select_loader, costs, path=cfg.train.eval_path, device=device
+        )
         merged = {**logs, **result.metrics}
         history.append(merged)
         last.clear()
@@ -192,12 +211,21 @@ def run_stage(
     )
     net = unwrap(state.model)
     if not is_main:
-        return StageResult({}, None, None, history)
+        return StageResult({}, None, None, history, selection_set)
     if last_eval and last_eval[0][0] == state.step:
         final = last_eval[0][1]  # the loop always evaluates at its last step
     else:
-        final = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
-    metrics = {**last, **final.metrics}
+        final = evaluate(net, select_loader, costs, path=cfg.train.eval_path, device=device)
+    if loaders.val is None:
+        test = final  # the selection set is the test set: evaluated once already
+    else:
+        test = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
+    metrics = {
+        **last,
+        **final.metrics,
+        **{M.final_test(k): v for k, v in test.metrics.items()},
+        **_latency(net, cfg, input_shape, test_loader.dataset, device),
+    }
     path = None
     if out is not None:
         payload = make_payload(
@@ -205,8 +233,29 @@ def run_stage(
         )
         path = save_checkpoint(out, payload)
     if artifacts is not None:
-        final.write_artifacts(artifacts, test_loader.dataset, mean=info.mean, std=info.std)
-    return StageResult(metrics, final, path, history)
+        test.write_artifacts(artifacts, test_loader.dataset, mean=info.mean, std=info.std)
+    return StageResult(metrics, test, path, history, selection_set)
+
+
+def _latency(
+    net: nn.Module, cfg: StageConfig, input_shape: tuple[int, ...], images, device
+) -> dict[str, float]:
+    """The finished network timed against the plain ResNet on the first test images (a
+    SkipNet's decisions, and so its time, depend on what it sees)."""
+    sizes = cfg.latency.batch_sizes
+    if not sizes:
+        return {}
+    n = min(max(sizes), len(images))
+    sample = torch.stack([images[i][0] for i in range(n)])
+    return measure_latency(
+        net,
+        input_shape,
+        device=device,
+        batch_sizes=sizes,
+        warmup=cfg.latency.warmup,
+        repeats=cfg.latency.repeats,
+        images=sample,
+    )
 
 
 def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
@@ -219,6 +268,16 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
         f"{metrics[M.COMPUTATION_PCT]:.1f}% of the plain ResNet "
         f"(reduction {metrics[M.REDUCTION_PCT]:.1f}%)",
     ]
+    if cfg.data.selection_set == M.SELECTION_VAL:
+        parts[1] = f"val top1 {metrics[M.TOP1]:.2f}%"
+        if M.TEST_TOP1 in metrics:
+            parts.insert(2, f"test top1 {metrics[M.TEST_TOP1]:.2f}%")
+    speedups = [b for b in cfg.latency.batch_sizes if M.speedup(b) in metrics]
+    if speedups:
+        parts.append(
+            "speed-up over plain "
+            + ", ".join(f"{metrics[M.speedup(b)]:.2f}x at batch {b}" for b in speedups)
+        )
     if cfg.model.gate:
         parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
     return " | ".join(parts)

@@ -1,0 +1,159 @@
+"""Latency per run: every kind of network gets the metrics, the figures are medians of
+interleaved calls, speed-up is plain / network, and the requested batch sizes are timed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.latency import measure_latency, plain_reference, time_interleaved
+from skipnet_sweep.models import GATE_DESIGNS
+from skipnet_sweep.stages.config import LatencyConfig
+
+SHAPE = (1, 16, 16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(single_thread):
+    yield
+
+
+def names(sizes) -> set[str]:
+    return {f(b) for b in sizes for f in (M.latency_ms, M.latency_plain_ms, M.speedup)}
+
+
+@pytest.mark.parametrize("gate", [None, *GATE_DESIGNS, "act", "sact"])
+def test_every_kind_of_network_gets_the_metrics(make_model, gate):
+    model = make_model("cifar_resnet8", gate, in_channels=1).train()
+    out = measure_latency(model, SHAPE, batch_sizes=(1, 3), warmup=0, repeats=3)
+    assert out.keys() == names((1, 3))
+    for b in (1, 3):
+        assert out[M.latency_ms(b)] > 0 and out[M.latency_plain_ms(b)] > 0
+        assert out[M.speedup(b)] == pytest.approx(out[M.latency_plain_ms(b)] / out[M.latency_ms(b)])
+    assert model.training  # the mode it was in is restored
+
+
+def test_the_reference_is_the_plain_resnet_of_the_backbone(make_model):
+    for gate in ("rnn", "act"):
+        ref = plain_reference(make_model("cifar_resnet14", gate, in_channels=1, num_classes=4))
+        assert ref.config.gate is None and ref.config.arch == "cifar_resnet14"
+        assert (ref.config.num_classes, ref.config.in_channels) == (4, 1)
+    gated = make_model("cifar_resnet8", "rnn")
+    state = torch.random.get_rng_state()
+    plain_reference(gated)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is untouched
+    with pytest.raises(ValueError, match="pass reference="):
+        plain_reference(nn.Linear(2, 2))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Costly(nn.Module):
+    """Advances a fake clock by ``ms`` per call (``slow`` ms on the calls listed), and
+    records the batch sizes and the call arguments it saw."""
+
+    def __init__(self, clock: FakeClock, ms: float, slow: dict[int, float] | None = None):
+        super().__init__()
+        self.clock, self.ms, self.slow = clock, ms, slow or {}
+        self.calls: list[tuple[int, str | None, str, bool, bool]] = []
+
+    def forward(self, x, mode=None, path="masked"):
+        i = len(self.calls)
+        self.calls.append(
+            (x.shape[0], mode, path, self.training, torch.is_inference_mode_enabled())
+        )
+        self.clock.t += self.slow.get(i, self.ms) / 1e3
+
+
+def test_median_ignores_slow_calls_and_speedup_is_plain_over_model():
+    clock = FakeClock()
+    # Calls 0-1 are warm-up; calls 3 and 6 of the model (timed) take 1 s instead of 2 ms.
+    model = Costly(clock, 2.0, slow={3: 1000.0, 6: 1000.0})
+    plain = Costly(clock, 5.0, slow={4: 800.0})
+    out = measure_latency(
+        model, SHAPE, batch_sizes=(1,), warmup=2, repeats=7, reference=plain, clock=clock
+    )
+    assert out[M.latency_ms(1)] == pytest.approx(2.0)
+    assert out[M.latency_plain_ms(1)] == pytest.approx(5.0)
+    assert out[M.speedup(1)] == pytest.approx(2.5)
+    # As evaluation runs a network: thresholded gates, sparse path, eval and inference mode.
+    assert {c[1:] for c in model.calls + plain.calls} == {("threshold", "sparse", False, True)}
+
+
+def test_batch_sizes_are_honoured_and_images_used():
+    clock = FakeClock()
+    model, plain = Costly(clock, 1.0), Costly(clock, 1.0)
+    images = torch.arange(3.0).view(3, 1, 1, 1).expand(3, *SHAPE).contiguous()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, 0, 0, 0].tolist()))
+    out = measure_latency(
+        model,
+        SHAPE,
+        batch_sizes=(2, 5),
+        warmup=1,
+        repeats=2,
+        reference=plain,
+        images=images,
+        clock=clock,
+    )
+    assert out.keys() == names((2, 5))
+    assert [c[0] for c in model.calls] == [2, 2, 2, 5, 5, 5]
+    assert [c[0] for c in plain.calls] == [2, 2, 2, 5, 5, 5]
+    # The given images, repeated when fewer than the batch.
+    assert seen[0] == [0.0, 1.0] and seen[-1] == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert measure_latency(model, SHAPE, batch_sizes=(), reference=plain) == {}
+    with pytest.raises(ValueError, match="expected input_shape"):
+        measure_latency(model, (3, 8, 8), batch_sizes=(1,), reference=plain, images=images)
+    with pytest.raises(ValueError, match="batch sizes >= 1"):
+        measure_latency(model, SHAPE, batch_sizes=(0,), reference=plain)
+
+
+def test_interleaving_flips_the_order_every_round():
+    order = []
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    times = time_interleaved(fns, warmup=1, repeats=3)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert all(len(v) == 3 and all(t >= 0 for t in v) for v in times.values())
+
+
+def test_sparse_skipping_network_is_faster_than_plain_in_its_own_time(make_model):
+    """A SkipNet whose gates close every block computes only the stem, the first block and
+    the head: with the work of a whole network at stake the ratio is unambiguous even on a
+    loaded machine."""
+    model = make_model("cifar_resnet20", "ff2", in_channels=1)
+    with torch.no_grad():
+        for gate in model.gates:
+            gate.fc.bias.fill_(-100.0)
+    out = measure_latency(model, (1, 28, 28), batch_sizes=(16,), warmup=1, repeats=5)
+    assert out[M.speedup(16)] > 1.5, out
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"batch_sizes": (0,)}, "whole numbers >= 1"),
+        ({"batch_sizes": (1.5,)}, "whole numbers >= 1"),
+        ({"batch_sizes": (4, 4)}, "must not repeat"),
+        ({"warmup": -1}, "warmup must be >= 0"),
+        ({"repeats": 0}, "repeats must be >= 1"),
+    ],
+)
+def test_latency_config_is_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        LatencyConfig(**kw)
+
+
+def test_latency_config_round_trips_and_can_be_disabled():
+    assert LatencyConfig(batch_sizes=[1, 8]).batch_sizes == (1, 8)
+    assert LatencyConfig(batch_sizes=()).batch_sizes == ()
+    assert math.isclose(LatencyConfig().repeats, 20)
