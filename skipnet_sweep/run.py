@@ -24,7 +24,7 @@ from skipnet_sweep.sweep.space import (
     path_problems,
     split_sizes,
 )
-from skipnet_sweep.yamlio import MAX_LINE, YamlError, one_line, read_yaml_value
+from skipnet_sweep.yamlio import MAX_LINE, OneLineParser, YamlError, one_line, read_yaml_value
 
 DEFAULT_SPACE = "quickstart"
 # A plan with more runs than this gets a summary (runs per axis, compute) before its listing.
@@ -54,7 +54,7 @@ FLAG_APPLIES = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m skipnet_sweep.run",
         description=__doc__,
         epilog=f"bundled spaces (--space NAME): {', '.join(bundled_spaces()) or 'none found'}",

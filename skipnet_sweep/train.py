@@ -34,7 +34,7 @@ from skipnet_sweep.stages import (
     summary_line,
 )
 from skipnet_sweep.stages.config import STAGES, hrl_defaults
-from skipnet_sweep.yamlio import one_line
+from skipnet_sweep.yamlio import OneLineParser
 
 # The TrainConfig fields each stage reads. A stage's flags are built from exactly these:
 # type and default from the field, help from TrainConfig's docstring, so a flag of another
@@ -71,13 +71,6 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 # Stages that choose a gate design; the others train the plain ResNet or their own halting
 # units.
 GATED_STAGES = ("sp", "hrl")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``error: PROG: what``), exit code 2."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, one_line(f"error: {self.prog}: {message}") + "\n")
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -164,7 +157,7 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
     Returns:
         The parser.
     """
-    s = parser or _Parser(prog=f"python -m skipnet_sweep.train {stage}")
+    s = parser or OneLineParser(prog=f"python -m skipnet_sweep.train {stage}")
     model = s.add_argument_group("model")
     model.add_argument(
         "--arch",
@@ -209,7 +202,7 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m skipnet_sweep.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

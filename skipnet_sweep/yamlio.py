@@ -1,4 +1,5 @@
-"""The one YAML reader of the project: space files and ``--set`` values.
+"""The one reader of user input: YAML (space files and ``--set`` values), and the one-line
+error format of the command lines (``one_line``, ``OneLineParser``).
 
 ``yaml.safe_load`` is safe against code execution but not against the other ways a file
 can go wrong, and each of them used to end in a traceback or a line of hundreds of
@@ -18,8 +19,10 @@ megabytes. This reader:
 
 from __future__ import annotations
 
+import argparse
 import re
 import reprlib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 # A space file is a few kilobytes; a megabyte is a mistake (a data file passed as --space).
 MAX_FILE_BYTES = 1 << 20
-# Nodes after every alias is expanded: the bundled spaces have about 150.
-MAX_NODES = 100_000
+# Values (nodes) in a document, counted as written and again with every alias expanded:
+# the bundled spaces have about 150. The bound also bounds the time: the pure-Python
+# parser needs about 0.1 ms per value.
+MAX_NODES = 10_000
 # Nesting of mappings and lists: the schema nests four levels deep.
 MAX_DEPTH = 64
 MAX_LINE = 300
@@ -71,6 +76,14 @@ def one_line(text: str, limit: int = MAX_LINE) -> str:
     return f"{text[: keep - keep // 3]} ... {text[-(keep // 3) :]}"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``error: PROG: what``), exit
+    code 2, like every other refusal of the command lines."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, one_line(f"error: {self.prog}: {message}") + "\n")
+
+
 class _Loader(yaml.SafeLoader):
     """``SafeLoader`` with YAML 1.2 floats and duplicate keys refused."""
 
@@ -96,12 +109,19 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         # The composer recurses once per level: stop at MAX_DEPTH, long before Python's
-        # recursion limit (whose RecursionError takes seconds to unwind 1000 frames).
+        # recursion limit (whose RecursionError takes seconds to unwind 1000 frames); and
+        # stop at MAX_NODES values, before parsing a megabyte of them takes a minute.
         self._depth = getattr(self, "_depth", 0) + 1
+        self._nodes = getattr(self, "_nodes", 0) + 1
         try:
+            mark = self.peek_event().start_mark
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
                 raise YamlError(f"line {mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
+            if self._nodes > MAX_NODES:
+                raise YamlError(
+                    f"line {mark.line + 1}: more than {MAX_NODES} values; a space file holds "
+                    "a few hundred"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -129,8 +149,8 @@ def _check_size(root: Node) -> None:
             size[key] = 1 + sum(size[id(c)] for c in _children(node))
             if size[key] > MAX_NODES:
                 raise YamlError(
-                    f"line {node.start_mark.line + 1}: aliases expand to more than {MAX_NODES} "
-                    "values; write the values out instead of nesting aliases"
+                    f"line {node.start_mark.line + 1}: more than {MAX_NODES} values once aliases "
+                    "are expanded; a space file holds a few hundred"
                 )
         elif key not in size:
             if key in on_path:

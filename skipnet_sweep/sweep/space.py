@@ -390,7 +390,7 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SpaceError(f"override {show(key)}: {show(part)} is not a mapping")
+            raise SpaceError(f"override {_key(key)}: {_key(part)} is not a mapping")
     node[parts[-1]] = value
 
 
@@ -691,9 +691,10 @@ def _storage_problem(path: str) -> str | None:
     if not os.path.isdir(target):
         if str(target) == path:
             return f"{path} is a file, not a folder"
-        return f"{path} cannot be created: {target} is a file"
+        return f"{target} is a file (to create {Path(path).relative_to(target)} in)"
     if not os.access(target, os.W_OK | os.X_OK):
-        return f"{path} cannot be written: {target} is not writable by this user"
+        inside = "" if str(target) == path else f" (to create {Path(path).relative_to(target)})"
+        return f"{target} is not writable by this user{inside}"
     return None
 
 
