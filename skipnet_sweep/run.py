@@ -11,6 +11,7 @@ Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -164,77 +165,86 @@ def _refuse_inapplicable(space: Space, flags: dict) -> None:
 
 
 def summary(plan) -> list[str]:
-    """Runs per axis and a compute estimate (optimiser steps, and steps x batch images),
-    from the plan's public attributes; printed before the listing of a large plan."""
+    """Jobs per method and axis, and a compute estimate (optimiser steps, and steps x batch
+    images), from the plan's public attributes; printed before the listing of a large plan.
+
+    Args:
+        plan: a ``sweep.plan.Plan``.
+
+    Returns:
+        The lines.
+    """
     from skipnet_sweep.stages.loop import total_steps
-    from skipnet_sweep.sweep.plan import Point
 
     space = plan.space
     sizes = split_sizes(space.dataset)
     train_images = sizes[0] if sizes else None
     if train_images is not None and space.dataset.train_subset is not None:
         train_images = min(train_images, space.dataset.train_subset)
+    uncounted = 0
 
     def cost(stage) -> tuple[int, int]:
+        nonlocal uncounted
         t = stage.train
         if t.iterations is None and train_images is None:
+            uncounted += 1
             return 0, 0
         steps = total_steps(t, (train_images or 0) // t.batch_size)
         return steps, steps * t.batch_size
 
-    kinds = Counter(job.kind for job in plan.sp_jobs)
-    per_kind = Counter(p.stage for p in plan.points)
-    pairs = sorted({(p.backbone, p.gate) for p in plan.points if p.stage == "hrl"})
-    lines = [
-        f"summary of sweep {plan.sweep_id}:",
-        f"  SP/baseline jobs: {len(plan.sp_jobs)} = {kinds['sp']} SP (one per backbone and "
-        f"gate) + {kinds['baseline']} baseline (one per backbone)",
-    ]
-    compute: dict[str, tuple[int, int]] = {"SP/baseline": (0, 0)}
-
-    def add(label: str, steps_images: tuple[int, int], times: int = 1) -> None:
-        s0, i0 = compute.get(label, (0, 0))
-        compute[label] = (s0 + times * steps_images[0], i0 + times * steps_images[1])
-
-    for job in plan.sp_jobs:
-        add("SP/baseline", cost(job.stage))
-    if space.search.algorithm == "optuna":
+    groups: dict[str, list] = {}
+    for job in plan.jobs:
+        label = "shared pre-training" if job.shared else f"{plan.method(job.method).label} trials"
+        groups.setdefault(label, []).append(job)
+    lines = [f"summary of sweep {plan.sweep_id}:"]
+    compute: dict[str, tuple[int, int]] = {}
+    for label, jobs in groups.items():
+        if jobs[0].shared:
+            kinds = Counter(j.stage.train.stage for j in jobs)
+            detail = " + ".join(f"{n} {k}" for k, n in kinds.items())
+        else:
+            detail = _per_axis(jobs)
+        lines.append(f"  {label}: {len(jobs)} = {detail}")
+        costs = [cost(j.stage) for j in jobs]
+        compute[label] = (sum(c[0] for c in costs), sum(c[1] for c in costs))
+    adaptive = plan.adaptive
+    if adaptive is not None:
+        method, axes = adaptive
         n = space.search.num_samples
-        lines.append(
-            f"  HRL trials: {n} optuna samples over {len(space.backbones)} backbones x "
-            f"{len(space.gates)} gates, alpha {_alpha(space)}"
-        )
-        probe = Point("hrl", space.backbones[0], space.gates[0], "hrl+sp", 0.0)
-        add("HRL", cost(plan.trial_stage(probe)), n)
-    else:
-        variants, alphas = len(space.hrl.variants), len(space.alpha.grid)
-        lines.append(
-            f"  HRL trials: {per_kind['hrl']} = {len(pairs)} (backbone, gate) pairs x "
-            f"{variants} variants x {alphas} alpha"
-        )
-    for kind in ("act", "sact"):
-        spec = getattr(space.baselines, kind)
-        if spec is not None:
-            lines.append(
-                f"  {kind.upper()} trials: {per_kind[kind]} = {len(space.backbones)} backbones x "
-                f"{len(spec.tau.grid)} tau"
-            )
-    for p in plan.points:
-        add(p.stage.upper(), cost(plan.trial_stage(p)))
+        names = ", ".join(axes)
+        lines.append(f"  {method.label} trials: {n} optuna samples over {names}")
+        # Every sample trains as long; the first value of each axis stands for all.
+        sample = {k: v[1][0] if v[0] == "categorical" else v[1] for k, v in axes.items()}
+        steps, images = cost(plan.sampled_job(method.name, sample).stage)
+        compute[f"{method.label} samples"] = (n * steps, n * images)
     steps = sum(s for s, _ in compute.values())
     images = sum(i for _, i in compute.values())
     parts = ", ".join(f"{k} {s:,}" for k, (s, _) in compute.items())
     lines.append(
         f"  compute: {steps:,} optimiser steps ({parts}); {images:,} images (steps x batch)"
     )
-    if train_images is None:
-        lines.append("  (runs given in epochs are not counted: the dataset's size is not known)")
+    if uncounted:
+        lines.append(
+            f"  ({uncounted} runs given in epochs not counted: the dataset's size is unknown)"
+        )
     return lines
 
 
-def _alpha(space: Space) -> str:
-    a = space.alpha
-    return f"{a.distribution}[{a.low:g}, {a.high:g}]" if not a.is_grid else str(list(a.grid))
+def _per_axis(jobs) -> str:
+    """``jobs`` counted per coordinate, e.g. ``3 backbone x 2 gate x 12 alpha``. Where not
+    every combination runs (per-backbone gates), the leading axes are counted together:
+    ``6 (backbone, gate) x 3 variant x 12 alpha``."""
+    names = [name for name, _ in jobs[0].coords]
+    rows = [tuple(dict(j.coords).get(n) for n in names) for j in jobs]
+    for k in range(1, len(names) + 1):
+        head = len({r[:k] for r in rows})
+        tail = [len({r[i] for r in rows}) for i in range(k, len(names))]
+        if head * math.prod(tail) == len(jobs):
+            first = names[0] if k == 1 else f"({', '.join(names[:k])})"
+            return " x ".join(
+                [f"{head} {first}"] + [f"{n} {names[k + i]}" for i, n in enumerate(tail)]
+            )
+    return f"{len(jobs)} distinct ({', '.join(names)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         from skipnet_sweep.sweep.driver import tracker_for
 
-        if len(plan.sp_jobs) + len(plan.points) > LARGE_PLAN or space.search.algorithm == "optuna":
+        if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
             print("\n".join(summary(plan)))
         print(plan.describe())
         t = tracker_for(plan)

@@ -339,7 +339,8 @@ def test_exponent_floats_in_the_file_and_in_set_are_the_same_number(folder: Path
     plain = write(folder, tiny_yaml(), "plain.yaml")
     written = write(folder, tiny_yaml().replace("rl_weight: 1.0", "rl_weight: 1.0\n  lr: 1e-3"))
     from_file = make_plan(load_space(str(written)))
-    assert {from_file.trial_stage(p).train.lr for p in from_file.points} == {0.001}
+    hrl = [j for j in from_file.trials if j.method == "skipnet"]
+    assert {from_file.stage_of(j).train.lr for j in hrl} == {0.001}
     code, out, err = run(["--space", str(plain), "--dry-run", "--set", "hrl.lr=1e-3"])
     assert code == 0, err
     assert f"sweep {from_file.sweep_id} " in out  # the same space, the same sweep
@@ -366,9 +367,7 @@ def test_dry_run_of_a_bundled_gpu_space_summarises_then_lists(folder: Path, name
     code, out, err = run(["--space", name, "--dry-run", "--storage-path", str(folder / "runs")])
     assert code == 0, err
     assert out.index("summary of sweep") < out.index("sweep " + name) < out.index("not ready")
-    assert re.search(
-        r"HRL trials: \d+ = \d+ \(backbone, gate\) pairs x \d+ variants x \d+ alpha", out
-    )
+    assert re.search(r"SkipNet trials: \d+ = \d+ (backbone x \d+ gate|\(backbone, gate\)) x", out)
     assert re.search(r"compute: [\d,]+ optimiser steps .*; [\d,]+ images \(steps x batch\)", out)
     assert f"dataset.root: {space.dataset.root} does not exist" in out
     assert files_under(folder) == set()
@@ -381,15 +380,15 @@ def test_summary_counts_trials_per_axis_and_compute(folder: Path) -> None:
     plan = make_plan(load_space(str(path)))
     code, out, err = run(["--space", str(path), "--dry-run"])
     assert code == 0, err
-    assert "HRL trials: 16 = 2 (backbone, gate) pairs x 2 variants x 4 alpha" in out
-    assert "ACT trials: 2 = 1 backbones x 2 tau" in out
-    assert "SP/baseline jobs: 3 = 2 SP (one per backbone and gate) + 1 baseline" in out
+    assert "SkipNet trials: 16 = 1 backbone x 2 gate x 2 variant x 4 alpha" in out
+    assert "ACT trials: 2 = 1 backbone x 2 tau" in out
+    assert "shared pre-training: 3 = 1 baseline + 2 sp" in out
     # SP and baseline 6 steps of 32; HRL+SP 4 steps, RL 6 + 4; ACT 3 steps of 16.
     sp, hrl, act = 3 * 6, 8 * 4 + 8 * 10, 2 * 3
     images = sp * 32 + hrl * 32 + act * 16
     assert f"compute: {sp + hrl + act:,} optimiser steps" in out
     assert f"{images:,} images (steps x batch)" in out
-    assert len(plan.points) == 18
+    assert len(plan.trials) == 18
 
 
 def test_sweep_id_does_not_depend_on_the_working_directory(tmp_path: Path) -> None:
@@ -425,7 +424,7 @@ def test_num_samples_applies_to_the_optuna_search(folder: Path) -> None:
     path = write(folder, tiny_yaml(changes))
     code, out, err = run(["--space", str(path), "--dry-run", "--num-samples", "5"])
     assert code == 0, err
-    assert "HRL trials: 5 optuna samples" in out
+    assert "SkipNet trials: 5 optuna samples" in out
     grid = write(folder, tiny_yaml(), "grid.yaml")
     code, _, err = run(["--space", str(grid), "--dry-run", "--num-samples", "5"])
     assert code == 2 and "--num-samples does not apply" in err
