@@ -33,12 +33,12 @@ from skipnet_sweep.stages import (
     run_stage,
     summary_line,
 )
-from skipnet_sweep.stages.config import STAGES, hrl_defaults
+from skipnet_sweep.stages.config import hrl_defaults
 from skipnet_sweep.yamlio import OneLineParser
 
-# The TrainConfig fields each stage reads. A stage's flags are built from exactly these:
-# type and default from the field, help from TrainConfig's docstring, so a flag of another
-# stage is an error, not a silent no-op, and a new field needs only an entry here.
+# The TrainConfig fields each built-in stage reads. A stage's flags are built from exactly
+# these: type and default from the field, help from TrainConfig's docstring, so a flag of
+# another stage is an error, not a silent no-op, and a new field needs only an entry here.
 OPTIMISER_FIELDS = (
     "iterations",
     "epochs",
@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for stage in STAGES:  # a stage without a STAGE_FIELDS entry fails here, loudly
+    for stage in STAGE_FIELDS:
         stage_parser(stage, sub.add_parser(stage, help=f"train the {stage} stage"))
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("--checkpoint", required=True, help="the checkpoint to evaluate")

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.methods import stage_names
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, run_stage
 from skipnet_sweep.train import STAGE_FIELDS, _parser, _stage_config, field_help, main, stage_parser
@@ -267,6 +268,7 @@ def test_hrl_help_shows_the_hrl_recipe_defaults():
 
 def test_every_train_config_field_is_a_flag_of_some_stage():
     """A new TrainConfig field must get a STAGE_FIELDS entry (and a docstring line)."""
+    assert set(STAGE_FIELDS) <= set(stage_names())
     used = {name for names in STAGE_FIELDS.values() for name in names}
     assert used == {f.name for f in fields(TrainConfig)} - {"stage"}
     described = field_help(TrainConfig)
