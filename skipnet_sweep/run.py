@@ -11,26 +11,62 @@ Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad
 from __future__ import annotations
 
 import argparse
-import contextlib
+import math
 import os
 import sys
 import time
+from collections import Counter
 
-import yaml
-
-from skipnet_sweep.sweep.space import SpaceError, load_space
+from skipnet_sweep.sweep.space import (
+    Space,
+    SpaceError,
+    bundled_spaces,
+    load_space,
+    path_problems,
+    split_sizes,
+)
+from skipnet_sweep.yamlio import MAX_LINE, OneLineParser, YamlError, one_line, read_yaml_value
 
 DEFAULT_SPACE = "quickstart"
+# A plan with more runs than this gets a summary (runs per axis, compute) before its listing.
+LARGE_PLAN = 20
+
+# Flags that override a space field: flag (argparse dest) -> dotted field.
+FLAG_FIELDS = {
+    "storage_path": "storage_path",
+    "tracking_uri": "mlflow.tracking_uri",
+    "experiment": "mlflow.experiment",
+    "data_root": "dataset.root",
+    "max_concurrent_trials": "max_concurrent_trials",
+    "num_samples": "search.num_samples",
+}
+# Flags that only some spaces use: flag -> (does it apply to this space, why not). A flag
+# that would be ignored is refused, not dropped (an ignored --num-samples changed the id).
+FLAG_APPLIES = {
+    "num_samples": (
+        lambda space: space.search.algorithm == "optuna",
+        "only the optuna search samples; this space's grid runs each point once",
+    ),
+    "data_root": (
+        lambda space: space.dataset.name != "synthetic",
+        "the synthetic dataset is generated and reads no files",
+    ),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m skipnet_sweep.run",
         description=__doc__,
+        epilog=f"bundled spaces (--space NAME): {', '.join(bundled_spaces()) or 'none found'}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="space file, or a bundled space's name")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and what this machine lacks to run it (data, storage), then exit",
+    )
     p.add_argument(
         "-v",
         "--verbose",
@@ -43,45 +79,178 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
     )
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    p.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (no --address)"
+    )
     p.add_argument("--storage-path", default=None, help="override storage_path")
     p.add_argument("--tracking-uri", default=None, help="override mlflow.tracking_uri")
     p.add_argument("--experiment", default=None, help="override mlflow.experiment")
     p.add_argument("--data-root", default=None, help="override dataset.root")
-    p.add_argument("--max-concurrent-trials", type=int, default=None)
-    p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
+    p.add_argument(
+        "--max-concurrent-trials", type=int, default=None, help="override max_concurrent_trials"
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="override search.num_samples (optuna search only)",
+    )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="override any field, e.g. --set hrl.iterations=50 (repeatable)",
+        help="override any field, e.g. --set hrl.iterations=50 (repeatable; VALUE is YAML)",
     )
     return p
 
 
-def _overrides(args: argparse.Namespace) -> dict:
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _set_overrides(items: list[str]) -> dict:
+    """``--set FIELD=VALUE`` items as dotted keys, each VALUE read as YAML."""
     out = {}
-    for flag, key in (
-        ("storage_path", "storage_path"),
-        ("tracking_uri", "mlflow.tracking_uri"),
-        ("experiment", "mlflow.experiment"),
-        ("data_root", "dataset.root"),
-        ("max_concurrent_trials", "max_concurrent_trials"),
-        ("num_samples", "search.num_samples"),
-    ):
-        if getattr(args, flag) is not None:
-            out[key] = getattr(args, flag)
-    for item in args.set:
-        key, sep, value = item.partition("=")
+    for item in items:
+        key, sep, text = item.partition("=")
         if not sep or not key:
-            raise SpaceError(f"--set {item!r}: expected FIELD=VALUE")
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                parsed = float(parsed)
-        out[key] = parsed
+            raise SpaceError(f"--set {one_line(item, 60)!r}: expected FIELD=VALUE")
+        if key in out:
+            raise SpaceError(f"--set {one_line(key, 60)}: given twice; give each field once")
+        try:
+            out[key] = read_yaml_value(text)
+        except YamlError as err:
+            raise SpaceError(f"--set {one_line(key, 60)}: {err}") from None
     return out
+
+
+def _load(args: argparse.Namespace) -> Space:
+    """The space with ``--set`` and the flags applied, paths not checked yet; a flag that
+    does not apply to it is refused by name.
+
+    Raises:
+        SpaceError: one line.
+    """
+    sets = _set_overrides(args.set)
+    flags = {dest: getattr(args, dest) for dest in FLAG_FIELDS if getattr(args, dest) is not None}
+    for dest in flags:
+        if FLAG_FIELDS[dest] in sets:
+            raise SpaceError(
+                f"{_flag(dest)} and --set {FLAG_FIELDS[dest]}=... set the same field; give one"
+            )
+    if args.num_cpus is not None and (args.address or os.environ.get("RAY_ADDRESS")):
+        raise SpaceError(
+            "--num-cpus: sizes a local Ray instance; with --address (or $RAY_ADDRESS) the "
+            "cluster's own CPUs are used"
+        )
+    overrides = {**sets, **{FLAG_FIELDS[dest]: value for dest, value in flags.items()}}
+    try:
+        space = load_space(args.space, overrides, check_paths=False)
+    except SpaceError as err:
+        if not flags:
+            raise
+        # A flag the space does not take (--num-samples on a grid) is invalid there as a
+        # field too: name the flag, which is what the user typed.
+        try:
+            base = load_space(args.space, sets, check_paths=False)
+        except SpaceError:
+            raise err from None
+        _refuse_inapplicable(base, flags)
+        raise
+    _refuse_inapplicable(space, flags)
+    return space
+
+
+def _refuse_inapplicable(space: Space, flags: dict) -> None:
+    for dest in flags:
+        if dest in FLAG_APPLIES:
+            applies, why = FLAG_APPLIES[dest]
+            if not applies(space):
+                raise SpaceError(f"{space.source}: {_flag(dest)} does not apply: {why}")
+
+
+def summary(plan) -> list[str]:
+    """Jobs per method and axis, and a compute estimate (optimiser steps, and steps x batch
+    images), from the plan's public attributes; printed before the listing of a large plan.
+
+    Args:
+        plan: a ``sweep.plan.Plan``.
+
+    Returns:
+        The lines.
+    """
+    from skipnet_sweep.stages.loop import total_steps
+
+    space = plan.space
+    sizes = split_sizes(space.dataset)
+    train_images = sizes[0] if sizes else None
+    if train_images is not None and space.dataset.train_subset is not None:
+        train_images = min(train_images, space.dataset.train_subset)
+    uncounted = 0
+
+    def cost(stage) -> tuple[int, int]:
+        nonlocal uncounted
+        t = stage.train
+        if t.iterations is None and train_images is None:
+            uncounted += 1
+            return 0, 0
+        steps = total_steps(t, (train_images or 0) // t.batch_size)
+        return steps, steps * t.batch_size
+
+    groups: dict[str, list] = {}
+    for job in plan.jobs:
+        label = "shared pre-training" if job.shared else f"{plan.method(job.method).label} trials"
+        groups.setdefault(label, []).append(job)
+    lines = [f"summary of sweep {plan.sweep_id}:"]
+    compute: dict[str, tuple[int, int]] = {}
+    for label, jobs in groups.items():
+        if jobs[0].shared:
+            kinds = Counter(j.stage.train.stage for j in jobs)
+            detail = " + ".join(f"{n} {k}" for k, n in kinds.items())
+        else:
+            detail = _per_axis(jobs)
+        lines.append(f"  {label}: {len(jobs)} = {detail}")
+        costs = [cost(j.stage) for j in jobs]
+        compute[label] = (sum(c[0] for c in costs), sum(c[1] for c in costs))
+    adaptive = plan.adaptive
+    if adaptive is not None:
+        method, axes = adaptive
+        n = space.search.num_samples
+        names = ", ".join(axes)
+        lines.append(f"  {method.label} trials: {n} optuna samples over {names}")
+        # Every sample trains as long; the first value of each axis stands for all.
+        sample = {k: v[1][0] if v[0] == "categorical" else v[1] for k, v in axes.items()}
+        steps, images = cost(plan.sampled_job(method.name, sample).stage)
+        compute[f"{method.label} samples"] = (n * steps, n * images)
+    steps = sum(s for s, _ in compute.values())
+    images = sum(i for _, i in compute.values())
+    parts = ", ".join(f"{k} {s:,}" for k, (s, _) in compute.items())
+    lines.append(
+        f"  compute: {steps:,} optimiser steps ({parts}); {images:,} images (steps x batch)"
+    )
+    if uncounted:
+        lines.append(
+            f"  ({uncounted} runs given in epochs not counted: the dataset's size is unknown)"
+        )
+    return lines
+
+
+def _per_axis(jobs) -> str:
+    """``jobs`` counted per coordinate, e.g. ``3 backbone x 2 gate x 12 alpha``. Where not
+    every combination runs (per-backbone gates), the leading axes are counted together:
+    ``6 (backbone, gate) x 3 variant x 12 alpha``."""
+    names = [name for name, _ in jobs[0].coords]
+    rows = [tuple(dict(j.coords).get(n) for n in names) for j in jobs]
+    for k in range(1, len(names) + 1):
+        head = len({r[:k] for r in rows})
+        tail = [len({r[i] for r in rows}) for i in range(k, len(names))]
+        if head * math.prod(tail) == len(jobs):
+            first = names[0] if k == 1 else f"({', '.join(names[:k])})"
+            return " x ".join(
+                [f"{head} {first}"] + [f"{n} {names[k + i]}" for i, n in enumerate(tail)]
+            )
+    return f"{len(jobs)} distinct ({', '.join(names)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,20 +258,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from skipnet_sweep.sweep.plan import make_plan
 
-        space = load_space(args.space, _overrides(args))
+        space = _load(args)
+        missing = path_problems(space)
+        if missing and not args.dry_run:
+            raise SpaceError(f"{space.source}: {missing[0]}")
         try:
             plan = make_plan(space)
         except SpaceError as err:
             raise SpaceError(f"{space.source}: {err}") from None
     except SpaceError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     if args.dry_run:
         from skipnet_sweep.sweep.driver import tracker_for
 
+        if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
+            print("\n".join(summary(plan)))
         print(plan.describe())
         t = tracker_for(plan)
         print(f"  MLflow: {t.tracking_uri}, experiment {t.experiment!r}")
+        if missing:
+            print(f"not ready to run on this machine ({len(missing)}):")
+            for problem in missing:
+                print(f"  {problem}")
         return 0
     from skipnet_sweep.sweep.driver import frontier_table, run_sweep, tracker_for
 
@@ -117,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             verbose=args.verbose,
         )
     except SpaceError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     tracker = tracker_for(plan)
     print()
@@ -135,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"
     )
     return 1 if result.failed else 0
+
+
+def _error(err: Exception) -> None:
+    """The one line of a refusal on stderr, at most ``MAX_LINE`` characters."""
+    print(one_line(f"error: {err}", MAX_LINE), file=sys.stderr)
 
 
 if __name__ == "__main__":

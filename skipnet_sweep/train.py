@@ -9,9 +9,13 @@ python -m skipnet_sweep.train eval --checkpoint hrl.pt --artifacts eval/
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
-from dataclasses import fields
+import types
+import typing
+from dataclasses import MISSING, Field, fields
 
 from torch.utils.data import DataLoader
 
@@ -30,117 +34,229 @@ from skipnet_sweep.stages import (
     summary_line,
 )
 from skipnet_sweep.stages.config import hrl_defaults
+from skipnet_sweep.yamlio import OneLineParser
 
-_TRAIN_FLAGS = {f.name for f in fields(TrainConfig)} - {"stage", "lr_milestones"}
+# The TrainConfig fields each built-in stage reads. A stage's flags are built from exactly
+# these: type and default from the field, help from TrainConfig's docstring, so a flag of
+# another stage is an error, not a silent no-op, and a new field needs only an entry here.
+OPTIMISER_FIELDS = (
+    "iterations",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "nesterov",
+    "lr_milestones",
+    "lr_decay",
+    "eval_every",
+    "eval_path",
+    "seed",
+)
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "baseline": OPTIMISER_FIELDS,
+    "sp": (*OPTIMISER_FIELDS, "gating"),
+    "hrl": (
+        *OPTIMISER_FIELDS,
+        "alpha",
+        "gamma",
+        "rl_weight",
+        "supervised",
+        "cost",
+        "reward_baseline",
+    ),
+    "act": (*OPTIMISER_FIELDS, "tau"),
+    "sact": (*OPTIMISER_FIELDS, "tau"),
+}
+# Stages that choose a gate design; the others train the plain ResNet or their own halting
+# units.
+GATED_STAGES = ("sp", "hrl")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's description, from the ``Attributes:`` section of ``cls``'s docstring
+    (``name: text``, or ``a, b: text`` shared by several, continued on deeper lines)."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    _, found, section = doc.partition("Attributes:")
+    groups: list[tuple[list[str], str]] = []
+    for line in section.splitlines() if found else []:
+        head = re.fullmatch(r" {4}(\w+(?:, \w+)*): (.*)", line)
+        if head:
+            groups.append((head.group(1).split(", "), head.group(2).strip()))
+        elif line.startswith(" " * 8) and groups:
+            groups[-1] = (groups[-1][0], f"{groups[-1][1]} {line.strip()}")
+        elif line.strip() and groups:  # the next section
+            break
+    out = {}
+    for names, text in groups:
+        text = text.replace("``", "").rstrip(".")
+        for name in names:  # a shared line ("lr, momentum: SGD") says which one it is
+            out[name] = text if len(names) == 1 else f"{name.replace('_', ' ')}: {text}"
+    return out
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """``0.5,0.75`` -> (0.5, 0.75); an empty string is the empty tuple."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _add_field_flag(
+    parser: argparse.ArgumentParser, f: Field, hint, help_text: str, default
+) -> None:
+    """``--name`` for dataclass field ``f`` (type ``hint``); unset, it stays None and the
+    config's default applies."""
+    flag = "--" + f.name.replace("_", "-")
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    shown = "" if default is None else f" (default: {_show_default(default)})"
+    help_text = (help_text + shown).replace("%", "%%")
+    if base is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+    elif typing.get_origin(base) is tuple:
+        parser.add_argument(flag, type=_floats, metavar="X,Y", help=help_text)
+    elif base in (int, float, str):
+        parser.add_argument(flag, type=base, help=help_text)
+    else:
+        raise AssertionError(f"no command-line form for {f.name}: {hint}")
+
+
+def _show_default(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _train_config(stage: str, given: dict) -> TrainConfig:
+    """The stage's TrainConfig from the flags given: one epoch unless a length is given;
+    HRL starts from the paper's recipe (``hrl_defaults``)."""
+    kw = dict(given)
+    if "iterations" not in kw and "epochs" not in kw:
+        kw["epochs"] = 1.0
+    return hrl_defaults(**kw) if stage == "hrl" else TrainConfig(stage=stage, **kw)
+
+
+def _data_fields() -> list[Field]:
+    """DataConfig's fields that have a command-line form (all but the synthetic sizes)."""
+    hints = typing.get_type_hints(DataConfig)
+    return [f for f in fields(DataConfig) if hints[f.name] is not dict]
+
+
+def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
+    """The flags of one training stage: the model, the data (DataConfig's fields), the
+    stage's ``STAGE_FIELDS`` and the outputs, each with its help.
+
+    Args:
+        stage: one of ``STAGE_FIELDS``.
+        parser: the (sub)parser to fill; a new one by default.
+
+    Returns:
+        The parser.
+    """
+    s = parser or OneLineParser(prog=f"python -m skipnet_sweep.train {stage}")
+    model = s.add_argument_group("model")
+    model.add_argument(
+        "--arch",
+        default=None,
+        help="registered architecture (default: from --init, else cifar_resnet20)",
+    )
+    if stage in GATED_STAGES:
+        model.add_argument(
+            "--gate", default=None, help="ff1, ff2 or rnn (default: from --init, else rnn)"
+        )
+    model.add_argument(
+        "--init", default=None, help="checkpoint to start from (SP for HRL+SP, baseline for ACT)"
+    )
+    model.add_argument(
+        "--backbone-weights",
+        default=None,
+        help="torchvision-format ResNet state_dict to start the backbone from",
+    )
+    data = s.add_argument_group("data")
+    data_help = field_help(DataConfig)
+    data_help["dataset"] = f"{data_help.get('dataset', '')} ({', '.join(list_datasets())})"
+    data_hints = typing.get_type_hints(DataConfig)
+    for f in _data_fields():
+        default = f.default if f.default is not MISSING else None
+        _add_field_flag(data, f, data_hints[f.name], data_help.get(f.name, ""), default)
+    train = s.add_argument_group(f"{stage} stage")
+    train_help = field_help(TrainConfig)
+    train_hints = typing.get_type_hints(TrainConfig)
+    defaults = _train_config(stage, {})
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    for name in STAGE_FIELDS[stage]:
+        f = by_name[name]
+        _add_field_flag(
+            train, f, train_hints[name], train_help.get(name, ""), getattr(defaults, name)
+        )
+    out = s.add_argument_group("output")
+    out.add_argument("--out", default=None, help="where to write the final checkpoint")
+    out.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    return s
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m skipnet_sweep.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("baseline", "sp", "hrl", "act", "sact"):
-        s = sub.add_parser(name, help=f"train the {name} stage")
-        s.add_argument(
-            "--arch",
-            default=None,
-            help="registered architecture (default: from --init, else cifar_resnet20)",
-        )
-        s.add_argument(
-            "--gate", default=None, help="ff1, ff2 or rnn (default: from --init, else rnn)"
-        )
-        s.add_argument("--dataset", default="fashion_mnist", help=", ".join(list_datasets()))
-        s.add_argument("--root", default=None, help="dataset folder (default: its usual place)")
-        s.add_argument("--train-subset", type=int, default=None)
-        s.add_argument("--test-subset", type=int, default=None)
-        s.add_argument("--num-workers", type=int, default=0)
-        s.add_argument("--init", default=None, help="checkpoint to start from (SP for HRL+SP)")
-        s.add_argument(
-            "--backbone-weights",
-            default=None,
-            help="torchvision-format ResNet state_dict to start the backbone from",
-        )
-        s.add_argument("--out", default=None, help="where to write the final checkpoint")
-        s.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
-        s.add_argument(
-            "--milestones", default=None, help="lr decay points as fractions, e.g. 0.5,0.75"
-        )
-        s.add_argument("--soft", action="store_true", help="SP with soft gates (Table 3 ablation)")
-        s.add_argument("--pure-rl", action="store_true", help="HRL without the supervised term")
-        for flag in sorted(_TRAIN_FLAGS - {"gating", "supervised"}):
-            kind = {"int": int, "float": float, "bool": None}.get(
-                {f.name: f.type for f in fields(TrainConfig)}[flag].split(" ")[0], str
-            )
-            opt = "--" + flag.replace("_", "-")
-            if kind is None:
-                s.add_argument(opt, action="store_true", default=None)
-            else:
-                s.add_argument(opt, type=kind, default=None)
-        s.add_argument("--no-progress", action="store_true")
-        s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    for stage in STAGE_FIELDS:
+        stage_parser(stage, sub.add_parser(stage, help=f"train the {stage} stage"))
     e = sub.add_parser("eval", help="evaluate a checkpoint")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", required=True, help="the checkpoint to evaluate")
     e.add_argument("--dataset", default=None, help="default: the one it was trained on")
-    e.add_argument("--root", default=None)
-    e.add_argument("--test-subset", type=int, default=None)
-    e.add_argument("--path", default="sparse", choices=("sparse", "masked"))
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--artifacts", default=None)
-    e.add_argument("--json", action="store_true")
+    e.add_argument(
+        "--root", default=None, help="dataset folder (default: the one it was trained on)"
+    )
+    e.add_argument("--test-subset", type=int, default=None, help="evaluate on this many images")
+    e.add_argument("--path", default="sparse", choices=("sparse", "masked"), help="execution path")
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    e.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return p
 
 
-_HRL_ONLY = ("alpha", "gamma", "rl_weight", "cost", "reward_baseline", "pure_rl")
-_SP_ONLY = ("soft",)
-_HALTING_ONLY = ("tau",)
-
-
-def _refuse_foreign_flags(args: argparse.Namespace) -> None:
-    """A flag that the chosen stage would ignore is an error, not a silent no-op."""
-    foreign = [f for f in _HRL_ONLY if args.command != "hrl" and getattr(args, f, None)]
-    foreign += [f for f in _SP_ONLY if args.command != "sp" and getattr(args, f, None)]
-    foreign += [
-        f for f in _HALTING_ONLY if args.command not in ("act", "sact") and getattr(args, f, None)
-    ]
-    if args.command in ("baseline", "act", "sact") and args.gate not in (None, "none"):
-        foreign.append("gate")
-    if foreign:
-        flags = ", ".join("--" + f.replace("_", "-") for f in foreign)
-        raise ValueError(f"{flags} do(es) not apply to the {args.command} stage")
+def _refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
+    """Arguments the command does not take: a flag of another stage says whose it is."""
+    token = extra[0]
+    name = token.split("=", 1)[0]
+    if not name.startswith("-"):
+        raise ValueError(f"unexpected argument {token!r} for the {command} command")
+    owners = [stage for stage in STAGE_FIELDS if name in stage_parser(stage)._option_string_actions]
+    if owners:
+        raise ValueError(
+            f"{name} does not apply to the {command} stage (a flag of {', '.join(owners)})"
+        )
+    raise ValueError(f"{name}: unknown flag of {command}; see {parser.prog} {command} --help")
 
 
 def _stage_config(args: argparse.Namespace) -> StageConfig:
-    _refuse_foreign_flags(args)
     init_model = None
     if args.init:
         init_model = ModelConfig(**load_checkpoint(args.init)["model_config"])
     arch = args.arch or (init_model.arch if init_model else "cifar_resnet20")
-    if args.command in ("baseline", "act", "sact"):
-        gate = None if args.command == "baseline" else args.command
-    else:
+    if args.command in GATED_STAGES:
         gate = args.gate or (init_model.gate if init_model and init_model.gate else "rnn")
-    gate = None if gate == "none" else gate
-    train_kw = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None}
-    if args.milestones is not None:
-        train_kw["lr_milestones"] = tuple(float(v) for v in args.milestones.split(",") if v)
-    if args.soft:
-        train_kw["gating"] = "soft"
-    if args.pure_rl:
-        train_kw["supervised"] = False
-    if "iterations" not in train_kw and "epochs" not in train_kw:
-        train_kw["epochs"] = 1.0
-    if args.command == "hrl":
-        train = hrl_defaults(**train_kw)
     else:
-        train = TrainConfig(stage=args.command, **train_kw)
+        gate = None if args.command == "baseline" else args.command
+    given = {
+        k: getattr(args, k) for k in STAGE_FIELDS[args.command] if getattr(args, k) is not None
+    }
+    train = _train_config(args.command, given)
     data = DataConfig(
-        dataset=args.dataset,
-        root=args.root,
-        train_subset=args.train_subset,
-        test_subset=args.test_subset,
-        num_workers=args.num_workers,
+        **{
+            f.name: getattr(args, f.name)
+            for f in _data_fields()
+            if getattr(args, f.name) is not None
+        }
     )
     return StageConfig(
         ModelConfig(arch, gate), data, train, init=args.init, backbone_weights=args.backbone_weights
@@ -171,8 +287,11 @@ def _evaluate(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
     try:
+        if extra:
+            _refuse_extra(parser, args.command, extra)
         if args.command == "eval":
             metrics = _evaluate(args)
             line = (

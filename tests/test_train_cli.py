@@ -12,14 +12,16 @@ import contextlib
 import io
 import json
 import re
+from dataclasses import fields
 
 import pytest
 import torch
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.methods import stage_names
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, run_stage
-from skipnet_sweep.train import main
+from skipnet_sweep.train import STAGE_FIELDS, _parser, _stage_config, field_help, main, stage_parser
 
 DATA = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32"]
 FAST = [*DATA, "--batch-size", "32", "--iterations", "2", "--no-progress"]
@@ -199,7 +201,8 @@ def test_baseline_refuses_a_gate():
     [
         (["sp", "--gamma", "0.5"], "--gamma"),
         (["sp", "--alpha", "2"], "--alpha"),
-        (["hrl", "--soft"], "--soft"),
+        (["hrl", "--gating", "soft"], "--gating"),
+        (["sact", "--alpha", "1"], "--alpha"),
         (["baseline", "--tau", "0.1"], "--tau"),
         (["act", "--gate", "rnn"], "--gate"),
     ],
@@ -214,3 +217,72 @@ def test_unknown_subcommand_is_argparse_usage_error():
     with pytest.raises(SystemExit) as excinfo, contextlib.redirect_stderr(io.StringIO()):
         main(["finetune"])
     assert excinfo.value.code == 2
+
+
+def test_unknown_flag_is_one_line():
+    code, out, err = cli("sp", "--lerning-rate", "0.1")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--lerning-rate: unknown flag of sp" in err
+
+
+def test_bad_flag_value_is_one_line():
+    with pytest.raises(SystemExit) as excinfo, contextlib.redirect_stderr(io.StringIO()) as err:
+        main(["sp", "--iterations", "ten"])
+    assert excinfo.value.code == 2
+    assert err.getvalue().count("\n") == 1 and "--iterations: invalid int value" in err.getvalue()
+
+
+HRL_ONLY = {"--alpha", "--gamma", "--rl-weight", "--supervised", "--cost", "--reward-baseline"}
+
+
+@pytest.mark.parametrize("stage", list(STAGE_FIELDS))
+def test_stage_help_lists_only_its_own_flags_each_with_help(stage):
+    parser = stage_parser(stage)
+    flags = set(parser._option_string_actions)
+    expected = {"--" + name.replace("_", "-") for name in STAGE_FIELDS[stage]}
+    assert expected <= flags
+    assert flags & HRL_ONLY == (HRL_ONLY if stage == "hrl" else set())
+    assert ("--tau" in flags) == (stage in ("act", "sact"))
+    assert ("--gating" in flags) == (stage == "sp")
+    assert ("--gate" in flags) == (stage in ("sp", "hrl"))
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings
+
+
+def test_sp_help_printed_lacks_hrl_flags():
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as excinfo, contextlib.redirect_stdout(out):
+        main(["sp", "--help"])
+    assert excinfo.value.code == 0
+    text = out.getvalue()
+    assert "--gating" in text and "--lr-milestones" in text
+    for flag in (*HRL_ONLY, "--tau"):
+        assert flag not in text, flag
+    # The help comes from TrainConfig's docstring, with the stage's own defaults.
+    assert "straight-through gates (Eq. 9)" in text and "(default: 0.1)" in text
+
+
+def test_hrl_help_shows_the_hrl_recipe_defaults():
+    assert "(default: 0.0001)" in stage_parser("hrl").format_help()  # lr 1e-4, §4.1
+
+
+def test_every_train_config_field_is_a_flag_of_some_stage():
+    """A new TrainConfig field must get a STAGE_FIELDS entry (and a docstring line)."""
+    assert set(STAGE_FIELDS) <= set(stage_names())
+    used = {name for names in STAGE_FIELDS.values() for name in names}
+    assert used == {f.name for f in fields(TrainConfig)} - {"stage"}
+    described = field_help(TrainConfig)
+    assert used <= described.keys()
+    assert described["lr"].startswith("lr: ")  # a shared description names its field
+
+
+def test_flags_reach_the_config(tmp_path):
+    """The table's flags land in the stage's TrainConfig (parsed, not run)."""
+    argv = ["hrl", *DATA, "--iterations", "7", "--gamma", "0.5", "--no-supervised",
+            "--lr-milestones", "0.25,0.5", "--cost", "flops", "--reward-baseline"]  # fmt: skip
+    args, extra = _parser().parse_known_args(argv)
+    assert extra == []
+    train = _stage_config(args).train
+    assert (train.iterations, train.gamma, train.supervised) == (7, 0.5, False)
+    assert (train.lr_milestones, train.cost, train.reward_baseline) == ((0.25, 0.5), "flops", True)
+    assert train.lr == 1e-4  # the HRL recipe where no flag is given

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
@@ -17,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from skipnet_sweep.data import dataset_info, list_datasets
+from skipnet_sweep.data import list_datasets
 from skipnet_sweep.models import GATE_DESIGNS, list_models
 from skipnet_sweep.stages.config import DataConfig
+from skipnet_sweep.yamlio import YamlError, read_yaml_file, show
 
 SEARCH_ALGORITHMS = ("grid", "optuna")
 OPTUNA_SAMPLERS = ("tpe", "nsga2", "random")
@@ -28,7 +30,56 @@ HRL_VARIANTS = ("hrl+sp", "hrl+s", "rl")
 SYNTHETIC_KEYS = ("size", "channels", "image_size", "classes")
 # How a sweep is executed, not what it computes: changing these resumes the same sweep.
 EXECUTION_FIELDS = ("max_concurrent_trials", "max_failures", "resources", "mlflow")
+# Where things are, not what is computed: left out of the sweep id, so that the same
+# command run from another folder (relative paths resolve differently) is the same sweep.
+LOCATION_FIELDS = ("storage_path", "dataset.root")
 SCHEDULERS = ("asha",)
+
+# Names become MLflow experiment names and filter-string values ('...'), Ray experiment
+# folders and file names: letters, digits and . _ + - only, no quotes or slashes.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+NAME_RULE = "1 to 100 of A-Z a-z 0-9 . _ + -, starting with a letter or digit"
+# A URI with a scheme (s3://bucket/runs) is not a local path: it is neither resolved nor
+# checked here.
+URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+# Images per split of each dataset, as data.py builds it, for the checks and estimates that
+# must not read the data (DatasetInfo does not carry sizes).
+SPLIT_SIZES: dict[str, tuple[int, int]] = {
+    "fashion_mnist": (60_000, 10_000),
+    "cifar10": (50_000, 10_000),
+    "cifar100": (50_000, 10_000),
+    "svhn": (73_257 + 531_131, 26_032),  # train + extra (data.build_datasets' default)
+    "imagenet": (1_281_167, 50_000),  # ILSVRC2012 train / val
+}
+SYNTHETIC_DEFAULT_SIZE = 512  # data.build_datasets: synthetic_size; the test set is a quarter
+
+# Upper bounds far beyond any real run (ImageNet SP is 90 epochs, 450k steps of 256), so
+# that a slip (an extra digit, a value in the wrong field) is refused before it books a
+# cluster for a year. (low, high) inclusive; None for "above 0".
+MAX_STEPS = 10_000_000
+BOUNDS: dict[str, tuple[float | None, float]] = {
+    "iterations": (1, MAX_STEPS),
+    "epochs": (None, 10_000),
+    "batch_size": (1, 65_536),
+    "eval_every": (1, MAX_STEPS),
+    "num_samples": (1, 100_000),
+    "grace_period": (1, MAX_STEPS),
+    "reduction_factor": (2, 100),
+    "max_concurrent_trials": (1, 10_000),
+    "max_failures": (0, 100),
+    "workers": (1, 1_024),
+    "cpu": (0, 1_024),
+    "gpu": (0, 64),
+    "num_workers": (0, 256),
+    "seed": (0, 2**32 - 1),
+}
+SYNTHETIC_BOUNDS: dict[str, tuple[int, int]] = {
+    "size": (1, 1_000_000),
+    "channels": (1, 64),
+    "image_size": (1, 1_024),
+    "classes": (2, 100_000),  # make_synthetic needs two classes
+}
 
 # Bundled spaces live beside the package (a source checkout or an editable install).
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -203,10 +254,23 @@ class Space:
         return d
 
     def identity(self) -> dict:
-        """What the sweep computes: everything but how it is executed (``EXECUTION_FIELDS``)."""
+        """What the sweep computes, hashed into its id: everything but how it is executed
+        (``EXECUTION_FIELDS``) and where things are (``LOCATION_FIELDS``). Weights files
+        enter by file name, not by path: torchvision names its files by their content hash
+        (``resnet50-0676ba61.pth``), and a path would depend on the working directory."""
         d = self.to_dict()
         for k in EXECUTION_FIELDS:
             d.pop(k)
+        for dotted in LOCATION_FIELDS:
+            *parents, last = dotted.split(".")
+            node = d
+            for part in parents:
+                node = node[part]
+            node.pop(last)
+        d["backbone_weights"] = {
+            arch: Path(p).name if isinstance(p, str) else p
+            for arch, p in self.backbone_weights.items()
+        }
         return d
 
     def gates_for(self, arch: str) -> tuple[str, ...]:
@@ -218,6 +282,11 @@ class Space:
         return self.resources.sp.gpu > 0 or self.resources.trial.gpu > 0
 
 
+def bundled_spaces() -> list[str]:
+    """Names of the bundled spaces (``--space NAME``), sorted."""
+    return sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
+
+
 def find_space(name_or_path: str) -> Path:
     """A space file by path, or a bundled one by name (``quickstart`` or ``quickstart.yaml``)."""
     p = Path(name_or_path).expanduser()
@@ -227,39 +296,45 @@ def find_space(name_or_path: str) -> Path:
     bundled = SPACES_DIR / stem
     if bundled.is_file():
         return bundled
-    names = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
     raise SpaceError(
-        f"{name_or_path}: no such space file; bundled spaces: {', '.join(names) or 'none found'}"
+        f"{name_or_path}: no such space file; bundled spaces: "
+        f"{', '.join(bundled_spaces()) or 'none found'}"
     )
 
 
-def load_space(name_or_path: str, overrides: dict[str, Any] | None = None) -> Space:
+def load_space(
+    name_or_path: str, overrides: dict[str, Any] | None = None, *, check_paths: bool = True
+) -> Space:
     """Read, type-check and validate a space file.
 
     Args:
         name_or_path: a path or a bundled space's name.
         overrides: dotted keys to replace after reading (``{"hrl.iterations": 50}``).
+        check_paths: also refuse what this machine lacks (``path_problems``: a missing
+            dataset root or weights file, a storage path it cannot write); False for a dry
+            run, which reports them instead.
 
     Raises:
         SpaceError: one line naming the file, the field and what is allowed.
     """
     path = find_space(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SpaceError(f"{path}:{where} not valid YAML") from None
+        raw = read_yaml_file(path)
+    except YamlError as err:
+        raise SpaceError(str(err)) from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: expected a mapping of fields at the top level")
     raw.setdefault("name", path.stem)
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
     try:
+        for key, value in (overrides or {}).items():
+            _set_dotted(raw, key, value)
         space = _build(Space, _without_plugins(raw), "")
         space = replace(space, methods=_plugin_sections(raw))
-        space = _absolute_paths(space, str(path))
         validate(space)
+        space = _absolute_paths(space, str(path))
+        if check_paths:
+            for problem in path_problems(space)[:1]:
+                raise SpaceError(problem)
     except SpaceError as err:
         raise SpaceError(f"{path}: {err}") from None
     return space
@@ -284,19 +359,26 @@ def _plugin_sections(raw: dict) -> dict:
 
 def _absolute_paths(space: Space, source: str) -> Space:
     """Resolve relative paths against the directory the command runs in, once: Ray runs
-    trials in other working directories, where ``./runs`` would mean something else."""
+    trials in other working directories, where ``./runs`` would mean something else. A
+    URI (``s3://...``) is left as it is. The sweep id does not see these paths
+    (``Space.identity``)."""
 
-    def absolute(p: str | None) -> str | None:
-        return None if p is None else str(Path(p).expanduser().resolve())
+    def absolute(where: str, p: str | None) -> str | None:
+        if p is None or URI_RE.match(p):
+            return p
+        try:
+            return str(Path(p).expanduser().resolve())
+        except (OSError, ValueError, RuntimeError) as err:
+            raise SpaceError(f"{where}: {show(p)} is not a usable path ({err})") from None
 
-    dataset = replace(space.dataset, root=absolute(space.dataset.root))
+    dataset = replace(space.dataset, root=absolute("dataset.root", space.dataset.root))
     weights = {
-        arch: absolute(p) if isinstance(p, str) else p for arch, p in space.backbone_weights.items()
+        arch: absolute(f"backbone_weights.{arch}", p) for arch, p in space.backbone_weights.items()
     }
     return replace(
         space,
         source=source,
-        storage_path=absolute(space.storage_path),
+        storage_path=absolute("storage_path", space.storage_path),
         dataset=dataset,
         backbone_weights=weights,
     )
@@ -308,7 +390,7 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SpaceError(f"override {key}: {part} is not a mapping")
+            raise SpaceError(f"override {_key(key)}: {_key(part)} is not a mapping")
     node[parts[-1]] = value
 
 
@@ -327,10 +409,10 @@ def _build(cls, data: Any, where: str):
         from skipnet_sweep.methods import plugin_keys
 
         known |= set(plugin_keys())
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise SpaceError(
-            f"{_join(where, unknown[0])}: unknown field; allowed: {', '.join(sorted(known))}"
+            f"{_join(where, _key(unknown[0]))}: unknown field; allowed: {', '.join(sorted(known))}"
         )
     kwargs = {}
     for f in fields(cls):
@@ -363,21 +445,23 @@ def _convert(tp, value: Any, where: str):
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise SpaceError(f"{where}: expected true or false, got {value!r}")
+            raise SpaceError(f"{where}: expected true or false, got {show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpaceError(f"{where}: expected an integer, got {value!r}")
+            raise SpaceError(f"{where}: expected an integer, got {show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpaceError(f"{where}: expected a number, got {value!r}")
+            raise SpaceError(f"{where}: expected a number, got {show(value)}")
         if not math.isfinite(value):
-            raise SpaceError(f"{where}: expected a finite number, got {value!r}")
+            raise SpaceError(
+                f"{where}: expected a finite number, got {value}; .nan and .inf are not allowed"
+            )
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise SpaceError(f"{where}: expected a string, got {value!r}")
+            raise SpaceError(f"{where}: expected a string, got {show(value)}")
         return value
     raise AssertionError(f"unsupported schema type {tp}")
 
@@ -385,8 +469,8 @@ def _convert(tp, value: Any, where: str):
 def _values(data: Any, where: str) -> Values:
     if isinstance(data, bool):
         raise SpaceError(f"{where}: expected a number, a list or a distribution, got {data!r}")
-    if isinstance(data, int | float):
-        return Values(grid=(float(data),))
+    if isinstance(data, int | float):  # one number: the same check as each item of a list
+        return Values(grid=(_convert(float, data, where),))
     if isinstance(data, list):
         if not data:
             raise SpaceError(f"{where}: the list of values is empty")
@@ -395,15 +479,15 @@ def _values(data: Any, where: str) -> Values:
         if "grid" in data and len(data) == 1:
             return _values(list(data["grid"]), _join(where, "grid"))
         allowed = {"distribution", "low", "high"}
-        unknown = sorted(set(data) - allowed)
+        unknown = sorted(set(data) - allowed, key=str)
         if unknown:
             raise SpaceError(
-                f"{_join(where, unknown[0])}: unknown field; allowed: grid, or distribution/low/high"
+                f"{_join(where, _key(unknown[0]))}: unknown field; allowed: grid, or distribution/low/high"
             )
         dist = data.get("distribution")
         if dist not in DISTRIBUTIONS:
             raise SpaceError(
-                f"{_join(where, 'distribution')}: {dist!r} is not allowed; allowed: {', '.join(DISTRIBUTIONS)}"
+                f"{_join(where, 'distribution')}: {show(dist)} is not allowed; allowed: {', '.join(DISTRIBUTIONS)}"
             )
         low = _convert(float, data.get("low"), _join(where, "low"))
         high = _convert(float, data.get("high"), _join(where, "high"))
@@ -417,8 +501,14 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
+def _key(key: Any) -> str:
+    """A mapping key as a field name in a message: as written when it is a plain word,
+    else quoted and cut (a key can be a number or a whole paragraph)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w+.-]{1,60}", key) else show(key)
+
+
 def _kind(value: Any) -> str:
-    return {list: "a list", dict: "a mapping", str: "a string"}.get(type(value), repr(value))
+    return {list: "a list", dict: "a mapping", str: "a string"}.get(type(value), show(value))
 
 
 # --- semantic validation ------------------------------------------------------------------
@@ -426,26 +516,39 @@ def _kind(value: Any) -> str:
 
 def _choice(where: str, value: str, allowed) -> None:
     if value not in allowed:
-        raise SpaceError(f"{where}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+        raise SpaceError(f"{where}: {show(value)} is not allowed; allowed: {', '.join(allowed)}")
 
 
 def validate(space: Space) -> None:
-    """Check what types alone cannot: names, ranges and combinations."""
-    if not space.name or any(c in space.name for c in "/\\ "):
-        raise SpaceError(f"name: {space.name!r} must be a non-empty word without spaces or slashes")
+    """Check what types alone cannot: names, ranges and combinations (not the paths: see
+    ``path_problems``)."""
+    _check_name("name", space.name, "set name: in the file (the default is the file's name)")
+    if space.mlflow.experiment is not None:
+        _check_name("mlflow.experiment", space.mlflow.experiment)
     _choice("dataset.name", space.dataset.name, list_datasets())
     for key, value in space.dataset.synthetic.items():
-        _choice(f"dataset.synthetic.{key}", key, SYNTHETIC_KEYS)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpaceError(f"dataset.synthetic.{key}: expected a positive integer, got {value!r}")
+        _choice(f"dataset.synthetic.{_key(key)}", key, SYNTHETIC_KEYS)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpaceError(f"dataset.synthetic.{key}: expected an integer, got {show(value)}")
+        _bounded(f"dataset.synthetic.{key}", value, *SYNTHETIC_BOUNDS[key])
     if space.dataset.synthetic and space.dataset.name != "synthetic":
         raise SpaceError("dataset.synthetic: only for dataset.name: synthetic")
+    _bounded("dataset.num_workers", space.dataset.num_workers, *BOUNDS["num_workers"])
+    sizes = split_sizes(space.dataset)
+    for i, split in enumerate(("train", "test")):
+        subset = getattr(space.dataset, f"{split}_subset")
+        if subset is None:
+            continue
+        total = sizes[i] if sizes else MAX_STEPS
+        if not 0 < subset <= total:
+            raise SpaceError(
+                f"dataset.{split}_subset: {subset} is not in (0, {total}], the {split} images "
+                f"of {space.dataset.name}; allowed: 1 to {total}, or leave it out for all"
+            )
     _no_duplicates("backbones", space.backbones)
     _no_duplicates("gates", space.gates)
     _no_duplicates("hrl.variants", space.hrl.variants)
     _no_duplicates("alpha", space.alpha.grid)
-    if space.dataset.root is not None and not Path(space.dataset.root).expanduser().exists():
-        raise SpaceError(f"dataset.root: {space.dataset.root} does not exist")
     if not space.backbones:
         raise SpaceError("backbones: list at least one architecture")
     for i, arch in enumerate(space.backbones):
@@ -456,8 +559,8 @@ def validate(space: Space) -> None:
         _choice(f"gates[{i}]", gate, GATE_DESIGNS)
     for arch, path in space.backbone_weights.items():
         _choice("backbone_weights", arch, space.backbones)
-        if not isinstance(path, str) or not Path(path).expanduser().is_file():
-            raise SpaceError(f"backbone_weights.{arch}: {path} is not a file")
+        if not isinstance(path, str) or not path:
+            raise SpaceError(f"backbone_weights.{arch}: expected a file path, got {show(path)}")
     if space.backbone_gates and space.search.algorithm == "optuna":
         raise SpaceError("backbone_gates: only the grid search takes per-backbone gates; use gates")
     for arch, gates in space.backbone_gates.items():
@@ -466,11 +569,12 @@ def validate(space: Space) -> None:
             raise SpaceError(f"backbone_gates.{arch}: expected a non-empty list of gate designs")
         for i, gate in enumerate(gates):
             _choice(f"backbone_gates.{arch}[{i}]", gate, GATE_DESIGNS)
+    train_images = sizes[0] if sizes else None
+    if train_images is not None and space.dataset.train_subset is not None:
+        train_images = min(train_images, space.dataset.train_subset)
     for where, spec in (("sp", space.sp), ("hrl", space.hrl)):
-        if (spec.iterations is None) == (spec.epochs is None):
-            raise SpaceError(f"{where}: give exactly one of iterations or epochs")
-        if spec.batch_size < 1:
-            raise SpaceError(f"{where}.batch_size: must be >= 1")
+        _check_length(where, spec, train_images)
+        _bounded(f"{where}.eval_every", spec.eval_every, *BOUNDS["eval_every"])
         _choice(f"{where}.eval_path", spec.eval_path, ("sparse", "masked"))
     _choice("sp.gating", space.sp.gating, ("hard", "soft"))
     _choice("hrl.cost", space.hrl.cost, ("uniform", "flops"))
@@ -479,8 +583,13 @@ def validate(space: Space) -> None:
     _check_values("alpha", space.alpha, space.search.algorithm)
     _choice("search.algorithm", space.search.algorithm, SEARCH_ALGORITHMS)
     _choice("search.sampler", space.search.sampler, OPTUNA_SAMPLERS)
-    if space.search.num_samples < 1:
-        raise SpaceError("search.num_samples: must be >= 1")
+    _bounded("search.num_samples", space.search.num_samples, *BOUNDS["num_samples"])
+    if space.search.algorithm == "grid" and space.search.num_samples != 1:
+        # Tune's grid runs each point once here; an ignored value must not change the id.
+        raise SpaceError(
+            "search.num_samples: only the optuna search samples; the grid runs each point "
+            "once; remove it or set search.algorithm: optuna"
+        )
     if space.scheduler is not None:
         _choice("scheduler.type", space.scheduler.type, SCHEDULERS)
         if space.search.algorithm == "optuna":
@@ -488,35 +597,112 @@ def validate(space: Space) -> None:
                 "scheduler: ASHA stops trials on top-1 alone and cannot serve the multi-objective "
                 "optuna search; remove scheduler or use search.algorithm: grid"
             )
+        for name in ("grace_period", "reduction_factor"):
+            _bounded(f"scheduler.{name}", getattr(space.scheduler, name), *BOUNDS[name])
     for where, res in (
         ("resources.sp", space.resources.sp),
         ("resources.trial", space.resources.trial),
     ):
-        if res.cpu < 0 or res.gpu < 0:
-            raise SpaceError(f"{where}: cpu and gpu must be >= 0")
-    if space.resources.sp.workers < 1:
-        raise SpaceError("resources.sp.workers: must be >= 1")
-    if space.max_concurrent_trials is not None and space.max_concurrent_trials < 1:
-        raise SpaceError("max_concurrent_trials: must be >= 1")
-    if space.max_failures < 0:
-        raise SpaceError("max_failures: must be >= 0")
+        _bounded(f"{where}.cpu", res.cpu, *BOUNDS["cpu"])
+        _bounded(f"{where}.gpu", res.gpu, *BOUNDS["gpu"])
+    _bounded("resources.sp.workers", space.resources.sp.workers, *BOUNDS["workers"])
+    if space.max_concurrent_trials is not None:
+        _bounded(
+            "max_concurrent_trials", space.max_concurrent_trials, *BOUNDS["max_concurrent_trials"]
+        )
+    _bounded("max_failures", space.max_failures, *BOUNDS["max_failures"])
+    _bounded("seed", space.seed, *BOUNDS["seed"])
     for kind in ("act", "sact"):
         spec = getattr(space.baselines, kind)
         if spec is None:
             continue
         _check_values(f"baselines.{kind}.tau", spec.tau, space.search.algorithm)
         _no_duplicates(f"baselines.{kind}.tau", spec.tau.grid)
-        if (spec.iterations is None) == (spec.epochs is None):
-            raise SpaceError(f"baselines.{kind}: give exactly one of iterations or epochs")
-    info = dataset_info(space.dataset.name)
-    del info  # the name is valid; shapes are resolved when the plan is made
+        _check_length(f"baselines.{kind}", spec, train_images)
+
+
+def _check_name(where: str, name: str, hint: str = "") -> None:
+    if not NAME_RE.fullmatch(name):
+        raise SpaceError(
+            f"{where}: {show(name)} is not allowed; allowed: {NAME_RULE}"
+            + (f"; {hint}" if hint else "")
+        )
+
+
+def _bounded(where: str, value: float | None, low: float | None, high: float) -> None:
+    """Refuse ``value`` outside [low, high] (``low`` None: above 0); None passes."""
+    if value is None:
+        return
+    if (value > 0 if low is None else value >= low) and value <= high:
+        return
+    lower = "> 0" if low is None else f">= {low}"
+    raise SpaceError(f"{where}: {show(value)} is out of range; allowed: {lower} and <= {high}")
+
+
+def _check_length(where: str, spec: OptimSpec | HaltingSpec, train_images: int | None) -> None:
+    """A stage's length (exactly one of iterations or epochs) and batch, in range; a batch
+    larger than the training set would leave no batch (the loader drops the last one)."""
+    if (spec.iterations is None) == (spec.epochs is None):
+        raise SpaceError(f"{where}: give exactly one of iterations or epochs")
+    _bounded(f"{where}.iterations", spec.iterations, *BOUNDS["iterations"])
+    _bounded(f"{where}.epochs", spec.epochs, *BOUNDS["epochs"])
+    _bounded(f"{where}.batch_size", spec.batch_size, *BOUNDS["batch_size"])
+    if train_images is not None and spec.batch_size > train_images:
+        raise SpaceError(
+            f"{where}.batch_size: {spec.batch_size} is more than the {train_images} training "
+            f"images; allowed: 1 to {train_images}"
+        )
+
+
+def split_sizes(dataset: DatasetSpec) -> tuple[int, int] | None:
+    """Images in the (train, test) splits of ``dataset`` before any subset, without reading
+    it; None for a dataset whose size is not known here."""
+    if dataset.name == "synthetic":
+        size = dataset.synthetic.get("size", SYNTHETIC_DEFAULT_SIZE)
+        return size, max(1, size // 4)
+    return SPLIT_SIZES.get(dataset.name)
+
+
+def path_problems(space: Space) -> list[str]:
+    """What this machine lacks to run ``space``, one line each (nothing is created):
+    a dataset root or backbone weights file that does not exist, a storage path that
+    cannot be written. A URI (``s3://...``) is not checked."""
+    problems = []
+    root = space.dataset.root
+    if root is not None and not URI_RE.match(root) and not os.path.exists(root):
+        problems.append(f"dataset.root: {root} does not exist; pass --data-root")
+    for arch, path in space.backbone_weights.items():
+        if not URI_RE.match(path) and not os.path.isfile(path):
+            problems.append(f"backbone_weights.{arch}: {path} is not a file")
+    storage = _storage_problem(space.storage_path)
+    if storage:
+        problems.append(f"storage_path: {storage}; choose a folder you can write (--storage-path)")
+    return problems
+
+
+def _storage_problem(path: str) -> str | None:
+    """Why ``path`` cannot become a writable folder, judged by its nearest existing
+    ancestor (created later, by the driver, not here); None when it can."""
+    if URI_RE.match(path):
+        return None
+    target = Path(path)
+    while not os.path.exists(target) and target != target.parent:
+        target = target.parent
+    if not os.path.isdir(target):
+        if str(target) == path:
+            return f"{path} is a file, not a folder"
+        return f"{target} is a file (to create {Path(path).relative_to(target)} in)"
+    if not os.access(target, os.W_OK | os.X_OK):
+        inside = "" if str(target) == path else f" (to create {Path(path).relative_to(target)})"
+        return f"{target} is not writable by this user{inside}"
+    return None
 
 
 def _no_duplicates(where: str, items) -> None:
     seen = set()
     for i, item in enumerate(items):
         if item in seen:
-            raise SpaceError(f"{where}[{i}]: {item!r} is listed twice; each value once")
+            raise SpaceError(f"{where}[{i}]: {show(item)} is listed twice; each value once")
         seen.add(item)
 
 
