@@ -170,6 +170,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_iterations and self.lr == 0:
+            raise ValueError("warmup_iterations needs lr > 0 (the warm-up is a factor on lr)")
         if self.gate_sharpen <= 0:
             raise ValueError(
                 f"gate_sharpen must be > 0 (1 leaves the gates as they are), got {self.gate_sharpen}"
