@@ -184,8 +184,9 @@ class SkipResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.gates is not None:
-            # The reference implementation's gate projections are 1x1 convolutions and get the
-            # same He (fan-out) init as every conv: std sqrt(2) on the one-logit output. That
+            # The reference implementation's FF and ImageNet recurrent gate outputs are 1x1
+            # convolutions with the same He (fan-out) init as every conv: std sqrt(2) on the
+            # one-logit output (CIFAR's recurrent gate differs, see below). That
             # spread makes decisions input-dependent from the start. With PyTorch's small
             # default Linear init every logit sits near 0 and SP collapses (measured on
             # Fashion-MNIST, ResNet-20: all gates closed within 32 steps; open bias: none close).
