@@ -33,6 +33,7 @@ from skipnet_sweep.stages import (
     train_loop,
 )
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
+from skipnet_sweep.stages.loop import IMAGES_PER_S, PEAK_MEM_MB
 from skipnet_sweep.stages.objectives import (
     HybridRL,
     LossResult,
@@ -227,8 +228,17 @@ def fake_output() -> tuple[SkipOutput, torch.Tensor]:
     return out, gate_logits
 
 
-def hand_hrl(alpha, gamma, rl_weight, supervised, costs=(1.0, 1.0, 1.0), baseline=False):
-    """Eq. 5-8 written out with Python floats."""
+def hand_hrl(
+    alpha,
+    gamma,
+    rl_weight,
+    supervised,
+    costs=(1.0, 1.0, 1.0),
+    baseline=False,
+    reduction="mean",
+    terminal_scale=1.0,
+):
+    """Eq. 5-8 written out with Python floats (gate actions only)."""
     n, b = 3, 2
     ce = []
     for s in range(b):
@@ -238,7 +248,7 @@ def hand_hrl(alpha, gamma, rl_weight, supervised, costs=(1.0, 1.0, 1.0), baselin
     returns = []
     for s in range(b):
         r = [alpha / n * (0.0 if EXECUTED[s, i] else 1.0) * costs[i] for i in range(n)]
-        ret, running = [0.0] * n, -ce[s]
+        ret, running = [0.0] * n, -ce[s] * terminal_scale
         for i in reversed(range(n)):
             running = r[i] + gamma * running
             ret[i] = running
@@ -253,38 +263,59 @@ def hand_hrl(alpha, gamma, rl_weight, supervised, costs=(1.0, 1.0, 1.0), baselin
             p = 1 / (1 + math.exp(-GATE_LOGITS[s][i]))
             row.append(math.log(p if EXECUTED[s, i] else 1 - p))
         logp.append(row)
-    rl = -sum(sum(logp[s][i] * returns[s][i] for s in range(b)) / b for i in range(n)) * rl_weight
+    per_gate = [sum(logp[s][i] * returns[s][i] for s in range(b)) for i in range(n)]
+    rl = -sum(per_gate) / (b if reduction == "mean" else 1) * rl_weight
     return rl + (sum(ce) / b if supervised else 0.0), rl, ce
 
 
 def hrl_cfg(**kw) -> TrainConfig:
-    base = {"stage": "hrl", "iterations": 1, "alpha": 0.6, "gamma": 0.9, "rl_weight": 0.5}
+    base = {
+        "stage": "hrl",
+        "iterations": 1,
+        "alpha": 0.6,
+        "gamma": 0.9,
+        "rl_weight": 0.5,
+        "rl_reduction": "mean",
+    }
     return TrainConfig(**{**base, **kw})
 
 
-def test_hybrid_rl_loss_matches_hand_computation():
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize(("terminal", "scale"), [("one", 1.0), ("alpha_over_n", 0.2)])
+def test_hybrid_rl_loss_matches_hand_computation(reduction, terminal, scale):
     out, _ = fake_output()
-    res = HybridRL(hrl_cfg(), torch.ones(3))(out, TARGET)
-    loss, rl, ce = hand_hrl(0.6, 0.9, 0.5, supervised=True)
+    cfg = hrl_cfg(rl_reduction=reduction, terminal_scale=terminal)
+    res = HybridRL(cfg, torch.ones(3))(out, TARGET)
+    loss, rl, ce = hand_hrl(
+        0.6, 0.9, 0.5, supervised=True, reduction=reduction, terminal_scale=scale
+    )
     assert res.loss.item() == pytest.approx(loss, rel=1e-5)
-    assert res.logs["rl_loss"] == pytest.approx(rl, rel=1e-5)
-    assert res.logs[M.TRAIN_LOSS] == pytest.approx(sum(ce) / 2, rel=1e-5)
-    # Episode reward: skip rewards (2 and 1 skips of alpha/3) minus the prediction loss.
-    reward = ((2 * 0.2 - ce[0]) + (1 * 0.2 - ce[1])) / 2
-    assert res.logs[M.REWARD] == pytest.approx(reward, rel=1e-5)
-    assert res.logs["train_skip_ratio"] == pytest.approx(0.5)
+    assert res.logs["rl_loss"].item() == pytest.approx(rl, rel=1e-5)
+    assert res.logs[M.TRAIN_LOSS].item() == pytest.approx(sum(ce) / 2, rel=1e-5)
+    # Episode reward: skip rewards (2 and 1 skips of alpha/3) minus the scaled prediction loss.
+    reward = ((2 * 0.2 - scale * ce[0]) + (1 * 0.2 - scale * ce[1])) / 2
+    assert res.logs[M.REWARD].item() == pytest.approx(reward, rel=1e-5)
+    assert res.logs["train_skip_ratio"].item() == pytest.approx(0.5)
 
 
-def test_pure_rl_drops_cross_entropy():
-    out, _ = fake_output()
-    res = HybridRL(hrl_cfg(supervised=False), torch.ones(3))(out, TARGET)
-    _, rl, _ = hand_hrl(0.6, 0.9, 0.5, supervised=False)
-    assert res.loss.item() == pytest.approx(rl, rel=1e-5)
-    # Without CE, the class logits receive no gradient through the loss.
+def test_pure_rl_drops_cross_entropy_and_reinforces_the_sampled_prediction():
     logits = CLASS_LOGITS.clone().requires_grad_(True)
-    out = out._replace(logits=logits)
-    HybridRL(hrl_cfg(supervised=False), torch.ones(3))(out, TARGET).loss.backward()
-    assert logits.grad is None or torch.count_nonzero(logits.grad) == 0
+    out = fake_output()[0]._replace(logits=logits)
+    torch.manual_seed(3)
+    res = HybridRL(hrl_cfg(supervised=False), torch.ones(3))(out, TARGET)
+    torch.manual_seed(3)
+    pred = torch.multinomial(torch.softmax(CLASS_LOGITS, 1), 1).squeeze(1)
+    log_p = torch.log_softmax(CLASS_LOGITS, 1)
+    correct = (pred == TARGET).float()
+    _, rl_gates, _ = hand_hrl(0.6, 0.9, 0.5, supervised=False)
+    # The prediction's REINFORCE term, averaged like the gates': no cross-entropy anywhere.
+    rl_pred = -(log_p[torch.arange(2), pred] * correct).mean().item() * 0.5
+    assert res.loss.item() == pytest.approx(rl_gates + rl_pred, rel=1e-5)
+    assert res.logs["train_sampled_top1"].item() == pytest.approx(correct.mean().item())
+    res.loss.backward()
+    # d/dlogits of -w/B * r * log p(pred) = w/B * r * (softmax - onehot(pred)).
+    expect = 0.5 / 2 * correct[:, None] * (torch.softmax(CLASS_LOGITS, 1) - F.one_hot(pred, 3))
+    torch.testing.assert_close(logits.grad, expect)
 
 
 def test_reward_baseline_subtracts_per_gate_batch_mean():
@@ -311,6 +342,10 @@ def test_larger_alpha_pushes_a_skipped_gate_further_towards_skipping():
     _, _, ce = hand_hrl(30.0, 0.9, 0.5, supervised=True)
     r0 = 10 + 0.9 * 0 + 0.81 * 10 - 0.729 * ce[0]  # gates 0 and 2 skipped, alpha/N = 10
     assert grads[30.0][0, 0].item() == pytest.approx(0.5 * p * r0 / 2, rel=1e-4)
+    # Summed over the batch (official CIFAR), the same gradient without the 1 / B.
+    out, gate_logits = fake_output()
+    HybridRL(hrl_cfg(alpha=30.0, rl_reduction="sum"), torch.ones(3))(out, TARGET).loss.backward()
+    assert gate_logits.grad[0, 0].item() == pytest.approx(0.5 * p * r0, rel=1e-4)
 
 
 def test_flops_cost_uses_normalised_savings():
@@ -332,7 +367,8 @@ def test_supervised_objective_and_build_objective_per_stage():
     out, _ = fake_output()
     res = Supervised()(out, TARGET)
     assert res.loss.item() == pytest.approx(F.cross_entropy(CLASS_LOGITS, TARGET).item())
-    assert res.logs == {M.TRAIN_LOSS: pytest.approx(res.loss.item())}
+    assert list(res.logs) == [M.TRAIN_LOSS]
+    assert res.logs[M.TRAIN_LOSS].item() == pytest.approx(res.loss.item())
     modes = {
         "baseline": build_objective(TrainConfig(stage="baseline", iterations=1), None, 0),
         "sp": build_objective(TrainConfig(stage="sp", iterations=1), [1, 2], 2),
@@ -448,7 +484,33 @@ def test_train_loop_non_finite_loss_names_the_step(value):
             loop_cfg(iterations=5),
             progress=False,
         )
-    assert all(torch.isfinite(p).all() for p in model.parameters())  # never stepped on it
+
+
+def test_non_finite_check_runs_every_n_steps_and_before_any_evaluation():
+    """The check reads the device every ``nan_check_every`` steps, not every step, yet names
+    the first bad step, and no evaluation ever sees the weights after it."""
+    obj, evals = Counting(nan_at=3), []
+    with pytest.raises(NonFiniteLossError, match=r"sp loss became nan at step 3$"):
+        train_loop(
+            TinyNet(),
+            obj,
+            tiny_loader(),
+            loop_cfg(iterations=20, eval_every=10, nan_check_every=5),
+            on_eval=lambda s, logs: evals.append(s.step),
+            progress=False,
+        )
+    assert obj.calls == 5 and evals == []  # found at the step-5 check
+    obj = Counting(nan_at=3)
+    with pytest.raises(NonFiniteLossError, match=r"at step 3$"):
+        train_loop(
+            TinyNet(),
+            obj,
+            tiny_loader(),
+            loop_cfg(iterations=20, eval_every=4, nan_check_every=50),
+            on_eval=lambda s, logs: evals.append(s.step),
+            progress=False,
+        )
+    assert obj.calls == 4 and evals == []  # found at the first evaluation instead
 
 
 class Interrupt(Exception):
@@ -495,14 +557,22 @@ def test_train_loop_resume_continues_from_saved_step():
 # --------------------------------------------------------------------------- run_stage
 
 
+def without_timing(metrics: dict[str, float]) -> dict[str, float]:
+    return {
+        k: v
+        for k, v in metrics.items()
+        if k not in (IMAGES_PER_S, PEAK_MEM_MB) and not M.is_latency(k)
+    }
+
+
 def test_run_stage_is_deterministic_per_seed(sp_run, tmp_path):
     first, first_path = sp_run
     again = run_stage(sp_config(), tmp_path / "again.pt", progress=False)
     run_stage(sp_config(seed=1), tmp_path / "other.pt", progress=False)
-    # Latency metrics are timings: everything else is the same.
-    untimed = lambda m: {k: v for k, v in m.items() if not M.is_latency(k)}  # noqa: E731
-    assert untimed(again.metrics) == untimed(first.metrics)
-    assert again.history == first.history
+    # Everything but the wall-clock throughput repeats exactly.
+    assert without_timing(again.metrics) == without_timing(first.metrics)
+    assert [without_timing(h) for h in again.history] == [without_timing(h) for h in first.history]
+    assert first.metrics[IMAGES_PER_S] > 0 and PEAK_MEM_MB not in first.metrics  # CPU run
     a, b, c = params(first_path), params(tmp_path / "again.pt"), params(tmp_path / "other.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)

@@ -52,7 +52,13 @@ class Decision:
 
 
 def decide(logit: Tensor, mode: str) -> Decision:
-    """Turn a gate logit (B,) into a decision according to ``mode``."""
+    """Turn a gate logit (B,) into a decision according to ``mode``.
+
+    The logit is cast to at least float32 first: under bf16/fp16 autocast the gate's layers
+    run in low precision, but its probability, decision and log-probability (which
+    REINFORCE multiplies by returns) are float32 (float64 models stay float64).
+    """
+    logit = logit.to(torch.promote_types(logit.dtype, torch.float32))
     prob = torch.sigmoid(logit)
     if mode == "hard":
         hard = (prob >= 0.5).to(prob.dtype)
@@ -62,11 +68,12 @@ def decide(logit: Tensor, mode: str) -> Decision:
         hard = (prob >= 0.5).to(prob.dtype)
         return Decision(gate=hard, executed=hard.bool(), prob=prob)
     if mode == "sample":
-        if not torch.isfinite(logit).all():
-            # Diverged weights: Bernoulli would fail with an opaque error; say what happened.
-            raise FloatingPointError("gate logits are not finite")
         with torch.no_grad():
-            action = torch.bernoulli(prob)
+            # Diverged weights give NaN probabilities, on which Bernoulli fails (a device-side
+            # assert on CUDA, which kills the process). Sample from a finite stand-in instead
+            # of checking on the host every gate: the NaN still reaches log_prob and the loss,
+            # where the training loop's periodic check reports it.
+            action = torch.bernoulli(torch.nan_to_num(prob, nan=0.5))
         # log P(action) from the logit directly: numerically safe when p saturates.
         log_prob = -F.binary_cross_entropy_with_logits(logit, action, reduction="none")
         return Decision(gate=action, executed=action.bool(), prob=prob, log_prob=log_prob)
@@ -111,28 +118,63 @@ class FFGateII(nn.Module):
         return self.fc(x.mean((2, 3))).squeeze(1)
 
 
+RNN_PROJECTIONS = ("per_block", "shared")
+
+
 class RNNGate(nn.Module):
-    """RNNGate (Fig. 3c): global average pool, linear projection to ``embed_dim`` (one
-    projection per feature width, since stages differ in channels), a single LSTM cell
-    shared by all gates of the network, linear to one logit.
+    """RNNGate (Fig. 3c): global average pool, linear projection to ``embed_dim``, a single
+    LSTM cell shared by all gates of the network, linear to one logit.
+
+    Args:
+        widths: channel count of each gate's input, one entry per gated block.
+        embed_dim, hidden_dim: LSTM input and state sizes (10 and 10 in the paper).
+        projections: ``per_block`` gives every gate its own input projection, as the
+            official code does (one ``AvgPool2d`` + 1x1 ``Conv2d`` to ``embed_dim`` per block,
+            ``gate_layer`` in ucbdrive/skipnet cifar/models.py L689-694 and imagenet/models.py
+            L591-596: 53 for ResNet-110); ``shared`` uses one projection per feature width
+            (3 for a CIFAR ResNet), which is smaller but lets blocks of a stage interfere.
 
     ``forward`` takes and returns the LSTM state so the module itself stays stateless.
     """
 
-    def __init__(self, widths: list[int], embed_dim: int = 10, hidden_dim: int = 10):
+    def __init__(
+        self,
+        widths: list[int],
+        embed_dim: int = 10,
+        hidden_dim: int = 10,
+        projections: str = "per_block",
+    ):
         super().__init__()
-        self.widths = sorted(set(widths))
-        self.proj = nn.ModuleList(nn.Linear(w, embed_dim) for w in self.widths)
+        if projections not in RNN_PROJECTIONS:
+            raise ValueError(
+                f"unknown projections {projections!r}; allowed: {', '.join(RNN_PROJECTIONS)}"
+            )
+        self.projections = projections
+        proj_widths = list(widths) if projections == "per_block" else sorted(set(widths))
+        # Which projection gate i reads through.
+        self.proj_index = (
+            list(range(len(widths)))
+            if projections == "per_block"
+            else [proj_widths.index(w) for w in widths]
+        )
+        self.proj = nn.ModuleList(nn.Linear(w, embed_dim) for w in proj_widths)
         self.lstm = nn.LSTMCell(embed_dim, hidden_dim)
         self.fc = nn.Linear(hidden_dim, 1)
         self.hidden_dim = hidden_dim
 
+    def _projection(self, x: Tensor, index: int | None) -> nn.Linear:
+        if index is not None:
+            return self.proj[self.proj_index[index]]
+        # No gate index (costing one gate in isolation): the first projection of this width.
+        return next(p for p in self.proj if p.in_features == x.shape[1])
+
     def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None, index: int | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Args: x (B, C, H, W), state from the previous gate or None at the first gate.
+        """Args: x (B, C, H, W), state from the previous gate or None at the first gate,
+        index of the gate (selects its projection).
         Returns: the logit (B,) and the new LSTM state."""
-        embed = self.proj[self.widths.index(x.shape[1])](x.mean((2, 3)))
+        embed = self._projection(x, index)(x.mean((2, 3)))
         if state is None:
             # Explicit zeros (rather than None) keep the hidden matmul in every step, so the
             # per-gate cost is the same at every depth and the FLOP count stays simple.
@@ -142,12 +184,12 @@ class RNNGate(nn.Module):
         return self.fc(h).squeeze(1), (h, c)
 
     def lean(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None, index: int | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """``forward`` without the module-call overhead of its three layers (a quarter of a
         gate's time at batch 1): the same operations on the same parameters. Used by the
         sparse inference path; ``forward`` stays the definition that FLOP counting hooks."""
-        proj = self.proj[self.widths.index(x.shape[1])]
+        proj = self._projection(x, index)
         embed = F.linear(x.mean((2, 3)), proj.weight, proj.bias)
         if state is None:
             zeros = embed.new_zeros(x.shape[0], self.hidden_dim)
@@ -159,21 +201,55 @@ class RNNGate(nn.Module):
         return F.linear(h, self.fc.weight, self.fc.bias).squeeze(1), (h, c)
 
 
-def build_gates(design: str, widths: list[int]) -> nn.Module:
+def gate_heads(gates: nn.Module) -> list[nn.Linear]:
+    """The layer that outputs each gate's logit (one, shared, for the recurrent gate)."""
+    if isinstance(gates, RNNGate):
+        return [gates.fc]
+    return [g.fc for g in gates]
+
+
+@torch.no_grad()
+def sharpen_gates(gates: nn.Module, factor: float) -> None:
+    """Multiply every gate logit by ``factor`` by scaling the output layer's weight and bias.
+
+    The official HRL stage on ImageNet calls ``model.module.control.hotter(args.temp)`` with
+    ``temp = 0.05`` before training (ucbdrive/skipnet imagenet/train_rl.py L83, L133-135),
+    and ``hotter(t)`` divides the weight and bias of the recurrent gate's hidden-to-logit
+    projection by ``t`` (imagenet/models.py L473-475): every logit times 20, so the SP
+    policy's probabilities move towards 0 and 1 and REINFORCE starts from a near-greedy
+    policy. The CIFAR HRL script does not (cifar/train_rl.py has no ``hotter`` call).
+    """
+    if factor <= 0:
+        raise ValueError(f"gate sharpening factor must be > 0, got {factor}")
+    for head in gate_heads(gates):
+        head.weight.mul_(factor)
+        if head.bias is not None:
+            head.bias.mul_(factor)
+
+
+def build_gates(design: str, widths: list[int], rnn_projections: str = "per_block") -> nn.Module:
     """Build the gates of a network whose gated blocks read features of ``widths`` channels.
 
     Args:
         design: ``ff1``, ``ff2`` or ``rnn``.
         widths: channel count of each gate's input, one entry per gated block.
+        rnn_projections: the recurrent gate's input projections, ``per_block`` (official)
+            or ``shared`` per feature width. Feed-forward gates are one module per block, so
+            for them only ``per_block`` is accepted.
 
     Returns:
         an ``nn.ModuleList`` with one feed-forward gate per gated block, or a single
         shared ``RNNGate``.
     """
+    if design in ("ff1", "ff2") and rnn_projections != "per_block":
+        raise ValueError(
+            f"rnn_projections {rnn_projections!r} applies to the rnn gate only; "
+            f"{design} gates are one per block (per_block)"
+        )
     if design == "ff1":
         return nn.ModuleList(FFGateI(w) for w in widths)
     if design == "ff2":
         return nn.ModuleList(FFGateII(w) for w in widths)
     if design == "rnn":
-        return RNNGate(widths)
+        return RNNGate(widths, projections=rnn_projections)
     raise ValueError(f"unknown gate {design!r}; allowed: {', '.join(GATE_DESIGNS)}")

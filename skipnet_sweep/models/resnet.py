@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skipnet_sweep.models.gates import RNNGate, build_gates, check_gate_mode, decide
+from skipnet_sweep.models.gates import RNNGate, build_gates, check_gate_mode, decide, gate_heads
 
 EXEC_PATHS = ("masked", "sparse")
 
@@ -113,6 +113,10 @@ class SkipResNet(nn.Module):
         num_classes: classifier outputs.
         in_channels: input image channels.
         gate: ``ff1``, ``ff2``, ``rnn``, or None for the plain ResNet.
+        rnn_projections: the recurrent gate's input projections: ``per_block`` (one per
+            gated block, the official code) or ``shared`` (one per feature width).
+        gate_out_std: std of the normal init of each gate's logit layer; None for He
+            fan-out (sqrt 2 for a one-logit layer), see ``_init_weights``.
     """
 
     def __init__(
@@ -124,8 +128,14 @@ class SkipResNet(nn.Module):
         num_classes: int,
         in_channels: int = 3,
         gate: str | None = None,
+        rnn_projections: str = "per_block",
+        gate_out_std: float | None = None,
     ):
         super().__init__()
+        if gate_out_std is not None and gate_out_std <= 0:
+            raise ValueError(
+                f"gate_out_std must be > 0 (or None for He fan-out), got {gate_out_std}"
+            )
         block_cls = BLOCKS[block]
         stem_width = widths[0] if stem == "cifar" else 64
         if stem == "cifar":
@@ -154,8 +164,8 @@ class SkipResNet(nn.Module):
         self.gate_design = gate
         # Gate i decides block i + 1 and reads block i's output.
         gate_widths = [b.conv1.in_channels for b in self.blocks[1:]]
-        self.gates = build_gates(gate, gate_widths) if gate is not None else None
-        self._init_weights()
+        self.gates = build_gates(gate, gate_widths, rnn_projections) if gate is not None else None
+        self._init_weights(gate_out_std)
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -166,7 +176,7 @@ class SkipResNet(nn.Module):
     def num_gates(self) -> int:
         return 0 if self.gates is None else len(self.blocks) - 1
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, gate_out_std: float | None = None) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -174,14 +184,28 @@ class SkipResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.gates is not None:
-            # The reference implementation's gate projections are 1x1 convolutions and get the
-            # same He (fan-out) init as every conv: std sqrt(2) on the one-logit output. That
+            # The reference implementation's FF and ImageNet recurrent gate outputs are 1x1
+            # convolutions with the same He (fan-out) init as every conv: std sqrt(2) on the
+            # one-logit output (CIFAR's recurrent gate differs, see below). That
             # spread makes decisions input-dependent from the start. With PyTorch's small
             # default Linear init every logit sits near 0 and SP collapses (measured on
             # Fashion-MNIST, ResNet-20: all gates closed within 32 steps; open bias: none close).
             for m in self.gates.modules():
                 if isinstance(m, nn.Linear):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            # What the official code does per design (He fan-out ``normal_(0, sqrt(2 / n))``):
+            # - FF gates: ``Conv2d(C, 2, 1)`` with n = 2, two logits of std 1 whose difference
+            #   (the sigmoid's argument) has std sqrt 2 = 1.41 (cifar/models.py L193, L376-379),
+            #   the same as the default here.
+            # - RNNGate, ImageNet: ``Conv2d(hidden, 1, 1)``, n = 1, std 1.41 (imagenet/
+            #   models.py L251, L318-321): the default here.
+            # - RNNGate, CIFAR: ``nn.Linear(hidden, 1)`` initialised with n = out * in = 10,
+            #   std sqrt(0.2) = 0.45 (cifar/models.py L549, L657-659): ``gate_out_std=0.447``.
+            # The input projections (1x1 conv to embed_dim = 10, n = 10, std 0.45) match He
+            # fan-out here in both datasets. The LSTM keeps PyTorch's init, as there.
+            if gate_out_std is not None:
+                for head in gate_heads(self.gates):
+                    nn.init.normal_(head.weight, 0.0, gate_out_std)
 
     def forward(
         self,
@@ -229,7 +253,7 @@ class SkipResNet(nn.Module):
                 x = _run_block(block, x)
                 continue
             if isinstance(self.gates, RNNGate):
-                logit, state = (self.gates.lean if lean else self.gates)(x, state)
+                logit, state = (self.gates.lean if lean else self.gates)(x, state, i)
             else:
                 logit = self.gates[i](x)
             if lean:

@@ -17,6 +17,9 @@ from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
 
 SP_GATINGS = ("hard", "soft")
 COSTS = ("uniform", "flops")
+RL_REDUCTIONS = ("sum", "mean")
+TERMINAL_SCALES = ("one", "alpha_over_n")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,18 @@ class TrainConfig:
         alpha: HRL cost weight (Eq. 6).
         gamma: HRL discount of future gate rewards (1 in the paper).
         rl_weight: scale of the REINFORCE term.
-        supervised: HRL with the supervised cross-entropy term (Eq. 8); False is pure RL.
+        rl_reduction: how the REINFORCE term reduces over the batch: ``sum`` (the official
+            CIFAR/SVHN code, whose ``action.reinforce(rl_weight * R)`` gives every sample its
+            own unaveraged gradient) or ``mean`` (the official ImageNet code). With ``sum``
+            the step size of the policy grows with the batch; ``rl_weight`` 0.01 was tuned
+            with it at batch 128.
+        terminal_scale: factor on the episode's terminal reward ``-CE``: ``one`` (official
+            CIFAR, ``R = - pred_loss``) or ``alpha_over_n`` (official ImageNet, ``R =
+            - pred_loss * alpha / N``).
+        gate_sharpen: at the start of a fresh (not resumed) HRL run, multiply every gate
+            logit by this factor (official ImageNet ``hotter(0.05)``: 20; CIFAR: 1, none).
+        supervised: HRL with the supervised cross-entropy term (Eq. 8); False is pure RL,
+            where the prediction is sampled from the softmax and is an action too.
         cost: ``uniform`` (C_i = 1, the paper) or ``flops`` (C_i = the block's share of the
             multiply-adds a skip saves, normalised to mean 1).
         reward_baseline: subtract the batch-mean return per gate (variance reduction; off
@@ -102,6 +116,18 @@ class TrainConfig:
         eval_every: evaluate every this many steps (None: once per epoch).
         eval_path: ``sparse`` or ``masked`` execution for evaluation.
         seed: seeds weights, data order and gate sampling.
+        warmup_iterations: run the first this many optimiser steps at ``warmup_lr`` (0: off).
+            The ResNet paper's and official ``--warm-up`` recipe for ResNet-110/152 on CIFAR:
+            lr 0.01 for 400 iterations, then the schedule.
+        warmup_lr: the constant learning rate of the warm-up.
+        precision: ``auto`` (bf16 autocast on CUDA devices that support it, fp16 with loss
+            scaling on other CUDA devices, fp32 on the CPU), ``fp32``, ``bf16`` or ``fp16``.
+            Losses, rewards and log-probabilities are float32 in every case.
+        nan_check_every: look for a non-finite loss every this many steps (and at every
+            evaluation) instead of at each step, which would wait for the device each step.
+        accum_steps: accumulate gradients over this many batches of ``batch_size`` per
+            optimiser step (same update as one batch of ``accum_steps * batch_size``, less
+            memory). ``iterations``, ``eval_every`` and the schedule count optimiser steps.
     """
 
     stage: str = "sp"
@@ -118,6 +144,9 @@ class TrainConfig:
     alpha: float = 0.1
     gamma: float = 1.0
     rl_weight: float = 0.01
+    rl_reduction: str = "sum"
+    terminal_scale: str = "one"
+    gate_sharpen: float = 1.0
     supervised: bool = True
     cost: str = "uniform"
     reward_baseline: bool = False
@@ -125,6 +154,11 @@ class TrainConfig:
     eval_every: int | None = None
     eval_path: str = "sparse"
     seed: int = 0
+    warmup_iterations: int = 0
+    warmup_lr: float = 0.01
+    precision: str = "auto"
+    nan_check_every: int = 50
+    accum_steps: int = 1
 
     def __post_init__(self) -> None:
         # Which stages exist is the method registry's business (``methods.stage_names``),
@@ -134,18 +168,36 @@ class TrainConfig:
         _check_choice("gating", self.gating, SP_GATINGS)
         _check_choice("cost", self.cost, COSTS)
         _check_choice("eval_path", self.eval_path, ("sparse", "masked"))
+        _check_choice("rl_reduction", self.rl_reduction, RL_REDUCTIONS)
+        _check_choice("terminal_scale", self.terminal_scale, TERMINAL_SCALES)
+        _check_choice("precision", self.precision, PRECISIONS)
         if (self.iterations is None) == (self.epochs is None):
             raise ValueError("give exactly one of iterations or epochs")
         if self.iterations is not None and self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch_size",):
+        for name in ("batch_size", "nan_check_every", "accum_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "alpha", "rl_weight", "momentum", "tau"):
+        for name in (
+            "lr",
+            "weight_decay",
+            "alpha",
+            "rl_weight",
+            "momentum",
+            "tau",
+            "warmup_iterations",
+            "warmup_lr",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_iterations and self.lr == 0:
+            raise ValueError("warmup_iterations needs lr > 0 (the warm-up is a factor on lr)")
+        if self.gate_sharpen <= 0:
+            raise ValueError(
+                f"gate_sharpen must be > 0 (1 leaves the gates as they are), got {self.gate_sharpen}"
+            )
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.eval_every is not None and self.eval_every < 1:
@@ -170,7 +222,10 @@ class TrainConfig:
 
 
 def hrl_defaults(**overrides) -> TrainConfig:
-    """The paper's HRL recipe (§4.1): the SP optimiser with lr 1e-4, constant."""
+    """The paper's HRL recipe (§4.1): the SP optimiser with lr 1e-4, constant, for 10k
+    iterations (the official CIFAR defaults, cifar/train_rl.py L56-67, whose REINFORCE sums
+    over the batch and whose terminal reward is unscaled: ``rl_reduction`` and
+    ``terminal_scale`` keep their CIFAR defaults; ImageNet overrides them in its space)."""
     kw = {"stage": "hrl", "lr": 1e-4, "lr_milestones": (), "iterations": 10_000}
     kw.update(overrides)
     if "epochs" in overrides:

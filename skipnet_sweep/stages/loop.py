@@ -6,17 +6,27 @@ and loader (e.g. for DDP) before handing them in.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import itertools
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.stages.config import TrainConfig
+
+# Training-log names the loop adds (beside ``metrics.LR`` and ``metrics.EPOCH``).
+IMAGES_PER_S = "images_per_s"  # training images per second since the last evaluation
+PEAK_MEM_MB = "peak_mem_mb"  # peak CUDA memory allocated since the last evaluation (MiB)
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,6 +42,8 @@ class LoopState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    # The fp16 loss scaler (disabled in other precisions); its state resumes a run.
+    scaler: torch.amp.GradScaler | None = None
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -41,8 +53,28 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
 
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision ``auto`` stands for on ``device``; other values are returned as they are.
+
+    ``auto``: bf16 autocast on CUDA devices that support it (Ampere and later), fp16 with
+    loss scaling on older CUDA devices, fp32 elsewhere (on the CPU low precision is slower).
+    """
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total: int):
-    """SGD with momentum and step decay at ``lr_milestones`` (fractions of ``total``)."""
+    """SGD with momentum, an optional constant warm-up and step decay at ``lr_milestones``
+    (fractions of ``total``).
+
+    Step ``s`` (0-based) runs at ``warmup_lr`` while ``s < warmup_iterations``, as the
+    official ``adjust_learning_rate`` does (``lr = 0.01`` while ``_iter < 400``, ucbdrive/skipnet
+    cifar/train_sp.py L378-379), then at ``lr * lr_decay ** (milestones passed)``.
+    """
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg.lr,
@@ -51,8 +83,73 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total: int):
         nesterov=cfg.nesterov and cfg.momentum > 0,
     )
     milestones = sorted({max(1, int(f * total)) for f in cfg.lr_milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_decay)
+    warmup, warm_factor = cfg.warmup_iterations, cfg.warmup_lr / cfg.lr if cfg.lr else 1.0
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return warm_factor
+        return cfg.lr_decay ** bisect.bisect_right(milestones, s)
+
+    # A function (not an object) so the scheduler's state_dict holds only its step count.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     return opt, sched
+
+
+def _load_scheduler(sched: torch.optim.lr_scheduler.LambdaLR, state: dict) -> None:
+    # Checkpoints written before the warm-up hold a MultiStepLR's state, without the
+    # ``lr_lambdas`` entry LambdaLR expects; its step count is what matters.
+    sched.load_state_dict({"lr_lambdas": [None] * len(sched.lr_lambdas), **state})
+
+
+def _batches(
+    loader: DataLoader, per_pass: int, epoch: int, set_epoch: Callable[[int], None] | None
+) -> Iterator:
+    """Batches without end: ``per_pass`` of each pass over ``loader``, ``set_epoch`` first."""
+    while True:
+        if set_epoch is not None:
+            set_epoch(epoch)
+        yield from itertools.islice(loader, per_pass)
+        epoch += 1
+
+
+class _DeviceLogs:
+    """Training logs and the non-finite-loss watch, kept on the device between reads.
+
+    Summing 0-dim tensors queues additions; reading them (``read``, ``check``) waits for the
+    device, which the loop does once per evaluation and once per ``nan_check_every`` steps.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.bad_step: Tensor | None = None  # first step with a non-finite loss, 0 if none
+        self.bad_value: Tensor | None = None
+
+    def add(self, loss: Tensor, logs: dict[str, Tensor], step: int) -> None:
+        loss = loss.detach().float()
+        if self.bad_step is None:
+            self.bad_step = torch.zeros((), dtype=torch.long, device=loss.device)
+            self.bad_value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self.bad_step == 0)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_value = torch.where(first, loss, self.bad_value)
+        for k, v in logs.items():
+            v = torch.as_tensor(v, device=loss.device).detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+
+    def check(self, stage: str) -> None:
+        """Raise ``NonFiniteLossError`` naming the first step whose loss was not finite."""
+        if self.bad_step is not None and (bad := int(self.bad_step)):
+            raise NonFiniteLossError(f"{stage} loss became {self.bad_value.item()} at step {bad}")
+
+    def read(self) -> dict[str, float]:
+        """Mean of each log since the last read (one device sync), then start afresh."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys]).tolist() if keys else []
+        out = {k: v / self.count for k, v in zip(keys, values, strict=True)}
+        self.sums, self.count = {}, 0
+        return out
 
 
 def train_loop(
@@ -69,17 +166,25 @@ def train_loop(
 ) -> LoopState:
     """Train ``model`` with ``objective`` for ``cfg``'s number of steps.
 
+    Each optimiser step accumulates the gradients of ``cfg.accum_steps`` batches, in
+    ``cfg.precision``; an epoch is ``len(loader) // accum_steps`` steps (the remaining
+    batches of a pass are not used).
+
     Args:
-        model: the network (possibly DDP-wrapped); it is put in training mode.
+        model: the network (possibly DDP-wrapped); it is put in training mode. On CUDA an
+            unwrapped model is converted to channels-last (convert before wrapping in DDP).
         objective: maps (SkipOutput, targets) to a ``LossResult``; its ``gate_mode`` says how
-            gates decide.
+            gates decide, and its optional ``begin(model)`` runs once before a fresh run.
         loader: training batches.
         cfg: optimisation settings.
         device: where to run.
         on_eval: called every ``cfg.eval_every`` steps (default once per epoch) and at the
-            last step, with the loop state and the mean training logs since the last call.
-        resume: optimiser/scheduler state and ``step`` from a checkpoint, to continue a run.
-        progress: show a progress bar per epoch.
+            last step, with the loop state and the mean training logs since the last call
+            (plus ``metrics.LR``, ``metrics.EPOCH``, ``IMAGES_PER_S`` and, on CUDA,
+            ``PEAK_MEM_MB``).
+        resume: optimiser/scheduler (and optional ``scaler``) state and ``step`` from a
+            checkpoint, to continue a run.
+        progress: show a progress bar.
         set_epoch: called with the epoch number before each pass (a DistributedSampler's
             ``set_epoch``).
 
@@ -87,69 +192,97 @@ def train_loop(
         the final loop state.
 
     Raises:
-        NonFiniteLossError: the loss became NaN or infinite.
+        NonFiniteLossError: the loss became NaN or infinite (checked every
+            ``cfg.nan_check_every`` steps and before every evaluation; the message names the
+            first such step).
+        ValueError: ``accum_steps`` exceeds the batches of one pass.
     """
-    per_epoch = len(loader)
+    device = torch.device(device)
+    k = cfg.accum_steps
+    if len(loader) < k:
+        raise ValueError(
+            f"accum_steps ({k}) exceeds the {len(loader)} batches of one pass over the data"
+        )
+    per_epoch = len(loader) // k
     total = total_steps(cfg, per_epoch)
     every = cfg.eval_every or per_epoch
+    precision = resolve_precision(cfg.precision, device)
+    amp_dtype = _AMP_DTYPES.get(precision)
+    cuda = device.type == "cuda"
+    if cuda:
+        # Fixed input sizes: let cuDNN pick the fastest kernels once.
+        torch.backends.cudnn.benchmark = True
+        if not isinstance(model, nn.parallel.DistributedDataParallel):
+            model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, cfg, total)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step = 0
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
+        _load_scheduler(sched, resume["scheduler"])
+        if resume.get("scaler") is not None:
+            scaler.load_state_dict(resume["scaler"])
         step = int(resume["step"])
-    state = LoopState(step, total, model, opt, sched)
-    sums: dict[str, float] = {}
-    count = 0
+    elif hasattr(objective, "begin"):
+        objective.begin(model)
+    state = LoopState(step, total, model, opt, sched, scaler)
+    logs = _DeviceLogs()
+    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
     model.train()
-    epoch = step // per_epoch
+    batches = _batches(loader, per_epoch * k, step // per_epoch, set_epoch)
+    bar = tqdm(total=total, initial=step, desc=cfg.stage, disable=not progress, leave=False)
+    images, since = 0, time.perf_counter()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     while step < total:
-        if set_epoch is not None:
-            set_epoch(epoch)
-        steps_now = min(per_epoch, total - step)
-        bar = tqdm(
-            total=steps_now,
-            desc=f"{cfg.stage} epoch {epoch + 1}/{math.ceil(total / per_epoch)}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for x, y in loader:
+        opt.zero_grad(set_to_none=True)
+        for micro in range(k):
+            x, y = next(batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            try:
-                out = model(x, mode=objective.gate_mode, path="masked")
-            except FloatingPointError as err:
-                raise NonFiniteLossError(
-                    f"{cfg.stage} loss became non-finite at step {step + 1} ({err})"
-                ) from None
-            res = objective(out, y)
-            if not torch.isfinite(res.loss):
-                raise NonFiniteLossError(
-                    f"{cfg.stage} loss became {res.loss.item()} at step {step + 1}"
-                )
-            opt.zero_grad(set_to_none=True)
-            res.loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            count += 1
-            for k, v in res.logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update(1)
-            bar.set_postfix(loss=f"{res.logs.get(M.TRAIN_LOSS, res.loss.item()):.3f}")
-            if step % every == 0 or step == total:
-                state.step = step
-                if on_eval is not None:
-                    logs = {k: v / count for k, v in sums.items()}
-                    logs[M.LR] = opt.param_groups[0]["lr"]
-                    logs[M.EPOCH] = step / per_epoch
-                    model.eval()
-                    on_eval(state, logs)
-                    model.train()
-                sums, count = {}, 0
-            if step >= total:
-                break
-        bar.close()
-        epoch += 1
+            if cuda and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            images += x.shape[0]
+            # Data-parallel: all-reduce gradients only on the last batch of the step.
+            with no_sync() if micro < k - 1 else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    try:
+                        out = model(x, mode=objective.gate_mode, path="masked")
+                    except FloatingPointError as err:
+                        raise NonFiniteLossError(
+                            f"{cfg.stage} loss became non-finite at step {step + 1} ({err})"
+                        ) from None
+                # The objective runs outside autocast and casts to float32 itself.
+                res = objective(out, y)
+                # Mean losses over k batches of b equal the mean over one batch of k * b.
+                scaler.scale(res.loss / k if k > 1 else res.loss).backward()
+            logs.add(res.loss, res.logs, step + 1)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        bar.update(1)
+        evaluate = step % every == 0 or step == total
+        if evaluate or step % cfg.nan_check_every == 0:
+            logs.check(cfg.stage)
+        if evaluate:
+            state.step = step
+            means = logs.read()  # waits for the device: the interval's time is complete
+            elapsed = time.perf_counter() - since
+            means[M.LR] = opt.param_groups[0]["lr"]
+            means[M.EPOCH] = step / per_epoch
+            means[IMAGES_PER_S] = images / elapsed if elapsed > 0 else float("nan")
+            if cuda:
+                means[PEAK_MEM_MB] = torch.cuda.max_memory_allocated(device) / 2**20
+            if M.TRAIN_LOSS in means:
+                bar.set_postfix(loss=f"{means[M.TRAIN_LOSS]:.3f}")
+            if on_eval is not None:
+                model.eval()
+                on_eval(state, means)
+                model.train()
+            # Evaluation is not part of the next interval's throughput or memory peak.
+            images, since = 0, time.perf_counter()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+    bar.close()
     state.step = step
     return state

@@ -8,7 +8,7 @@ The model returns data (logits, decisions, log-probabilities); these objectives 
   for skipping, the episode ends with the negative per-sample prediction loss, and each gate
   is credited with its discounted future return ``R_i``. REINFORCE on the log-probabilities
   (scaled by ``rl_weight``) plus the supervised cross-entropy of the sampled network (Eq. 8).
-  Pure RL drops the cross-entropy term.
+  Pure RL drops the cross-entropy term and samples the prediction as one more action.
 """
 
 from __future__ import annotations
@@ -18,19 +18,31 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.models import SkipOutput
+from skipnet_sweep.models.gates import sharpen_gates
 from skipnet_sweep.stages.config import TrainConfig
+
+# Training-log names these objectives add (the loop reports them beside ``metrics`` names).
+RL_LOSS = "rl_loss"
+TRAIN_SKIP_RATIO = "train_skip_ratio"
+# Pure RL only: top-1 of the sampled predictions (the mean reward of the prediction action).
+SAMPLED_TOP1 = "train_sampled_top1"
 
 
 @dataclass
 class LossResult:
-    """A stage's loss for one batch and the scalars worth logging."""
+    """A stage's loss for one batch and the scalars worth logging.
+
+    ``logs`` hold detached 0-dim tensors on the loss's device: reading them as numbers would
+    wait for the device at every step, so the loop sums them there and reads them once per
+    evaluation.
+    """
 
     loss: Tensor
-    logs: dict[str, float]
+    logs: dict[str, Tensor]
 
 
 class Supervised:
@@ -40,8 +52,9 @@ class Supervised:
         self.gate_mode = gate_mode
 
     def __call__(self, out: SkipOutput, target: Tensor) -> LossResult:
-        loss = F.cross_entropy(out.logits, target)
-        return LossResult(loss, {M.TRAIN_LOSS: loss.item()})
+        # float32 logits: under autocast the classifier's output may be bf16/fp16.
+        loss = F.cross_entropy(out.logits.float(), target)
+        return LossResult(loss, {M.TRAIN_LOSS: loss.detach()})
 
 
 def gate_costs(savings: Sequence[int] | None, num_gates: int) -> Tensor:
@@ -71,11 +84,33 @@ def discounted_returns(rewards: Tensor, final: Tensor, gamma: float) -> Tensor:
     return returns
 
 
+def sample_prediction(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Sample a class per sample from ``softmax(logits)``: the prediction as an action.
+
+    Returns:
+        the sampled classes (B,) and their log-probabilities (B,), with gradient.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    with torch.no_grad():
+        pred = torch.multinomial(log_p.exp(), 1)
+    return pred.squeeze(1), log_p.gather(1, pred).squeeze(1)
+
+
 class HybridRL:
     """The HRL objective (Eq. 8), or pure REINFORCE when ``supervised`` is False.
 
+    Pure RL treats the prediction as an action too, as the official code does
+    (``pred = softmax.multinomial(); self.saved_actions.append(pred)``, ucbdrive/skipnet
+    cifar/models.py L1265-1272 and imagenet/models.py L647-653): the class is sampled from
+    the softmax and REINFORCE updates its log-probability. Its reward is 1 when the sampled
+    class is the label and 0 otherwise (the classification reward of recurrent attention,
+    Mnih et al. 2014, the paper's [22]). The official scripts would credit it with ``-CE``,
+    which does not depend on the sampled class, so its expected gradient is zero and the
+    classifier would learn nothing; the gates keep ``-CE`` as their terminal reward.
+
     Args:
-        cfg: the stage's training config (alpha, gamma, rl_weight, supervised, baseline).
+        cfg: the stage's training config (alpha, gamma, rl_weight, rl_reduction,
+            terminal_scale, supervised, reward_baseline, accum_steps).
         costs: C_i per gate, shape (N,).
     """
 
@@ -84,30 +119,65 @@ class HybridRL:
     def __init__(self, cfg: TrainConfig, costs: Tensor):
         self.cfg = cfg
         self.costs = costs
+        self._costs_on: dict[torch.device, Tensor] = {}
+
+    def _costs(self, device: torch.device) -> Tensor:
+        # One host-to-device copy per device, not one per step (each would wait for the device).
+        if device not in self._costs_on:
+            self._costs_on[device] = self.costs.to(device, torch.float32)
+        return self._costs_on[device]
+
+    def begin(self, model: nn.Module) -> None:
+        """Called by the loop once before a fresh (not resumed) run: sharpen the gates."""
+        if self.cfg.gate_sharpen != 1.0:
+            sharpen_gates(getattr(model, "module", model).gates, self.cfg.gate_sharpen)
 
     def __call__(self, out: SkipOutput, target: Tensor) -> LossResult:
         cfg = self.cfg
-        ce = F.cross_entropy(out.logits, target, reduction="none")
-        skipped = (~out.executed).to(ce.dtype)
+        # Rewards, returns and log-probabilities in float32 whatever the autocast dtype.
+        logits = out.logits.float()
+        log_probs = out.log_probs.float()
+        ce = F.cross_entropy(logits, target, reduction="none")
+        skipped = (~out.executed).float()
         n = skipped.shape[1]
-        rewards = (cfg.alpha / n) * skipped * self.costs.to(ce.device)
-        returns = discounted_returns(rewards, -ce.detach(), cfg.gamma)
+        rewards = (cfg.alpha / n) * skipped * self._costs(ce.device)
+        # Official CIFAR: R = -pred_loss (cifar/train_rl.py L232); official ImageNet:
+        # R = -pred_loss * alpha / N (imagenet/train_rl.py L252, L258).
+        scale = cfg.alpha / n if cfg.terminal_scale == "alpha_over_n" else 1.0
+        final = -ce.detach() * scale
+        returns = discounted_returns(rewards, final, cfg.gamma)
         if cfg.reward_baseline:
             returns = returns - returns.mean(0, keepdim=True)
-        # REINFORCE: maximise E[R] -> minimise -log pi(g) * R, averaged over the batch and
-        # summed over gates (as the reference implementation).
-        rl_loss = -(out.log_probs * returns).mean(0).sum() * cfg.rl_weight
+        # REINFORCE: maximise E[R] -> minimise -log pi(g) * R, summed over gates.
+        per_sample = (log_probs * returns).sum(1)
+        logs = {}
+        if not cfg.supervised:
+            pred, pred_log_prob = sample_prediction(logits)
+            correct = (pred == target).float()
+            pred_reward = correct - correct.mean() if cfg.reward_baseline else correct
+            per_sample = per_sample + pred_log_prob * pred_reward
+            logs[SAMPLED_TOP1] = correct.mean().detach()
+        if cfg.rl_reduction == "sum":
+            # Official CIFAR: ``action.reinforce(rl_weight * R)`` (cifar/train_rl.py L240-241)
+            # backpropagates each sample's term unaveraged: a sum over the batch. The loop
+            # divides every loss by accum_steps (right for means); a sum over the
+            # accumulated batch must not be divided, hence the factor.
+            rl_loss = -per_sample.sum() * cfg.rl_weight * cfg.accum_steps
+        else:
+            # Official ImageNet: ``_loss.mean()`` per gate, then summed over gates
+            # (imagenet/train_rl.py L269-271).
+            rl_loss = -per_sample.mean() * cfg.rl_weight
         loss = rl_loss + ce.mean() if cfg.supervised else rl_loss
-        total_reward = rewards.sum(1) - ce.detach()
-        return LossResult(
-            loss,
+        total_reward = rewards.sum(1) + final
+        logs.update(
             {
-                M.TRAIN_LOSS: ce.mean().item(),
-                M.REWARD: total_reward.mean().item(),
-                "rl_loss": rl_loss.item(),
-                "train_skip_ratio": skipped.mean().item(),
-            },
+                M.TRAIN_LOSS: ce.mean().detach(),
+                M.REWARD: total_reward.mean(),
+                RL_LOSS: rl_loss.detach(),
+                TRAIN_SKIP_RATIO: skipped.mean(),
+            }
         )
+        return LossResult(loss, logs)
 
 
 def build_objective(cfg: TrainConfig, skip_savings: Sequence[int] | None, num_gates: int):

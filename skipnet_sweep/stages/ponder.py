@@ -32,9 +32,9 @@ class PonderObjective:
     def __call__(self, out: SkipOutput, target: Tensor) -> LossResult:
         if out.ponder is None:
             raise ValueError("the ponder objective needs a halting network (out.ponder is None)")
-        ce = F.cross_entropy(out.logits, target)
-        ponder = out.ponder.mean()
+        ce = F.cross_entropy(out.logits.float(), target)
+        ponder = out.ponder.float().mean()
         loss = ce + self.tau * ponder
         return LossResult(
-            loss, {M.TRAIN_LOSS: ce.item(), PONDER: ponder.item(), M.LOSS: loss.item()}
+            loss, {M.TRAIN_LOSS: ce.detach(), PONDER: ponder.detach(), M.LOSS: loss.detach()}
         )
