@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.flops import count_costs
+from skipnet_sweep.methods import method_for_stage, stage_names
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import (
     CheckpointError,
@@ -36,37 +37,11 @@ from skipnet_sweep.stages import (
 from skipnet_sweep.stages.config import hrl_defaults
 from skipnet_sweep.yamlio import OneLineParser
 
-# The TrainConfig fields each built-in stage reads. A stage's flags are built from exactly
-# these: type and default from the field, help from TrainConfig's docstring, so a flag of
-# another stage is an error, not a silent no-op, and a new field needs only an entry here.
-OPTIMISER_FIELDS = (
-    "iterations",
-    "epochs",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "nesterov",
-    "lr_milestones",
-    "lr_decay",
-    "eval_every",
-    "eval_path",
-    "seed",
-)
+# The TrainConfig fields each registered stage reads (its method says which). A stage's flags
+# are built from exactly these: type and default from the field, help from TrainConfig's
+# docstring, so a flag of another stage is an error, not a silent no-op.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "baseline": OPTIMISER_FIELDS,
-    "sp": (*OPTIMISER_FIELDS, "gating"),
-    "hrl": (
-        *OPTIMISER_FIELDS,
-        "alpha",
-        "gamma",
-        "rl_weight",
-        "supervised",
-        "cost",
-        "reward_baseline",
-    ),
-    "act": (*OPTIMISER_FIELDS, "tau"),
-    "sact": (*OPTIMISER_FIELDS, "tau"),
+    stage: method_for_stage(stage).train_fields(stage) for stage in stage_names()
 }
 # Stages that choose a gate design; the others train the plain ResNet or their own halting
 # units.

@@ -203,6 +203,11 @@ class Method(ABC):
 
     # --- the stage ----------------------------------------------------------------------
 
+    def train_fields(self, stage: str) -> tuple[str, ...]:
+        """The ``TrainConfig`` fields ``stage`` reads (the ``train`` CLI's flags): by default
+        the optimiser's, as a space's optimisation section has them."""
+        return optimiser_fields()
+
     @abstractmethod
     def objective(self, cfg: StageConfig, costs: CostAccounting) -> Objective:
         """The loss of one of this method's stages (``cfg.train.stage``)."""
@@ -230,6 +235,15 @@ class Method(ABC):
         return f"<method {self.name}>"
 
 
+def optimiser_fields() -> tuple[str, ...]:
+    """The ``TrainConfig`` fields of a space's optimisation section, and the seed."""
+    from dataclasses import fields
+
+    from skipnet_sweep.sweep.space import OptimSpec
+
+    return (*(f.name for f in fields(OptimSpec)), "seed")
+
+
 def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra):
     """A ``TrainConfig`` for ``stage`` from a space's optimisation section ``spec`` (an
     ``OptimSpec``; its empty fields take the method's defaults ``lr`` and ``milestones``).
@@ -237,23 +251,19 @@ def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra):
     Raises:
         SpaceError: naming the space field (``where.field``) that the stage refuses.
     """
+    from dataclasses import fields
+
     from skipnet_sweep.stages.config import TrainConfig
     from skipnet_sweep.sweep.space import SpaceError
 
-    kw = dict(
-        stage=stage,
-        iterations=spec.iterations,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        lr=spec.lr if spec.lr is not None else lr,
-        momentum=spec.momentum,
-        weight_decay=spec.weight_decay,
-        nesterov=spec.nesterov,
-        lr_milestones=spec.lr_milestones if spec.lr_milestones is not None else milestones,
-        lr_decay=spec.lr_decay,
-        eval_every=spec.eval_every,
-        eval_path=spec.eval_path,
-    )
+    # The section's fields that are the stage's (all but e.g. HRL's ``variants``).
+    train_fields = {f.name for f in fields(TrainConfig)}
+    kw = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name in train_fields}
+    kw["stage"] = stage
+    if kw.get("lr") is None:
+        kw["lr"] = lr
+    if kw.get("lr_milestones") is None:
+        kw["lr_milestones"] = milestones
     kw.update(extra)
     try:
         return TrainConfig(**kw)

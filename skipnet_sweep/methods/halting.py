@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from skipnet_sweep.methods import register_method
-from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job
+from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, optimiser_fields
 from skipnet_sweep.methods.plain import baseline_job
 
 
@@ -64,6 +64,9 @@ class Halting(Method):
                     )
                 )
         return jobs
+
+    def train_fields(self, stage: str) -> tuple[str, ...]:
+        return (*optimiser_fields(), "tau")
 
     def objective(self, cfg, costs):
         from skipnet_sweep.stages.ponder import PonderObjective

@@ -12,11 +12,29 @@ from __future__ import annotations
 from dataclasses import replace
 
 from skipnet_sweep.methods import register_method
-from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
+from skipnet_sweep.methods.base import (
+    Job,
+    Method,
+    PlanContext,
+    make_job,
+    optimiser_fields,
+    recipe,
+)
 from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES
 
 HRL_LR = 1e-4  # §4.1: "decreased learning rate of 0.0001", constant
 VARIANTS = ("hrl+sp", "hrl+s", "rl")
+
+
+def _rl_fields() -> tuple[str, ...]:
+    """The HRL section's objective fields (gamma, rl_weight, ...): what it has beyond the
+    optimiser and the list of variants."""
+    from dataclasses import fields
+
+    from skipnet_sweep.sweep.space import HRLSpec, OptimSpec
+
+    optim = {f.name for f in fields(OptimSpec)}
+    return tuple(f.name for f in fields(HRLSpec) if f.name not in optim and f.name != "variants")
 
 
 def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
@@ -90,22 +108,23 @@ class SkipNet(Method):
         space = ctx.space
         hrl = space.hrl
         sp = sp_job(ctx, arch, gate)
-        reward = dict(
-            alpha=alpha,
-            gamma=hrl.gamma,
-            rl_weight=hrl.rl_weight,
-            cost=hrl.cost,
-            reward_baseline=hrl.reward_baseline,
-            supervised=variant != "rl",
-            seed=space.seed,
-        )
         if variant == "hrl+sp":
-            train = recipe("hrl", "hrl", hrl, HRL_LR, (), **reward)
+            train = recipe(
+                "hrl", "hrl", hrl, HRL_LR, (), alpha=alpha, supervised=True, seed=space.seed
+            )
             stage, needs = StageConfig(sp.stage.model, ctx.data, train), sp.id
         else:
-            # HRL+S and RL train from scratch for as long as SP + HRL together (§4.3.1),
-            # with the SP recipe's learning rate.
-            train = replace(sp.stage.train, stage="hrl", **reward, **_sum_lengths(space))
+            # HRL+S and RL train from scratch for as long as SP + HRL together (§4.3.1), with
+            # the SP recipe's optimiser and HRL's objective.
+            reward = {k: getattr(hrl, k) for k in _rl_fields()}
+            train = replace(
+                sp.stage.train,
+                stage="hrl",
+                alpha=alpha,
+                supervised=variant != "rl",
+                **reward,
+                **_sum_lengths(space),
+            )
             stage, needs = StageConfig(sp.stage.model, ctx.data, train), None
         return make_job(
             self.name,
@@ -138,6 +157,11 @@ class SkipNet(Method):
 
     def sampled_job(self, ctx: PlanContext, sample: dict) -> Job:
         return self._trial(ctx, sample["backbone"], sample["gate"], "hrl+sp", sample["alpha"])
+
+    def train_fields(self, stage: str) -> tuple[str, ...]:
+        if stage == "sp":
+            return (*optimiser_fields(), "gating")
+        return (*optimiser_fields(), "alpha", "supervised", *_rl_fields())
 
     def objective(self, cfg, costs):
         from skipnet_sweep.stages.objectives import HybridRL, Supervised, gate_costs

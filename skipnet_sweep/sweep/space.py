@@ -20,7 +20,7 @@ import yaml
 
 from skipnet_sweep.data import list_datasets
 from skipnet_sweep.models import GATE_DESIGNS, list_models
-from skipnet_sweep.stages.config import DataConfig
+from skipnet_sweep.stages.config import DataConfig, TrainConfig
 from skipnet_sweep.yamlio import YamlError, read_yaml_file, show
 
 SEARCH_ALGORITHMS = ("grid", "optuna")
@@ -125,38 +125,53 @@ class DatasetSpec:
         return DataConfig(dataset=fields_.pop("name"), **fields_)
 
 
+def _default(name: str):
+    """``TrainConfig``'s default of ``name``: a default exists once, where the stage is."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
 @dataclass(frozen=True)
 class OptimSpec:
-    """Optimisation of one stage (``stages.TrainConfig`` fields; None keeps the default)."""
+    """Optimisation of one stage: ``stages.TrainConfig`` fields under the same names, whose
+    defaults are TrainConfig's (``_default``); None leaves the choice to the method (the
+    paper's recipe for its stage, e.g. HRL's lr 1e-4)."""
 
     iterations: int | None = None
     epochs: float | None = None
-    batch_size: int = 128
+    batch_size: int = _default("batch_size")
     lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
+    momentum: float = _default("momentum")
+    weight_decay: float = _default("weight_decay")
+    nesterov: bool = _default("nesterov")
     lr_milestones: tuple[float, ...] | None = None
-    lr_decay: float = 0.1
+    lr_decay: float = _default("lr_decay")
     eval_every: int | None = None
-    eval_path: str = "sparse"
+    eval_path: str = _default("eval_path")
+    warmup_iterations: int = _default("warmup_iterations")
+    warmup_lr: float = _default("warmup_lr")
+    precision: str = _default("precision")
+    nan_check_every: int = _default("nan_check_every")
+    accum_steps: int = _default("accum_steps")
 
 
 @dataclass(frozen=True)
 class SPSpec(OptimSpec):
     """Supervised pre-training (and the plain-ResNet baseline, which uses the same recipe)."""
 
-    gating: str = "hard"
+    gating: str = _default("gating")
 
 
 @dataclass(frozen=True)
 class HRLSpec(OptimSpec):
     """Hybrid-RL fine-tuning; ``variants`` adds the §4.3 ablations (HRL from scratch, pure RL)."""
 
-    gamma: float = 1.0
-    rl_weight: float = 0.01
-    cost: str = "uniform"
-    reward_baseline: bool = False
+    gamma: float = _default("gamma")
+    rl_weight: float = _default("rl_weight")
+    rl_reduction: str = _default("rl_reduction")
+    terminal_scale: str = _default("terminal_scale")
+    gate_sharpen: float = _default("gate_sharpen")
+    cost: str = _default("cost")
+    reward_baseline: bool = _default("reward_baseline")
     variants: tuple[str, ...] = ("hrl+sp",)
 
 
