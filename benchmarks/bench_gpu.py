@@ -36,9 +36,9 @@ from bench_inference import own_decisions
 from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import count_costs, parse_input
 from skipnet_sweep.latency import measure_latency, synchronizer, time_interleaved
+from skipnet_sweep.methods import build_objective
 from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model
-from skipnet_sweep.stages.config import TrainConfig, hrl_defaults
-from skipnet_sweep.stages.objectives import build_objective
+from skipnet_sweep.stages.config import DataConfig, StageConfig, TrainConfig, hrl_defaults
 
 # The two settings of the paper: CIFAR ResNet-110 at 32x32, batch 128 (ResNet recipe); ImageNet
 # ResNet-101 at 224x224, batch 64 per GPU (SkipNet trains with 256 on 4 GPUs).
@@ -89,8 +89,8 @@ def make_step(
     model: SkipResNet, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, dtype: str
 ) -> Callable[[], None]:
     """One training step of ``cfg``'s stage on a fixed batch, in precision ``dtype``."""
-    savings = count_costs(model, tuple(x.shape[1:])).skip_savings() if model.num_gates else None
-    objective = build_objective(cfg, savings, model.num_gates)
+    costs = count_costs(model, tuple(x.shape[1:]))
+    objective = build_objective(StageConfig(model.config, DataConfig(), cfg), costs)
     model.to(x.device).train()
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay

@@ -2,7 +2,7 @@
 
 A step is what the training loop (``skipnet_sweep.stages.loop``) does per batch: forward on
 the masked path in the objective's gate mode (SP ``hard``, HRL ``sample``), the loss from the
-project's objective (``build_objective``), backward, SGD step. The plain step is the same
+project's objective (the method registry's ``build_objective``), backward, SGD step. The plain step is the same
 backbone without gates and the baseline objective (cross-entropy). All variants are timed
 interleaved, round by round, and compared by their median ms/step.
 
@@ -24,9 +24,9 @@ import torch
 from _timing import add_common_args, interleaved, keep_freed_memory, paired_median
 
 from skipnet_sweep.flops import count_costs, parse_input
+from skipnet_sweep.methods import build_objective
 from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model, list_models
-from skipnet_sweep.stages.config import TrainConfig, hrl_defaults
-from skipnet_sweep.stages.objectives import build_objective
+from skipnet_sweep.stages.config import DataConfig, StageConfig, TrainConfig, hrl_defaults
 
 # Goal on step time over the plain step, per gate design (both stages).
 GOALS = {"rnn": 1.10, "ff2": 1.25, "ff1": 1.35}
@@ -50,8 +50,8 @@ def make_step(
     model: SkipResNet, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[Callable[[], None], str]:
     """One training step of ``cfg``'s stage on a fixed batch, as the training loop does it."""
-    savings = count_costs(model, tuple(x.shape[1:])).skip_savings() if model.num_gates else None
-    objective = build_objective(cfg, savings, model.num_gates)
+    costs = count_costs(model, tuple(x.shape[1:]))
+    objective = build_objective(StageConfig(model.config, DataConfig(), cfg), costs)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )

@@ -34,6 +34,12 @@ TRAIN_LOSS = "train_loss"
 REWARD = "reward"
 LR = "lr"
 EPOCH = "epoch"
+IMAGES_PER_S = "images_per_s"  # training images per second since the last evaluation
+PEAK_MEM_MB = "peak_mem_mb"  # peak CUDA memory allocated since the last evaluation (MiB)
+RL_LOSS = "rl_loss"
+TRAIN_SKIP_RATIO = "train_skip_ratio"
+PONDER = "ponder"
+SAMPLED_TOP1 = "train_sampled_top1"  # pure RL: how often the sampled prediction is right
 
 # Everything a final evaluation reports (plus per-gate skip ratios below).
 EVAL_METRICS = (
@@ -73,7 +79,6 @@ TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 HYPERVOLUME = "hypervolume"
 
-STAGES = ("baseline", "sp", "hrl", "act", "sact")
 SWEEP_STAGE = "sweep"  # the stage tag of a parent run
 
 PARAM_DATASET = "dataset"

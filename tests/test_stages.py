@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_loaders
 from skipnet_sweep.flops import count_costs
+from skipnet_sweep.methods import build_objective
 from skipnet_sweep.models import ModelConfig, SkipOutput
 from skipnet_sweep.stages import (
     DataConfig,
@@ -38,7 +39,6 @@ from skipnet_sweep.stages.objectives import (
     HybridRL,
     LossResult,
     Supervised,
-    build_objective,
     discounted_returns,
     gate_costs,
 )
@@ -354,13 +354,30 @@ def test_flops_cost_uses_normalised_savings():
     torch.testing.assert_close(costs, torch.tensor([0.5, 1.5, 1.0]))
     assert costs.mean().item() == pytest.approx(1.0)
     torch.testing.assert_close(gate_costs(None, 4), torch.ones(4))
-    obj = build_objective(hrl_cfg(cost="flops"), savings, 3)
+    obj = objective_of(hrl_cfg(cost="flops"), savings)
     torch.testing.assert_close(obj.costs, costs)
     res = obj(fake_output()[0], TARGET)
     loss, _, _ = hand_hrl(0.6, 0.9, 0.5, supervised=True, costs=(0.5, 1.5, 1.0))
     assert res.loss.item() == pytest.approx(loss, rel=1e-5)
     # cost: uniform ignores the savings.
-    torch.testing.assert_close(build_objective(hrl_cfg(), savings, 3).costs, torch.ones(3))
+    torch.testing.assert_close(objective_of(hrl_cfg(), savings).costs, torch.ones(3))
+
+
+class _Savings:
+    """A cost table reduced to what an objective reads of it."""
+
+    def __init__(self, savings):
+        self.savings = list(savings or [])
+
+    def skip_savings(self):
+        return self.savings
+
+
+def objective_of(train: TrainConfig, savings=None):
+    """The objective the method registry gives ``train``'s stage."""
+    gate = {"baseline": None, "act": "act", "sact": "sact"}.get(train.stage, "rnn")
+    cfg = StageConfig(ModelConfig("cifar_resnet8", gate), DataConfig("synthetic"), train)
+    return build_objective(cfg, _Savings(savings))
 
 
 def test_supervised_objective_and_build_objective_per_stage():
@@ -370,10 +387,10 @@ def test_supervised_objective_and_build_objective_per_stage():
     assert list(res.logs) == [M.TRAIN_LOSS]
     assert res.logs[M.TRAIN_LOSS].item() == pytest.approx(res.loss.item())
     modes = {
-        "baseline": build_objective(TrainConfig(stage="baseline", iterations=1), None, 0),
-        "sp": build_objective(TrainConfig(stage="sp", iterations=1), [1, 2], 2),
-        "soft": build_objective(TrainConfig(stage="sp", gating="soft", iterations=1), [1, 2], 2),
-        "hrl": build_objective(hrl_cfg(), [1, 2], 2),
+        "baseline": objective_of(TrainConfig(stage="baseline", iterations=1)),
+        "sp": objective_of(TrainConfig(stage="sp", iterations=1), [1, 2]),
+        "soft": objective_of(TrainConfig(stage="sp", gating="soft", iterations=1), [1, 2]),
+        "hrl": objective_of(hrl_cfg(), [1, 2]),
     }
     assert {k: o.gate_mode for k, o in modes.items()} == {
         "baseline": "threshold",

@@ -179,7 +179,10 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     client, uri = _client(tracking_uri)
     exp_id = _experiment_id(client, uri, experiment)
     rows = [
-        _row(run) for run in _all_runs(client, exp_id) if run.data.tags.get(M.TAG_STAGE) in M.STAGES
+        _row(run)
+        for run in _all_runs(client, exp_id)
+        # Every child run of a sweep, of any method (plugins included); not the parents.
+        if run.data.tags.get(M.TAG_STAGE) not in (None, M.SWEEP_STAGE)
     ]
     df = pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
     for name in (*RUN_COLUMNS, *M.EVAL_METRICS):

@@ -84,6 +84,11 @@ def method_for_stage(stage: str) -> Method:
     raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(stage_names())}")
 
 
+def build_objective(cfg, costs: CostAccounting) -> Objective:
+    """The loss of ``cfg``'s stage (a ``StageConfig``), from the method that owns it."""
+    return method_for_stage(cfg.train.stage).objective(cfg, costs)
+
+
 def stage_names() -> tuple[str, ...]:
     """Every stage a registered method trains."""
     return tuple(s for m in _METHODS.values() for s in m.stages)
@@ -109,6 +114,7 @@ __all__ = [
     "Method",
     "Objective",
     "PlanContext",
+    "build_objective",
     "get_method",
     "list_methods",
     "make_job",

@@ -20,11 +20,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.metrics import IMAGES_PER_S, PEAK_MEM_MB
 from skipnet_sweep.stages.config import TrainConfig
 
 # Training-log names the loop adds (beside ``metrics.LR`` and ``metrics.EPOCH``).
-IMAGES_PER_S = "images_per_s"  # training images per second since the last evaluation
-PEAK_MEM_MB = "peak_mem_mb"  # peak CUDA memory allocated since the last evaluation (MiB)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -21,15 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.metrics import RL_LOSS, SAMPLED_TOP1, TRAIN_SKIP_RATIO
 from skipnet_sweep.models import SkipOutput
 from skipnet_sweep.models.gates import sharpen_gates
 from skipnet_sweep.stages.config import TrainConfig
 
 # Training-log names these objectives add (the loop reports them beside ``metrics`` names).
-RL_LOSS = "rl_loss"
-TRAIN_SKIP_RATIO = "train_skip_ratio"
 # Pure RL only: top-1 of the sampled predictions (the mean reward of the prediction action).
-SAMPLED_TOP1 = "train_sampled_top1"
 
 
 @dataclass
@@ -178,24 +176,3 @@ class HybridRL:
             }
         )
         return LossResult(loss, logs)
-
-
-def build_objective(cfg: TrainConfig, skip_savings: Sequence[int] | None, num_gates: int):
-    """The objective of ``cfg.stage``.
-
-    Args:
-        cfg: training config.
-        skip_savings: MACs each gated block saves when skipped (for ``cost: flops``).
-        num_gates: gates in the network.
-    """
-    if cfg.stage == "baseline":
-        return Supervised("threshold")
-    if cfg.stage == "sp":
-        return Supervised(cfg.gating)
-    if cfg.stage in ("act", "sact"):
-        # Imported here: the ponder objective builds on this module's LossResult.
-        from skipnet_sweep.stages.ponder import PonderObjective
-
-        return PonderObjective(cfg.tau)
-    savings = skip_savings if cfg.cost == "flops" else None
-    return HybridRL(cfg, gate_costs(savings, num_gates))

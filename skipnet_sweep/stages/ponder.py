@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.metrics import PONDER
 from skipnet_sweep.models import SkipOutput
 from skipnet_sweep.stages.objectives import LossResult
 
 # Mean ponder cost per sample over the batch (sum over stages of N + R).
-PONDER = "ponder"
 
 
 class PonderObjective:
