@@ -108,6 +108,8 @@ class ProgressCallback(_tune_callback_base()):
         body = result_line(result) if status == "ok" else status
         if result.get("cached"):
             body += "  (cached)"
+        if result.get("cache_rejected"):
+            self._print(f"   cache entry not reused: {str(result['cache_rejected'])[:200]}")
         width = len(str(self.total))
         self._print(f"[{done:>{width}}/{self.total}] {stage:<8} {what:<22} {body}  {took}{eta}")
 

@@ -13,7 +13,6 @@ any other job it runs the stage in its own process from the cached checkpoint it
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import torch
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
-from skipnet_sweep.stages import NonFiniteLossError, StageConfig, load_checkpoint, run_stage
-from skipnet_sweep.stages.checkpoint import save_checkpoint
+from skipnet_sweep.stages import NonFiniteLossError, StageConfig, run_stage
+from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.searcher import ERROR
 from skipnet_sweep.sweep.tracking import Tracker
@@ -31,12 +30,13 @@ STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 FINAL_FILE = "final.json"  # a finished trial's final result
 STEP = "step"
 CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
+CACHE_REJECTED = "cache_rejected"  # why a shared job's cache entry was not reused
 TUNE_KEYS = frozenset(
     (
         "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
         "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
         "timesteps_since_restore", "done", "final", "checkpoint_path", "node_ip", "hostname",
-        "date", "trial_id", "experiment_tag", "config", CACHED, STEP,
+        "date", "trial_id", "experiment_tag", "config", CACHED, CACHE_REJECTED, STEP,
     )
 )  # fmt: skip
 
@@ -146,31 +146,25 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        payload = _publish(Path(d), plan.checkpoint(job))
+        payload = cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job)
     return {**payload["metrics"], STEP: payload["step"]}
 
 
-def _publish(src: Path, cache: Path) -> dict:
-    """Copy a finished job's weights and evaluation files into the cache, weights last and
-    atomically, so a cache entry exists only once it is complete."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    if (src / M.ARTIFACT_DIR).is_dir():
-        shutil.copytree(src / M.ARTIFACT_DIR, cache.parent / M.ARTIFACT_DIR, dirs_exist_ok=True)
-    payload = load_checkpoint(src / MODEL_FILE)
-    save_checkpoint(cache, {k: v for k, v in payload.items() if k != "format"})
-    return payload
-
-
 def _run_shared(job: Job, plan: Plan) -> None:
+    """A shared job: its verified cache entry, else trained (a rejected entry is moved aside
+    and the reason reported with the result)."""
     from ray import tune
 
-    cache = plan.checkpoint(job)
-    if cache.is_file():
-        payload = load_checkpoint(cache)
-        final = {**payload["metrics"], STEP: payload["step"], CACHED: 1}
-    else:
-        final = _fit_shared(job, plan)
-    tune.report({**final, "final": 1})
+    entry = plan.checkpoint(job)
+    rejected = {}
+    if entry.is_file():
+        payload, why = cache.verify(entry, job)
+        if payload is not None:
+            tune.report({**payload["metrics"], STEP: payload["step"], CACHED: 1, "final": 1})
+            return
+        aside = cache.set_aside(entry)
+        rejected = {CACHE_REJECTED: f"{why}; moved to {aside} and trained again"}
+    tune.report({**_fit_shared(job, plan), **rejected, "final": 1})
 
 
 # --- trials -------------------------------------------------------------------------------
@@ -315,6 +309,8 @@ class TrackingCallback(_tune_callback_base()):
             self.tracker.set_tags(entry[0], {"node_ip": str(result["node_ip"])})
         if result.get(CACHED):
             self.tracker.set_tags(entry[0], {"cached": "true"})
+        if result.get(CACHE_REJECTED):
+            self.tracker.set_tags(entry[0], {CACHE_REJECTED: str(result[CACHE_REJECTED])[:500]})
         # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
         ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
         if step > entry[1]:
