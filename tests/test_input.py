@@ -179,6 +179,23 @@ CASES: dict[str, tuple] = {
         "search.num_samples",
     ),
     "workers 10**6": (space_file(changes={"resources.sp.workers": 10**6}), "resources.sp.workers"),
+    # --- pre-flight: what the driver checks before Ray starts
+    "tracking server that does not answer": (
+        space_file(changes={"mlflow.tracking_uri": "http://127.0.0.1:9"}),
+        "mlflow.tracking_uri: http://127.0.0.1:9 does not answer",
+    ),
+    "trial cpu above this machine": (
+        space_file(changes={"resources.trial.cpu": 512}),
+        "resources.trial.cpu: asks for 512 CPUs but this machine has",
+    ),
+    "sp workers above this machine": (
+        space_file(changes={"resources.sp.workers": 300}),
+        "resources.sp (workers x cpu): asks for 300 CPUs",
+    ),
+    "a GPU on a machine without one": (
+        space_file(changes={"resources.trial.gpu": 1}),
+        "resources.trial.gpu: asks for 1 GPUs but this machine has 0",
+    ),
     # --- names
     "name with a quote": (named("ti'ny"), "name: ", "allowed: 1 to 100"),
     "name with a backtick": (named("ti`ny"), "name: ", "allowed: "),
@@ -284,7 +301,7 @@ def test_malformed_input_is_one_short_line_exit_2_nothing_written(folder: Path, 
     assert files_under(folder) == before
     assert not (folder.parent / "raytmp").exists()
     assert not ray.is_initialized()
-    assert elapsed < 5, f"{case} took {elapsed:.1f} s"
+    assert elapsed < 20, f"{case} took {elapsed:.1f} s"  # fails fast, never hangs
 
 
 def test_billion_laughs_fails_fast_before_anything_is_built(folder: Path) -> None:

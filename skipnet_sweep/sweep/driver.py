@@ -51,16 +51,56 @@ def tracker_for(plan: Plan) -> Tracker:
     return Tracker(default_tracking_uri(mlflow.tracking_uri), mlflow.experiment or plan.space.name)
 
 
-def check_resources(plan: Plan, address: str | None) -> None:
-    """Refuse a GPU request where there are no GPUs, before starting anything local."""
-    if address is None and plan.space.uses_gpu:
+def preflight(plan: Plan, address: str | None, num_cpus: int | None = None) -> None:
+    """Everything that can be checked before Ray starts or anything is written: the tracking
+    store answers, and every resource request fits this machine (a local run). Each
+    problem is one ``SpaceError`` naming the field.
+    """
+    _check_tracking(plan)
+    if address is None:
         import torch
 
-        if not torch.cuda.is_available():
+        cpus = num_cpus or os.cpu_count() or 1
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check_fits(plan, cpus, gpus, "this machine")
+
+
+def check_fits(plan: Plan, cpus: float, gpus: float, where: str) -> None:
+    """Refuse a trial or a shared job's worker group that ``cpus``/``gpus`` cannot hold: Tune
+    or Ray Train would wait for it forever."""
+    res = plan.space.resources
+    asks = [
+        ("resources.trial.cpu", res.trial.cpu, cpus, "CPUs"),
+        ("resources.trial.gpu", res.trial.gpu, gpus, "GPUs"),
+        ("resources.sp (workers x cpu)", res.sp.workers * res.sp.cpu, cpus, "CPUs"),
+        ("resources.sp (workers x gpu)", res.sp.workers * res.sp.gpu, gpus, "GPUs"),
+    ]
+    for name, ask, have, unit in asks:
+        if ask > have:
             raise SpaceError(
-                f"{plan.space.source}: resources: asks for GPUs but this machine has none; set "
-                "resources.sp.gpu and resources.trial.gpu to 0, or pass --address of a GPU cluster"
+                f"{plan.space.source}: {name}: asks for {ask:g} {unit} but {where} has "
+                f"{have:g}; lower it{' or pass --address of a larger cluster' if unit == 'GPUs' else ''}"
             )
+
+
+def _check_tracking(plan: Plan, timeout: float = 5.0) -> None:
+    """An http(s) tracking server must answer within ``timeout`` seconds (a wrong URI would
+    otherwise hang the sweep after Ray has started)."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracker_for(plan).tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+            r.read(64)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise SpaceError(
+            f"{plan.space.source}: mlflow.tracking_uri: {uri} does not answer ({reason}); "
+            "start the server or fix the URI"
+        ) from None
 
 
 def log_path(plan: Plan) -> Path:
@@ -154,6 +194,12 @@ def _check_cluster(plan: Plan) -> None:
             f"{space.source}: resources: asks for GPUs but the Ray cluster has none; set "
             "resources.sp.gpu and resources.trial.gpu to 0"
         )
+    total = ray.cluster_resources()
+    try:
+        check_fits(plan, total.get("CPU", 0), total.get("GPU", 0), "the Ray cluster")
+    except SpaceError as err:
+        # A cluster may grow (an autoscaler, nodes still joining): say so, do not refuse.
+        print(f"warning: {str(err).split(': ', 1)[1]} now; the trials wait until it grows")
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1 and not _storage_is_shared(plan.storage, nodes):
         raise SpaceError(
@@ -393,10 +439,10 @@ def run_sweep(
     num_cpus: int | None = None,
     verbose: bool = False,
 ) -> SweepResult:
-    """Run a whole sweep: SP jobs, trials, frontier. Ray must not be running yet."""
+    """Run a whole sweep: every job, then the frontier. Ray must not be running yet."""
+    preflight(plan, address, num_cpus)  # before anything slow is imported or started
     import ray
 
-    check_resources(plan, address)
     tracker = tracker_for(plan)
     if not verbose:
         route_logs(log_path(plan))
