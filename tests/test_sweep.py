@@ -365,12 +365,10 @@ def killed(tiny: Sweep, tmp_path_factory, ray_dir) -> Killed:
         def instance() -> dict[int, str]:
             return {**alive(tree), **ray_processes(kill_dir)}
 
+        # The driver's reaper stops the instance's processes (agents and workers included)
+        # within seconds of the driver's death.
         with contextlib.suppress(TimeoutError):
-            wait_for(
-                lambda: not any("raylet" in c or "gcs_server" in c for c in instance().values()),
-                10,
-                what="the raylet and GCS to exit",
-            )
+            wait_for(lambda: not instance(), 30, what="the killed driver's Ray to be stopped")
         strays = instance()
         stop_ray_processes(kill_dir, also=tree)
         remaining = instance()
@@ -426,9 +424,9 @@ def test_resume_does_not_rerun_trials_finished_before_the_kill(killed: Killed) -
 
 
 def test_kill_leaves_no_ray_process_of_the_driver_behind(killed: Killed) -> None:
-    """What outlived the SIGKILL of the driver (found by the instance's RAY_TMPDIR) is
-    printed for the record; the fixture stopped all of it and nothing is left."""
-    print("Ray processes that outlived the killed driver:", killed.strays)
+    """Nothing of the killed driver's Ray instance (found by its RAY_TMPDIR) is left 30 s
+    after the SIGKILL: the driver's reaper stopped it, not the test."""
+    assert killed.strays == {}
     assert killed.remaining == {}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
+from skipnet_sweep.sweep import reaper
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
@@ -163,6 +164,10 @@ def start_ray(
     else:
         # "local": always a new instance, never one that a `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        # Whatever happens to this driver (even SIGKILL), its instance does not outlive it.
+        from ray._private.worker import _global_node
+
+        reaper.start(_global_node.get_session_dir_path())
     if not verbose:
         route_logs(log_path(plan))  # again: ray.init adds handlers of its own
     try:
