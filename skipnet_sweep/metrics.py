@@ -77,6 +77,8 @@ TAG_METHOD = "method"  # skipnet-<gate>, plain, act, sact: one curve per method 
 TAG_METHOD_NAME = "skipnet.method"  # the registered method (skipnet, plain, act, sact, ...)
 TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
+TAG_CHECKPOINT = "checkpoint_uri"  # where a run's final weights are (train eval --checkpoint)
+TAG_MODEL_VERSION = "registered_model_version"  # a frontier run's version in the registry
 HYPERVOLUME = "hypervolume"
 
 SWEEP_STAGE = "sweep"  # the stage tag of a parent run

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
 from skipnet_sweep import metrics as M
+from skipnet_sweep.methods import short_hash
 from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
 from skipnet_sweep.sweep import reaper
 from skipnet_sweep.sweep.plan import Plan
@@ -366,7 +369,47 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
     )
     tracker.log_text(parent, csv, M.PARETO_CSV)
     tracker.set_description(parent, frontier_table(result, plan, markdown=True))
+    log_frontier_models(tracker, plan, result)
     return result
+
+
+def registered_model_name(plan: Plan) -> str:
+    """The model registry name of a sweep's frontier (one version per frontier run)."""
+    return f"skipnet-{plan.sweep_id}"
+
+
+def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> None:
+    """Log each frontier run's network as an MLflow model (as it is deployed: thresholded
+    gates, sparse execution) and register it; once per run (a resumed sweep skips them)."""
+    import torch
+
+    from skipnet_sweep.models.deploy import Deployed
+    from skipnet_sweep.stages import CheckpointError, load_model
+
+    for row in result.frontier:
+        tags = tracker.client.get_run(row["run_id"]).data.tags
+        weights = tags.get(M.TAG_CHECKPOINT)
+        if M.TAG_MODEL_VERSION in tags or not weights:
+            continue
+        try:
+            net, payload = load_model(weights)
+        except CheckpointError as err:
+            print(f"warning: {row['run_name']}: no model logged ({err})")
+            continue
+        shape = payload.get("input_shape") or [net.config.in_channels, 32, 32]
+        version = tracker.log_model(
+            row["run_id"],
+            Deployed(net),
+            input_example=torch.zeros(1, *shape).numpy(),
+            registered_name=registered_model_name(plan),
+            metadata={
+                "model_config": net.config.to_dict(),
+                "stage_config": payload.get("stage_config"),
+                M.TOP1: row[M.TOP1],
+                M.FLOPS_MEAN: row[M.FLOPS_MEAN],
+            },
+        )
+        tracker.set_tags(row["run_id"], {M.TAG_MODEL_VERSION: version})
 
 
 def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -> str:
@@ -433,7 +476,39 @@ def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
     )
     if created:
         tracker.log_text(run_id, space_to_yaml(plan.space), "space.yaml")
+        data = plan.data
+        from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
+
+        default = FASHION_MNIST_ROOT if data.dataset == "fashion_mnist" else DEFAULT_DOWNLOAD_ROOT
+        root = Path(data.root) if data.root else default
+        tracker.log_dataset(
+            run_id,
+            data.dataset,
+            root.resolve().as_uri(),
+            short_hash([data.dataset, data.train_subset, data.test_subset, data.val_split]),
+            "train",
+        )
+        commit = _git_commit()
+        if commit:
+            tracker.set_tags(run_id, {MLFLOW_GIT_COMMIT: commit})
     return run_id
+
+
+def _git_commit() -> str | None:
+    """The commit of the skipnet_sweep checkout that runs, if it runs from one."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def run_sweep(

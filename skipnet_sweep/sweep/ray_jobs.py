@@ -195,7 +195,7 @@ def _run_trial(job: Job, plan: Plan) -> None:
         with tempfile.TemporaryDirectory() as d:
             result = run_stage(
                 stage,
-                None,
+                Path(d) / MODEL_FILE,  # the final weights travel with the final checkpoint
                 device=device,
                 on_report=on_report,
                 resume=_resume_file(checkpoint),
@@ -336,7 +336,18 @@ class TrackingCallback(_tune_callback_base()):
         folder = self._artifacts(trial, job)
         if folder is not None:
             self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
+        weights = self._weights(trial, job)
+        if weights is not None:
+            self.tracker.set_tags(run_id, {M.TAG_CHECKPOINT: weights})
         self.tracker.finish(run_id, "FINISHED")
+
+    def _weights(self, trial, job: Job) -> str | None:
+        """Where the run's final weights are (the cache for a shared job, the trial's final
+        checkpoint otherwise): ``train eval --checkpoint`` takes it."""
+        if job.shared:
+            return str(self.plan.checkpoint(job))
+        ckpt = trial.checkpoint
+        return f"{ckpt.path.rstrip('/')}/{MODEL_FILE}" if ckpt is not None else None
 
     def _artifacts(self, trial, job: Job) -> Path | None:
         if job.shared:

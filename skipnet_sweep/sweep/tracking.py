@@ -163,6 +163,57 @@ class Tracker:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        input_example: Any,
+        registered_name: str,
+        metadata: dict[str, Any],
+    ) -> str:
+        """Log a torch module to the run with ``mlflow.pytorch`` (with an input example and
+        ``metadata``, e.g. its config) and register it under ``registered_name``.
+
+        Returns:
+            the registered model version.
+        """
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        import skipnet_sweep
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        status = self.status(run_id)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=input_example,
+                registered_model_name=registered_name,
+                metadata=metadata,
+                # Named, not inferred (inference imports and scans the whole environment).
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"skipnet_sweep=={skipnet_sweep.__version__}",
+                ],
+            )
+        self.client.set_terminated(run_id, status)  # as it was before the model was added
+        return str(info.registered_model_version)
+
+    def log_dataset(self, run_id: str, name: str, uri: str, digest: str, context: str) -> None:
+        """Record the data a run reads (MLflow's dataset inputs: name, where, a digest of
+        what selects it, and the context such as ``train``)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        dataset = MetaDataset(source=resolve_dataset_source(uri), name=name, digest=digest)
+        tag = InputTag(MLFLOW_DATASET_CONTEXT, context)
+        self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])
+
     def set_description(self, run_id: str, text: str) -> None:
         """The run's description (Markdown, shown on its page in the MLflow UI)."""
         self.set_tags(run_id, {MLFLOW_RUN_NOTE: text})
