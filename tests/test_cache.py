@@ -30,8 +30,8 @@ def _finished(job, folder: Path) -> Path:
 def test_a_published_entry_is_reused(plan, tmp_path: Path) -> None:
     job = plan.shared_jobs[0]
     entry = plan.checkpoint(job)
-    cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job)
-    payload, why = cache.verify(entry, job)
+    cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job, plan.store)
+    payload, why = cache.verify(entry, job, plan.store)
     assert why is None and payload["step"] == 6
     assert payload[cache.RECORD]["key"] == job.key
 
@@ -39,42 +39,44 @@ def test_a_published_entry_is_reused(plan, tmp_path: Path) -> None:
 def test_a_truncated_entry_is_refused_in_one_line(plan, tmp_path: Path) -> None:
     job = plan.shared_jobs[0]
     entry = plan.checkpoint(job)
-    cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job)
+    cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job, plan.store)
     entry.write_bytes(entry.read_bytes()[:100])
-    payload, why = cache.verify(entry, job)
+    payload, why = cache.verify(entry, job, plan.store)
     assert payload is None and "unreadable" in why and "\n" not in why
 
 
 def test_another_jobs_valid_entry_is_refused(plan, tmp_path: Path) -> None:
     base, sp = plan.shared_jobs
-    cache.publish(_finished(base, tmp_path / "b"), "model.pt", plan.checkpoint(base), base)
+    cache.publish(
+        _finished(base, tmp_path / "b"), "model.pt", plan.checkpoint(base), base, plan.store
+    )
     # A valid checkpoint of the baseline placed under the SP job's key.
     plan.checkpoint(sp).parent.mkdir(parents=True)
     plan.checkpoint(sp).write_bytes(plan.checkpoint(base).read_bytes())
-    payload, why = cache.verify(plan.checkpoint(sp), sp)
+    payload, why = cache.verify(plan.checkpoint(sp), sp, plan.store)
     assert payload is None and f"made for key {base.key}, not {sp.key}" in why
 
 
 def test_altered_weights_are_refused(plan, tmp_path: Path) -> None:
     job = plan.shared_jobs[0]
     entry = plan.checkpoint(job)
-    payload = cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job)
+    payload = cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job, plan.store)
     name = next(iter(payload["state_dict"]))
     payload["state_dict"][name] = payload["state_dict"][name] + 1
     save_checkpoint(entry, payload)
-    assert "do not match their sha256" in cache.verify(entry, job)[1]
+    assert "do not match their sha256" in cache.verify(entry, job, plan.store)[1]
 
 
 def test_an_entry_without_a_record_is_refused(plan, tmp_path: Path) -> None:
     job = plan.shared_jobs[0]
     _finished(job, plan.checkpoint(job).parent)
-    assert "no cache record" in cache.verify(plan.checkpoint(job), job)[1]
+    assert "no cache record" in cache.verify(plan.checkpoint(job), job, plan.store)[1]
 
 
 def test_a_refused_entry_is_moved_aside_not_deleted(plan, tmp_path: Path) -> None:
     job = plan.shared_jobs[0]
     entry = plan.checkpoint(job)
-    cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job)
-    aside = cache.set_aside(entry)
+    cache.publish(_finished(job, tmp_path / "done"), "model.pt", entry, job, plan.store)
+    aside = cache.set_aside(entry, plan.store)
     assert not entry.exists() and (aside / "model.pt").is_file()
     assert aside.parent == entry.parent.parent and ".rejected-" in aside.name

@@ -9,7 +9,7 @@ aside (never deleted) and trained again.
 from __future__ import annotations
 
 import hashlib
-import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job
 from skipnet_sweep.stages import CheckpointError, StageConfig, load_checkpoint
 from skipnet_sweep.stages.checkpoint import save_checkpoint
+from skipnet_sweep.sweep.storage import Storage
 
 RECORD = "cache"  # the payload key of the entry's own record
 
@@ -33,30 +34,46 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def publish(src: Path, model_file: str, cache: Path, job: Job) -> dict:
+def publish(src: Path, model_file: str, entry: str | Path, job: Job, store: Storage) -> dict:
     """Copy a finished job's weights (``src / model_file``) and evaluation files into the
-    cache entry ``cache``, with the job's record; the weights last and atomically, so an
-    entry exists only once it is complete. Returns the payload."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    if (src / M.ARTIFACT_DIR).is_dir():
-        shutil.copytree(src / M.ARTIFACT_DIR, cache.parent / M.ARTIFACT_DIR, dirs_exist_ok=True)
+    cache entry ``entry`` of ``store``, with the job's record; the weights last (and
+    atomically on a local disk), so an entry exists only once it is complete. Returns the
+    payload."""
     payload = {k: v for k, v in load_checkpoint(src / model_file).items() if k != "format"}
     payload[RECORD] = {
         "key": job.key,
         "stage": job.stage.to_dict(),
         "sha256": weights_digest(payload["state_dict"]),
     }
-    save_checkpoint(cache, payload)
+    folder = _parent(entry)
+    if (src / M.ARTIFACT_DIR).is_dir():
+        store.upload(src / M.ARTIFACT_DIR, _child(folder, M.ARTIFACT_DIR))
+    if store.is_local:
+        save_checkpoint(entry, payload)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            store.upload(save_checkpoint(Path(d) / Path(str(entry)).name, payload), entry)
     return payload
 
 
-def verify(cache: Path, job: Job) -> tuple[dict | None, str | None]:
+def _parent(path: str | Path) -> str | Path:
+    return Path(path).parent if isinstance(path, Path) else str(path).rsplit("/", 1)[0]
+
+
+def _child(folder: str | Path, name: str) -> str | Path:
+    return Path(folder) / name if isinstance(folder, Path) else f"{folder}/{name}"
+
+
+def verify(cache: str | Path, job: Job, store: Storage) -> tuple[dict | None, str | None]:
     """Read a cache entry for ``job``: (payload, None) when it is the job's own, else
     (None, why not) in one line."""
     try:
-        payload = load_checkpoint(cache)
+        with store.local_copy(cache) as local:
+            payload = load_checkpoint(local)
     except CheckpointError as err:
-        return None, str(err)
+        return None, str(err).replace(str(local), str(cache))
+    except OSError as err:  # the storage could not hand it over
+        return None, f"{cache}: unreadable ({err})"
     record = payload.get(RECORD)
     if not isinstance(record, dict) or not {"key", "stage", "sha256"} <= set(record):
         return None, f"{cache}: no cache record (written by another tool or version)"
@@ -73,8 +90,9 @@ def verify(cache: Path, job: Job) -> tuple[dict | None, str | None]:
     return payload, None
 
 
-def set_aside(cache: Path) -> Path:
+def set_aside(cache: str | Path, store: Storage) -> str | Path:
     """Move a rejected entry's folder out of the way (kept for inspection); returns where."""
-    aside = cache.parent.with_name(f"{cache.parent.name}.rejected-{time.strftime('%Y%m%d-%H%M%S')}")
-    shutil.move(str(cache.parent), str(aside))
-    return aside
+    folder = _parent(cache)
+    aside = f"{folder}.rejected-{time.strftime('%Y%m%d-%H%M%S')}"
+    store.move(folder, aside)
+    return Path(aside) if isinstance(folder, Path) else aside

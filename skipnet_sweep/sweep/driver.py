@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -109,7 +108,7 @@ def _check_tracking(plan: Plan, timeout: float = 5.0) -> None:
 
 def log_path(plan: Plan) -> Path:
     """Where Ray's, Tune's and MLflow's own messages go unless ``-v``."""
-    return plan.storage / "logs" / f"{plan.sweep_id}.log"
+    return plan.store.local_dir(plan.sweep_id) / "logs" / f"{plan.sweep_id}.log"
 
 
 def route_logs(path: Path) -> None:
@@ -209,7 +208,7 @@ def _check_cluster(plan: Plan) -> None:
         # A cluster may grow (an autoscaler, nodes still joining): say so, do not refuse.
         print(f"warning: {str(err).split(': ', 1)[1]} now; the trials wait until it grows")
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and not _storage_is_shared(plan.storage, nodes):
+    if len(nodes) > 1 and plan.store.is_local and not _storage_is_shared(plan.storage, nodes):
         raise SpaceError(
             f"{space.source}: storage_path: {plan.storage} is local to the driver's node but the "
             f"cluster has {len(nodes)} nodes; use shared storage (an NFS path mounted on every node)"
@@ -241,9 +240,10 @@ def _storage_is_shared(storage: Path, nodes: list[dict]) -> bool:
         marker.unlink(missing_ok=True)
 
 
-def _storage_for_job(plan: Plan, job) -> list[Path]:
+def _storage_for_job(plan: Plan, job) -> list[Path | str]:
     """What a fresh start removes for a shared job: its cache entry and Ray Train run."""
-    return [plan.checkpoint(job).parent, plan.storage / "train" / job.id]
+    entry = str(plan.checkpoint(job)).rsplit("/", 1)[0]
+    return [entry, plan.store.path("train", job.id)]
 
 
 def _trial_dirname(trial, plan: Plan) -> str:
@@ -266,19 +266,19 @@ def run_jobs(
 
     space = plan.space
     name = f"sweep-{plan.sweep_id}"
-    path = plan.storage / "tune" / name
+    path = str(plan.store.path("tune", name))
     if fresh:
         for job in plan.shared_jobs:
             for folder in _storage_for_job(plan, job):
-                shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(path, ignore_errors=True)
+                plan.store.remove(folder)
+        plan.store.remove(path)
         Path(optuna_storage(plan).removeprefix("sqlite:///")).unlink(missing_ok=True)
     trainable = tune.with_resources(
         tune.with_parameters(stage_trial, plan=plan), partial(trial_resources, plan=plan)
     )
-    if path.exists() and tune.Tuner.can_restore(str(path)):
+    if plan.store.exists(path) and tune.Tuner.can_restore(path):
         print(f"resuming {name} from {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         scheduler = None
         if space.scheduler is not None:
@@ -299,7 +299,7 @@ def run_jobs(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=str(plan.storage / "tune"),
+                storage_path=str(plan.store.path("tune")),
                 callbacks=[TrackingCallback(tracker, parent, plan), ProgressCallback(plan)],
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -392,8 +392,9 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
         if M.TAG_MODEL_VERSION in tags or not weights:
             continue
         try:
-            net, payload = load_model(weights)
-        except CheckpointError as err:
+            with plan.store.local_copy(weights) as local:
+                net, payload = load_model(local)
+        except (CheckpointError, OSError) as err:
             print(f"warning: {row['run_name']}: no model logged ({err})")
             continue
         shape = payload.get("input_shape") or [net.config.in_channels, 32, 32]

@@ -14,6 +14,7 @@ from pathlib import Path
 from skipnet_sweep.methods import Job, Method, PlanContext, get_method, list_methods, short_hash
 from skipnet_sweep.stages.config import DataConfig, StageConfig
 from skipnet_sweep.sweep.space import Space
+from skipnet_sweep.sweep.storage import Storage
 
 MODEL_FILE = "model.pt"
 
@@ -38,8 +39,14 @@ class Plan:
     methods: tuple[Method, ...]
 
     @property
-    def storage(self) -> Path:
-        return Path(self.space.storage_path)
+    def store(self) -> Storage:
+        """The sweep's storage (a folder or a URI)."""
+        return Storage(self.space.storage_path)
+
+    @property
+    def storage(self) -> Path | str:
+        """The storage root: a ``Path`` when local, else its URI."""
+        return self.store.path()
 
     @property
     def data(self) -> DataConfig:
@@ -65,11 +72,11 @@ class Plan:
                 return m
         return get_method(name)
 
-    def checkpoint(self, job: Job, storage: str | Path | None = None) -> Path:
+    def checkpoint(self, job: Job, storage: str | Path | None = None) -> Path | str:
         """Where the cached final weights of a shared job live (in the sweep's storage, or
-        in ``storage``)."""
-        root = Path(storage) if storage is not None else self.storage
-        return root / "cache" / job.stage.train.stage / job.key / MODEL_FILE
+        in ``storage``): a ``Path``, or a URI on object storage."""
+        store = Storage(storage) if storage is not None else self.store
+        return store.path("cache", job.stage.train.stage, job.key, MODEL_FILE)
 
     def find(self, stage: str, backbone: str, gate: str | None = None) -> Job:
         """The shared job of ``stage`` (``sp``, ``baseline``) on a backbone (and gate)."""
@@ -118,7 +125,7 @@ class Plan:
             f"worker(s) x {res.sp.cpu:g} CPU, {res.sp.gpu:g} GPU:",
         ]
         for job in self.shared_jobs:
-            cached = " [cached]" if self.checkpoint(job).is_file() else ""
+            cached = " [cached]" if self.store.is_file(self.checkpoint(job)) else ""
             lines.append(f"    {job.id}{cached}")
         adaptive = self.adaptive
         if adaptive is not None:

@@ -12,8 +12,10 @@ any other job it runs the stage in its own process from the cached checkpoint it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -138,7 +140,7 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
         ),
         run_config=ray.train.RunConfig(
             name=job.id,
-            storage_path=str(plan.storage / "train"),
+            storage_path=str(plan.store.path("train")),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=plan.space.max_failures),
             callbacks=[TuneReportCallback()],
@@ -146,7 +148,7 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        payload = cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job)
+        payload = cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)
     return {**payload["metrics"], STEP: payload["step"]}
 
 
@@ -157,12 +159,12 @@ def _run_shared(job: Job, plan: Plan) -> None:
 
     entry = plan.checkpoint(job)
     rejected = {}
-    if entry.is_file():
-        payload, why = cache.verify(entry, job)
+    if plan.store.is_file(entry):
+        payload, why = cache.verify(entry, job, plan.store)
         if payload is not None:
             tune.report({**payload["metrics"], STEP: payload["step"], CACHED: 1, "final": 1})
             return
-        aside = cache.set_aside(entry)
+        aside = cache.set_aside(entry, plan.store)
         rejected = {CACHE_REJECTED: f"{why}; moved to {aside} and trained again"}
     tune.report({**_fit_shared(job, plan), **rejected, "final": 1})
 
@@ -174,7 +176,6 @@ def _run_trial(job: Job, plan: Plan) -> None:
     """One job in one process, resumed from its last checkpoint."""
     from ray import tune
 
-    stage = plan.stage_of(job)
     res = plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
@@ -192,7 +193,7 @@ def _run_trial(job: Job, plan: Plan) -> None:
             tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        with tempfile.TemporaryDirectory() as d:
+        with _local_init(plan.stage_of(job), plan) as stage, tempfile.TemporaryDirectory() as d:
             result = run_stage(
                 stage,
                 Path(d) / MODEL_FILE,  # the final weights travel with the final checkpoint
@@ -210,6 +211,17 @@ def _run_trial(job: Job, plan: Plan) -> None:
         # Stop this trial with its reason; not an error Tune would retry (it would recur).
         # The search learns it failed (``ERROR`` in the result), not a fake objective.
         tune.report({**last, ERROR: str(err), STEP: last[STEP] + 1})
+
+
+@contextlib.contextmanager
+def _local_init(stage: StageConfig, plan: Plan):
+    """``stage`` with its initial checkpoint on the local disk (downloaded from object
+    storage for the duration of the block)."""
+    if stage.init is None:
+        yield stage
+        return
+    with plan.store.local_copy(stage.init) as local:
+        yield replace(stage, init=str(local))
 
 
 def stage_trial(config: dict, plan: Plan) -> None:
@@ -333,9 +345,9 @@ class TrackingCallback(_tune_callback_base()):
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})
             self.tracker.finish(run_id, "FAILED")
             return
-        folder = self._artifacts(trial, job)
-        if folder is not None:
-            self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
+        with self._artifacts(trial, job) as folder:
+            if folder is not None:
+                self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
         weights = self._weights(trial, job)
         if weights is not None:
             self.tracker.set_tags(run_id, {M.TAG_CHECKPOINT: weights})
@@ -347,17 +359,28 @@ class TrackingCallback(_tune_callback_base()):
         if job.shared:
             return str(self.plan.checkpoint(job))
         ckpt = trial.checkpoint
-        return f"{ckpt.path.rstrip('/')}/{MODEL_FILE}" if ckpt is not None else None
-
-    def _artifacts(self, trial, job: Job) -> Path | None:
-        if job.shared:
-            folder = self.plan.checkpoint(job).parent / M.ARTIFACT_DIR
-            return folder if folder.is_dir() else None
-        ckpt = trial.checkpoint
         if ckpt is None:
             return None
-        local = Path(ckpt.to_directory()) / M.ARTIFACT_DIR
-        return local if local.is_dir() else None
+        kind = ckpt.filesystem.type_name
+        root = ckpt.path.rstrip("/") if kind == "local" else f"{kind}://{ckpt.path.strip('/')}"
+        return f"{root}/{MODEL_FILE}"
+
+    @contextlib.contextmanager
+    def _artifacts(self, trial, job: Job):
+        """The run's evaluation files as a local folder (None if it has none): a shared
+        job's from its cache entry, a trial's from its final checkpoint."""
+        if job.shared:
+            store = self.plan.store
+            folder = f"{str(self.plan.checkpoint(job)).rsplit('/', 1)[0]}/{M.ARTIFACT_DIR}"
+            if not store.exists(folder):
+                yield None
+                return
+            with store.local_copy(folder) as local:
+                yield local
+            return
+        ckpt = trial.checkpoint
+        local = Path(ckpt.to_directory()) / M.ARTIFACT_DIR if ckpt is not None else None
+        yield local if local is not None and local.is_dir() else None
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run(trial)[0]

@@ -30,7 +30,8 @@ OBJECTIVES = ((M.TOP1, "maximize"), (M.FLOPS_MEAN, "minimize"))
 
 def optuna_storage(plan: Plan) -> str:
     """The RDB URL of the sweep's Optuna study (``optuna-dashboard <url>`` opens it)."""
-    return f"sqlite:///{Path(plan.storage) / 'optuna' / f'{plan.sweep_id}.db'}"
+    folder = plan.store.local_dir(plan.sweep_id) / "optuna"
+    return f"sqlite:///{folder / f'{plan.sweep_id}.db'}"
 
 
 def _sampler(name: str, seed: int):
@@ -95,7 +96,7 @@ class JobSearcher(Searcher):
             import optuna
 
             space = self.plan.space
-            path = Path(self.plan.storage) / "optuna"
+            path = Path(optuna_storage(self.plan).removeprefix("sqlite:///")).parent
             path.mkdir(parents=True, exist_ok=True)
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             self._study = optuna.create_study(
