@@ -4,10 +4,12 @@ only rows of the same dataset and backbone are ever matched."""
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import pytest
 
+import skipnet_sweep.analysis
 from skipnet_sweep.analysis.baselines import (
     COLUMNS,
     DATASETS,
@@ -32,7 +34,8 @@ def write(tmp_path: Path, *lines: str, name: str = "b.csv") -> Path:
 
 def test_shipped_baselines_validate() -> None:
     folder = default_baselines_dir()
-    assert folder is not None
+    # Package data beside the module, never the checkout's folders.
+    assert folder == Path(skipnet_sweep.analysis.__file__).parent / "baselines"
     df = load_baselines(folder)
     assert list(df.columns) == list(COLUMNS)
     assert set(df["dataset"]) <= set(DATASETS)
@@ -99,6 +102,22 @@ def test_load_folder_and_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert list(load_baselines(empty).columns) == list(COLUMNS)
+
+
+def test_load_from_an_archive(tmp_path: Path) -> None:
+    # A package imported from a zip gives its data as a Traversable, not a Path.
+    archive = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("pkg/baselines/a.csv", f"{HEADER}\n{GOOD}\n")
+        z.writestr("pkg/baselines/b.csv", f"{HEADER}\nsact,x,cifar10,,1,91,,S,\n")
+        z.writestr("pkg/baselines/notes.txt", "not a table")
+        z.writestr("pkg/bad/c.csv", f"{HEADER}\nplain,x,cifar10,,1,101,,S,\n")
+    folder = zipfile.Path(archive, "pkg/baselines/")
+    df = load_baselines(folder)
+    assert list(df["backbone"]) == ["cifar_resnet38", "x"]  # sorted by name, .txt left out
+    assert len(load_baselines([folder / "b.csv"])) == 1
+    with pytest.raises(BaselineError, match=r"pkg/bad/c.csv:2: top1=101 is not a percentage"):
+        load_baselines(zipfile.Path(archive, "pkg/bad/"))
 
 
 def test_matching_needs_dataset_and_backbone(tmp_path: Path) -> None:

@@ -137,9 +137,9 @@ def test_unrelated_backbones_are_never_drawn(fig7: F.ParetoData) -> None:
 
 
 def test_shipped_sact_row_joins_an_imagenet_resnet101_figure(tmp_path: Path) -> None:
-    folder = default_baselines_dir()
-    assert folder is not None
-    data = F.pareto_figure(imagenet_runs(), tmp_path / "p", baselines=load_baselines(folder))
+    data = F.pareto_figure(
+        imagenet_runs(), tmp_path / "p", baselines=load_baselines(default_baselines_dir())
+    )
     related = data.baselines_plotted[data.baselines_plotted["match"] == "related"]
     assert "sact" in set(related["method"])
     assert set(related["backbone"]) == {"preact_resnet101"}

@@ -6,6 +6,7 @@ has the right jobs and trials under stable ids; ``--set``, ``--space NAME`` and
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,12 @@ from sweep_helpers import (
     write_space,
 )
 
+import skipnet_sweep
 from skipnet_sweep.sweep import SpaceError, find_space, load_space, make_plan
+from skipnet_sweep.sweep import space as space_module
 from skipnet_sweep.sweep.space import SPACES_DIR
 
-BUNDLED = sorted(SPACES_DIR.glob("*.yaml"))
+BUNDLED = sorted(p for p in SPACES_DIR.iterdir() if p.name.endswith(".yaml"))
 
 
 @pytest.fixture
@@ -290,7 +293,6 @@ def test_bad_set_exits_2(folder: Path, item: str, fragment: str) -> None:
     assert files_under(folder) == {path.name}
 
 
-@pytest.mark.skipif(not BUNDLED, reason="search_spaces/ holds no space")
 @pytest.mark.parametrize("bundled", BUNDLED, ids=[p.stem for p in BUNDLED])
 def test_bundled_space_found_by_name_and_plans(folder: Path, bundled: Path) -> None:
     assert find_space(bundled.stem) == bundled
@@ -305,6 +307,42 @@ def test_bundled_space_found_by_name_and_plans(folder: Path, bundled: Path) -> N
     assert code == 0, err
     assert f"from {bundled}" in out
     assert files_under(folder) == set()
+
+
+def test_bundled_spaces_are_package_data(folder: Path) -> None:
+    # Found through the package, never through the checkout's folders.
+    assert {"quickstart", "fashion_mnist"} <= {p.stem for p in BUNDLED}
+    assert Path(skipnet_sweep.__file__).parent / "spaces" == SPACES_DIR
+    # The folder's former name still works: a path that is not a file falls back to the
+    # bundled space of that name (the README used to say search_spaces/NAME.yaml).
+    assert not (folder / "search_spaces").exists()
+    assert find_space("search_spaces/quickstart.yaml") == SPACES_DIR / "quickstart.yaml"
+
+
+def test_bundled_space_paths_are_relative_to_the_working_directory(folder: Path) -> None:
+    # quickstart says storage_path: ./runs; that is the folder the command runs in, not the
+    # package's folder (where an installed wheel could not write).
+    space = load_space("quickstart", check_paths=False)
+    assert space.storage_path == str(folder / "runs")
+    assert space.source == str(SPACES_DIR / "quickstart.yaml")
+    assert space.name == "quickstart"
+
+
+def test_bundled_space_from_an_archive(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A package imported from a zip has no files on disk: the space is read through
+    # importlib.resources and named "bundled:NAME.yaml" in the source and in errors.
+    archive = folder.parent / "pkg.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        zipped = {**space_dict(), "storage_path": "./runs"}
+        z.writestr("pkg/spaces/zipped.yaml", yaml.safe_dump(zipped))
+        z.writestr("pkg/spaces/broken.yaml", "name: a\nname: b\n")
+    monkeypatch.setattr(space_module, "SPACES_DIR", zipfile.Path(archive, "pkg/spaces/"))
+    assert space_module.bundled_spaces() == ["broken", "zipped"]
+    space = load_space("zipped", check_paths=False)
+    assert space.source == "bundled:zipped.yaml"
+    assert space.storage_path == str(folder / "runs")
+    with pytest.raises(SpaceError, match=r"^bundled:broken.yaml: line 2: key 'name' is given"):
+        load_space("broken")
 
 
 # --- the plan -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Published baselines: cited results to draw next to a sweep's runs.
 
-Each CSV under ``analysis/baselines/`` has exactly these columns::
+Each CSV (the bundled ones are package data in ``skipnet_sweep/analysis/baselines/``) has
+exactly these columns::
 
     method,backbone,dataset,setting,macs,top1,top5,source,note
 
@@ -29,6 +30,8 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import pandas as pd
@@ -88,11 +91,10 @@ class BaselineError(ValueError):
     """A baseline CSV that does not follow the format; the message names file and line."""
 
 
-def default_baselines_dir() -> Path | None:
-    """``analysis/baselines`` of the source checkout, or None when the package is installed
-    without it."""
-    path = Path(__file__).resolve().parents[2] / "analysis" / "baselines"
-    return path if path.is_dir() else None
+def default_baselines_dir() -> Traversable:
+    """The bundled baseline CSVs: package data read through importlib.resources, so that an
+    installed wheel has them as well as a checkout (a ``Path`` when installed as files)."""
+    return files("skipnet_sweep.analysis") / "baselines"
 
 
 def _number(text: str, where: str, column: str, *, required: bool) -> float:
@@ -132,7 +134,7 @@ def _check_row(row: dict[str, str], where: str) -> dict[str, object]:
     return out
 
 
-def read_baseline_csv(path: str | Path) -> pd.DataFrame:
+def read_baseline_csv(path: str | Path | Traversable) -> pd.DataFrame:
     """Read and validate one baseline CSV.
 
     Returns:
@@ -141,8 +143,8 @@ def read_baseline_csv(path: str | Path) -> pd.DataFrame:
     Raises:
         BaselineError: ``<file>:<line>: <problem>`` for the first bad row or header.
     """
-    path = Path(path)
-    with path.open(newline="") as f:
+    path = path if isinstance(path, Traversable) else Path(path)
+    with path.open("r", newline="") as f:
         reader = csv.DictReader(f)
         header = tuple(reader.fieldnames or ())
         if header != COLUMNS:
@@ -159,8 +161,11 @@ def read_baseline_csv(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def load_baselines(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """Read baseline CSVs: each path is a CSV file or a folder of them (``*.csv``, sorted).
+def load_baselines(
+    paths: str | Path | Traversable | Iterable[str | Path | Traversable],
+) -> pd.DataFrame:
+    """Read baseline CSVs: each path is a CSV file or a folder of them (``*.csv``, sorted),
+    on disk or a package resource (:func:`default_baselines_dir`).
 
     Returns:
         All rows, validated, with :data:`COLUMNS` (empty when there are no files).
@@ -168,17 +173,19 @@ def load_baselines(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     Raises:
         BaselineError: a bad file (file and line named) or a path that does not exist.
     """
-    if isinstance(paths, str | Path):
+    if isinstance(paths, str | Path | Traversable):
         paths = [paths]
-    files: list[Path] = []
-    for p in map(Path, paths):
+    found: list[Traversable] = []
+    for p in paths:
+        p = p if isinstance(p, Traversable) else Path(p)
         if p.is_dir():
-            files.extend(sorted(p.glob("*.csv")))
+            csvs = (f for f in p.iterdir() if f.name.endswith(".csv") and f.is_file())
+            found.extend(sorted(csvs, key=lambda f: f.name))
         elif p.is_file():
-            files.append(p)
+            found.append(p)
         else:
             raise BaselineError(f"{p}: no such baseline file or folder")
-    frames = [read_baseline_csv(f) for f in files]
+    frames = [read_baseline_csv(f) for f in found]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))

@@ -1,8 +1,9 @@
 """Search-space files: a typed schema, validated once, before anything starts.
 
-A space is a YAML file (``search_spaces/*.yaml``) that becomes a ``Space``. Every problem
-is reported as one line naming the file, the field and what is allowed, as a ``SpaceError``;
-``run`` turns that into exit code 2 before Ray is started or anything is written.
+A space is a YAML file (a path, or a bundled one in ``skipnet_sweep/spaces``) that becomes a
+``Space``. Every problem is reported as one line naming the file, the field and what is
+allowed, as a ``SpaceError``; ``run`` turns that into exit code 2 before Ray is started or
+anything is written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +84,11 @@ SYNTHETIC_BOUNDS: dict[str, tuple[int, int]] = {
     "classes": (2, 100_000),  # make_synthetic needs two classes
 }
 
-# Bundled spaces live beside the package (a source checkout or an editable install).
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+# Bundled spaces are package data (pyproject's package-data), read through importlib.resources:
+# an installed wheel has them as well as a checkout. pip installs a wheel as files, so this is
+# a ``Path`` there; from a zip archive it is not, and ``load_space`` copes with both.
+SPACES_DIR: Traversable = files("skipnet_sweep") / "spaces"
+BUNDLED_PREFIX = "bundled:"  # how a bundled space that is not a file on disk is named
 
 
 class SpaceError(ValueError):
@@ -299,11 +305,20 @@ class Space:
 
 def bundled_spaces() -> list[str]:
     """Names of the bundled spaces (``--space NAME``), sorted."""
-    return sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
+    return sorted(
+        f.name.removesuffix(".yaml")
+        for f in SPACES_DIR.iterdir()
+        if f.name.endswith(".yaml") and f.is_file()
+    )
 
 
-def find_space(name_or_path: str) -> Path:
-    """A space file by path, or a bundled one by name (``quickstart`` or ``quickstart.yaml``)."""
+def find_space(name_or_path: str) -> Path | Traversable:
+    """A space file by path, or a bundled one by name (``quickstart`` or ``quickstart.yaml``).
+
+    Returns:
+        The path given; or the bundled resource, a ``Path`` when the package is installed
+        as files (a checkout, pip's install of a wheel), a ``Traversable`` from an archive.
+    """
     p = Path(name_or_path).expanduser()
     if p.is_file():
         return p
@@ -332,14 +347,17 @@ def load_space(
     Raises:
         SpaceError: one line naming the file, the field and what is allowed.
     """
-    path = find_space(name_or_path)
+    found = find_space(name_or_path)
+    # A file on disk is named by its path; a bundled space inside an archive by its name.
+    path = found if isinstance(found, Path) else f"{BUNDLED_PREFIX}{found.name}"
     try:
-        raw = read_yaml_file(path)
+        with as_file(found) as local:  # the file itself, or a temporary copy of an archive's
+            raw = read_yaml_file(local)
     except YamlError as err:
-        raise SpaceError(str(err)) from None
+        raise SpaceError(str(err).replace(str(local), str(path))) from None
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: expected a mapping of fields at the top level")
-    raw.setdefault("name", path.stem)
+    raw.setdefault("name", found.name.removesuffix(".yaml").removesuffix(".yml"))
     try:
         for key, value in (overrides or {}).items():
             _set_dotted(raw, key, value)
