@@ -3,7 +3,7 @@ the paper's figures and write a report.
 
 Modules (imported on demand, so reading baselines does not pull in MLflow or matplotlib):
 
-- ``baselines``: published results in ``analysis/baselines/*.csv``, validated.
+- ``baselines``: published results in the bundled ``analysis/baselines/*.csv``, validated.
 - ``runs``: a sweep's child runs as one DataFrame, and their ``eval/`` artifacts.
 - ``figures``: the figure functions in one import; each writes PNG and PDF and returns its
   data. They live by family in ``frontier`` (Pareto, Fig. 7), ``tradeoff`` (Fig. 6/8/9),

@@ -26,7 +26,7 @@ def parser(prog: str | None, description: str, *, out_help: str, out_default: st
         nargs="*",
         default=None,
         metavar="DIR_OR_CSV",
-        help="published baseline CSVs or folders (default: analysis/baselines)",
+        help="published baseline CSVs or folders (default: the bundled skipnet_sweep/analysis/baselines)",
     )
     p.add_argument("--flops-unit", default="M", choices=list(FLOPS_UNITS))
     p.add_argument("--no-log", action="store_true", help="do not log to the parent run")

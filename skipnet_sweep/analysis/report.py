@@ -422,7 +422,7 @@ def make_report(
         experiment: the MLflow experiment (the space's name by default).
         out_dir: the report folder (created).
         tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
-        baselines_dir: baseline CSV files/folders; default ``analysis/baselines``.
+        baselines_dir: baseline CSV files/folders; default the bundled ``skipnet_sweep/analysis/baselines``.
         flops_unit: ``raw``, ``K``, ``M`` or ``G``.
 
     Raises:
