@@ -400,6 +400,8 @@ def job_params(job: Job, plan: Plan) -> dict:
         M.PARAM_GATE: stage.model.gate or "none",
         M.PARAM_SEED: t.seed,
         M.PARAM_VARIANT: stage.variant,
+        M.SELECTION_SET: stage.data.selection_set,
+        "val_split": stage.data.val_split,
         "lr": t.lr,
         "iterations": t.iterations,
         "epochs": t.epochs,

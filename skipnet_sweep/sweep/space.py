@@ -124,11 +124,22 @@ class DatasetSpec:
     num_workers: int = 0
     download: bool = False
     synthetic: dict = field(default_factory=dict)
+    # Held out of the training set for selection (evaluation during training, the frontier,
+    # Optuna, ASHA): a fraction in (0, 1) or a count of images; the test set is then
+    # evaluated once per run, at the end.
+    val_split: float | None = None
 
     def to_data_config(self) -> DataConfig:
         """The stages' ``DataConfig``: the same fields, the file's ``name`` as ``dataset``."""
         fields_ = asdict(self)
-        return DataConfig(dataset=fields_.pop("name"), **fields_)
+        split = fields_["val_split"]
+        if split is not None and split >= 1 and float(split).is_integer():
+            fields_["val_split"] = int(split)  # a count of images
+        try:
+            return DataConfig(dataset=fields_.pop("name"), **fields_)
+        except ValueError as err:  # "val_split must be ..." -> "dataset.val_split: must be ..."
+            name, _, rest = str(err).partition(" ")
+            raise SpaceError(f"dataset.{name}: {rest}") from None
 
 
 def _default(name: str):
