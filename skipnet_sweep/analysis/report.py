@@ -360,6 +360,14 @@ def _write_summary(
         + ")"
     )
     lines.append(f"- Datasets: {', '.join(sorted(done[M.PARAM_DATASET].dropna().unique())) or '-'}")
+    on_test = int((done[M.SELECTION_SET] == M.SELECTION_TEST).sum()) if len(done) else 0
+    lines.append(
+        f"- Selection: the frontier was chosen on the test set ({on_test} of {len(done)} runs "
+        "had no validation split; set dataset.val_split to choose on held-out training data)"
+        if on_test
+        else "- Selection: on a validation split held out of the training set; top-1 and "
+        "MACs are on it, test_* metrics on the test set"
+    )
     for name, data in result.data.items():
         if isinstance(data, F.ParetoData):
             lines.append(

@@ -50,6 +50,7 @@ RUN_COLUMNS = (
     M.PARAM_ALPHA,
     M.PARAM_TAU,
     M.PARAM_SEED,
+    M.SELECTION_SET,
     M.TAG_TRIAL_ID,
     M.TAG_SP_RUN_ID,
     M.TAG_PARETO,
@@ -147,6 +148,8 @@ def _row(run: Run) -> dict[str, Any]:
         M.PARAM_ARCH: params.get(M.PARAM_ARCH),
         M.PARAM_GATE: gate,
         M.PARAM_VARIANT: params.get(M.PARAM_VARIANT),
+        # Runs from before validation splits existed chose on the test set.
+        M.SELECTION_SET: params.get(M.SELECTION_SET, M.SELECTION_TEST),
         M.TAG_TRIAL_ID: tags.get(M.TAG_TRIAL_ID),
         M.TAG_SP_RUN_ID: tags.get(M.TAG_SP_RUN_ID),
         M.TAG_PARETO: _pareto(tags.get(M.TAG_PARETO)),
