@@ -1,0 +1,124 @@
+"""The sweep's searcher without Ray running: jobs are released as soon as what they start
+from is done, a failure blocks only what needs it, concurrency is respected, and the Optuna
+study is persistent and told about failures as failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+from sweep_helpers import write_space
+
+from skipnet_sweep import metrics as M
+from skipnet_sweep.sweep import load_space, make_plan
+from skipnet_sweep.sweep.searcher import ERROR, JobSearcher, optuna_storage
+
+RESULT = {M.TOP1: 50.0, M.FLOPS_MEAN: 1e6}
+
+
+def _plan(folder: Path, **changes):
+    return make_plan(load_space(str(write_space(folder, changes=changes))))
+
+
+def _drain(searcher: JobSearcher, prefix: str = "t") -> list:
+    """Ask until the searcher has nothing more now; returns (trial id, config) pairs."""
+    out = []
+    while True:
+        tid = f"{prefix}{len(out)}"
+        config = searcher.suggest(tid)
+        if config is None or config == Searcher.FINISHED:
+            return out
+        out.append((tid, config))
+
+
+def test_trials_wait_for_the_shared_job_they_start_from(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, **{"baselines": {"act": {"tau": [0.1], "iterations": 2}}})
+    searcher = JobSearcher(plan)
+    first = _drain(searcher)
+    # Only the shared jobs (baseline, SP) can start: every trial needs one of them.
+    assert [c["job"] for _, c in first] == [j.id for j in plan.shared_jobs]
+    base_trial = next(t for t, c in first if c["job"].startswith("baseline"))
+    searcher.on_trial_complete(base_trial, RESULT)
+    # ACT starts from the baseline: released while SP still runs.
+    released = _drain(searcher, "u")
+    assert [plan.job(c["job"]).method for _, c in released] == ["act"]
+    sp_trial = next(t for t, c in first if c["job"].startswith("sp"))
+    searcher.on_trial_complete(sp_trial, RESULT)
+    hrl = _drain(searcher, "v")
+    assert {plan.job(c["job"]).stage.train.stage for _, c in hrl} == {"hrl"}
+    assert len(hrl) == 4
+    assert searcher.suggest("w") == Searcher.FINISHED
+
+
+def test_a_failed_shared_job_blocks_only_its_trials(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, **{"baselines": {"act": {"tau": [0.1], "iterations": 2}}})
+    searcher = JobSearcher(plan)
+    first = dict((c["job"].split("-")[0], t) for t, c in _drain(searcher))
+    searcher.on_trial_complete(first["sp"], {ERROR: "loss became nan at step 3"})
+    searcher.on_trial_complete(first["baseline"], RESULT)
+    released = _drain(searcher, "u")
+    assert [plan.job(c["job"]).method for _, c in released] == ["act"]
+    assert searcher.suggest("x") == Searcher.FINISHED
+    blocked = searcher.blocked()
+    assert len(blocked) == 4 and all("which failed" in why for why in blocked.values())
+
+
+def test_at_most_max_concurrent_trials_at_once(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, baseline=False)
+    searcher = JobSearcher(plan, max_concurrent=2)
+    (sp,) = _drain(searcher)
+    searcher.on_trial_complete(sp[0], RESULT)
+    assert len(_drain(searcher, "u")) == 2  # 4 HRL trials wait, 2 at a time
+
+
+def test_state_survives_save_and_restore(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, baseline=False)
+    searcher = JobSearcher(plan)
+    (sp,) = _drain(searcher)
+    searcher.save(str(tmp_path / "state.pkl"))
+    restored = JobSearcher(plan)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.suggest("again") is None  # SP is running: nothing handed out twice
+    restored.on_trial_complete(sp[0], RESULT)
+    assert len(_drain(restored, "u")) == 4
+
+
+@pytest.fixture
+def optuna_plan(tmp_path: Path):
+    return _plan(
+        tmp_path,
+        baseline=False,
+        alpha={"distribution": "loguniform", "low": 0.01, "high": 4.0},
+        search={"algorithm": "optuna", "sampler": "tpe", "num_samples": 3},
+    )
+
+
+def test_optuna_study_is_persistent_and_told_failures_as_failures(optuna_plan) -> None:
+    searcher = JobSearcher(optuna_plan)
+    (sp,) = _drain(searcher)
+    assert "sample" not in sp[1]  # no sample before the SP job it starts from is done
+    searcher.on_trial_complete(sp[0], RESULT)
+    samples = _drain(searcher, "s")
+    assert len(samples) == 3
+    for _, config in samples:
+        assert 0.01 <= config["sample"]["alpha"] <= 4.0
+        assert optuna_plan.job_of(config).stage.train.alpha == config["sample"]["alpha"]
+    (a, _), (b, _), (c, _) = samples
+    searcher.on_trial_complete(a, RESULT)
+    searcher.on_trial_complete(b, {**RESULT, ERROR: "loss became nan at step 2"})
+    searcher.on_trial_complete(c, None, error=True)
+    assert searcher.suggest("z") == Searcher.FINISHED
+    # The study is in an RDB file (optuna-dashboard opens it) and outlives the searcher.
+    url = optuna_storage(optuna_plan)
+    assert Path(url.removeprefix("sqlite:///")).is_file()
+    study = optuna.load_study(study_name=f"{optuna_plan.sweep_id}-optuna", storage=url)
+    states = [t.state for t in study.trials]
+    assert states == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.FAIL,
+    ]
+    assert study.trials[0].values == [RESULT[M.TOP1], RESULT[M.FLOPS_MEAN]]
+    assert searcher.study.sampler._constant_liar  # concurrent TPE samples spread out
