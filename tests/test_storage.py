@@ -1,6 +1,8 @@
-"""Storage URIs: a sweep whose ``storage_path`` is ``s3://...`` on a real S3 server (moto's,
-started by the test on 127.0.0.1 with an endpoint override), through the cache, Ray Train,
-Tune's state and a resume after the driver is killed."""
+"""The setting most teams use: storage on object storage and MLflow behind a tracking server.
+A sweep whose ``storage_path`` is ``s3://...`` on a real S3 server (moto's, started by the
+test on 127.0.0.1 with an endpoint override) and whose tracking URI is an ``mlflow server``
+on 127.0.0.1 (proxied artifacts), through the cache, Ray Train, Tune's state and a resume
+after the driver is killed."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from sweep_helpers import (
     local_sweep,
     patched_env,
     ray_tmpdir,
-    tracking_uri,
     wait_for,
     write_space,
 )
@@ -29,6 +30,39 @@ from skipnet_sweep.sweep.storage import Storage, is_uri
 
 MOTO = Path(sys.executable).with_name("moto_server")
 BUCKET = "skipnet-test"
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 with a SQLite store and proxied artifacts."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--workers", "1"]
+        + ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+        + ["--artifacts-destination", str(folder / "artifacts")],
+        stdout=(folder / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, 120, what="the MLflow tracking server")
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +122,9 @@ def test_storage_operations_on_s3(s3, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-def test_sweep_on_s3_finishes_and_resumes_after_a_driver_kill(s3, tmp_path: Path) -> None:
+def test_sweep_on_s3_with_a_tracking_server_resumes_after_a_driver_kill(
+    s3, tracking_server, tmp_path: Path
+) -> None:
     storage = f"s3://{BUCKET}/sweep"
     space = write_space(
         tmp_path,
@@ -99,11 +135,12 @@ def test_sweep_on_s3_finishes_and_resumes_after_a_driver_kill(s3, tmp_path: Path
             "alpha": [0.0, 1.0, 2.0],
             "max_concurrent_trials": 1,
             "resources": {"sp": {"workers": 1, "cpu": 1}, "trial": {"cpu": 1}},
+            "mlflow": {"tracking_uri": tracking_server},
         },
     )
     plan = make_plan(load_space(str(space)))
     assert plan.storage == storage
-    mlflow = Mlflow(tracking_uri(tmp_path), "s3sweep")
+    mlflow = Mlflow(tracking_server, "s3sweep")
 
     def an_hrl_run_finished():
         if driver.poll() is not None:
@@ -147,4 +184,10 @@ def test_sweep_on_s3_finishes_and_resumes_after_a_driver_kill(s3, tmp_path: Path
     for r in children:
         assert r.info.status == "FINISHED"
         assert r.data.tags[M.TAG_CHECKPOINT].startswith(f"s3://{BUCKET}/sweep/")
+        # Artifacts went through the server (proxied), from the cache on S3 for the SP job.
+        files = [a.path for a in mlflow.client.list_artifacts(r.info.run_id, M.ARTIFACT_DIR)]
+        assert f"{M.ARTIFACT_DIR}/{M.PER_SAMPLE_CSV}" in files
+    # Every frontier run has its network registered.
+    front = [r for r in children if r.data.tags.get(M.TAG_PARETO) == "true"]
+    assert front and all(M.TAG_MODEL_VERSION in r.data.tags for r in front)
     assert not Path(ray_dir, "s3:").exists() and not (tmp_path / "s3:").exists()
