@@ -40,7 +40,7 @@ from sweep_helpers import (
 )
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.pareto import hypervolume, pareto_front
+from skipnet_sweep.pareto import normalised_hypervolume, pareto_front
 from skipnet_sweep.sweep import Plan, load_space, make_plan
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
@@ -192,8 +192,13 @@ def test_hypervolume_and_pareto_csv_on_the_parent(tiny: Sweep, tmp_path: Path) -
     runs = children_rows(tiny)
     points = [(r.data.metrics[M.FLOPS_MEAN], r.data.metrics[M.TOP1]) for r in runs]
     ref = max(r.data.metrics[M.FLOPS_PLAIN] for r in runs)
-    assert parent.data.metrics[M.HYPERVOLUME] == pytest.approx(hypervolume(points, ref))
-    assert parent.data.metrics[M.HYPERVOLUME] > 0
+    hv = parent.data.metrics[M.HYPERVOLUME]
+    assert hv == pytest.approx(normalised_hypervolume(points, ref))
+    assert 0 < hv <= 1  # a share of the plain ResNet's box
+    # The frontier table is the parent's description; the frontier in latency is tagged too.
+    assert "Pareto frontier of tiny" in parent.data.tags["mlflow.note.content"]
+    assert all(r.data.tags[M.TAG_PARETO_LATENCY] in ("true", "false") for r in runs)
+    assert any(r.data.tags[M.TAG_PARETO_LATENCY] == "true" for r in runs)
     client = tiny.mlflow.client
     names = {f.path for f in client.list_artifacts(parent.info.run_id)}
     assert {M.PARETO_CSV, "space.yaml"} <= names

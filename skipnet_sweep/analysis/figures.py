@@ -25,7 +25,7 @@ from skipnet_sweep.analysis.common import (
     finite_rows,
     plain_by_backbone,
 )
-from skipnet_sweep.analysis.frontier import ParetoData, pareto_figure
+from skipnet_sweep.analysis.frontier import LatencyData, ParetoData, latency_figure, pareto_figure
 from skipnet_sweep.analysis.images import easy_hard_grid
 from skipnet_sweep.analysis.reduction import hard_soft_table, reduction_figure, select_hrl_runs
 from skipnet_sweep.analysis.skipping import (
@@ -44,6 +44,8 @@ __all__ = [
     "finite_rows",
     "hard_soft_table",
     "pareto_figure",
+    "latency_figure",
+    "LatencyData",
     "per_class_figure",
     "per_class_from_samples",
     "plain_by_backbone",

@@ -29,7 +29,7 @@ from skipnet_sweep.analysis.common import (
 from skipnet_sweep.analysis.labels import place_labels
 from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
 
-__all__ = ["ParetoData", "pareto_figure"]
+__all__ = ["LatencyData", "ParetoData", "latency_figure", "pareto_figure"]
 
 # The ring around a frontier point, and how faint a related-backbone published point is.
 _RING = {"marker": "o", "s": 120, "facecolors": "none", "edgecolors": "0.1", "linewidths": 0.9}
@@ -284,3 +284,93 @@ def pareto_figure(
         files=files,
         figure=fig,
     )
+
+
+@dataclass
+class LatencyData:
+    """Data behind :func:`latency_figure`.
+
+    Attributes:
+        points: every drawn run (top-1, latency), with ``on_frontier``.
+        frontier: the latency frontier by increasing latency.
+        counted_only: runs whose MACs are below the plain ResNet's but that run no faster
+            than it (their savings are counted, not realised).
+        files: PNG and PDF.
+    """
+
+    points: pd.DataFrame
+    frontier: pd.DataFrame
+    counted_only: pd.DataFrame
+    files: list[Path]
+
+
+def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) -> LatencyData:
+    """Top-1 against measured latency at ``batch`` images per call: the frontier a user who
+    deploys the networks sees, beside the MACs frontier of :func:`pareto_figure`. The plain
+    ResNet's latency (timed beside each run) is the dashed reference; a run whose MACs are
+    below the plain ResNet's but that is not faster is drawn with a cross and named in the
+    caption.
+
+    Args:
+        runs: from ``load_runs``.
+        out_stem: writes ``<stem>.png`` and ``<stem>.pdf``.
+        batch: the batch size whose latency is drawn (``latency_ms_b<batch>``).
+    """
+    lat, plain_lat = M.latency_ms(batch), M.latency_plain_ms(batch)
+    pts = finite_rows(finished(runs), M.TOP1, lat)
+    if pts.empty:
+        raise NotEnoughData(f"no finished run with top1 and {lat}")
+    pts = pts.copy()
+    front = set(pareto_front(pts[[lat, M.TOP1]].to_numpy(dtype=float)))
+    pts["on_frontier"] = [i in front for i in range(len(pts))]
+    frontier = pts[pts["on_frontier"]].sort_values(lat)
+    macs_saved = pd.to_numeric(pts[M.FLOPS_MEAN], errors="coerce") < 0.95 * pd.to_numeric(
+        pts[M.FLOPS_PLAIN], errors="coerce"
+    )
+    counted_only = pts[macs_saved & (pts[lat] >= pd.to_numeric(pts[plain_lat], errors="coerce"))]
+    reference = float(pd.to_numeric(pts[plain_lat], errors="coerce").median())
+    datasets = sorted(pts[M.PARAM_DATASET].dropna().unique())
+    backbones = sorted(pts[M.PARAM_ARCH].dropna().unique())
+    with matplotlib.rc_context(S.RC):
+        fig = new_figure(figsize=(7.2, 4.4))
+        ax = fig.add_subplot()
+        for method, grp in pts.groupby(M.TAG_METHOD, sort=True):
+            st = S.method_style(method)
+            slow = grp.index.isin(counted_only.index)
+            ax.scatter(grp[lat][~slow], grp[M.TOP1][~slow], marker=st.marker, s=36,
+                       color=st.color, edgecolors="white", linewidths=0.5, zorder=3,
+                       label=st.label)  # fmt: skip
+            if slow.any():
+                ax.scatter(grp[lat][slow], grp[M.TOP1][slow], marker="X", s=44, color=st.color,
+                           zorder=3)  # fmt: skip
+        ax.scatter(frontier[lat], frontier[M.TOP1], zorder=4, **_RING)
+        ax.step(frontier[lat], frontier[M.TOP1], where="post", color="0.35", linestyle="--",
+                linewidth=1.0, zorder=2, label="latency frontier")  # fmt: skip
+        if math.isfinite(reference):
+            ax.axvline(reference, color="0.5", linestyle=":", linewidth=1.0,
+                       label=f"plain ResNet, {reference:.3g} ms")  # fmt: skip
+        ax.set_xlabel(f"Latency per batch of {batch} (ms, median, on each run's device)")
+        ax.set_ylabel("Top-1 accuracy (%)")
+        ax.set_title(
+            S.title(
+                "Top-1 accuracy vs. measured latency",
+                dataset=datasets,
+                backbones=backbones,
+                shown=f"all {len(pts)} finished runs, batch {batch}",
+            )
+        )
+        fig.legend(loc="outside right upper", fontsize=7.5)
+        notes = [
+            "Latency measured after each run's final evaluation, as deployed (thresholded "
+            "gates, blocks skipped for real; ACT halting; SACT as it runs), beside the plain "
+            "ResNet timed in the same process."
+        ]
+        if len(counted_only):
+            names = ", ".join(str(n) for n in counted_only["run_name"].head(6))
+            notes.append(
+                f"X: MACs below the plain ResNet's but no faster in wall time (savings counted, "
+                f"not realised): {names}" + (" ..." if len(counted_only) > 6 else "")
+            )
+        note(fig, notes)
+        files = save(fig, out_stem)
+    return LatencyData(pts, frontier, counted_only, files)

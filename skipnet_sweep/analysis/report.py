@@ -292,6 +292,8 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
                 else math.nan,
                 "delta_top1": r[M.TOP1] - ref_top1,
                 "pareto": on_front[r["run_id"]],
+                # Measured, not counted: the plain ResNet's latency over this run's (batch 1).
+                "speedup_b1": r.get(M.speedup(1), math.nan),
                 "run_id": r["run_id"],
             }
         )
@@ -328,15 +330,16 @@ def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
     unit = S.FLOPS_UNITS[flops_unit][1].strip() or "raw"
     lines = [
         f"| Dataset | Backbone | Method | Variant | α / τ | Top-1 (%) | Δ top-1 vs plain | "
-        f"MACs {unit} | Reduction vs plain (%) | Pareto | Run |",
-        "|---|---|---|---|---|---:|---:|---:|---:|:-:|---|",
+        f"MACs {unit} | Reduction vs plain (%) | Speed-up b1 (measured) | Pareto | Run |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|:-:|---|",
     ]
     for _, r in table.iterrows():
         lines.append(
             f"| {S.dataset_label(r.dataset)} | {S.backbone_label(r.backbone)} "
             f"| {S.method_style(r.method).label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
             f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
-            f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {'✓' if r.pareto else ''} "
+            f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {_fmt(r.speedup_b1, '.2f')} "
+            f"| {'✓' if r.pareto else ''} "
             f"| `{r.run_id[:8]}` |"
         )
     return lines
@@ -449,6 +452,7 @@ def make_report(
         result.skipped["all figures"] = "no finished runs"
     else:
         _pareto_all(result, done, out, table, flops_unit)
+        _attempt(result, "pareto_latency", lambda: F.latency_figure(done, out / "pareto_latency"))
         _attempt(
             result,
             "alpha_tradeoff",

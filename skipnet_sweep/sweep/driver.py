@@ -38,11 +38,13 @@ class SweepResult:
         trials: number of finished runs (shared jobs included).
         hypervolume: of the frontier, as a share of the plain ResNet's box (top-1 in
             [0, 100] x MACs in [0, plain]), in [0, 1].
+        latency_frontier: the rows on the frontier of top-1 against measured latency.
         rows: every finished run's row (the frontier's and the rest).
     """
 
     parent_run_id: str
     frontier: list[dict] = field(default_factory=list)
+    latency_frontier: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     trials: int = 0
@@ -348,19 +350,32 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 M.TOP1: m[M.TOP1],
                 M.FLOPS_MEAN: m[M.FLOPS_MEAN],
                 M.FLOPS_PLAIN: m.get(M.FLOPS_PLAIN, m[M.FLOPS_MEAN]),
+                M.latency_ms(1): m.get(M.latency_ms(1)),
+                M.speedup(1): m.get(M.speedup(1)),
             }
         )
     result = SweepResult(parent, trials=len(rows), rows=rows)
     if not rows:
         return result
     front = set(pareto_front([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows]))
+    # The frontier in measured latency too (batch 1), over the runs that were timed.
+    timed = [i for i, r in enumerate(rows) if r[M.latency_ms(1)] is not None]
+    fast = {
+        timed[j] for j in pareto_front([(rows[i][M.latency_ms(1)], rows[i][M.TOP1]) for i in timed])
+    }
     for i, r in enumerate(rows):
-        r["pareto"] = i in front
-        tracker.set_tags(r["run_id"], {M.TAG_PARETO: "true" if i in front else "false"})
+        r["pareto"], r["pareto_latency"] = i in front, i in fast
+        tags = {M.TAG_PARETO: str(i in front).lower()}
+        if i in timed:
+            tags[M.TAG_PARETO_LATENCY] = str(i in fast).lower()
+        tracker.set_tags(r["run_id"], tags)
     plain = max(r[M.FLOPS_PLAIN] for r in rows)
     result.hypervolume = normalised_hypervolume([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows], plain)
     tracker.log_metrics(parent, {M.HYPERVOLUME: result.hypervolume})
     result.frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r[M.FLOPS_MEAN])
+    result.latency_frontier = sorted(
+        (r for r in rows if r["pareto_latency"]), key=lambda r: r[M.latency_ms(1)]
+    )
     cols = ["run_name", "method", "backbone", "weight", M.TOP1, M.FLOPS_MEAN]
     csv = (
         ",".join(cols)
@@ -414,23 +429,44 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
 
 
 def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -> str:
-    """The frontier as a titled table a person reads, with the plain ResNet as the
-    reference and the best SkipNet point (plain text, or Markdown for MLflow)."""
+    """The frontiers as a titled table a person reads: the runs on the MACs frontier and
+    on the measured-latency frontier, the plain ResNet as the reference and the best SkipNet
+    point; a run whose MACs are below the plain ResNet's but that runs no faster is flagged
+    (its savings are counted, not realised). Plain text, or Markdown for MLflow."""
     space = plan.space
     title = (
         f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
-        f" ({len(result.frontier)} of {result.trials} runs)"
+        f" ({len(result.frontier)} of {result.trials} runs on the MACs frontier, "
+        f"{len(result.latency_frontier)} on the latency frontier)"
     )
-    rows = [("", r) for r in result.frontier]
+    shown = sorted(
+        {r["run_id"]: r for r in [*result.frontier, *result.latency_frontier]}.values(),
+        key=lambda r: r[M.FLOPS_MEAN],
+    )
+    rows = [("", r) for r in shown]
     plain = [r for r in result.rows if r["stage"] == "baseline"]
     if plain:
         rows.append(("reference", max(plain, key=lambda r: r[M.TOP1])))
     skipnet = [r for r in result.rows if r["method"].startswith("skipnet-")]
     if skipnet:
         best = max(skipnet, key=lambda r: (r[M.TOP1], -r[M.FLOPS_MEAN]))
-        if not best["pareto"]:
+        if best not in shown:
             rows.append(("best SkipNet", best))
-    header = ("run", "method", "weight", "top-1 %", "MACs (M)", "% of plain", "")
+    counted_only = False
+
+    def frontiers(r: dict) -> str:
+        return "+".join(n for n, k in (("MACs", "pareto"), ("latency", "pareto_latency")) if r[k])
+
+    def speed(r: dict) -> str:
+        nonlocal counted_only
+        if r[M.speedup(1)] is None:
+            return ""
+        flag = r[M.FLOPS_MEAN] < 0.95 * r[M.FLOPS_PLAIN] and r[M.speedup(1)] < 1.0
+        counted_only |= flag
+        return f"{r[M.speedup(1)]:.2f}x" + (" !" if flag else "")
+
+    header = ("run", "method", "weight", "top-1 %", "MACs (M)", "% of plain", "speed-up b1",
+              "frontier", "")  # fmt: skip
     table = [
         (
             r["run_name"][:44],
@@ -439,21 +475,29 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             f"{r[M.TOP1]:.2f}",
             f"{r[M.FLOPS_MEAN] / 1e6:.2f}",
             f"{100 * r[M.FLOPS_MEAN] / r[M.FLOPS_PLAIN]:.1f}",
+            speed(r),
+            frontiers(r),
             note,
         )
         for note, r in rows
     ]
-    footer = format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)"
+    footer = [format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)"]
+    if counted_only:
+        footer.append(
+            "!: fewer MACs than the plain ResNet but no faster in measured latency (batch 1): "
+            "the saving is counted, not realised"
+        )
     if markdown:
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(row) + " |" for row in table]
-        return "\n".join([*lines, "", footer])
+        return "\n".join([*lines, "", *footer])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
-    fmt = "  ".join(f"{{:{'<' if i < 3 or i == 6 else '>'}{w}}}" for i, w in enumerate(widths))
+    left = {0, 1, 2, 7, 8}
+    fmt = "  ".join(f"{{:{'<' if i in left else '>'}{w}}}" for i, w in enumerate(widths))
     lines = [title, fmt.format(*header).rstrip()]
     lines += [fmt.format(*row).rstrip() for row in table]
-    return "\n".join([*lines, footer])
+    return "\n".join([*lines, *footer])
 
 
 def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
