@@ -63,6 +63,7 @@ class ClusterSweep:
     code: int
     log: str
     actors: list | None  # [class, node id, ip] per actor; None if not readable
+    refused: subprocess.CompletedProcess  # the same driver without the cluster's token
 
 
 def _ray_start(args: list[str], env: dict, log: Path) -> None:
@@ -103,6 +104,17 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
             _ray_start(
                 [f"--address={address}", f"--node-ip-address={WORKER_IP}", *common], env, log
             )
+            # Without the cluster's token the driver is refused in one line, nothing started.
+            no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+            refused = subprocess.run(
+                [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space)]
+                + ["--address", address],
+                env=no_token,
+                cwd=ray_dir,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             driver_log = folder / "driver.log"
             with open(driver_log, "w") as f:
                 code = subprocess.run(
@@ -136,7 +148,16 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
         code,
         driver_log.read_text(),
         actors,
+        refused,
     )
+
+
+def test_a_driver_without_the_token_is_refused_in_one_line(cluster_sweep: ClusterSweep) -> None:
+    refused = cluster_sweep.refused
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "token" in errors[0] and len(errors[0]) <= 300, refused.stderr
+    assert "Traceback" not in refused.stderr + refused.stdout
 
 
 def test_sweep_on_two_nodes_finishes(cluster_sweep: ClusterSweep) -> None:

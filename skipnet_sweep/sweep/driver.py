@@ -164,7 +164,10 @@ def start_ray(
         runtime_env={"env_vars": {k: os.environ[k] for k in env}},
     )
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as err:  # Ray raises several types when it cannot join
+            raise SpaceError(_join_error(address, err)) from None
     else:
         # "local": always a new instance, never one that a `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
@@ -179,6 +182,17 @@ def start_ray(
     except SpaceError:
         ray.shutdown()
         raise
+
+
+def _join_error(address: str, err: Exception) -> str:
+    """One line for a cluster this driver could not join (a missing token above all)."""
+    text = " ".join(str(err).split())
+    if any(w in text.lower() for w in ("token", "auth", "unauthenticated")):
+        return (
+            f"--address {address}: the cluster refused this driver: it needs the cluster's "
+            "token (RAY_AUTH_MODE=token with RAY_AUTH_TOKEN, or the head's ~/.ray/auth_token)"
+        )
+    return f"--address {address}: cannot join the Ray cluster ({type(err).__name__}: {text[:150]})"
 
 
 def ship_plugins(plan: Plan) -> None:
