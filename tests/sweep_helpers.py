@@ -18,6 +18,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -129,6 +131,22 @@ def local_ray_env(ray_dir: str) -> dict[str, str | None]:
 def local_sweep(argv: list[str], ray_dir: str) -> tuple[int, str, str]:
     """``cli`` for a run on a local Ray instance of its own under ``ray_dir``."""
     return cli(argv, cwd=ray_dir, **local_ray_env(ray_dir))
+
+
+def spawn_driver(space: Path, ray_dir: str, log: Path, **env: str) -> subprocess.Popen:
+    """Start ``python -m skipnet_sweep.run --space SPACE --num-cpus 2`` as a subprocess on a
+    local Ray instance of its own under ``ray_dir`` (output to ``log``), with ``env`` added:
+    for tests that kill a driver or one of its workers."""
+    full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    full.update(RAY_TMPDIR=ray_dir, RAY_USAGE_STATS_ENABLED="0", **env)
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space), "--num-cpus", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full,
+            cwd=ray_dir,
+        )
 
 
 # --- Ray processes ----------------------------------------------------------------------

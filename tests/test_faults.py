@@ -7,29 +7,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sweep_helpers import Mlflow, ray_processes, ray_tmpdir, tracking_uri, wait_for, write_space
+from sweep_helpers import (
+    Mlflow,
+    ray_processes,
+    ray_tmpdir,
+    spawn_driver,
+    tracking_uri,
+    wait_for,
+    write_space,
+)
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-
-
-def _driver(space: Path, ray_dir: str, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=ray_dir, RAY_USAGE_STATS_ENABLED="0")
-    return subprocess.Popen(
-        [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space), "--num-cpus", "2"],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ray_dir,
-    )
 
 
 def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
@@ -62,7 +57,7 @@ def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
         return None
 
     with ray_tmpdir("skf") as ray_dir:
-        driver = _driver(space, ray_dir, log)
+        driver = spawn_driver(space, ray_dir, log)
         try:
             wait_for(sp_run_with_a_checkpoint, 240, interval=0.2, what="a first SP evaluation")
             workers = {

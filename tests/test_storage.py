@@ -6,7 +6,6 @@ after the driver is killed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from sweep_helpers import (
     local_sweep,
     patched_env,
     ray_tmpdir,
+    spawn_driver,
     wait_for,
     write_space,
 )
@@ -151,23 +151,13 @@ def test_sweep_on_s3_with_a_tracking_server_resumes_after_a_driver_kill(
             return None
 
     with ray_tmpdir("sks") as ray_dir:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update(s3, RAY_TMPDIR=ray_dir, RAY_USAGE_STATS_ENABLED="0")
         log = tmp_path / "driver.log"
-        with log.open("w") as out:
-            driver = subprocess.Popen(
-                [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space)]
-                + ["--num-cpus", "2"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ray_dir,
-            )
-            try:
-                wait_for(an_hrl_run_finished, 300, interval=0.5, what="a finished HRL run")
-            finally:
-                driver.send_signal(signal.SIGKILL)
-                driver.wait()
+        driver = spawn_driver(space, ray_dir, log, **s3)
+        try:
+            wait_for(an_hrl_run_finished, 300, interval=0.5, what="a finished HRL run")
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
         time.sleep(2)
     with ray_tmpdir("sks") as ray_dir, patched_env(**s3):
         code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from sweep_helpers import (
     ray_processes,
     ray_tmpdir,
     seed_sp_cache,
+    spawn_driver,
     stop_ray_processes,
     tracking_uri,
     tune_result_rows,
@@ -341,23 +340,13 @@ def killed(tiny: Sweep, tmp_path_factory, ray_dir) -> Killed:
         return runs if len(runs) >= 2 else None
 
     with ray_tmpdir("skk") as kill_dir:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update(RAY_TMPDIR=kill_dir, RAY_USAGE_STATS_ENABLED="0")
-        with open(folder / "driver.log", "w") as log:
-            driver = subprocess.Popen(
-                [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space)]
-                + ["--num-cpus", "2"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=kill_dir,
-            )
-            try:
-                wait_for(finished_hrl, 240, interval=0.5, what="two finished HRL runs")
-            finally:
-                tree = descendants(driver.pid)  # its local Ray instance
-                driver.send_signal(signal.SIGKILL)
-                driver.wait()
+        driver = spawn_driver(space, kill_dir, folder / "driver.log")
+        try:
+            wait_for(finished_hrl, 240, interval=0.5, what="two finished HRL runs")
+        finally:
+            tree = descendants(driver.pid)  # its local Ray instance
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
         finished_before = {
             r.info.run_id: mlflow.info(r)
             for r in mlflow.runs("tags.stage = 'hrl' and attributes.status = 'FINISHED'")
