@@ -47,6 +47,8 @@ TINY: dict[str, Any] = {
     "alpha": [0.0, 1.0, 2.0, 4.0],
     "resources": {"sp": {"workers": 2, "cpu": 1}, "trial": {"cpu": 1}},
     "max_concurrent_trials": 2,
+    # Timing is measured, not asserted, in these tests: keep it short.
+    "latency": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3},
 }
 TINY_TEST_SET = 256 // 4  # the synthetic test set holds a quarter of the training size
 

@@ -171,4 +171,6 @@ def make_plan(space: Space) -> Plan:
         for job in method.jobs(ctx):
             jobs.setdefault(job.id, job)
     ordered = [j for j in jobs.values() if j.shared] + [j for j in jobs.values() if not j.shared]
-    return Plan(space, sweep_id, tuple(ordered), methods)
+    # Every job is timed the space's way (not part of any key: it does not change training).
+    timed = [replace(j, stage=replace(j.stage, latency=space.latency)) for j in ordered]
+    return Plan(space, sweep_id, tuple(timed), methods)

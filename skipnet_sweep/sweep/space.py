@@ -23,7 +23,7 @@ import yaml
 
 from skipnet_sweep.data import list_datasets
 from skipnet_sweep.models import GATE_DESIGNS, list_models
-from skipnet_sweep.stages.config import DataConfig, TrainConfig
+from skipnet_sweep.stages.config import DataConfig, LatencyConfig, TrainConfig
 from skipnet_sweep.yamlio import YamlError, read_yaml_file, show
 
 SEARCH_ALGORITHMS = ("grid", "optuna")
@@ -32,7 +32,7 @@ DISTRIBUTIONS = ("uniform", "loguniform")
 HRL_VARIANTS = ("hrl+sp", "hrl+s", "rl")
 SYNTHETIC_KEYS = ("size", "channels", "image_size", "classes")
 # How a sweep is executed, not what it computes: changing these resumes the same sweep.
-EXECUTION_FIELDS = ("max_concurrent_trials", "max_failures", "resources", "mlflow")
+EXECUTION_FIELDS = ("max_concurrent_trials", "max_failures", "resources", "mlflow", "latency")
 # Where things are, not what is computed: left out of the sweep id, so that the same
 # command run from another folder (relative paths resolve differently) is the same sweep.
 LOCATION_FIELDS = ("storage_path", "dataset.root")
@@ -275,6 +275,9 @@ class Space:
     mlflow: MlflowSpec = field(default_factory=MlflowSpec)
     baselines: BaselinesSpec = field(default_factory=BaselinesSpec)
     seed: int = 0
+    # How every finished network is timed beside the plain ResNet (batch sizes, warm-up,
+    # repeats); how a sweep is measured, not what it trains.
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     # Sections of plugin methods, by their ``space_key`` (each read into the method's own
     # settings dataclass); the built-in methods' settings are the fields above.
     methods: dict = field(default_factory=dict)
@@ -465,7 +468,10 @@ def _build(cls, data: Any, where: str):
                 raise SpaceError(f"{_join(where, f.name)}: required field is missing")
             continue
         kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(where, f.name))
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a config class that validates itself (LatencyConfig, ...)
+        raise SpaceError(f"{where or 'top level'}: {err}") from None
 
 
 def _convert(tp, value: Any, where: str):
