@@ -115,6 +115,8 @@ def test_storage_operations_on_s3(s3, tmp_path: Path) -> None:
         assert store.is_file(store.path("folder", "x.txt"))
         with store.local_copy(store.path("folder", "x.txt")) as local:
             assert local.read_text() == "hello"
+        with store.local_copy(store.path("folder")) as local:  # a folder, recursively
+            assert (local / "x.txt").read_text() == "hello"
         store.move(store.path("folder"), store.path("moved"))
         assert not store.exists(store.path("folder")) and store.exists(store.path("moved"))
         store.remove(store.path("moved"))

@@ -345,9 +345,12 @@ class TrackingCallback(_tune_callback_base()):
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})
             self.tracker.finish(run_id, "FAILED")
             return
-        with self._artifacts(trial, job) as folder:
-            if folder is not None:
-                self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
+        try:
+            with self._artifacts(trial, job) as folder:
+                if folder is not None:
+                    self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
+        except OSError as err:  # the run finished; its files stay in storage
+            self.tracker.set_tags(run_id, {"skipnet.artifacts_error": str(err)[:300]})
         weights = self._weights(trial, job)
         if weights is not None:
             self.tracker.set_tags(run_id, {M.TAG_CHECKPOINT: weights})

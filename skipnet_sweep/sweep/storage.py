@@ -123,5 +123,12 @@ class Storage:
         fs, p = self._fs(path)
         with tempfile.TemporaryDirectory(prefix="skipnet-") as d:
             local = Path(d) / Path(p).name
-            pafs.copy_files(p, str(local), source_filesystem=fs)
+            if fs.get_file_info(p).type == pafs.FileType.Directory:
+                for info in fs.get_file_info(pafs.FileSelector(p, recursive=True)):
+                    if info.type == pafs.FileType.File:
+                        dest = local / Path(info.path).relative_to(p)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        pafs.copy_files(info.path, str(dest), source_filesystem=fs)
+            else:
+                pafs.copy_files(p, str(local), source_filesystem=fs)
             yield local

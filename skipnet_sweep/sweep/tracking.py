@@ -62,6 +62,10 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            # A tracking server makes the client print a "View run" link per finished run;
+            # the sweep's own lines say what finished.
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
