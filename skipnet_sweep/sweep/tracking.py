@@ -197,6 +197,9 @@ class Tracker:
                 input_example=input_example,
                 registered_model_name=registered_name,
                 metadata=metadata,
+                # Pickled, not exported: a SkipNet's sparse path depends on its data (how
+                # many images run each block), which torch.export cannot trace.
+                serialization_format="pickle",
                 # Named, not inferred (inference imports and scans the whole environment).
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
