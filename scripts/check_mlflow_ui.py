@@ -550,7 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True, help="experiment name (the space's)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the screenshots")
     parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for each page"
+        "--timeout",
+        type=float,
+        default=240.0,
+        # Generous: waits end as soon as the page is ready, and on a loaded 2-core machine
+        # `mlflow server` alone once took over 120 s to answer /health.
+        help="seconds to wait for the server, the browser and each page",
     )
     args = parser.parse_args(argv)
 
