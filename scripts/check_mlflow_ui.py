@@ -57,21 +57,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.sweep.mlflow_ui import (  # noqa: F401 (the URL helpers, re-exported)
+    SAVED_VIEW_TAG_PREFIX,
+    SWEEP_VIEW_KEY,
+    SWEEP_VIEW_NAME,
+    VIEW_METRICS,
+    VIEW_PARAMS,
+    VIEW_TAGS,
+    run_page_url,
+    runs_view_url,
+    sweep_view_tags,
+)
 
-# Names read by MLflow's UI (as in MLflow 3.17.2's UI bundle). The workflow type picks the
-# "GenAI" / "Model training" switch; from the URL it overrides the browser's stored choice.
-WORKFLOW_QUERY_PARAM = "workflowType"
-TRAINING_WORKFLOW = "machine_learning"
-SAVED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
-VIEW_QUERY_PARAM = "viewStateShareKey"
-
-# The sweep's saved view: its key (part of the URL) and the name shown in the "Views" menu.
-SWEEP_VIEW_KEY = "skipnet-sweep"
-SWEEP_VIEW_NAME = "SkipNet sweep"
-# Columns the study is read by, in table order: what a run is, then what it scored.
-VIEW_PARAMS = (M.PARAM_ARCH, M.PARAM_GATE, M.PARAM_VARIANT, M.PARAM_ALPHA, M.PARAM_TAU)
-VIEW_METRICS = (M.TOP1, M.FLOPS_MEAN)
-VIEW_TAGS = (M.TAG_STAGE, M.TAG_METHOD, M.TAG_PARETO)
 # Headers that must be on screen after the parent is expanded.
 KEY_COLUMNS = (M.PARAM_ALPHA, M.PARAM_GATE, M.TOP1, M.FLOPS_MEAN)
 
@@ -82,66 +79,6 @@ VIEWPORT = (2400, 1300)  # wide enough that the key columns are rendered without
 
 class BadInput(ValueError):
     """The tracking URI, the experiment or the store's content is not a sweep we can show."""
-
-
-def runs_view_url(base_url: str, experiment_id: str, view_key: str | None = SWEEP_VIEW_KEY) -> str:
-    """The URL that opens an experiment's runs table, with a saved view when one is given.
-
-    Args:
-        base_url: the tracking server, e.g. ``http://127.0.0.1:5000``.
-        experiment_id: MLflow experiment id.
-        view_key: key of a saved view (experiment tag ``mlflow.sharedViewState.<key>``), or
-            None for the table with MLflow's default columns.
-    Returns:
-        e.g. ``http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=skipnet-sweep``.
-    """
-    query = {WORKFLOW_QUERY_PARAM: TRAINING_WORKFLOW}
-    if view_key:
-        query[VIEW_QUERY_PARAM] = view_key
-    return (
-        f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
-    )
-
-
-def run_page_url(base_url: str, experiment_id: str, run_id: str) -> str:
-    """The URL of one run's page (overview: metrics, params, tags, parent run)."""
-    query = urllib.parse.urlencode({WORKFLOW_QUERY_PARAM: TRAINING_WORKFLOW})
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{query}"
-
-
-def _column(kind: str, key: str) -> str:
-    # MLflow names a column "<kind>.`<key>`" (makeCanonicalSortKey in the UI bundle).
-    return f"{kind}.`{key}`"
-
-
-def sweep_view_tags(created_ms: int) -> dict[str, str]:
-    """Experiment tags that make the runs table show the study: the saved view "SkipNet sweep"
-    (the key params, metrics and tags as columns, children nested under the sweep run).
-
-    Args:
-        created_ms: the view's creation time, milliseconds since the epoch.
-    Returns:
-        tag key -> value, to set with ``MlflowClient.set_experiment_tag``.
-    """
-    # Run name, Created and Duration are always shown; attributes such as Source are not.
-    columns = [_column("params", k) for k in VIEW_PARAMS]
-    columns += [_column("metrics", k) for k in VIEW_METRICS]
-    columns += [_column("tags", k) for k in VIEW_TAGS]
-    state = {
-        "selectedColumns": columns,
-        # Sorting by creation time is what keeps child runs nested under their parent: the
-        # table nests only when ordered by "attributes.start_time" (or unsorted, unfiltered);
-        # any other order, e.g. a click on the top1 header, lists all runs flat.
-        "orderByKey": "attributes.start_time",
-        "orderByAsc": False,
-    }
-    envelope = {
-        "name": SWEEP_VIEW_NAME,
-        "createdAt": created_ms,
-        "updatedAt": created_ms,
-        "state": json.dumps(state),
-    }
-    return {SAVED_VIEW_TAG_PREFIX + SWEEP_VIEW_KEY: json.dumps(envelope)}
 
 
 @dataclass(frozen=True)

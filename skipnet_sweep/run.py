@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"MLflow: {tracker.tracking_uri} (experiment {tracker.experiment!r}, parent run {result.parent_run_id})"
     )
+    if not tracker.tracking_uri.startswith("http"):
+        print(f"  browse: mlflow ui --backend-store-uri {tracker.tracking_uri} --port 5000")
+    print(f"  open: {tracker.ui_url()}")
     print(
         f"Figures: python -m skipnet_sweep.report --experiment {tracker.experiment} "
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"

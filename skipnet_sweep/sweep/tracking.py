@@ -20,6 +20,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME as RUN_NAME_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.sweep.mlflow_ui import runs_view_url, sweep_view_tags
+
+UI_BASE = "http://127.0.0.1:5000"  # `mlflow ui` as the README starts it
 
 
 def default_tracking_uri(configured: str | None = None) -> str:
@@ -78,9 +81,22 @@ class Tracker:
                 self._experiment_id = self.client.create_experiment(
                     self.experiment, artifact_location=f"{root}/{self.experiment}" if root else None
                 )
+                tags = {}
             else:
-                self._experiment_id = exp.experiment_id
+                self._experiment_id, tags = exp.experiment_id, exp.tags
+            # The saved view that opens the study in the UI (``ui_url``), once.
+            view = sweep_view_tags(int(time.time() * 1000))
+            for key, value in view.items():
+                if key not in tags:
+                    self.client.set_experiment_tag(self._experiment_id, key, value)
         return self._experiment_id
+
+    def ui_url(self) -> str:
+        """Where to look at the sweep: the experiment's runs table in MLflow's "Model
+        training" view with the saved view "SkipNet sweep" (for a local store, on the
+        ``mlflow ui`` that the README starts at 127.0.0.1:5000)."""
+        base = self.tracking_uri if self.tracking_uri.startswith("http") else UI_BASE
+        return runs_view_url(base, self.experiment_id)
 
     def find(self, tag: str, value: str, parent: str | None = None) -> str | None:
         """The id of the newest active run with ``tag == value`` (under ``parent``), if any."""
