@@ -230,3 +230,16 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(toy, tmp_path: Path)
     summary = (out_dir / "summary.csv").read_text()
     assert "smooth" in summary
     assert (out_dir / "pareto.png").is_file()
+
+
+def test_sp_can_start_from_the_plain_baseline(tmp_path: Path) -> None:
+    scratch = make_plan(load_space(str(write_space(tmp_path))))
+    plan = make_plan(
+        load_space(str(write_space(tmp_path, "fb", {"sp.from_baseline": True, "baseline": False})))
+    )
+    base, sp = plan.find("baseline", "cifar_resnet8"), plan.find("sp", "cifar_resnet8", "rnn")
+    assert [j.id for j in plan.shared_jobs] == [base.id, sp.id]  # the baseline runs first
+    assert sp.needs == base.id and plan.stage_of(sp).init == str(plan.checkpoint(base))
+    # Starting from the baseline is part of what SP is: another cache key than from scratch.
+    assert sp.key != scratch.find("sp", "cifar_resnet8", "rnn").key
+    assert sp.stage.options == {"from": base.key}

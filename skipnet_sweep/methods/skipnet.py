@@ -20,7 +20,7 @@ from skipnet_sweep.methods.base import (
     optimiser_fields,
     recipe,
 )
-from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES
+from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES, baseline_job
 
 HRL_LR = 1e-4  # §4.1: "decreased learning rate of 0.0001", constant
 VARIANTS = ("hrl+sp", "hrl+s", "rl")
@@ -51,8 +51,16 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
         "sp", "sp", space.sp, SP_LR, SP_MILESTONES, gating=space.sp.gating, seed=space.seed
     )
     weights = space.backbone_weights.get(arch)
+    base = baseline_job(ctx, arch) if space.sp.from_baseline else None
     stage = complete_model_config(
-        StageConfig(ModelConfig(arch, gate), ctx.data, train, backbone_weights=weights)
+        StageConfig(
+            ModelConfig(arch, gate),
+            ctx.data,
+            train,
+            backbone_weights=None if base else weights,
+            # What it starts from is part of what it is (its cache key).
+            options={"from": base.key} if base else {},
+        )
     )
     job = make_job(
         "skipnet",
@@ -60,6 +68,7 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
         [("backbone", arch), ("gate", gate)],
         curve=f"skipnet-{gate}",
         shared=True,
+        needs=base.id if base else None,
     )
     return ctx.add_shared(key, job)
 
@@ -93,6 +102,8 @@ class SkipNet(Method):
         space = ctx.space
         jobs = []
         for arch in space.backbones:
+            if space.sp.from_baseline:
+                jobs.append(baseline_job(ctx, arch))
             for gate in space.gates_for(arch):
                 jobs.append(sp_job(ctx, arch, gate))
                 if space.search.algorithm != "grid":

@@ -26,6 +26,7 @@ from skipnet_sweep.stages import NonFiniteLossError, StageConfig, run_stage
 from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.searcher import ERROR
+from skipnet_sweep.sweep.storage import Storage
 from skipnet_sweep.sweep.tracking import Tracker
 
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
@@ -68,12 +69,17 @@ def _adopt(methods: tuple[Method, ...]) -> None:
 
 def shared_worker(config: dict) -> None:
     """One data-parallel worker of a shared job; rank 0 evaluates, reports and saves."""
+    method: Method = config["method"]
+    _adopt((method,))
+    with _local_init(StageConfig.from_dict(config["stage"]), Storage(config["storage"])) as stage:
+        _shared_stage(stage, method, config)
+
+
+def _shared_stage(stage: StageConfig, method: Method, config: dict) -> None:
+    """``shared_worker``'s body, with the stage's initial weights on the local disk."""
     import ray.train
     import ray.train.torch
 
-    method: Method = config["method"]
-    _adopt((method,))
-    stage = StageConfig.from_dict(config["stage"])
     _threads(config.get("cpus", 1))
     rank = ray.train.get_context().get_world_rank()
     resume = _resume_file(ray.train.get_checkpoint())
@@ -132,7 +138,12 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
     stage["train"]["batch_size"] = max(1, job.stage.train.batch_size // res.workers)
     trainer = TorchTrainer(
         shared_worker,
-        train_loop_config={"stage": stage, "cpus": res.cpu, "method": plan.method(job.method)},
+        train_loop_config={
+            "stage": stage,
+            "cpus": res.cpu,
+            "method": plan.method(job.method),
+            "storage": plan.space.storage_path,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers,
             use_gpu=res.gpu > 0,
@@ -193,7 +204,10 @@ def _run_trial(job: Job, plan: Plan) -> None:
             tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        with _local_init(plan.stage_of(job), plan) as stage, tempfile.TemporaryDirectory() as d:
+        with (
+            _local_init(plan.stage_of(job), plan.store) as stage,
+            tempfile.TemporaryDirectory() as d,
+        ):
             result = run_stage(
                 stage,
                 Path(d) / MODEL_FILE,  # the final weights travel with the final checkpoint
@@ -214,13 +228,13 @@ def _run_trial(job: Job, plan: Plan) -> None:
 
 
 @contextlib.contextmanager
-def _local_init(stage: StageConfig, plan: Plan):
+def _local_init(stage: StageConfig, store: Storage):
     """``stage`` with its initial checkpoint on the local disk (downloaded from object
     storage for the duration of the block)."""
     if stage.init is None:
         yield stage
         return
-    with plan.store.local_copy(stage.init) as local:
+    with store.local_copy(stage.init) as local:
         yield replace(stage, init=str(local))
 
 

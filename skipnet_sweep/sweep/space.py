@@ -173,9 +173,12 @@ class OptimSpec:
 
 @dataclass(frozen=True)
 class SPSpec(OptimSpec):
-    """Supervised pre-training (and the plain-ResNet baseline, which uses the same recipe)."""
+    """Supervised pre-training (and the plain-ResNet baseline, which uses the same recipe).
+    ``from_baseline``: SP starts from the trained plain ResNet of its backbone (its gates
+    fresh) instead of from scratch as in the paper: a shorter SP on a small budget."""
 
     gating: str = _default("gating")
+    from_baseline: bool = False
 
 
 @dataclass(frozen=True)
