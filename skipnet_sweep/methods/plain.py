@@ -21,8 +21,12 @@ def baseline_job(ctx: PlanContext, arch: str) -> Job:
     if key in ctx.shared:
         return ctx.shared[key]
     space = ctx.space
-    # The SP recipe without SkipNet's own knob (soft gating is an ablation of the gates).
-    train = recipe("sp", "baseline", space.sp, SP_LR, SP_MILESTONES, seed=space.seed, gating="hard")
+    # Its own recipe, else SP's without SkipNet's own knob (soft gating is an ablation of
+    # the gates).
+    where, spec = (
+        ("baseline_recipe", space.baseline_recipe) if space.baseline_recipe else ("sp", space.sp)
+    )
+    train = recipe(where, "baseline", spec, SP_LR, SP_MILESTONES, seed=space.seed, gating="hard")
     weights = space.backbone_weights.get(arch)
     stage = complete_model_config(
         StageConfig(ModelConfig(arch, None), ctx.data, train, backbone_weights=weights)

@@ -266,6 +266,9 @@ class Space:
     backbone_gates: dict = field(default_factory=dict)
     backbone_weights: dict = field(default_factory=dict)
     baseline: bool = True
+    # The plain ResNet's own recipe when it differs from SP's (e.g. a longer one, with SP
+    # then a short fine-tune from it: sp.from_baseline); None: the sp recipe.
+    baseline_recipe: OptimSpec | None = None
     sp: SPSpec = field(default_factory=SPSpec)
     hrl: HRLSpec = field(default_factory=HRLSpec)
     alpha: Values = field(default_factory=lambda: Values(grid=(0.1,)))
