@@ -460,7 +460,11 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
     rows = [("", r) for r in shown]
     plain = [r for r in result.rows if r["stage"] == "baseline"]
     if plain:
-        rows.append(("reference", max(plain, key=lambda r: r[M.TOP1])))
+        reference = max(plain, key=lambda r: r[M.TOP1])
+        if reference in shown:  # mark it where it stands
+            rows[shown.index(reference)] = ("reference", reference)
+        else:
+            rows.append(("reference", reference))
     skipnet = [r for r in result.rows if r["method"].startswith("skipnet-")]
     if skipnet:
         best = max(skipnet, key=lambda r: (r[M.TOP1], -r[M.FLOPS_MEAN]))

@@ -9,6 +9,9 @@ node of a cluster never needs to reach the tracking store. The layout is documen
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import math
 import os
 import time
@@ -206,7 +209,12 @@ class Tracker:
 
         mlflow.set_tracking_uri(self.tracking_uri)
         status = self.status(run_id)
-        with mlflow.start_run(run_id=run_id):
+        said = io.StringIO()  # MLflow prints "Registered model ..." lines: to the log file
+        with (
+            contextlib.redirect_stdout(said),
+            contextlib.redirect_stderr(said),
+            mlflow.start_run(run_id=run_id),
+        ):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -223,6 +231,8 @@ class Tracker:
                 ],
             )
         self.client.set_terminated(run_id, status)  # as it was before the model was added
+        if said.getvalue().strip():
+            logging.getLogger("mlflow").info(said.getvalue().strip())
         return str(info.registered_model_version)
 
     def log_dataset(self, run_id: str, name: str, uri: str, digest: str, context: str) -> None:
