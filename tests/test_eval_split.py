@@ -7,13 +7,13 @@ from __future__ import annotations
 import csv
 
 import pytest
-import torch
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import make_loaders
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, evaluate, load_model
+from skipnet_sweep.stages.checkpoint import load_checkpoint
 from skipnet_sweep.stages.config import LatencyConfig
 from skipnet_sweep.stages.runner import run_stage, summary_line
 
@@ -133,7 +133,7 @@ def test_every_run_is_timed_against_the_plain_resnet(split_run):
         assert ms > 0 and plain > 0
         assert result.metrics[M.speedup(b)] == pytest.approx(plain / ms)
     assert M.latency_ms(64) not in result.metrics  # only the configured batch sizes
-    assert torch.load(path, weights_only=False)["metrics"][M.latency_ms(1)] > 0
+    assert load_checkpoint(path)["metrics"][M.latency_ms(1)] > 0
 
 
 def test_without_a_split_the_test_set_selects_and_is_evaluated_once(tmp_path):

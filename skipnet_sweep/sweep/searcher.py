@@ -14,7 +14,7 @@ it already handed out.
 
 from __future__ import annotations
 
-import pickle
+import json
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -68,21 +68,26 @@ class JobSearcher(Searcher):
 
     # --- state ---------------------------------------------------------------------------
 
+    _STATE = ("status", "reasons", "trial_job", "samples", "told", "asked")
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_study"] = None  # reopened from its storage
         return state
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__getstate__(), f)
+        # Plain JSON, not a pickle: restoring it can never run code.
+        state = {k: getattr(self, k) for k in self._STATE}
+        state["told"] = sorted(self.told)
+        with open(checkpoint_path, "w") as f:
+            json.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        plan = self.plan  # the driver's plan (paths of this run), not the pickled one
-        self.__dict__.update(state)
-        self.plan = plan
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        for key in self._STATE:
+            setattr(self, key, state[key])
+        self.told = set(self.told)
         # A job that was running when the driver died is re-run by Tune's restore.
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
