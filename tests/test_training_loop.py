@@ -101,7 +101,7 @@ def test_pure_rl_reward_raises_the_label_probability_in_expectation():
 def test_auto_precision_is_fp32_on_the_cpu_and_explicit_choices_stand():
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16"
-    with pytest.raises(ValueError, match="unknown precision 'fp8'; allowed: auto, fp32"):
+    with pytest.raises(ValueError, match="precision 'fp8' is not allowed; allowed: auto, fp32"):
         TrainConfig(iterations=1, precision="fp8")
 
 

@@ -253,7 +253,7 @@ def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra):
     """
     from dataclasses import fields
 
-    from skipnet_sweep.stages.config import TrainConfig
+    from skipnet_sweep.stages.config import FieldError, TrainConfig
     from skipnet_sweep.sweep.space import SpaceError
 
     # The section's fields that are the stage's (all but e.g. HRL's ``variants``).
@@ -267,9 +267,5 @@ def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra):
     kw.update(extra)
     try:
         return TrainConfig(**kw)
-    except ValueError as err:
-        name = getattr(err, "field", None) or str(err).split(" ", 1)[0]
-        msg = str(err)
-        if name in kw:  # "iterations must be >= 1" -> "sp.iterations: must be >= 1"
-            raise SpaceError(f"{where}.{name}: {msg.removeprefix(name).strip()}") from None
-        raise SpaceError(f"{where}: {msg}") from None
+    except FieldError as err:  # named by the stage: the space's field is where.field
+        raise SpaceError(f"{where}.{err.field}: {err.reason}") from None

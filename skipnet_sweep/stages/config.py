@@ -22,6 +22,16 @@ TERMINAL_SCALES = ("one", "alpha_over_n")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+class FieldError(ValueError):
+    """A config field whose value a stage refuses: ``field`` names it and ``reason`` says
+    why, so whoever built the config (a space file, the CLI) names its own field."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field} {reason}")
+        self.field = field
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data a stage reads.
@@ -164,7 +174,15 @@ class TrainConfig:
         # Which stages exist is the method registry's business: plugins add their own.
         from skipnet_sweep.methods import method_for_stage
 
-        method_for_stage(self.stage)
+        try:
+            method_for_stage(self.stage)
+        except ValueError:
+            from skipnet_sweep.methods import stage_names
+
+            allowed = ", ".join(stage_names())
+            raise FieldError(
+                "stage", f"{self.stage!r} is not registered; allowed: {allowed}"
+            ) from None
         _check_choice("gating", self.gating, SP_GATINGS)
         _check_choice("cost", self.cost, COSTS)
         _check_choice("eval_path", self.eval_path, ("sparse", "masked"))
@@ -172,14 +190,14 @@ class TrainConfig:
         _check_choice("terminal_scale", self.terminal_scale, TERMINAL_SCALES)
         _check_choice("precision", self.precision, PRECISIONS)
         if (self.iterations is None) == (self.epochs is None):
-            raise ValueError("give exactly one of iterations or epochs")
+            raise FieldError("iterations", "(or epochs): give exactly one of iterations or epochs")
         if self.iterations is not None and self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+            raise FieldError("iterations", f"must be >= 1, got {self.iterations}")
         if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+            raise FieldError("epochs", f"must be > 0, got {self.epochs}")
         for name in ("batch_size", "nan_check_every", "accum_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         for name in (
             "lr",
             "weight_decay",
@@ -191,23 +209,24 @@ class TrainConfig:
             "warmup_lr",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.warmup_iterations and self.lr == 0:
-            raise ValueError("warmup_iterations needs lr > 0 (the warm-up is a factor on lr)")
+            raise FieldError("warmup_iterations", "needs lr > 0 (the warm-up is a factor on lr)")
         if self.gate_sharpen <= 0:
-            raise ValueError(
-                f"gate_sharpen must be > 0 (1 leaves the gates as they are), got {self.gate_sharpen}"
+            raise FieldError(
+                "gate_sharpen",
+                f"must be > 0 (1 leaves the gates as they are), got {self.gate_sharpen}",
             )
         if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+            raise FieldError("gamma", f"must be in [0, 1], got {self.gamma}")
         if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(
-                f"eval_every must be >= 1 (or None for once per epoch), got {self.eval_every}"
+            raise FieldError(
+                "eval_every", f"must be >= 1 (or None for once per epoch), got {self.eval_every}"
             )
         if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+            raise FieldError("lr_decay", f"must be in (0, 1], got {self.lr_decay}")
         if any(not 0 < m < 1 for m in self.lr_milestones):
-            raise ValueError(f"lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
+            raise FieldError("lr_milestones", f"are fractions in (0, 1), got {self.lr_milestones}")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
 
     @property
@@ -334,7 +353,7 @@ class StageConfig:
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+        raise FieldError(name, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
 
 
 def field_names(cls) -> list[str]:
