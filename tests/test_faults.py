@@ -1,7 +1,7 @@
-"""Fault injection on a real local Ray instance: a Ray Train worker killed with SIGKILL in
-the middle of a shared pre-training job. The job resumes from its last checkpoint, the
-sweep exits 0, its learning curve in MLflow has each evaluation once, and no run keeps an
-error of the failed attempt."""
+"""Fault injection on a real local Ray instance, in the middle of a shared pre-training job:
+a Ray Train worker killed with SIGKILL, and the driver killed with SIGKILL then run again.
+The job resumes from its last checkpoint, the sweep exits 0, its learning curve in MLflow
+has each evaluation once, and no run is duplicated or keeps an error of the failed attempt."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import (
     Mlflow,
+    local_sweep,
     ray_processes,
     ray_tmpdir,
     spawn_driver,
@@ -82,3 +83,52 @@ def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
     # Every evaluation once, in order, through to the end, though a worker died mid-way.
     assert steps == sorted(set(steps)) and steps[-1] == 120, steps
     assert set(steps) == set(range(20, 121, 20))
+
+
+def test_killed_driver_mid_sp_resumes_without_duplicates(tmp_path: Path) -> None:
+    """SIGKILL of the driver while the SP job trains, then the same command again: the SP
+    job goes on from its last Ray Train checkpoint, its learning curve in MLflow has each
+    evaluation once, and every job has exactly one run."""
+    space = write_space(
+        tmp_path,
+        "driverkill",
+        {
+            "baseline": False,
+            "sp": {"iterations": 120, "batch_size": 32, "eval_every": 20},
+            "alpha": [1.0],
+        },
+    )
+    plan = make_plan(load_space(str(space)))
+    (sp,) = plan.shared_jobs
+    mlflow = Mlflow(tracking_uri(tmp_path), "driverkill")
+    log = tmp_path / "driver.log"
+
+    def sp_evaluated():
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited early:\n{log.read_text()[-3000:]}")
+        try:
+            runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{sp.id}'")
+        except Exception:  # the store is being created by the driver
+            return None
+        if runs and mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1):
+            return runs[0]
+        return None
+
+    with ray_tmpdir("skd") as ray_dir:
+        driver = spawn_driver(space, ray_dir, log)
+        try:
+            wait_for(sp_evaluated, 240, interval=0.2, what="a first SP evaluation")
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
+    with ray_tmpdir("skd") as ray_dir:
+        code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert f"resuming sweep-{plan.sweep_id}" in out
+    children = mlflow.children(mlflow.parent().info.run_id)
+    assert sorted(r.data.tags[M.TAG_TRIAL_ID] for r in children) == sorted(j.id for j in plan.jobs)
+    for r in children:
+        assert r.info.status == "FINISHED" and M.TAG_ERROR not in r.data.tags
+    (sp_run,) = [r for r in children if r.data.tags[M.TAG_TRIAL_ID] == sp.id]
+    steps = [m.step for m in mlflow.client.get_metric_history(sp_run.info.run_id, M.TOP1)]
+    assert steps == sorted(set(steps)) and set(steps) == set(range(20, 121, 20)), steps
