@@ -172,6 +172,10 @@ def _log_child(client: MlflowClient, exp_id: str, parent_id: str, spec: Spec, tm
             M.SKIPPED_MEAN: 3.0,
             M.SKIP_RATIO: 0.2,
             M.gate_skip_ratio(0): 0.1,
+            # Measured latency as the sweep logs it: here proportional to the MACs.
+            M.latency_ms(1): spec.macs / 1e7,
+            M.latency_plain_ms(1): PLAIN / 1e7,
+            M.speedup(1): PLAIN / spec.macs,
         }
         # An early evaluation first: analysis must read the final value, not this one.
         metrics.append(Metric(M.TOP1, 50.0, now, 10))
@@ -466,6 +470,7 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     result = make_report("quick", out, tracking_uri=sweep.uri)
     expected = {
         "pareto",
+        "pareto_latency",
         "alpha_tradeoff",
         "reduction",
         "variants",
@@ -496,7 +501,8 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     assert summary["pareto"].sum() == len(FRONTIER)
     text = result.summary.read_text()
     assert (
-        "| CIFAR-10 | ResNet-38 | SkipNet, RNNGate | HRL+SP | α=0.1 | 91.90 | -0.10 | 60 | 40.0 | ✓ |"
+        "| CIFAR-10 | ResNet-38 | SkipNet, RNNGate | HRL+SP | α=0.1 | 91.90 | -0.10 | 60 | 40.0 "
+        "| 1.67 | ✓ |"
         in text
     )
     assert "| τ=0.005 |" in text
@@ -520,7 +526,7 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
 
 def test_report_lists_figures_not_made(sweep: Sweep, tmp_path: Path) -> None:
     result = make_report("small", tmp_path / "r", tracking_uri=sweep.uri, log=True)
-    assert set(result.figures) == {"pareto"}
+    assert set(result.figures) == {"pareto", "pareto_latency"}
     assert result.skipped["hard_soft"] == "no soft-gating runs (variant=soft)"
     assert "HRL+SP" in result.skipped["alpha_tradeoff"]
     assert "easy_hard.npz" in result.skipped["easy_hard"]

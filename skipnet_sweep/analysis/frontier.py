@@ -317,6 +317,8 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
         batch: the batch size whose latency is drawn (``latency_ms_b<batch>``).
     """
     lat, plain_lat = M.latency_ms(batch), M.latency_plain_ms(batch)
+    if lat not in runs.columns or plain_lat not in runs.columns:
+        raise NotEnoughData(f"no run has {lat} (runs from before latency was measured)")
     pts = finite_rows(finished(runs), M.TOP1, lat)
     if pts.empty:
         raise NotEnoughData(f"no finished run with top1 and {lat}")
