@@ -9,8 +9,10 @@ deliberately.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -165,7 +167,9 @@ def start_ray(
     )
     if address:
         try:
-            ray.init(address=address, **kwargs)
+            # Ray's C++ client repeats its connection errors on stderr while it retries.
+            with _stderr_to(None if verbose else log_path(plan)):
+                ray.init(address=address, **kwargs)
         except Exception as err:  # Ray raises several types when it cannot join
             raise SpaceError(_join_error(address, err)) from None
     else:
@@ -184,15 +188,33 @@ def start_ray(
         raise
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """Send what is written to file descriptor 2 (C++ logs too) to ``path`` for the block."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "a") as log:
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _join_error(address: str, err: Exception) -> str:
-    """One line for a cluster this driver could not join (a missing token above all)."""
+    """One line for a cluster this driver could not join (a missing token above all: Ray
+    reports it only as a failed connection, its reason in its own log)."""
     text = " ".join(str(err).split())
-    if any(w in text.lower() for w in ("token", "auth", "unauthenticated")):
-        return (
-            f"--address {address}: the cluster refused this driver: it needs the cluster's "
-            "token (RAY_AUTH_MODE=token with RAY_AUTH_TOKEN, or the head's ~/.ray/auth_token)"
-        )
-    return f"--address {address}: cannot join the Ray cluster ({type(err).__name__}: {text[:150]})"
+    return (
+        f"--address {address}: cannot join the Ray cluster ({type(err).__name__}: {text[:100]});"
+        " a cluster with token authentication needs its token here (RAY_AUTH_MODE=token with"
+        " RAY_AUTH_TOKEN, or the head's ~/.ray/auth_token)"
+    )
 
 
 def ship_plugins(plan: Plan) -> None:

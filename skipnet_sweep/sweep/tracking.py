@@ -208,7 +208,7 @@ class Tracker:
         import skipnet_sweep
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        status = self.status(run_id)
+        before = self.client.get_run(run_id).info
         said = io.StringIO()  # MLflow prints "Registered model ..." lines: to the log file
         with (
             contextlib.redirect_stdout(said),
@@ -230,7 +230,8 @@ class Tracker:
                     f"skipnet_sweep=={skipnet_sweep.__version__}",
                 ],
             )
-        self.client.set_terminated(run_id, status)  # as it was before the model was added
+        # As it was before the model was added: its status and its end time.
+        self.client.set_terminated(run_id, before.status, end_time=before.end_time)
         if said.getvalue().strip():
             logging.getLogger("mlflow").info(said.getvalue().strip())
         return str(info.registered_model_version)
