@@ -502,8 +502,7 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     text = result.summary.read_text()
     assert (
         "| CIFAR-10 | ResNet-38 | SkipNet, RNNGate | HRL+SP | α=0.1 | 91.90 | -0.10 | 60 | 40.0 "
-        "| 1.67 | ✓ |"
-        in text
+        "| 1.67 | ✓ |" in text
     )
     assert "| τ=0.005 |" in text
     assert "- Hypervolume (pareto): HV 0.600, the fraction of the plain ResNet's box" in text
