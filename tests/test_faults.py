@@ -28,39 +28,49 @@ from skipnet_sweep.sweep import load_space, make_plan
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 
 
-def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
+def _sp_sweep(folder: Path, name: str, **changes):
+    """A sweep of one SP job long enough to be interrupted (6 evaluations) and one trial:
+    its space file, plan, SP job and MLflow store."""
     space = write_space(
-        tmp_path,
-        "workerkill",
+        folder,
+        name,
         {
             "baseline": False,
             "sp": {"iterations": 120, "batch_size": 32, "eval_every": 20},
             "alpha": [1.0],
-            "max_failures": 2,
+            **changes,
         },
     )
     plan = make_plan(load_space(str(space)))
     (sp,) = plan.shared_jobs
-    mlflow = Mlflow(tracking_uri(tmp_path), "workerkill")
-    log = tmp_path / "driver.log"
+    return space, plan, sp, Mlflow(tracking_uri(folder), name)
 
-    def sp_run_with_a_checkpoint():
+
+def _wait_for_sp_evaluation(driver, log: Path, mlflow: Mlflow, sp_id: str) -> None:
+    """Until the SP job's run has logged its first evaluation (so a checkpoint exists)."""
+
+    def evaluated():
         if driver.poll() is not None:
             raise AssertionError(f"the driver exited early:\n{log.read_text()[-3000:]}")
-        if not (plan.storage / "train" / sp.id).is_dir():
-            return None
         try:
-            runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{sp.id}'")
+            runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{sp_id}'")
         except Exception:  # the store is being created by the driver
             return None
         if runs and mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1):
             return runs[0]
         return None
 
+    wait_for(evaluated, 240, interval=0.2, what="a first SP evaluation")
+
+
+def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
+    space, plan, sp, mlflow = _sp_sweep(tmp_path, "workerkill", max_failures=2)
+    log = tmp_path / "driver.log"
+
     with ray_tmpdir("skf") as ray_dir:
         driver = spawn_driver(space, ray_dir, log)
         try:
-            wait_for(sp_run_with_a_checkpoint, 240, interval=0.2, what="a first SP evaluation")
+            _wait_for_sp_evaluation(driver, log, mlflow, sp.id)
             workers = {
                 pid: cmd for pid, cmd in ray_processes(ray_dir).items() if "RayTrainWorker" in cmd
             }
@@ -89,35 +99,13 @@ def test_killed_driver_mid_sp_resumes_without_duplicates(tmp_path: Path) -> None
     """SIGKILL of the driver while the SP job trains, then the same command again: the SP
     job goes on from its last Ray Train checkpoint, its learning curve in MLflow has each
     evaluation once, and every job has exactly one run."""
-    space = write_space(
-        tmp_path,
-        "driverkill",
-        {
-            "baseline": False,
-            "sp": {"iterations": 120, "batch_size": 32, "eval_every": 20},
-            "alpha": [1.0],
-        },
-    )
-    plan = make_plan(load_space(str(space)))
-    (sp,) = plan.shared_jobs
-    mlflow = Mlflow(tracking_uri(tmp_path), "driverkill")
+    space, plan, sp, mlflow = _sp_sweep(tmp_path, "driverkill")
     log = tmp_path / "driver.log"
-
-    def sp_evaluated():
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver exited early:\n{log.read_text()[-3000:]}")
-        try:
-            runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{sp.id}'")
-        except Exception:  # the store is being created by the driver
-            return None
-        if runs and mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1):
-            return runs[0]
-        return None
 
     with ray_tmpdir("skd") as ray_dir:
         driver = spawn_driver(space, ray_dir, log)
         try:
-            wait_for(sp_evaluated, 240, interval=0.2, what="a first SP evaluation")
+            _wait_for_sp_evaluation(driver, log, mlflow, sp.id)
         finally:
             driver.send_signal(signal.SIGKILL)
             driver.wait()
