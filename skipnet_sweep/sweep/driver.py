@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -174,7 +175,15 @@ def start_ray(
             raise SpaceError(_join_error(address, err)) from None
     else:
         # "local": always a new instance, never one that a `ray start` left on this machine.
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        # On loopback only (see _loopback_node). One socket stays open to the network, and it
+        # is torch's, not Ray's: while a shared job trains, its rank-0 worker hosts the
+        # process group's TCPStore on all interfaces. Ray Train creates the process group,
+        # for any number of workers, through a TCPStore (ray/train/torch/config.py,
+        # TorchConfig.init_method "env" or "tcp"), and torch binds that store to "::" or
+        # "0.0.0.0" unless handed a bound socket (makeWithPort in
+        # torch/csrc/distributed/c10d/TCPStoreLibUvBackend.cpp), which Ray Train cannot pass.
+        with _loopback_node():
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
         # Whatever happens to this driver (even SIGKILL), its instance does not outlive it.
         from ray._private.worker import _global_node
 
@@ -186,6 +195,45 @@ def start_ray(
     except SpaceError:
         ray.shutdown()
         raise
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Inside the block Ray takes 127.0.0.1 as this machine's address, so a local instance
+    started there listens on loopback only.
+
+    Ray 2.60 has no bind-address option. Each server binds to the node's address or to all
+    interfaces, and the node's address comes from ``ray._private.services.get_node_ip_address``:
+    the machine's outward address, or 127.0.0.1 when ``ray_constants.ENABLE_RAY_CLUSTER`` is
+    false (what Ray does on macOS and Windows; its variable RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+    is read once, when ray is imported, which the driver has done by now). ``ray.init``'s
+    ``_node_ip_address="127.0.0.1"`` does not help: ``ray.init`` turns a loopback address
+    back into the outward one (``services.resolve_ip_for_localhost``, ray/_private/worker.py).
+
+    With the node at 127.0.0.1 (measured with /proc/net/tcp, tests/test_local_bind.py):
+    the GCS, the raylet (node manager and object manager) and every worker's gRPC server,
+    the driver's too, listen on 127.0.0.1 (the GCS passes ``node_ip_address == "127.0.0.1"``
+    as ``GrpcServer``'s ``listen_to_localhost_only``, src/ray/gcs/gcs_server.cc and
+    src/ray/rpc/grpc_server.cc; the raylet and the workers were measured to do the same);
+    the runtime-env agent binds the node's address (ray/_private/runtime_env/agent/main.py).
+    On a host where localhost is IPv6 only, Ray's loopback is ::1, which that comparison
+    does not match: there the gRPC servers would still listen on all interfaces.
+    The rest are not started: with ``include_dashboard=False`` the dashboard head and agent
+    run ``--minimal``, without an HTTP server, the agent's gRPC server or the metrics
+    export (ray/dashboard/agent.py, ``_init_non_minimal``), and the Ray client server runs
+    only with ``ray_client_server_port`` (ray/_private/parameter.py).
+
+    The flag is restored on exit: a driver that later joins a cluster must report its real
+    address.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextlib.contextmanager
