@@ -296,10 +296,13 @@ class TrackingCallback(_tune_callback_base()):
 
     def describe(self, job: Job) -> tuple[dict, dict]:
         """(params, tags) of a job's run."""
+        method = self.plan.method(job.method)
         tags = {
             M.TAG_STAGE: job.stage.train.stage,
             M.TAG_METHOD: job.curve,
             M.TAG_METHOD_NAME: job.method,
+            M.TAG_METHOD_LABEL: method.label or method.name,
+            M.TAG_METHOD_MARKER: method.marker,
         }
         if job.needs:
             needed = self.tracker.find(M.TAG_TRIAL_ID, job.needs, self.parent)
