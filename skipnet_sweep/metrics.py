@@ -76,6 +76,10 @@ TAG_PARETO = "pareto"  # on the frontier of top-1 against MACs
 TAG_PARETO_LATENCY = "pareto_latency"  # ... against measured latency (batch 1)
 TAG_METHOD = "method"  # skipnet-<gate>, plain, act, sact: one curve per method in figures
 TAG_METHOD_NAME = "skipnet.method"  # the registered method (skipnet, plain, act, sact, ...)
+# The registered method's ``label`` and ``marker``: how the report draws a method it has no
+# style of its own for (a plugin registered in another process), see analysis.style.
+TAG_METHOD_LABEL = "skipnet.method_label"
+TAG_METHOD_MARKER = "skipnet.method_marker"
 TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 TAG_CHECKPOINT = "checkpoint_uri"  # where a run's final weights are (train eval --checkpoint)

@@ -31,10 +31,9 @@ from skipnet_sweep.stages import (
     evaluate,
     load_checkpoint,
     load_model,
-    run_stage,
-    summary_line,
 )
 from skipnet_sweep.stages.config import hrl_defaults
+from skipnet_sweep.stages.runner import run_stage, summary_line
 from skipnet_sweep.yamlio import OneLineParser
 
 # The TrainConfig fields each registered stage reads (its method says which). A stage's flags

@@ -190,3 +190,69 @@ def test_same_method_colour_in_other_figures(tmp_path: Path) -> None:
     red = F.reduction_figure(RUNS, tmp_path / "r").figure
     bar_colours = {to_hex(p.get_facecolor()[:3]) for p in red.axes[0].patches}
     assert rnn in bar_colours and S.method_style("skipnet-ff1").color.lower() in bar_colours
+
+
+# --------------------------------------------------------------------------- from run tags
+
+
+def _tagged_runs(label: str = "Toy gating", marker: str = "p") -> pd.DataFrame:
+    """RUNS plus two runs of a plugin method nobody registered a style for, tagged by the
+    sweep with the method's declared label and marker."""
+    toy = RUNS.iloc[[2, 2]].copy()
+    toy["run_id"] = ["toy1" + "0" * 12, "toy2" + "0" * 12]
+    toy["run_name"] = ["toy1", "toy2"]
+    toy[M.TAG_STAGE] = "toy"
+    toy[M.TAG_METHOD] = "toy-plugin"
+    toy[M.TAG_METHOD_LABEL] = label
+    toy[M.TAG_METHOD_MARKER] = marker
+    toy[M.TOP1] = [91.0, 90.0]
+    toy[M.FLOPS_MEAN] = [55e6, 45e6]
+    return pd.concat([RUNS, toy], ignore_index=True)
+
+
+def test_unregistered_method_takes_its_runs_tags() -> None:
+    runs = _tagged_runs()
+    style = S.method_style("toy-plugin", runs)
+    derived = S.method_style("toy-plugin")
+    assert (style.label, style.marker) == ("Toy gating", "p")
+    assert derived.label == "toy-plugin" and derived.marker != "p"
+    assert style.color == derived.color  # the colour stays derived from the name
+    # One run's row works as well; a row of another method lends nothing.
+    row = runs.iloc[-1]
+    assert S.method_style("toy-plugin", row) == style
+    assert S.method_style("other-plugin", row) == S.method_style("other-plugin")
+    assert S.describe_run(row).startswith("Toy gating ")
+    # A marker matplotlib does not know is ignored, not drawn.
+    bad = S.method_style("toy-plugin", _tagged_runs(marker="not-a-marker"))
+    assert (bad.label, bad.marker) == ("Toy gating", derived.marker)
+
+
+def test_built_in_and_registered_styles_win_over_run_tags(toy_method: str) -> None:
+    runs = _tagged_runs()
+    runs.loc[runs[M.TAG_METHOD] == "skipnet-rnn", M.TAG_METHOD_LABEL] = "SkipNet"
+    runs.loc[runs[M.TAG_METHOD] == "skipnet-rnn", M.TAG_METHOD_MARKER] = "o"
+    assert S.method_style("skipnet-rnn", runs) == S.method_style("skipnet-rnn")
+    assert S.method_style("skipnet-rnn", runs).label == "SkipNet, RNNGate"
+    runs[M.TAG_METHOD] = runs[M.TAG_METHOD].replace("toy-plugin", toy_method)
+    mine = S.register_method_style(toy_method, "Mine", marker="H")
+    assert S.method_style(toy_method, runs) == mine
+
+
+def test_plugin_label_and_marker_from_tags_reach_the_figures(tmp_path: Path) -> None:
+    runs = _tagged_runs()
+    colour = S.method_style("toy-plugin").color.lower()
+    pareto = F.pareto_figure(runs, tmp_path / "p").figure
+    handles = {h.get_label(): h for h in pareto.legends[0].legend_handles}
+    assert "Toy gating" in handles and "toy-plugin" not in handles
+    assert handles["Toy gating"].get_marker() == "p"
+    assert to_hex(handles["Toy gating"].get_markerfacecolor()) == colour
+    # The points themselves are drawn with that marker (a scatter's path is its marker's).
+    from matplotlib.markers import MarkerStyle
+
+    ax = pareto.axes[0]
+    toy_points = [c for c in ax.collections if (55.0, 91.0) in map(tuple, c.get_offsets())]
+    assert toy_points
+    marker = MarkerStyle("p")
+    want = marker.get_path().transformed(marker.get_transform()).vertices
+    drawn = [c.get_paths()[0].vertices for c in toy_points if c.get_paths()]
+    assert any(v.shape == want.shape and np.allclose(v, want) for v in drawn)

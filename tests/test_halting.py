@@ -13,11 +13,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.models import SkipOutput, build_model
+from skipnet_sweep.models import SkipOutput, build_halting, build_model
 from skipnet_sweep.models.halting import (
     HALTING_KINDS,
     HaltingResNet,
-    build_halting,
     count_halting_costs,
     halting_weights,
 )

@@ -169,6 +169,30 @@ def test_toy_method_plans_from_its_own_space_section(toy, tmp_path: Path) -> Non
     assert plan.space.methods["smooth"] == SmoothSettings((0.0, 0.2), 2)
 
 
+class _NoRuns:
+    """A tracker with no runs (``describe`` looks up the run a job starts from)."""
+
+    def find(self, *args) -> None:
+        return None
+
+
+def test_each_run_is_tagged_with_its_method_label_and_marker(toy, tmp_path: Path) -> None:
+    from skipnet_sweep.sweep.ray_jobs import TrackingCallback
+
+    path = write_space(tmp_path, changes={"smooth": {"smoothing": [0.2], "iterations": 2}})
+    plan = make_plan(load_space(str(path)))
+    describe = TrackingCallback(_NoRuns(), "parent", plan).describe
+    seen = {}
+    for job in plan.jobs:
+        _, tags = describe(job)
+        seen[tags[M.TAG_METHOD_NAME]] = (tags[M.TAG_METHOD_LABEL], tags[M.TAG_METHOD_MARKER])
+    assert seen == {
+        "plain": ("ResNet", "s"),
+        "skipnet": ("SkipNet", "o"),
+        "smooth": ("Label smoothing", "P"),
+    }
+
+
 def test_toy_section_is_typed_like_every_field(toy, tmp_path: Path) -> None:
     path = write_space(tmp_path, changes={"smooth": {"smoothing": [0.1], "iterations": "many"}})
     with pytest.raises(SpaceError, match=r"smooth\.iterations: expected an integer"):
@@ -212,6 +236,8 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(toy, tmp_path: Path)
     for r in toys:
         assert r.info.status == "FINISHED"
         assert r.data.tags[M.TAG_METHOD] == "smooth"
+        assert r.data.tags[M.TAG_METHOD_LABEL] == "Label smoothing"
+        assert r.data.tags[M.TAG_METHOD_MARKER] == "P"
         assert r.data.tags[M.TAG_STAGE] == "smooth"
         assert r.data.tags[M.TAG_SP_RUN_ID] == base_run
         assert float(r.data.params["smoothing"]) in (0.0, 0.2)
@@ -229,6 +255,7 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(toy, tmp_path: Path)
     assert code == 0
     summary = (out_dir / "summary.csv").read_text()
     assert "smooth" in summary
+    assert "Label smoothing" in summary  # the report names it by its declared label
     assert (out_dir / "pareto.png").is_file()
 
 

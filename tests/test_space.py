@@ -423,3 +423,64 @@ def test_changing_alpha_is_a_new_sweep_that_reuses_the_shared_jobs(folder: Path)
     # ... but a change to the SP recipe is a new SP job.
     sp_changed = make_plan(load_space(str(folder / "one.yaml"), {"sp.iterations": 7}))
     assert {j.key for j in sp_changed.shared_jobs}.isdisjoint({j.key for j in one.shared_jobs})
+
+
+# --- one schema: the sections are the stage configs' fields --------------------------------
+
+
+def test_sections_are_the_stage_configs_fields() -> None:
+    from dataclasses import fields
+
+    from skipnet_sweep.methods import halting
+    from skipnet_sweep.stages.config import HRL, OPTIM, SP, DataConfig, TrainConfig, group_fields
+
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    optim = list(group_fields(OPTIM))
+    assert names(space_module.OptimSpec) == optim
+    assert names(space_module.SPSpec) == [*optim, *group_fields(SP), "from_baseline"]
+    assert names(space_module.HRLSpec) == [*optim, *group_fields(HRL), "variants"]
+    assert sorted(names(space_module.HaltingSpec)) == sorted([*halting.RECIPE_FIELDS, "tau"])
+    data = names(DataConfig)
+    assert names(space_module.DatasetSpec) == ["name" if n == "dataset" else n for n in data]
+    # Defaults are the stage's, but for the recipe fields each method chooses (None) and the
+    # halting recipe's learning rate.
+    train = {f.name: f for f in fields(TrainConfig)}
+    for f in fields(space_module.HRLSpec):
+        if f.name in ("lr", "lr_milestones"):
+            assert f.default is None
+        elif f.name in train:
+            assert f.default == train[f.name].default, f.name
+    halting_spec = {f.name: f.default for f in fields(space_module.HaltingSpec)}
+    assert halting_spec["lr"] == halting.LR
+    assert halting_spec["batch_size"] == train["batch_size"].default
+    assert space_module.DatasetSpec().to_data_config() == DataConfig()
+
+
+SECTION_ERRORS = {
+    # field -> value, the line's fragment: TrainConfig's own check, named section.field.
+    "hrl.rl_reduction": ("avg", "hrl.rl_reduction: 'avg' is not allowed; allowed: sum, mean"),
+    "sp.precision": ("fp8", "sp.precision: 'fp8' is not allowed; allowed: auto, fp32"),
+    "sp.gate_sharpen": (2.0, "sp.gate_sharpen: unknown field"),
+    "hrl.gamma": (1.5, "hrl.gamma: must be in [0, 1], got 1.5"),
+    "baseline_recipe": (
+        {"iterations": 3, "momentum": -1.0},
+        "baseline_recipe.momentum: must be >= 0, got -1.0",
+    ),
+    "baselines": (
+        {"act": {"tau": [0.1], "iterations": 3, "lr": -2.0}},
+        "baselines.act.lr: must be >= 0, got -2.0",
+    ),
+    "dataset.val_split": (1.5, "dataset.val_split: must be None, a fraction in (0, 1)"),
+}
+
+
+@pytest.mark.parametrize("field", list(SECTION_ERRORS))
+def test_sections_are_checked_by_the_stage_configs_at_load(folder: Path, field: str) -> None:
+    value, fragment = SECTION_ERRORS[field]
+    path = write_space(folder, changes={field: value})
+    with pytest.raises(SpaceError) as err:
+        load_space(str(path))  # at load, before any plan
+    line = str(err.value)
+    assert line.startswith(f"{path}: ") and fragment in line and "\n" not in line, line

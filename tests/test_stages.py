@@ -29,8 +29,6 @@ from skipnet_sweep.stages import (
     hrl_defaults,
     load_checkpoint,
     load_model,
-    run_stage,
-    summary_line,
     train_loop,
 )
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
@@ -42,7 +40,7 @@ from skipnet_sweep.stages.objectives import (
     discounted_returns,
     gate_costs,
 )
-from skipnet_sweep.stages.runner import complete_model_config
+from skipnet_sweep.stages.runner import complete_model_config, run_stage, summary_line
 
 # A tiny synthetic task: 1x16x16 images, 4 classes, 256 training and 64 test images.
 SYN = {"size": 256, "channels": 1, "image_size": 16, "classes": 4}

@@ -20,7 +20,8 @@ import torch
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import stage_names
 from skipnet_sweep.models import ModelConfig
-from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, run_stage
+from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint
+from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.train import STAGE_FIELDS, _parser, _stage_config, field_help, main, stage_parser
 
 DATA = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32"]

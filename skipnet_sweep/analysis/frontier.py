@@ -164,7 +164,7 @@ def pareto_figure(
     for _, r in hidden.iterrows():
         label = f"{S.backbone_label(r[M.PARAM_ARCH])} {S.point_label(r)}".strip()
         notes.append(
-            f"Below the plotted range: {S.method_style(r[M.TAG_METHOD]).label} "
+            f"Below the plotted range: {S.method_style(r[M.TAG_METHOD], r).label} "
             f"{label}, top-1 {r[M.TOP1]:.2f}% at {r[M.FLOPS_MEAN] / scale:.4g} "
             f"{S.unit_prefix(flops_unit)}MACs."
         )
@@ -183,7 +183,7 @@ def pareto_figure(
         fig = new_figure(figsize=(7.2, 4.4))
         ax = fig.add_subplot()
         for method, grp in shown.groupby(M.TAG_METHOD, sort=True):
-            st = S.method_style(method)
+            st = S.method_style(method, grp)
             ax.scatter(grp[M.FLOPS_MEAN] / scale, grp[M.TOP1], marker=st.marker, s=36,
                        color=st.color, edgecolors="white", linewidths=0.5, zorder=3)  # fmt: skip
             for _, row in grp.iterrows():
@@ -211,7 +211,7 @@ def pareto_figure(
         ]  # fmt: skip
         methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
         for m in methods:
-            st = S.method_style(m)
+            st = S.method_style(m, pts)
             handles.append(
                 Line2D([], [], linestyle="none", marker=st.marker, color=st.color,
                        markeredgecolor="white", markersize=6, label=st.label)
@@ -337,7 +337,7 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
         fig = new_figure(figsize=(7.2, 4.4))
         ax = fig.add_subplot()
         for method, grp in pts.groupby(M.TAG_METHOD, sort=True):
-            st = S.method_style(method)
+            st = S.method_style(method, grp)
             slow = grp.index.isin(counted_only.index)
             ax.scatter(grp[lat][~slow], grp[M.TOP1][~slow], marker=st.marker, s=36,
                        color=st.color, edgecolors="white", linewidths=0.5, zorder=3,

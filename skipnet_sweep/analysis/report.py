@@ -283,6 +283,8 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
                 "dataset": r[M.PARAM_DATASET],
                 "backbone": r[M.PARAM_ARCH],
                 "method": r[M.TAG_METHOD],
+                # How figures name it (a plugin's label comes from its runs' tags).
+                "method_label": S.method_style(r[M.TAG_METHOD], r).label,
                 "variant": r[M.PARAM_VARIANT],
                 "alpha/tau": param,
                 "top1": r[M.TOP1],
@@ -336,7 +338,7 @@ def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
     for _, r in table.iterrows():
         lines.append(
             f"| {S.dataset_label(r.dataset)} | {S.backbone_label(r.backbone)} "
-            f"| {S.method_style(r.method).label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
+            f"| {r.method_label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
             f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
             f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {_fmt(r.speedup_b1, '.2f')} "
             f"| {'✓' if r.pareto else ''} "

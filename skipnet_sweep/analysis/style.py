@@ -3,11 +3,14 @@ the matplotlib settings, MACs units, printed names of datasets, backbones, gates
 variants, and the titles that say what a figure shows.
 
 A method is a run's ``method`` tag (``metrics.TAG_METHOD``). Its :class:`MethodStyle` is the
-same in every figure. Methods this module does not know (a method plugin) get a stable
-colour and marker derived from the name, from a palette kept apart from the known
-methods' colours; a plugin that wants its own calls :func:`register_method_style`.
+same in every figure. Methods this module does not know (a method plugin) are named and
+marked as their runs were tagged by the sweep (the registered method's ``label`` and
+``marker``, ``metrics.TAG_METHOD_LABEL`` / ``TAG_METHOD_MARKER``), in a stable colour
+derived from the name, from a palette kept apart from the known methods' colours; without
+those tags the label is the name and the marker derived too. A plugin that wants its own
+colour calls :func:`register_method_style`, which wins over the tags.
 
-Nothing here draws or imports pyplot; matplotlib is imported only to check a colour.
+Nothing here draws or imports pyplot; matplotlib is imported only to check a colour or a marker.
 """
 
 from __future__ import annotations
@@ -97,14 +100,54 @@ def _derived(method: str) -> MethodStyle:
     return MethodStyle(method, colour, marker)
 
 
-def method_style(method: str) -> MethodStyle:
+def method_style(method: str, runs: Any = None) -> MethodStyle:
     """The style of ``method`` (a run's ``method`` tag or a baseline CSV's ``method``).
 
+    Args:
+        method: the method.
+        runs: the runs being drawn (a DataFrame from ``load_runs``, or one run's row): for a
+            method with no registered style, the label and marker its runs were tagged with.
+
     Returns:
-        The registered style; for an unregistered name, one derived from the name alone
-        (the same in every process), in a colour no known method uses, labelled by the name.
+        The registered style; for an unregistered name, the tagged label and marker (else
+        the name and a derived marker), in a colour derived from the name alone (the same
+        in every process) that no known method uses.
     """
-    return _registry.get(method) or _derived(str(method))
+    style = _registry.get(method)
+    if style is not None:
+        return style
+    derived = _derived(str(method))
+    label, marker = _tagged(method, runs)
+    return MethodStyle(label or derived.label, derived.color, marker or derived.marker)
+
+
+def _tagged(method: str, runs: Any) -> tuple[str | None, str | None]:
+    """The label and marker ``runs`` of ``method`` were tagged with; None for each that is
+    absent (runs from before the tags, a CSV) or, for a marker, not a matplotlib marker."""
+    if runs is None:
+        return None, None
+    if hasattr(runs, "columns"):  # a DataFrame: the rows of this method
+        if M.TAG_METHOD not in runs.columns:
+            return None, None
+        rows = [r for _, r in runs[runs[M.TAG_METHOD] == method].iterrows()]
+    else:
+        rows = [runs] if runs.get(M.TAG_METHOD, method) == method else []
+    label, marker = (
+        next((r.get(tag) for r in rows if _text(r.get(tag))), None)
+        for tag in (M.TAG_METHOD_LABEL, M.TAG_METHOD_MARKER)
+    )
+    if marker is not None:
+        from matplotlib.markers import MarkerStyle
+
+        try:
+            MarkerStyle(marker)
+        except ValueError:
+            marker = None
+    return label, marker
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def registered_method_styles() -> dict[str, MethodStyle]:
@@ -333,7 +376,7 @@ def point_label(row: Mapping[str, Any]) -> str:
 def describe_run(row: Mapping[str, Any]) -> str:
     """One run, as a title names it: ``SkipNet, RNNGate HRL+SP α=0.1 (run 1a2b3c4d)``."""
     method = row.get(M.TAG_METHOD)
-    parts = [method_style(method).label if method else "run"]
+    parts = [method_style(method, row).label if method else "run"]
     variant = row.get(M.PARAM_VARIANT)
     if variant in ("sp", "soft", "hrl+sp", "hrl+s", "rl"):
         parts.append(VARIANT_LABELS[variant])

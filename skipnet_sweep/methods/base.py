@@ -18,14 +18,18 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from skipnet_sweep.errors import SpaceError
+from skipnet_sweep.flops import count_costs
+from skipnet_sweep.stages.config import OPTIM, FieldError, StageConfig, TrainConfig, group_fields
+from skipnet_sweep.stages.network import build_stage_model
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from skipnet_sweep.models import SkipOutput
-    from skipnet_sweep.stages.config import StageConfig
     from skipnet_sweep.sweep.space import Space
 
 
@@ -215,14 +219,10 @@ class Method(ABC):
     def build_model(self, cfg: StageConfig) -> nn.Module:
         """The stage's network with its initial weights (fresh, from ``cfg.init``, or from
         torchvision-format backbone weights)."""
-        from skipnet_sweep.stages.runner import build_stage_model
-
         return build_stage_model(cfg)
 
     def count_costs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> CostAccounting:
         """The network's exact per-sample MAC table at ``input_shape``."""
-        from skipnet_sweep.flops import count_costs
-
         return count_costs(model, input_shape)
 
     # --- tracking -----------------------------------------------------------------------
@@ -237,25 +237,17 @@ class Method(ABC):
 
 def optimiser_fields() -> tuple[str, ...]:
     """The ``TrainConfig`` fields of a space's optimisation section, and the seed."""
-    from dataclasses import fields
-
-    from skipnet_sweep.sweep.space import OptimSpec
-
-    return (*(f.name for f in fields(OptimSpec)), "seed")
+    return (*group_fields(OPTIM), "seed")
 
 
-def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra):
-    """A ``TrainConfig`` for ``stage`` from a space's optimisation section ``spec`` (an
-    ``OptimSpec``; its empty fields take the method's defaults ``lr`` and ``milestones``).
+def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra) -> TrainConfig:
+    """A ``TrainConfig`` for ``stage`` from a space's optimisation section ``spec`` (its
+    fields that are TrainConfig's; an empty recipe field takes the method's default ``lr``
+    or ``milestones``); ``extra`` sets the rest (the swept weight, the seed...).
 
     Raises:
         SpaceError: naming the space field (``where.field``) that the stage refuses.
     """
-    from dataclasses import fields
-
-    from skipnet_sweep.stages.config import FieldError, TrainConfig
-    from skipnet_sweep.sweep.space import SpaceError
-
     # The section's fields that are the stage's (all but e.g. HRL's ``variants``).
     train_fields = {f.name for f in fields(TrainConfig)}
     kw = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name in train_fields}

@@ -6,9 +6,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.methods import register_method
-from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, optimiser_fields
+from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, optimiser_fields, recipe
 from skipnet_sweep.methods.plain import baseline_job
+from skipnet_sweep.stages.config import StageConfig
+from skipnet_sweep.stages.ponder import PonderObjective
+
+# The fine-tuning recipe a space's ``baselines.act``/``baselines.sact`` section sets: which
+# TrainConfig fields it offers (their types and defaults are TrainConfig's) and its own
+# default learning rate, constant (the SACT paper fine-tunes its ResNets at 0.01). The other
+# TrainConfig fields keep their defaults. Widening this set would change the sweep id of
+# every space with a halting section (``Space.identity`` holds each section's fields).
+RECIPE_FIELDS = ("iterations", "epochs", "lr", "batch_size")
+LR = 0.01
 
 
 class Halting(Method):
@@ -28,9 +39,6 @@ class Halting(Method):
         return self.spec(space) is not None
 
     def jobs(self, ctx: PlanContext) -> list[Job]:
-        from skipnet_sweep.stages.config import StageConfig, TrainConfig
-        from skipnet_sweep.sweep.space import SpaceError
-
         space, spec = ctx.space, self.spec(ctx.space)
         if not spec.tau.is_grid:
             raise SpaceError(
@@ -41,15 +49,8 @@ class Halting(Method):
             base = baseline_job(ctx, arch)
             jobs.append(base)
             for tau in spec.tau.grid:
-                train = TrainConfig(
-                    stage=self.kind,
-                    tau=tau,
-                    iterations=spec.iterations,
-                    epochs=spec.epochs,
-                    batch_size=spec.batch_size,
-                    lr=spec.lr,
-                    lr_milestones=(),
-                    seed=space.seed,
+                train = recipe(
+                    f"baselines.{self.kind}", self.kind, spec, LR, (), tau=tau, seed=space.seed
                 )
                 model = replace(base.stage.model, gate=self.kind)
                 jobs.append(
@@ -69,8 +70,6 @@ class Halting(Method):
         return (*optimiser_fields(), "tau")
 
     def objective(self, cfg, costs):
-        from skipnet_sweep.stages.ponder import PonderObjective
-
         return PonderObjective(cfg.train.tau)
 
 

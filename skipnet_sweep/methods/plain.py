@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from skipnet_sweep.methods import register_method
 from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
+from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.stages.config import StageConfig
+from skipnet_sweep.stages.network import complete_model_config
+from skipnet_sweep.stages.objectives import Supervised
 
 # The ResNet paper's recipe where the space leaves a field empty: lr 0.1, /10 at 50% and 75%.
 SP_LR, SP_MILESTONES = 0.1, (0.5, 0.75)
@@ -13,10 +17,6 @@ SP_LR, SP_MILESTONES = 0.1, (0.5, 0.75)
 def baseline_job(ctx: PlanContext, arch: str) -> Job:
     """The plain-ResNet job of ``arch`` (made once per plan, shared by every method that
     starts from it)."""
-    from skipnet_sweep.models import ModelConfig
-    from skipnet_sweep.stages.config import StageConfig
-    from skipnet_sweep.stages.runner import complete_model_config
-
     key = ("baseline", arch)
     if key in ctx.shared:
         return ctx.shared[key]
@@ -49,6 +49,4 @@ class Plain(Method):
         return [baseline_job(ctx, arch) for arch in ctx.space.backbones]
 
     def objective(self, cfg, costs):
-        from skipnet_sweep.stages.objectives import Supervised
-
         return Supervised("threshold")

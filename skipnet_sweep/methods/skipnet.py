@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.methods import register_method
 from skipnet_sweep.methods.base import (
     Job,
@@ -21,28 +22,23 @@ from skipnet_sweep.methods.base import (
     recipe,
 )
 from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES, baseline_job
+from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.stages.config import HRL, SP, StageConfig, group_fields
+from skipnet_sweep.stages.network import complete_model_config
+from skipnet_sweep.stages.objectives import HybridRL, Supervised, gate_costs
 
 HRL_LR = 1e-4  # §4.1: "decreased learning rate of 0.0001", constant
 VARIANTS = ("hrl+sp", "hrl+s", "rl")
 
 
 def _rl_fields() -> tuple[str, ...]:
-    """The HRL section's objective fields (gamma, rl_weight, ...): what it has beyond the
-    optimiser and the list of variants."""
-    from dataclasses import fields
-
-    from skipnet_sweep.sweep.space import HRLSpec, OptimSpec
-
-    optim = {f.name for f in fields(OptimSpec)}
-    return tuple(f.name for f in fields(HRLSpec) if f.name not in optim and f.name != "variants")
+    """The HRL section's objective fields (gamma, rl_weight, ...): the ``TrainConfig``
+    fields of the HRL group, beyond the optimiser's."""
+    return group_fields(HRL)
 
 
 def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
     """The SP job of (``arch``, ``gate``), made once per plan."""
-    from skipnet_sweep.models import ModelConfig
-    from skipnet_sweep.stages.config import StageConfig
-    from skipnet_sweep.stages.runner import complete_model_config
-
     key = ("sp", arch, gate)
     if key in ctx.shared:
         return ctx.shared[key]
@@ -74,8 +70,6 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
 
 
 def _sum_lengths(space) -> dict:
-    from skipnet_sweep.sweep.space import SpaceError
-
     sp, hrl = space.sp, space.hrl
     if sp.iterations is not None and hrl.iterations is not None:
         return {"iterations": sp.iterations + hrl.iterations, "epochs": None}
@@ -114,8 +108,6 @@ class SkipNet(Method):
         return jobs
 
     def _trial(self, ctx: PlanContext, arch: str, gate: str, variant: str, alpha: float) -> Job:
-        from skipnet_sweep.stages.config import StageConfig
-
         space = ctx.space
         hrl = space.hrl
         sp = sp_job(ctx, arch, gate)
@@ -171,12 +163,10 @@ class SkipNet(Method):
 
     def train_fields(self, stage: str) -> tuple[str, ...]:
         if stage == "sp":
-            return (*optimiser_fields(), "gating")
+            return (*optimiser_fields(), *group_fields(SP))
         return (*optimiser_fields(), "alpha", "supervised", *_rl_fields())
 
     def objective(self, cfg, costs):
-        from skipnet_sweep.stages.objectives import HybridRL, Supervised, gate_costs
-
         train = cfg.train
         if train.stage == "sp":
             return Supervised(train.gating)

@@ -4,6 +4,7 @@ from skipnet_sweep.models.gates import GATE_DESIGNS, GATE_MODES, decide
 from skipnet_sweep.models.registry import (
     ModelConfig,
     build_from_config,
+    build_halting,
     build_model,
     list_models,
     load_backbone,
@@ -19,6 +20,7 @@ __all__ = [
     "SkipOutput",
     "SkipResNet",
     "build_from_config",
+    "build_halting",
     "build_model",
     "decide",
     "list_models",

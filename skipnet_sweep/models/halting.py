@@ -338,29 +338,6 @@ def _score(branch: HaltingBranch, x: Tensor, active: Tensor, sparse: bool) -> Te
     return branch(x)
 
 
-def build_halting(
-    arch: str, kind: str, *, num_classes: int = 10, in_channels: int = 3, eps: float = 0.01
-) -> HaltingResNet:
-    """Build a registered plain ResNet and turn its stages into ACT or SACT loops.
-
-    Args:
-        arch: a name from ``list_models()``.
-        kind: ``act`` or ``sact``.
-        num_classes: classifier outputs.
-        in_channels: input channels.
-        eps: halting threshold ``1 - eps``.
-
-    Returns:
-        the network, with freshly initialised weights.
-    """
-    # Imported here so the registry can import this module to dispatch ``act``/``sact``.
-    from skipnet_sweep.models.registry import build_model
-
-    check_halting_kind(kind)
-    backbone = build_model(arch, num_classes=num_classes, in_channels=in_channels)
-    return HaltingResNet(backbone, kind, eps=eps)
-
-
 # --------------------------------------------------------------------------- costs
 
 

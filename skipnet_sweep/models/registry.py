@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from skipnet_sweep.models.gates import GATE_DESIGNS
-from skipnet_sweep.models.halting import HALTING_KINDS, HaltingResNet, build_halting
+from skipnet_sweep.models.halting import HALTING_KINDS, HaltingResNet, check_halting_kind
 from skipnet_sweep.models.resnet import SkipResNet
 
 _REGISTRY: dict[str, Callable[..., SkipResNet]] = {}
@@ -94,6 +94,26 @@ def build_from_config(cfg: ModelConfig) -> SkipResNet | HaltingResNet:
         )
     model.config = cfg  # so checkpoints can store what rebuilds the network
     return model
+
+
+def build_halting(
+    arch: str, kind: str, *, num_classes: int = 10, in_channels: int = 3, eps: float = 0.01
+) -> HaltingResNet:
+    """Build a registered plain ResNet and turn its stages into ACT or SACT loops.
+
+    Args:
+        arch: a name from ``list_models()``.
+        kind: ``act`` or ``sact``.
+        num_classes: classifier outputs.
+        in_channels: input channels.
+        eps: halting threshold ``1 - eps``.
+
+    Returns:
+        the network, with freshly initialised weights.
+    """
+    check_halting_kind(kind)
+    backbone = build_model(arch, num_classes=num_classes, in_channels=in_channels)
+    return HaltingResNet(backbone, kind, eps=eps)
 
 
 def _cifar(depth: int, **kw) -> SkipResNet:

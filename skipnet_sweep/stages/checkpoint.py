@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
+from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config, load_backbone
 
 FORMAT_VERSION = 1
 
@@ -86,8 +86,6 @@ def load_torchvision_weights(model: nn.Module, path: str | os.PathLike) -> None:
     Raises:
         CheckpointError: the file is unreadable or its weights do not fit the backbone.
     """
-    from skipnet_sweep.models import load_backbone
-
     path = Path(path)
     state = _read(path)
     if isinstance(state, dict) and "state_dict" in state and "model_config" not in state:

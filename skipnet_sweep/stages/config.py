@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import check_val_split
 from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
+from skipnet_sweep.yamlio import show
 
 SP_GATINGS = ("hard", "soft")
 COSTS = ("uniform", "flops")
@@ -62,9 +64,12 @@ class DataConfig:
     val_split: float | int | None = None
 
     def __post_init__(self) -> None:
-        check_val_split(self.val_split)
+        try:
+            check_val_split(self.val_split)
+        except ValueError as err:
+            raise FieldError("val_split", str(err).removeprefix("val_split ")) from None
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise FieldError("num_workers", f"must be >= 0, got {self.num_workers}")
 
     @property
     def selection_set(self) -> str:
@@ -83,6 +88,22 @@ class DataConfig:
         }
         kw.update({f"synthetic_{k}": v for k, v in self.synthetic.items()})
         return kw
+
+
+# What a TrainConfig field configures (its ``group`` metadata): how any stage optimises
+# (OPTIM, every field without a mark), the objective of SP or of HRL (SP, HRL), or what the
+# plan sets per job (JOB: the stage, the swept cost weight, the variant's supervision, the
+# sweep's seed). A search space's optimisation sections offer OPTIM and their stage's own
+# group (``sweep.space``), the ``train`` CLI a stage's groups (its method's
+# ``train_fields``): a field declared here is in both, with no second declaration.
+OPTIM, SP, HRL, JOB = "optim", "sp", "hrl", "job"
+
+
+def _field(default: Any, group: str = OPTIM, *, recipe: bool = False) -> Any:
+    """A TrainConfig field in ``group``; ``recipe``: its default is the SP recipe's, and each
+    method's recipe has its own (HRL: lr 1e-4, constant), so a space section that leaves it
+    out leaves the choice to the method."""
+    return field(default=default, metadata={"group": group, "recipe": recipe})
 
 
 @dataclass(frozen=True)
@@ -140,30 +161,30 @@ class TrainConfig:
             memory). ``iterations``, ``eval_every`` and the schedule count optimiser steps.
     """
 
-    stage: str = "sp"
+    stage: str = _field("sp", JOB)
     iterations: int | None = None
     epochs: float | None = None
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float = _field(0.1, recipe=True)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
-    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_milestones: tuple[float, ...] = _field((0.5, 0.75), recipe=True)
     lr_decay: float = 0.1
-    gating: str = "hard"
-    alpha: float = 0.1
-    gamma: float = 1.0
-    rl_weight: float = 0.01
-    rl_reduction: str = "sum"
-    terminal_scale: str = "one"
-    gate_sharpen: float = 1.0
-    supervised: bool = True
-    cost: str = "uniform"
-    reward_baseline: bool = False
-    tau: float = 0.01
+    gating: str = _field("hard", SP)
+    alpha: float = _field(0.1, JOB)
+    gamma: float = _field(1.0, HRL)
+    rl_weight: float = _field(0.01, HRL)
+    rl_reduction: str = _field("sum", HRL)
+    terminal_scale: str = _field("one", HRL)
+    gate_sharpen: float = _field(1.0, HRL)
+    supervised: bool = _field(True, JOB)
+    cost: str = _field("uniform", HRL)
+    reward_baseline: bool = _field(False, HRL)
+    tau: float = _field(0.01, JOB)
     eval_every: int | None = None
     eval_path: str = "sparse"
-    seed: int = 0
+    seed: int = _field(0, JOB)
     warmup_iterations: int = 0
     warmup_lr: float = 0.01
     precision: str = "auto"
@@ -353,7 +374,18 @@ class StageConfig:
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise FieldError(name, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+        raise FieldError(name, f"{show(value)} is not allowed; allowed: {', '.join(allowed)}")
+
+
+def group_fields(*groups: str) -> tuple[str, ...]:
+    """Names of TrainConfig's fields in ``groups`` (``OPTIM``, ``SP``, ``HRL``, ``JOB``), in
+    declaration order."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("group", OPTIM) in groups)
+
+
+def recipe_fields() -> tuple[str, ...]:
+    """TrainConfig's fields whose default each method's recipe sets (see ``_field``)."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("recipe"))
 
 
 def field_names(cls) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +14,15 @@ import torch
 from torch import nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.data import DatasetInfo, dataset_info, make_loaders, synthetic_info
+from skipnet_sweep.data import make_loaders
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
-from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
-from skipnet_sweep.stages.checkpoint import (
-    load_model,
-    load_torchvision_weights,
-    make_payload,
-    save_checkpoint,
-    unwrap,
-)
+from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.evaluate import EvalResult, evaluate
 from skipnet_sweep.stages.loop import LoopState, train_loop
+from skipnet_sweep.stages.network import build_stage_model, complete_model_config
 
 # on_report(step, metrics, save) is called at every evaluation; save(path) writes a
 # resumable checkpoint of the current state there (None on non-main processes).
@@ -63,35 +57,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def complete_model_config(cfg: StageConfig) -> StageConfig:
-    """Set the model's ``num_classes``/``in_channels`` from the dataset: they are properties
-    of the data, not choices, so whatever the config said is replaced."""
-    info = _data_info(cfg)
-    model = cfg.model
-    if (model.num_classes, model.in_channels) != (info.num_classes, info.in_channels):
-        model = ModelConfig(model.arch, model.gate, info.num_classes, info.in_channels)
-    return replace(cfg, model=model)
-
-
-def _data_info(cfg: StageConfig) -> DatasetInfo:
-    if cfg.data.dataset == "synthetic":
-        syn = cfg.data.synthetic
-        return synthetic_info(syn.get("channels"), syn.get("image_size"), syn.get("classes"))
-    return dataset_info(cfg.data.dataset)
-
-
-def build_stage_model(cfg: StageConfig) -> SkipResNet:
-    """The stage's network with its initial weights: fresh, or from ``cfg.init``. A gated
-    checkpoint (SP for HRL+SP) is loaded whole after checking it is the same network; a
-    plain-ResNet checkpoint initialises the backbone only."""
-    if cfg.init is None:
-        model = build_from_config(cfg.model)
-        if cfg.backbone_weights is not None:
-            load_torchvision_weights(model, cfg.backbone_weights)
-        return model
-    return load_model(cfg.init, cfg.model)[0]
 
 
 def run_stage(
@@ -283,4 +248,12 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
     return " | ".join(parts)
 
 
-__all__ = ["CostTable", "StageResult", "run_stage", "seed_everything", "summary_line"]
+__all__ = [
+    "CostTable",
+    "StageResult",
+    "build_stage_model",
+    "complete_model_config",
+    "run_stage",
+    "seed_everything",
+    "summary_line",
+]

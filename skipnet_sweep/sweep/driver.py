@@ -22,8 +22,11 @@ from pathlib import Path
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import short_hash
+from skipnet_sweep.models.deploy import Deployed
 from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
+from skipnet_sweep.stages import CheckpointError, load_model
 from skipnet_sweep.sweep import reaper
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
@@ -482,9 +485,6 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
     gates, sparse execution) and register it; once per run (a resumed sweep skips them)."""
     import torch
 
-    from skipnet_sweep.models.deploy import Deployed
-    from skipnet_sweep.stages import CheckpointError, load_model
-
     for row in result.frontier:
         tags = tracker.client.get_run(row["run_id"]).data.tags
         weights = tags.get(M.TAG_CHECKPOINT)
@@ -610,8 +610,6 @@ def open_parent(plan: Plan, tracker: Tracker, fresh: bool) -> str:
     if created:
         tracker.log_text(run_id, space_to_yaml(plan.space), "space.yaml")
         data = plan.data
-        from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
-
         default = FASHION_MNIST_ROOT if data.dataset == "fashion_mnist" else DEFAULT_DOWNLOAD_ROOT
         root = Path(data.root) if data.root else default
         tracker.log_dataset(

@@ -22,7 +22,8 @@ import torch
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
-from skipnet_sweep.stages import NonFiniteLossError, StageConfig, run_stage
+from skipnet_sweep.stages import NonFiniteLossError, StageConfig
+from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.searcher import ERROR
@@ -295,10 +296,13 @@ class TrackingCallback(_tune_callback_base()):
 
     def describe(self, job: Job) -> tuple[dict, dict]:
         """(params, tags) of a job's run."""
+        method = self.plan.method(job.method)
         tags = {
             M.TAG_STAGE: job.stage.train.stage,
             M.TAG_METHOD: job.curve,
             M.TAG_METHOD_NAME: job.method,
+            M.TAG_METHOD_LABEL: method.label or method.name,
+            M.TAG_METHOD_MARKER: method.marker,
         }
         if job.needs:
             needed = self.tracker.find(M.TAG_TRIAL_ID, job.needs, self.parent)

@@ -13,7 +13,16 @@ import os
 import re
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import (
+    MISSING,
+    asdict,
+    dataclass,
+    field,
+    fields,
+    is_dataclass,
+    make_dataclass,
+    replace,
+)
 from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -22,8 +31,22 @@ from typing import Any
 import yaml
 
 from skipnet_sweep.data import list_datasets
+from skipnet_sweep.errors import SpaceError
+from skipnet_sweep.methods import plugin_keys
+from skipnet_sweep.methods.base import recipe
+from skipnet_sweep.methods.halting import LR as HALTING_LR
+from skipnet_sweep.methods.halting import RECIPE_FIELDS as HALTING_RECIPE
 from skipnet_sweep.models import GATE_DESIGNS, list_models
-from skipnet_sweep.stages.config import DataConfig, LatencyConfig, TrainConfig
+from skipnet_sweep.stages.config import (
+    HRL,
+    OPTIM,
+    SP,
+    DataConfig,
+    FieldError,
+    LatencyConfig,
+    TrainConfig,
+    group_fields,
+)
 from skipnet_sweep.yamlio import YamlError, read_yaml_file, show
 
 SEARCH_ALGORITHMS = ("grid", "optuna")
@@ -91,10 +114,6 @@ SPACES_DIR: Traversable = files("skipnet_sweep") / "spaces"
 BUNDLED_PREFIX = "bundled:"  # how a bundled space that is not a file on disk is named
 
 
-class SpaceError(ValueError):
-    """A search space that cannot run; the message is one line."""
-
-
 @dataclass(frozen=True)
 class Values:
     """A swept number: a grid of values or a distribution (for adaptive search).
@@ -113,86 +132,109 @@ class Values:
         return self.distribution is None
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """The data every stage of the sweep reads (see ``stages.DataConfig``)."""
-
-    name: str = "fashion_mnist"
-    root: str | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    num_workers: int = 0
-    download: bool = False
-    synthetic: dict = field(default_factory=dict)
-    # Held out of the training set for selection (evaluation during training, the frontier,
-    # Optuna, ASHA): a fraction in (0, 1) or a count of images; the test set is then
-    # evaluated once per run, at the end.
-    val_split: float | None = None
-
-    def to_data_config(self) -> DataConfig:
-        """The stages' ``DataConfig``: the same fields, the file's ``name`` as ``dataset``."""
-        fields_ = asdict(self)
-        split = fields_["val_split"]
-        if split is not None and split >= 1 and float(split).is_integer():
-            fields_["val_split"] = int(split)  # a count of images
-        try:
-            return DataConfig(dataset=fields_.pop("name"), **fields_)
-        except ValueError as err:  # "val_split must be ..." -> "dataset.val_split: must be ..."
-            name, _, rest = str(err).partition(" ")
-            raise SpaceError(f"dataset.{name}: {rest}") from None
-
-
-def _default(name: str):
-    """``TrainConfig``'s default of ``name``: a default exists once, where the stage is."""
-    return TrainConfig.__dataclass_fields__[name].default
-
-
-@dataclass(frozen=True)
-class OptimSpec:
-    """Optimisation of one stage: ``stages.TrainConfig`` fields under the same names, whose
-    defaults are TrainConfig's (``_default``); None leaves the choice to the method (the
-    paper's recipe for its stage, e.g. HRL's lr 1e-4)."""
-
-    iterations: int | None = None
-    epochs: float | None = None
-    batch_size: int = _default("batch_size")
-    lr: float | None = None
-    momentum: float = _default("momentum")
-    weight_decay: float = _default("weight_decay")
-    nesterov: bool = _default("nesterov")
-    lr_milestones: tuple[float, ...] | None = None
-    lr_decay: float = _default("lr_decay")
-    eval_every: int | None = None
-    eval_path: str = _default("eval_path")
-    warmup_iterations: int = _default("warmup_iterations")
-    warmup_lr: float = _default("warmup_lr")
-    precision: str = _default("precision")
-    nan_check_every: int = _default("nan_check_every")
-    accum_steps: int = _default("accum_steps")
+def _section(
+    name: str,
+    doc: str,
+    source: type,
+    names: tuple[str, ...],
+    *,
+    bases: tuple[type, ...] = (),
+    rename: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    own: tuple[tuple[str, Any, Any], ...] = (),
+    methods: dict[str, Any] | None = None,
+) -> type:
+    """A frozen dataclass of the fields ``names`` of the stage config ``source``, with its
+    types and defaults: a field is declared once, where the stage reads it, and a space
+    section offers it under the same name (or its ``rename``). A ``recipe`` field (see
+    ``stages.config``) is optional with None, the method's default; ``defaults`` replaces a
+    default; ``own`` adds the section's own fields as (name, type, ``dataclasses.field``);
+    ``methods`` are the class's methods."""
+    hints = typing.get_type_hints(source)
+    rename, defaults = rename or {}, defaults or {}
+    spec = []
+    for f in fields(source):
+        if f.name not in names:
+            continue
+        tp = hints[f.name]
+        if f.name in defaults:
+            default = field(default=defaults[f.name])
+        elif f.metadata.get("recipe"):
+            tp, default = tp | None, field(default=None)
+        elif f.default_factory is not MISSING:
+            default = field(default_factory=f.default_factory)
+        else:
+            default = field(default=f.default)
+        spec.append((rename.get(f.name, f.name), tp, default))
+    cls = make_dataclass(name, [*spec, *own], bases=bases, namespace=methods, frozen=True)
+    cls.__module__, cls.__doc__ = __name__, doc  # found by pickle, as Ray ships plans
+    return cls
 
 
-@dataclass(frozen=True)
-class SPSpec(OptimSpec):
-    """Supervised pre-training (and the plain-ResNet baseline, which uses the same recipe).
-    ``from_baseline``: SP starts from the trained plain ResNet of its backbone (its gates
-    fresh) instead of from scratch as in the paper: a shorter SP on a small budget."""
+def _to_data_config(self) -> DataConfig:
+    """The stages' ``DataConfig``: the same fields, the file's ``name`` as ``dataset``."""
+    fields_ = asdict(self)
+    split = fields_["val_split"]
+    if split is not None and split >= 1 and float(split).is_integer():
+        fields_["val_split"] = int(split)  # a count of images
+    try:
+        return DataConfig(dataset=fields_.pop("name"), **fields_)
+    except FieldError as err:  # "val_split must be ..." -> "dataset.val_split: must be ..."
+        raise SpaceError(f"dataset.{err.field}: {err.reason}") from None
 
-    gating: str = _default("gating")
-    from_baseline: bool = False
 
+# The data every stage of the sweep reads: ``stages.DataConfig``'s fields, its ``dataset``
+# written ``name``.
+DatasetSpec = _section(
+    "DatasetSpec",
+    "The data every stage of the sweep reads (see ``stages.DataConfig``).",
+    DataConfig,
+    tuple(f.name for f in fields(DataConfig)),
+    rename={"dataset": "name"},
+    methods={"to_data_config": _to_data_config},
+)
 
-@dataclass(frozen=True)
-class HRLSpec(OptimSpec):
-    """Hybrid-RL fine-tuning; ``variants`` adds the §4.3 ablations (HRL from scratch, pure RL)."""
+# Optimisation of one stage: the optimiser group of ``stages.TrainConfig``; its recipe
+# fields (lr, lr_milestones) None for the method's recipe (e.g. HRL's lr 1e-4, constant).
+OptimSpec = _section(
+    "OptimSpec",
+    "Optimisation of one stage: ``stages.TrainConfig``'s optimiser fields.",
+    TrainConfig,
+    group_fields(OPTIM),
+)
 
-    gamma: float = _default("gamma")
-    rl_weight: float = _default("rl_weight")
-    rl_reduction: str = _default("rl_reduction")
-    terminal_scale: str = _default("terminal_scale")
-    gate_sharpen: float = _default("gate_sharpen")
-    cost: str = _default("cost")
-    reward_baseline: bool = _default("reward_baseline")
-    variants: tuple[str, ...] = ("hrl+sp",)
+# Supervised pre-training (and the plain-ResNet baseline, which uses the same recipe).
+# ``from_baseline``: SP starts from the trained plain ResNet of its backbone (its gates
+# fresh) instead of from scratch as in the paper: a shorter SP on a small budget.
+SPSpec = _section(
+    "SPSpec",
+    "Supervised pre-training: the optimiser, SP's own TrainConfig fields, from_baseline.",
+    TrainConfig,
+    group_fields(SP),
+    bases=(OptimSpec,),
+    own=(("from_baseline", bool, field(default=False)),),
+)
+
+# Hybrid-RL fine-tuning; ``variants`` adds the §4.3 ablations (HRL from scratch, pure RL).
+HRLSpec = _section(
+    "HRLSpec",
+    "Hybrid-RL fine-tuning: the optimiser, HRL's own TrainConfig fields, variants.",
+    TrainConfig,
+    group_fields(HRL),
+    bases=(OptimSpec,),
+    own=(("variants", tuple[str, ...], field(default=("hrl+sp",))),),
+)
+
+# An ACT or SACT fan-out: its cost weight tau (swept, so a ``Values``) and its fine-tuning
+# recipe (``methods.halting.RECIPE_FIELDS``, with that method's learning rate).
+HaltingSpec = _section(
+    "HaltingSpec",
+    "An ACT or SACT fan-out: its cost weight tau and its fine-tuning recipe.",
+    TrainConfig,
+    HALTING_RECIPE,
+    defaults={"lr": HALTING_LR},
+    own=(("tau", Values, field(default_factory=lambda: Values(grid=(0.01,)))),),
+)
 
 
 @dataclass(frozen=True)
@@ -236,17 +278,6 @@ class ResourcesSpec:
 class MlflowSpec:
     tracking_uri: str | None = None
     experiment: str | None = None
-
-
-@dataclass(frozen=True)
-class HaltingSpec:
-    """An ACT or SACT fan-out: its cost weight tau and its fine-tuning recipe."""
-
-    tau: Values = field(default_factory=lambda: Values(grid=(0.01,)))
-    iterations: int | None = None
-    epochs: float | None = None
-    lr: float = 0.01
-    batch_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -394,15 +425,11 @@ def load_space(
 
 
 def _without_plugins(raw: dict) -> dict:
-    from skipnet_sweep.methods import plugin_keys
-
     return {k: v for k, v in raw.items() if k not in plugin_keys()}
 
 
 def _plugin_sections(raw: dict) -> dict:
     """The sections of registered plugin methods, each typed by the method's settings."""
-    from skipnet_sweep.methods import plugin_keys
-
     return {
         key: _build(method.settings, raw[key] if raw[key] is not None else {}, key)
         for key, method in plugin_keys().items()
@@ -459,8 +486,6 @@ def _build(cls, data: Any, where: str):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls) if f.name not in ("source", "methods")}
     if cls is Space:  # plugin methods' sections are fields too
-        from skipnet_sweep.methods import plugin_keys
-
         known |= set(plugin_keys())
     unknown = sorted(set(data) - known, key=str)
     if unknown:
@@ -590,6 +615,7 @@ def validate(space: Space) -> None:
     if space.dataset.synthetic and space.dataset.name != "synthetic":
         raise SpaceError("dataset.synthetic: only for dataset.name: synthetic")
     _bounded("dataset.num_workers", space.dataset.num_workers, *BOUNDS["num_workers"])
+    space.dataset.to_data_config()  # DataConfig's own checks, named dataset.FIELD
     sizes = split_sizes(space.dataset)
     for i, split in enumerate(("train", "test")):
         subset = getattr(space.dataset, f"{split}_subset")
@@ -628,12 +654,13 @@ def validate(space: Space) -> None:
     train_images = sizes[0] if sizes else None
     if train_images is not None and space.dataset.train_subset is not None:
         train_images = min(train_images, space.dataset.train_subset)
-    for where, spec in (("sp", space.sp), ("hrl", space.hrl)):
+    sections = [("sp", "sp", space.sp), ("hrl", "hrl", space.hrl)]
+    if space.baseline_recipe is not None:
+        sections.append(("baseline_recipe", "baseline", space.baseline_recipe))
+    for where, stage, spec in sections:
         _check_length(where, spec, train_images)
         _bounded(f"{where}.eval_every", spec.eval_every, *BOUNDS["eval_every"])
-        _choice(f"{where}.eval_path", spec.eval_path, ("sparse", "masked"))
-    _choice("sp.gating", space.sp.gating, ("hard", "soft"))
-    _choice("hrl.cost", space.hrl.cost, ("uniform", "flops"))
+        _check_train(where, stage, spec)
     for i, v in enumerate(space.hrl.variants):
         _choice(f"hrl.variants[{i}]", v, HRL_VARIANTS)
     _check_values("alpha", space.alpha, space.search.algorithm)
@@ -675,6 +702,16 @@ def validate(space: Space) -> None:
         _check_values(f"baselines.{kind}.tau", spec.tau, space.search.algorithm)
         _no_duplicates(f"baselines.{kind}.tau", spec.tau.grid)
         _check_length(f"baselines.{kind}", spec, train_images)
+        # tau is a swept value, checked above; any value stands in for it here.
+        _check_train(f"baselines.{kind}", kind, spec, tau=0.0)
+
+
+def _check_train(where: str, stage: str, spec: Any, **extra: Any) -> None:
+    """The section as ``stage`` reads it: ``TrainConfig``'s own checks (choices, ranges,
+    combinations), reported as ``where.FIELD``. A recipe field left empty takes TrainConfig's
+    default here (each method's own default is valid)."""
+    default = {f.name: f.default for f in fields(TrainConfig)}
+    recipe(where, stage, spec, default["lr"], default["lr_milestones"], **extra)
 
 
 def _check_name(where: str, name: str, hint: str = "") -> None:
@@ -695,7 +732,7 @@ def _bounded(where: str, value: float | None, low: float | None, high: float) ->
     raise SpaceError(f"{where}: {show(value)} is out of range; allowed: {lower} and <= {high}")
 
 
-def _check_length(where: str, spec: OptimSpec | HaltingSpec, train_images: int | None) -> None:
+def _check_length(where: str, spec: Any, train_images: int | None) -> None:
     """A stage's length (exactly one of iterations or epochs) and batch, in range; a batch
     larger than the training set would leave no batch (the loader drops the last one)."""
     if (spec.iterations is None) == (spec.epochs is None):

@@ -22,6 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as PARENT_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME as RUN_NAME_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+import skipnet_sweep
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.mlflow_ui import runs_view_url, sweep_view_tags
 
@@ -204,8 +205,6 @@ class Tracker:
         import mlflow
         import mlflow.pytorch
         import torch
-
-        import skipnet_sweep
 
         mlflow.set_tracking_uri(self.tracking_uri)
         before = self.client.get_run(run_id).info
