@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from sweep_helpers import free_port, patched_env, wait_for
 
 from skipnet_sweep.models import SkipResNet, build_model
 
@@ -30,3 +34,81 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- servers of the setting most teams use: S3 storage and an MLflow tracking server ---
+
+MOTO = Path(sys.executable).with_name("moto_server")
+BUCKET = "skipnet-test"
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 with a SQLite store and proxied artifacts."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--workers", "1"]
+        + ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+        + ["--artifacts-destination", str(folder / "artifacts")],
+        stdout=(folder / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, 120, what="the MLflow tracking server")
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 and the environment that points clients at it."""
+    if not MOTO.is_file():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    try:
+        with patched_env(**env):
+            import pyarrow.fs as pafs
+
+            def bucket() -> bool:
+                try:
+                    pafs.S3FileSystem(
+                        allow_bucket_creation=True, endpoint_override=env["AWS_ENDPOINT_URL"]
+                    ).create_dir(BUCKET)
+                    return True
+                except OSError:
+                    return False
+
+            wait_for(bucket, 30, what="the S3 server")
+            yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

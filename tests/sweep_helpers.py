@@ -31,8 +31,9 @@ import yaml
 
 from skipnet_sweep.run import main
 
-# A sweep that runs end to end in about a minute on 2 CPU cores: 2 SP jobs (baseline and
-# RNN-gated SP, each on 2 data-parallel workers) and 4 HRL trials.
+# A sweep that runs end to end in about a minute on 2 CPU cores: 2 shared jobs (baseline and
+# RNN-gated SP, each a one-worker Ray Train job: data parallelism is test_cluster's) and 4 HRL
+# trials.
 TINY: dict[str, Any] = {
     "name": "tiny",
     "dataset": {
@@ -45,7 +46,7 @@ TINY: dict[str, Any] = {
     "sp": {"iterations": 6, "batch_size": 32, "eval_every": 3},
     "hrl": {"iterations": 4, "batch_size": 32, "rl_weight": 1.0},
     "alpha": [0.0, 1.0, 2.0, 4.0],
-    "resources": {"sp": {"workers": 2, "cpu": 1}, "trial": {"cpu": 1}},
+    "resources": {"sp": {"workers": 1, "cpu": 1}, "trial": {"cpu": 1}},
     "max_concurrent_trials": 2,
     # Timing is measured, not asserted, in these tests: keep it short.
     "latency": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 3},

@@ -79,7 +79,15 @@ def _ray_start(args: list[str], env: dict, log: Path) -> None:
 def cluster_sweep(tmp_path_factory) -> ClusterSweep:
     folder = tmp_path_factory.mktemp("cluster")
     space = write_space(
-        folder, "cluster", {"baseline": False, "alpha": [0.0, 4.0], "max_concurrent_trials": 2}
+        folder,
+        "cluster",
+        {
+            "baseline": False,
+            "alpha": [0.0, 4.0],
+            "max_concurrent_trials": 2,
+            # Two data-parallel SP workers of one CPU each: one per node.
+            "resources": {"sp": {"workers": 2, "cpu": 1}, "trial": {"cpu": 1}},
+        },
     )
     plan = make_plan(load_space(str(space)))
     with ray_tmpdir("skc") as ray_dir:

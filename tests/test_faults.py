@@ -1,7 +1,12 @@
-"""Fault injection on a real local Ray instance, in the middle of a shared pre-training job:
-a Ray Train worker killed with SIGKILL, and the driver killed with SIGKILL then run again.
-The job resumes from its last checkpoint, the sweep exits 0, its learning curve in MLflow
-has each evaluation once, and no run is duplicated or keeps an error of the failed attempt."""
+"""Faults in the setting most teams use: ``storage_path`` on object storage (a real S3 server,
+moto's, on 127.0.0.1 with an endpoint override) and MLflow behind an ``mlflow server`` on
+127.0.0.1 (proxied artifacts), both from conftest.py. One sweep takes two SIGKILLs while its
+shared pre-training job trains: one of its Ray Train worker (Ray Train restarts it from the
+last checkpoint, within the same driver), then of the driver itself (the same command again
+resumes Tune's state from S3 and the job from its last checkpoint there). The sweep exits 0,
+the SP learning curve in MLflow has each evaluation once, every job has exactly one run with
+no error left of the failed attempts, and checkpoints, cache and artifacts are on the servers.
+One sweep for all of it: each whole sweep costs CI about a minute."""
 
 from __future__ import annotations
 
@@ -11,13 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import BUCKET
 from sweep_helpers import (
     Mlflow,
     local_sweep,
+    patched_env,
     ray_processes,
     ray_tmpdir,
     spawn_driver,
-    tracking_uri,
     wait_for,
     write_space,
 )
@@ -27,27 +33,13 @@ from skipnet_sweep.sweep import load_space, make_plan
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 
-
-def _sp_sweep(folder: Path, name: str, **changes):
-    """A sweep of one SP job long enough to be interrupted (6 evaluations) and one trial:
-    its space file, plan, SP job and MLflow store."""
-    space = write_space(
-        folder,
-        name,
-        {
-            "baseline": False,
-            "sp": {"iterations": 120, "batch_size": 32, "eval_every": 20},
-            "alpha": [1.0],
-            **changes,
-        },
-    )
-    plan = make_plan(load_space(str(space)))
-    (sp,) = plan.shared_jobs
-    return space, plan, sp, Mlflow(tracking_uri(folder), name)
+# Long enough that both faults land while the SP job trains (8 evaluations).
+SP_STEPS, EVAL_EVERY = 160, 20
 
 
-def _wait_for_sp_evaluation(driver, log: Path, mlflow: Mlflow, sp_id: str) -> None:
-    """Until the SP job's run has logged its first evaluation (so a checkpoint exists)."""
+def _wait_for_sp_evaluation(driver, log: Path, mlflow: Mlflow, sp_id: str, after: int = 0):
+    """Until the SP job's run has logged an evaluation past step ``after`` (so a checkpoint
+    of it exists); returns that step."""
 
     def evaluated():
         if driver.poll() is not None:
@@ -56,67 +48,77 @@ def _wait_for_sp_evaluation(driver, log: Path, mlflow: Mlflow, sp_id: str) -> No
             runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{sp_id}'")
         except Exception:  # the store is being created by the driver
             return None
-        if runs and mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1):
-            return runs[0]
-        return None
+        if not runs:
+            return None
+        steps = [m.step for m in mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1)]
+        return max(steps) if steps and max(steps) > after else None
 
-    wait_for(evaluated, 240, interval=0.2, what="a first SP evaluation")
+    return wait_for(evaluated, 240, interval=0.2, what=f"an SP evaluation past step {after}")
 
 
-def test_killed_train_worker_resumes_the_sp_job(tmp_path: Path) -> None:
-    space, plan, sp, mlflow = _sp_sweep(tmp_path, "workerkill", max_failures=2)
+def test_killed_worker_then_killed_driver_mid_sp_resume_on_s3_without_duplicates(
+    s3, tracking_server, tmp_path: Path
+) -> None:
+    storage = f"s3://{BUCKET}/faults"
+    space = write_space(
+        tmp_path,
+        "faults",
+        {
+            "storage_path": storage,
+            "mlflow": {"tracking_uri": tracking_server},
+            "baseline": False,
+            "sp": {"iterations": SP_STEPS, "batch_size": 32, "eval_every": EVAL_EVERY},
+            "alpha": [1.0],
+            "max_failures": 2,
+        },
+    )
+    plan = make_plan(load_space(str(space)))
+    assert plan.storage == storage
+    (sp,) = plan.shared_jobs
+    mlflow = Mlflow(tracking_server, "faults")
     log = tmp_path / "driver.log"
 
     with ray_tmpdir("skf") as ray_dir:
-        driver = spawn_driver(space, ray_dir, log)
+        driver = spawn_driver(space, ray_dir, log, **s3)
         try:
-            _wait_for_sp_evaluation(driver, log, mlflow, sp.id)
+            first = _wait_for_sp_evaluation(driver, log, mlflow, sp.id)
             workers = {
                 pid: cmd for pid, cmd in ray_processes(ray_dir).items() if "RayTrainWorker" in cmd
             }
             assert workers, ray_processes(ray_dir)
             os.kill(max(workers), signal.SIGKILL)
-            code = driver.wait(timeout=480)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
-                driver.wait()
-    out = log.read_text()
-    assert code == 0, out[-4000:]
-    children = mlflow.children(mlflow.parent().info.run_id)
-    assert len(children) == 2  # the SP job and its one trial: nothing duplicated
-    for r in children:
-        assert r.info.status == "FINISHED", r.data.tags
-        assert M.TAG_ERROR not in r.data.tags
-    (sp_run,) = [r for r in children if r.data.tags[M.TAG_TRIAL_ID] == sp.id]
-    steps = [m.step for m in mlflow.client.get_metric_history(sp_run.info.run_id, M.TOP1)]
-    # Every evaluation once, in order, through to the end, though a worker died mid-way.
-    assert steps == sorted(set(steps)) and steps[-1] == 120, steps
-    assert set(steps) == set(range(20, 121, 20))
-
-
-def test_killed_driver_mid_sp_resumes_without_duplicates(tmp_path: Path) -> None:
-    """SIGKILL of the driver while the SP job trains, then the same command again: the SP
-    job goes on from its last Ray Train checkpoint, its learning curve in MLflow has each
-    evaluation once, and every job has exactly one run."""
-    space, plan, sp, mlflow = _sp_sweep(tmp_path, "driverkill")
-    log = tmp_path / "driver.log"
-
-    with ray_tmpdir("skd") as ray_dir:
-        driver = spawn_driver(space, ray_dir, log)
-        try:
-            _wait_for_sp_evaluation(driver, log, mlflow, sp.id)
+            # The restarted worker evaluates again: the worker's death did not end the job.
+            resumed = _wait_for_sp_evaluation(driver, log, mlflow, sp.id, after=first)
+            assert resumed < SP_STEPS, "the job must still be training when the driver is killed"
         finally:
             driver.send_signal(signal.SIGKILL)
             driver.wait()
-    with ray_tmpdir("skd") as ray_dir:
+    with ray_tmpdir("skf") as ray_dir, patched_env(**s3):
         code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+        store = plan.store
+        cached = store.is_file(plan.checkpoint(sp))
+        resumed_from = store.path("tune", f"sweep-{plan.sweep_id}")
+        assert store.exists(resumed_from)
     assert code == 0, out[-3000:] + err[-3000:]
-    assert f"resuming sweep-{plan.sweep_id}" in out
+    assert f"resuming sweep-{plan.sweep_id} from {resumed_from}" in out
+    assert cached, "the SP job's checkpoint is in the cache on S3"
+
     children = mlflow.children(mlflow.parent().info.run_id)
-    assert sorted(r.data.tags[M.TAG_TRIAL_ID] for r in children) == sorted(j.id for j in plan.jobs)
+    ids = sorted(r.data.tags[M.TAG_TRIAL_ID] for r in children)
+    assert ids == sorted(j.id for j in plan.jobs)  # each job once: nothing duplicated
     for r in children:
-        assert r.info.status == "FINISHED" and M.TAG_ERROR not in r.data.tags
+        assert r.info.status == "FINISHED", r.data.tags
+        assert M.TAG_ERROR not in r.data.tags
+        assert r.data.tags[M.TAG_CHECKPOINT].startswith(f"{storage}/")
+        # Artifacts went through the server (proxied), from the cache on S3 for the SP job.
+        files = [a.path for a in mlflow.client.list_artifacts(r.info.run_id, M.ARTIFACT_DIR)]
+        assert f"{M.ARTIFACT_DIR}/{M.PER_SAMPLE_CSV}" in files
     (sp_run,) = [r for r in children if r.data.tags[M.TAG_TRIAL_ID] == sp.id]
     steps = [m.step for m in mlflow.client.get_metric_history(sp_run.info.run_id, M.TOP1)]
-    assert steps == sorted(set(steps)) and set(steps) == set(range(20, 121, 20)), steps
+    # Every evaluation once, in order, through to the end, across both faults.
+    assert steps == sorted(set(steps)), steps
+    assert set(steps) == set(range(EVAL_EVERY, SP_STEPS + 1, EVAL_EVERY)), steps
+    # Every frontier run has its network registered.
+    front = [r for r in children if r.data.tags.get(M.TAG_PARETO) == "true"]
+    assert front and all(M.TAG_MODEL_VERSION in r.data.tags for r in front)
+    assert not Path(ray_dir, "s3:").exists() and not (tmp_path / "s3:").exists()

@@ -1,102 +1,27 @@
-"""Methods are plugins: the registry, and a toy method registered from this file only (no
-edit under ``skipnet_sweep/``) that runs through the plan, Ray Tune, MLflow and the report
-beside SkipNet."""
+"""Methods are plugins: the registry, and a toy method defined in the tests only (no edit
+under ``skipnet_sweep/``, ``tests/toy_method.py``) planned from its own space section. It runs
+through Ray Tune, MLflow and the report in ``tests/test_sweep.py``'s tiny sweep."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from sweep_helpers import Mlflow, local_sweep, ray_tmpdir, tracking_uri, write_space
+from sweep_helpers import write_space
+from toy_method import LabelSmoothing, SmoothSettings
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import (
-    Job,
-    Method,
-    PlanContext,
     get_method,
     list_methods,
-    make_job,
     method_for_stage,
     register_method,
     stage_names,
     unregister_method,
 )
-from skipnet_sweep.methods.plain import baseline_job
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig
-from skipnet_sweep.stages.objectives import LossResult
 from skipnet_sweep.sweep import SpaceError, load_space, make_plan
-
-# --- the toy method: the plain ResNet fine-tuned with label smoothing ----------------------
-
-
-@dataclass(frozen=True)
-class SmoothSettings:
-    """The toy method's section of a space (``smooth:``)."""
-
-    smoothing: tuple[float, ...] = (0.1,)
-    iterations: int = 3
-    lr: float = 0.01
-    batch_size: int = 32
-
-
-class SmoothCE:
-    """Cross-entropy with label smoothing (the toy objective)."""
-
-    gate_mode = "threshold"
-
-    def __init__(self, smoothing: float):
-        self.smoothing = smoothing
-
-    def __call__(self, out, target) -> LossResult:
-        loss = F.cross_entropy(out.logits, target, label_smoothing=self.smoothing)
-        return LossResult(loss, {M.TRAIN_LOSS: float(loss)})
-
-
-class LabelSmoothing(Method):
-    name = "smooth"
-    label = "Label smoothing"
-    marker = "P"
-    stages = ("smooth",)
-    weight = "smoothing"
-    space_key = "smooth"
-    settings = SmoothSettings
-
-    def jobs(self, ctx: PlanContext) -> list[Job]:
-        opts = self.options(ctx.space)
-        jobs = []
-        for arch in ctx.space.backbones:
-            base = baseline_job(ctx, arch)
-            jobs.append(base)
-            for s in opts.smoothing:
-                train = TrainConfig(
-                    stage="smooth",
-                    iterations=opts.iterations,
-                    lr=opts.lr,
-                    batch_size=opts.batch_size,
-                    lr_milestones=(),
-                    seed=ctx.space.seed,
-                )
-                stage = StageConfig(base.stage.model, ctx.data, train, options={"smoothing": s})
-                jobs.append(
-                    make_job(
-                        self.name,
-                        stage,
-                        [("backbone", arch), ("smoothing", s)],
-                        curve="smooth",
-                        needs=base.id,
-                        weight="smoothing",
-                        sweep_id=ctx.sweep_id,
-                    )
-                )
-        return jobs
-
-    def objective(self, cfg: StageConfig, costs) -> SmoothCE:
-        return SmoothCE(cfg.options["smoothing"])
 
 
 @pytest.fixture
@@ -206,57 +131,6 @@ def test_without_the_plugin_its_section_is_an_unknown_field(tmp_path: Path) -> N
     path = write_space(tmp_path, changes={"smooth": {"smoothing": [0.1]}})
     with pytest.raises(SpaceError, match=r"smooth: unknown field"):
         load_space(str(path))
-
-
-# --- the toy method through Tune, MLflow and the report -----------------------------------
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-def test_toy_method_runs_through_tune_mlflow_and_the_report(toy, tmp_path: Path) -> None:
-    space = write_space(
-        tmp_path,
-        "toy",
-        {
-            "alpha": [1.0],
-            "smooth": {"smoothing": [0.0, 0.2], "iterations": 2},
-            "resources": {"sp": {"workers": 1, "cpu": 1}, "trial": {"cpu": 1}},
-        },
-    )
-    plan = make_plan(load_space(str(space)))
-    with ray_tmpdir("skm") as ray_dir:
-        code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
-    assert code == 0, out[-3000:] + err[-3000:]
-    mlflow = Mlflow(tracking_uri(tmp_path), "toy")
-    children = mlflow.children(mlflow.parent().info.run_id)
-    by_id = {r.data.tags[M.TAG_TRIAL_ID]: r for r in children}
-    assert sorted(by_id) == sorted(j.id for j in plan.jobs)
-    toys = [r for r in children if r.data.tags[M.TAG_METHOD_NAME] == "smooth"]
-    assert len(toys) == 2
-    base_run = by_id[plan.find("baseline", "cifar_resnet8").id].info.run_id
-    for r in toys:
-        assert r.info.status == "FINISHED"
-        assert r.data.tags[M.TAG_METHOD] == "smooth"
-        assert r.data.tags[M.TAG_METHOD_LABEL] == "Label smoothing"
-        assert r.data.tags[M.TAG_METHOD_MARKER] == "P"
-        assert r.data.tags[M.TAG_STAGE] == "smooth"
-        assert r.data.tags[M.TAG_SP_RUN_ID] == base_run
-        assert float(r.data.params["smoothing"]) in (0.0, 0.2)
-        assert M.TOP1 in r.data.metrics and M.FLOPS_MEAN in r.data.metrics
-        assert r.data.tags[M.TAG_PARETO] in ("true", "false")
-    skipnet = [r for r in children if r.data.tags[M.TAG_METHOD_NAME] == "skipnet"]
-    assert {r.data.tags[M.TAG_STAGE] for r in skipnet} == {"sp", "hrl"}
-
-    from skipnet_sweep.report import main as report_main
-
-    out_dir = tmp_path / "report"
-    code = report_main(
-        ["--experiment", "toy", "--tracking-uri", tracking_uri(tmp_path), "--out", str(out_dir)]
-    )
-    assert code == 0
-    summary = (out_dir / "summary.csv").read_text()
-    assert "smooth" in summary
-    assert "Label smoothing" in summary  # the report names it by its declared label
-    assert (out_dir / "pareto.png").is_file()
 
 
 def test_sp_can_start_from_the_plain_baseline(tmp_path: Path) -> None:

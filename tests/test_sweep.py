@@ -1,5 +1,6 @@
 """Whole sweeps on a local Ray instance, checked through MLflow as ``analysis/`` reads it
-(``docs/mlflow_layout.md``): one tiny sweep shared by the module, then the same command
+(``docs/mlflow_layout.md``): one tiny sweep shared by the module (SkipNet, the plain
+baseline and a toy plugin method registered from the tests), then the same command
 again (nothing re-run), a resume after the driver is killed with SIGKILL, and trials whose
 loss or weights diverge.
 
@@ -38,8 +39,10 @@ from sweep_helpers import (
     wait_for,
     write_space,
 )
+from toy_method import LabelSmoothing
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.methods import register_method, unregister_method
 from skipnet_sweep.pareto import normalised_hypervolume, pareto_front
 from skipnet_sweep.sweep import Plan, load_space, make_plan
 
@@ -78,10 +81,24 @@ def run(space: Path, ray_dir: str) -> Sweep:
     return Sweep(space, plan, Mlflow(tracking_uri(space.parent), plan.space.name), code, out, err)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def toy():
+    """The toy plugin method (tests/toy_method.py), registered for this module: the tiny
+    sweep runs it beside SkipNet (its ``smooth`` section); the other sweeps have none."""
+    register_method(LabelSmoothing)
+    yield
+    unregister_method(LabelSmoothing.name)
+
+
+# The toy method's section of the tiny sweep: two label-smoothing fine-tunes of the baseline.
+SMOOTH = {"smoothing": [0.0, 0.2], "iterations": 2}
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, ray_dir) -> Sweep:
-    """The tiny sweep (baseline + SP, 4 HRL trials), run once for the module."""
-    sweep = run(write_space(tmp_path_factory.mktemp("tiny")), ray_dir)
+    """The tiny sweep (baseline + SP, 4 HRL trials, 2 trials of the toy method), run once
+    for the module."""
+    sweep = run(write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH}), ray_dir)
     assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
     return sweep
 
@@ -98,7 +115,7 @@ def by_stage(runs: list) -> dict[str, list]:
 
 def test_exit_code_and_summary(tiny: Sweep) -> None:
     assert tiny.code == 0
-    assert f"sweep {tiny.plan.sweep_id}: 6 runs finished" in tiny.out
+    assert f"sweep {tiny.plan.sweep_id}: 8 runs finished" in tiny.out
     assert "failed" not in tiny.out.split(f"sweep {tiny.plan.sweep_id}:")[1]
 
 
@@ -121,7 +138,7 @@ def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
     # Nothing outside the parent/child tree (no flat runs from a Tune logger).
     assert len(tiny.mlflow.runs()) == 1 + len(children)
     stages = by_stage(children)
-    assert {k: len(v) for k, v in stages.items()} == {"baseline": 1, "sp": 1, "hrl": 4}
+    assert {k: len(v) for k, v in stages.items()} == {"baseline": 1, "sp": 1, "hrl": 4, "smooth": 2}
     expected = {j.id for j in tiny.plan.shared_jobs} | {j.id for j in tiny.plan.trials}
     ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
     assert sorted(ids) == sorted(expected)
@@ -129,7 +146,8 @@ def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
         tags = r.data.tags
         assert r.info.status == "FINISHED", tags
         assert tags["mlflow.runName"] == tags[M.TAG_TRIAL_ID]
-        assert tags[M.TAG_METHOD] == ("plain" if tags[M.TAG_STAGE] == "baseline" else "skipnet-rnn")
+        method = {"baseline": "plain", "smooth": "smooth"}.get(tags[M.TAG_STAGE], "skipnet-rnn")
+        assert tags[M.TAG_METHOD] == method
 
 
 def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> None:
@@ -161,7 +179,7 @@ def test_final_metrics(tiny: Sweep) -> None:
         assert 0 <= m[M.TOP1] <= m[M.TOP5] <= 100
         assert 0 < m[M.FLOPS_MEAN] <= m[M.FLOPS_FULL]
         assert m[M.COMPUTATION_PCT] == pytest.approx(100 * m[M.FLOPS_MEAN] / m[M.FLOPS_PLAIN])
-        if stage == "baseline":
+        if stage in ("baseline", "smooth"):  # plain networks
             assert m[M.FLOPS_MEAN] == m[M.FLOPS_PLAIN]
         else:
             assert 0 <= m[M.gate_skip_ratio(0)] <= 1
@@ -231,6 +249,47 @@ def test_eval_artifacts_on_children(tiny: Sweep, tmp_path: Path) -> None:
         assert mean == pytest.approx(r.data.metrics[M.FLOPS_MEAN], rel=1e-6)
         top1 = 100 * sum(row["label"] == row["pred"] for row in rows) / len(rows)
         assert top1 == pytest.approx(r.data.metrics[M.TOP1])
+
+
+# --- the toy plugin method through Tune, MLflow and the report ----------------------------
+
+
+def test_toy_method_runs_through_tune_mlflow_and_the_report(tiny: Sweep, tmp_path: Path) -> None:
+    """A method registered from the tests only (tests/toy_method.py) runs in the sweep beside
+    SkipNet, is logged like it and is drawn and named by the report."""
+    plan = tiny.plan
+    mlflow = tiny.mlflow
+    children = mlflow.children(mlflow.parent().info.run_id)
+    by_id = {r.data.tags[M.TAG_TRIAL_ID]: r for r in children}
+    assert sorted(by_id) == sorted(j.id for j in plan.jobs)
+    toys = [r for r in children if r.data.tags[M.TAG_METHOD_NAME] == "smooth"]
+    assert len(toys) == 2
+    base_run = by_id[plan.find("baseline", "cifar_resnet8").id].info.run_id
+    for r in toys:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags[M.TAG_METHOD] == "smooth"
+        assert r.data.tags[M.TAG_METHOD_LABEL] == "Label smoothing"
+        assert r.data.tags[M.TAG_METHOD_MARKER] == "P"
+        assert r.data.tags[M.TAG_STAGE] == "smooth"
+        assert r.data.tags[M.TAG_SP_RUN_ID] == base_run
+        assert float(r.data.params["smoothing"]) in (0.0, 0.2)
+        assert M.TOP1 in r.data.metrics and M.FLOPS_MEAN in r.data.metrics
+        assert r.data.tags[M.TAG_PARETO] in ("true", "false")
+    skipnet = [r for r in children if r.data.tags[M.TAG_METHOD_NAME] == "skipnet"]
+    assert {r.data.tags[M.TAG_STAGE] for r in skipnet} == {"sp", "hrl"}
+
+    from skipnet_sweep.report import main as report_main
+
+    out_dir = tmp_path / "report"
+    code = report_main(
+        ["--experiment", "tiny", "--tracking-uri", tracking_uri(tiny.space.parent)]
+        + ["--out", str(out_dir)]
+    )
+    assert code == 0
+    summary = (out_dir / "summary.csv").read_text()
+    assert "smooth" in summary
+    assert "Label smoothing" in summary  # the report names it by its declared label
+    assert (out_dir / "pareto.png").is_file()
 
 
 # --- the same command again ------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
+from skipnet_sweep.stages.checkpoint import load_checkpoint
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
@@ -197,6 +198,10 @@ def _run_trial(job: Job, plan: Plan) -> None:
         # Restored from the trial's final checkpoint (the driver died between the trial's
         # end and Tune's next state save): its result is already reported; do not retrain.
         return
+    resume = _resume_file(checkpoint)
+    if resume is not None:
+        # Its final result carries the step it resumed at, even with no step left to train.
+        last[STEP] = int(load_checkpoint(resume)["step"])
 
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
@@ -214,7 +219,7 @@ def _run_trial(job: Job, plan: Plan) -> None:
                 Path(d) / MODEL_FILE,  # the final weights travel with the final checkpoint
                 device=device,
                 on_report=on_report,
-                resume=_resume_file(checkpoint),
+                resume=resume,
                 progress=False,
                 artifacts=Path(d) / M.ARTIFACT_DIR,
                 method=plan.method(job.method),
