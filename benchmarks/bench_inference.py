@@ -10,6 +10,7 @@ SkipNet), so their cost is in the measured time and in the FLOPs. Plain, sparse 
 
     python benchmarks/bench_inference.py                      # ResNet-110, RNN gates
     python benchmarks/bench_inference.py --gate ff2 --own --json
+    python benchmarks/bench_inference.py --gate-kernel eager  # no C++ gate step
     python benchmarks/bench_inference.py --smoke-test
 
 Realised saving = 1 - t_sparse / t_plain (median wall time per batch); FLOPs saving =
