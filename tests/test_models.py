@@ -27,6 +27,7 @@ from skipnet_sweep.models import (
     load_backbone,
 )
 from skipnet_sweep.models.gates import RNNGate
+from skipnet_sweep.models.resnet import GatedResidual
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -606,3 +607,31 @@ def test_flop_counting_sees_the_gate_operations_when_the_fused_kernel_is_built()
         assert fused_gate.for_input(x) is not None
         with FlopCounterMode(display=False):
             assert fused_gate.for_input(x) is None
+
+
+# --- the masked path's mixing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft", "sampled"])
+def test_gated_residual_has_the_values_and_gradients_of_relu_add_and_lerp(kind):
+    torch.manual_seed(5)
+    res = torch.randn(6, 3, 4, 4, dtype=torch.double, requires_grad=True)
+    sc = torch.randn(6, 3, 4, 4, dtype=torch.double, requires_grad=True)
+    p = torch.rand(6, dtype=torch.double, requires_grad=True)
+    gate = {
+        "hard": lambda: (p >= 0.5).double() - p.detach() + p,  # straight-through (SP)
+        "soft": lambda: p,
+        "sampled": lambda: (p >= 0.5).double().detach(),  # a sampled action (HRL): no grad
+    }[kind]()
+    grad = torch.randn(6, 3, 4, 4, dtype=torch.double)
+    inputs = [res, sc, p] if gate.requires_grad else [res, sc]
+
+    out = GatedResidual.apply(res, sc, gate)
+    ref = torch.lerp(sc, F.relu(res + sc), gate.view(-1, 1, 1, 1))
+
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(
+        torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert res.grad is None and (kind == "sampled") == (not gate.requires_grad)
