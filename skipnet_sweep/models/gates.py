@@ -17,6 +17,7 @@ returned by the caller (the network's forward), so two forward passes never inte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +84,17 @@ def decide(logit: Tensor, mode: str) -> Decision:
     raise AssertionError("unreachable")
 
 
+def global_pool(x: Tensor) -> Tensor:
+    """Global average pool (B, C, H, W) -> (B, C) as a sum over positions, divided after.
+
+    The same value as ``x.mean((2, 3))``; its backward is an expanded view of the (B, C)
+    gradient instead of a full-size tensor that ``mean``'s backward materialises (one
+    memory pass per gate per training step). The in-place ReLUs before it are safe: batch
+    norm's backward does not read its output.
+    """
+    return x.sum((2, 3)).div_(x.shape[2] * x.shape[3])
+
+
 class FFGateI(nn.Module):
     """FFGate-I (Fig. 3a): 2x2 max-pool, 3x3 conv s1 + BN + ReLU, 3x3 conv s2 + BN + ReLU,
     global average pool, linear to one logit. About 19% of a CIFAR basic block."""
@@ -98,9 +110,9 @@ class FFGateI(nn.Module):
         self.fc = nn.Linear(channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(self.pool(x))))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return self.fc(x.mean((2, 3))).squeeze(1)
+        x = F.relu(self.bn1(self.conv1(self.pool(x))), inplace=True)
+        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
+        return self.fc(global_pool(x)).squeeze(1)
 
 
 class FFGateII(nn.Module):
@@ -114,8 +126,8 @@ class FFGateII(nn.Module):
         self.fc = nn.Linear(channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn(self.conv(x)))
-        return self.fc(x.mean((2, 3))).squeeze(1)
+        x = F.relu(self.bn(self.conv(x)), inplace=True)
+        return self.fc(global_pool(x)).squeeze(1)
 
 
 RNN_PROJECTIONS = ("per_block", "shared")
@@ -174,7 +186,7 @@ class RNNGate(nn.Module):
         """Args: x (B, C, H, W), state from the previous gate or None at the first gate,
         index of the gate (selects its projection).
         Returns: the logit (B,) and the new LSTM state."""
-        embed = self._projection(x, index)(x.mean((2, 3)))
+        embed = self._projection(x, index)(global_pool(x))
         if state is None:
             # Explicit zeros (rather than None) keep the hidden matmul in every step, so the
             # per-gate cost is the same at every depth and the FLOP count stays simple.
@@ -183,22 +195,42 @@ class RNNGate(nn.Module):
         h, c = self.lstm(embed, state)
         return self.fc(h).squeeze(1), (h, c)
 
-    def lean(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None, index: int | None = None
+    def pooled_step(
+        self,
+        pooled: Tensor,
+        state: tuple[Tensor, Tensor] | None,
+        index: int,
+        kernel: ModuleType | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``forward`` without the module-call overhead of its three layers (a quarter of a
-        gate's time at batch 1): the same operations on the same parameters. Used by the
-        sparse inference path; ``forward`` stays the definition that FLOP counting hooks."""
-        proj = self._projection(x, index)
-        embed = F.linear(x.mean((2, 3)), proj.weight, proj.bias)
+        """``forward`` on the already pooled input (B, C), for inference: the same operations
+        on the same parameters without the module calls, or, with ``kernel`` (from
+        ``fused_gate``), all of them in one C++ call. Per-call overhead, not arithmetic, is
+        what a gate costs at small batch (docs/benchmarks.md). ``forward`` stays the
+        definition that FLOP counting hooks."""
+        proj = self.proj[self.proj_index[index]]
+        lstm, fc = self.lstm, self.fc
         if state is None:
-            zeros = embed.new_zeros(x.shape[0], self.hidden_dim)
+            zeros = pooled.new_zeros(pooled.shape[0], self.hidden_dim)
             state = (zeros, zeros)
-        lstm = self.lstm
+        if kernel is not None:
+            logit, h, c = kernel.rnn_gate_step(
+                pooled,
+                *state,
+                proj.weight,
+                proj.bias,
+                lstm.weight_ih,
+                lstm.weight_hh,
+                lstm.bias_ih,
+                lstm.bias_hh,
+                fc.weight,
+                fc.bias,
+            )
+            return logit, (h, c)
+        embed = F.linear(pooled, proj.weight, proj.bias)
         h, c = torch.lstm_cell(
             embed, state, lstm.weight_ih, lstm.weight_hh, lstm.bias_ih, lstm.bias_hh
         )
-        return F.linear(h, self.fc.weight, self.fc.bias).squeeze(1), (h, c)
+        return F.linear(h, fc.weight, fc.bias).squeeze(1), (h, c)
 
 
 def gate_heads(gates: nn.Module) -> list[nn.Linear]:

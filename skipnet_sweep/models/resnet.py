@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skipnet_sweep.models.gates import RNNGate, build_gates, check_gate_mode, decide, gate_heads
+from skipnet_sweep.models import fused_gate
+from skipnet_sweep.models.gates import (
+    RNNGate,
+    build_gates,
+    check_gate_mode,
+    decide,
+    gate_heads,
+    global_pool,
+)
 
 EXEC_PATHS = ("masked", "sparse")
 
@@ -238,30 +246,21 @@ class SkipResNet(nn.Module):
                 f"force must have shape {(x.shape[0], self.num_gates)}, got {tuple(force.shape)}"
             )
         x = self.stem(x)
+        if path == "sparse" and mode == "threshold" and self.gates is not None:
+            return self._forward_lean(x, force)
         blocks = self.blocks
         x = _run_block(blocks[0], x)
-        executed, probs, logits_, log_probs = [], [], [], []
+        executed, probs, log_probs = [], [], []
         state = None
-        # Inference with thresholded gates takes a lean path: per-gate work is per-call
-        # overhead that FLOPs do not show (measured: 45-55 us of a 170 us block at batch 1).
-        # sigmoid(l) >= 0.5 is decided as l >= 0, and the probabilities are computed once.
-        lean = path == "sparse" and mode == "threshold"
         forced = force.to(torch.bool).unbind(1) if force is not None else None
-        counts = force.sum(0).tolist() if force is not None and not force.is_meta else None
         for i, block in enumerate(blocks[1:]):
             if self.gates is None:
                 x = _run_block(block, x)
                 continue
             if isinstance(self.gates, RNNGate):
-                logit, state = (self.gates.lean if lean else self.gates)(x, state, i)
+                logit, state = self.gates(x, state, i)
             else:
                 logit = self.gates[i](x)
-            if lean:
-                run = forced[i] if forced is not None else logit >= 0
-                logits_.append(logit)
-                executed.append(run)
-                x = _run_block_sparse(block, x, run, counts[i] if counts else None)
-                continue
             d = decide(logit, mode)
             gate_value, run = d.gate, d.executed
             if forced is not None:
@@ -272,36 +271,117 @@ class SkipResNet(nn.Module):
             if d.log_prob is not None:
                 log_probs.append(d.log_prob)
             if path == "sparse":
-                x = _run_block_sparse(block, x, run, counts[i] if counts else None)
+                x, _ = _run_block_sparse(block, x, run)
             else:
                 x = _run_block_masked(block, x, gate_value)
-        logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits = self._head(x)
         batch = logits.shape[0]
-        if logits_:
-            probs = [torch.sigmoid(torch.stack(logits_, 1))]
         return SkipOutput(
             logits=logits,
             executed=torch.stack(executed, 1) if executed else logits.new_zeros(batch, 0).bool(),
-            probs=(probs[0] if logits_ else torch.stack(probs, 1))
-            if probs
-            else logits.new_zeros(batch, 0),
+            probs=torch.stack(probs, 1) if probs else logits.new_zeros(batch, 0),
             log_probs=torch.stack(log_probs, 1) if log_probs else None,
+        )
+
+    def _head(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def _forward_lean(self, x: Tensor, force: Tensor | None) -> SkipOutput:
+        """Thresholded gates on the sparse path (inference), after the stem.
+
+        Per-gate work is per-call overhead that FLOPs do not show (45-55 us of a 170 us block
+        at batch 1 before this path existed, docs/benchmarks.md), so this path does as few
+        calls per gate as it can: ``sigmoid(l) >= 0.5`` is decided as ``l >= 0`` with the
+        probabilities computed once at the end; the recurrent gate steps on pooled features
+        that are carried along (a skipped identity block leaves its input, and so the pooled
+        input of the next gate, unchanged; an executed block's rows are pooled where they
+        are computed), in one C++ call per gate when ``fused_gate.load()`` has built it.
+        """
+        blocks = self.blocks
+        x = _run_block(blocks[0], x)
+        forced = force.to(torch.bool).unbind(1) if force is not None else None
+        counts = force.sum(0).tolist() if force is not None and not force.is_meta else None
+        rnn = isinstance(self.gates, RNNGate)
+        kernel = fused_gate.for_input(x) if rnn else None
+        pooled = global_pool(x) if rnn else None
+        state = None
+        gate_logits, executed = [], []
+        for i, block in enumerate(blocks[1:]):
+            if rnn:
+                logit, state = self.gates.pooled_step(pooled, state, i, kernel)
+            else:
+                logit = self.gates[i](x)
+            run = forced[i] if forced is not None else logit >= 0
+            gate_logits.append(logit)
+            executed.append(run)
+            x, pooled = _run_block_sparse(
+                block, x, run, counts[i] if counts is not None else None, pooled
+            )
+        logits = self._head(x)
+        return SkipOutput(
+            logits=logits,
+            executed=torch.stack(executed, 1),
+            probs=torch.sigmoid(torch.stack(gate_logits, 1)),
+            log_probs=None,
         )
 
 
 def _run_block(block: nn.Module, x: Tensor) -> Tensor:
-    return F.relu(block.residual(x) + shortcut(block, x))
+    out = block.residual(x)
+    if torch.is_grad_enabled():
+        return F.relu(out + shortcut(block, x))
+    # Without autograd, add and rectify in place: the residual's output is a fresh tensor.
+    return out.add_(shortcut(block, x)).relu_()
 
 
 def _run_block_masked(block: nn.Module, x: Tensor, gate: Tensor) -> Tensor:
     """Eq. 1 on the whole batch: ``g * F(x) + (1 - g) * shortcut(x)``."""
     sc = shortcut(block, x)
-    full = F.relu(block.residual(x) + sc)
-    # lerp is one pass (not three) and exact at g = 0 and g = 1.
-    return torch.lerp(sc, full, gate.view(-1, 1, 1, 1).to(full.dtype))
+    return GatedResidual.apply(block.residual(x), sc, gate)
 
 
-def _run_block_sparse(block: nn.Module, x: Tensor, run: Tensor, n_run: int | None = None) -> Tensor:
+class GatedResidual(torch.autograd.Function):
+    """A block's closing add and ReLU, mixed with its shortcut by the gate (Eq. 1):
+    ``out = g * relu(res + sc) + (1 - g) * sc`` with ``g`` of shape (B,).
+
+    The same function and gradients as composing ``relu``, ``+`` and ``torch.lerp``, in fewer
+    full-size passes: the mixing is memory-bound work that FLOPs do not count, about 10% of a
+    block's training step (docs/benchmarks.md). Backward is three passes for the residual's
+    and the shortcut's gradients (ReLU mask, times ``g``, plus ``(1 - g) grad``) where
+    autograd's composition takes five; the gate's gradient
+    ``sum(grad * (relu(res + sc) - sc))`` is a batched dot product, formed only when the
+    gate needs one (straight-through, soft), not for sampled actions.
+    """
+
+    @staticmethod
+    def forward(ctx, res: Tensor, sc: Tensor, gate: Tensor) -> Tensor:
+        full = torch.add(res, sc).relu_()
+        g = gate.view(-1, 1, 1, 1).to(full.dtype)
+        ctx.save_for_backward(full, sc, g)
+        ctx.gate_dtype = gate.dtype
+        return torch.lerp(sc, full, g)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        full, sc, g = ctx.saved_tensors
+        # ReLU's backward (no gradient where the output is 0), then the gate's share.
+        grad_res = torch.ops.aten.threshold_backward(grad, full, 0).mul_(g)
+        grad_sc = torch.addcmul(grad_res, grad, 1 - g)
+        grad_gate = None
+        if ctx.needs_input_grad[2]:
+            n = grad.shape[0]
+            diff = (full - sc).reshape(n, -1, 1)
+            grad_gate = torch.bmm(grad.reshape(n, 1, -1), diff).view(n).to(ctx.gate_dtype)
+        return grad_res, grad_sc, grad_gate
+
+
+def _run_block_sparse(
+    block: nn.Module,
+    x: Tensor,
+    run: Tensor,
+    n_run: int | None = None,
+    pooled: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
     """Run the block's residual branch only on the samples with ``run`` set.
 
     Args:
@@ -309,20 +389,54 @@ def _run_block_sparse(block: nn.Module, x: Tensor, run: Tensor, n_run: int | Non
         x: its input (B, C, H, W).
         run: (B,) bool.
         n_run: ``run.sum()`` if the caller knows it (saves a reduction per block).
+        pooled: ``global_pool(x)`` (B, C) if the caller tracks pooled features, else None.
+
+    Returns:
+        the block's output, and its pooled features when ``pooled`` was given (else None).
     """
     n_run = int(run.sum()) if n_run is None else n_run
+    track = pooled is not None
     if n_run == run.numel():
-        return _run_block(block, x)
+        out = _run_block(block, x)
+        return out, global_pool(out) if track else None
     sc = shortcut(block, x)
     if n_run == 0:
-        return sc
+        # A skipped identity block leaves its input, and so its pooled features, as they were.
+        if track and block.downsample is not None:
+            pooled = global_pool(sc)
+        return sc, pooled
     idx = run.nonzero().squeeze(1)
     xs = x.index_select(0, idx)
     # With an identity shortcut the gathered input is also the gathered shortcut.
     scs = xs if block.downsample is None else sc.index_select(0, idx)
-    out = F.relu(block.residual(xs) + scs)
     if torch.is_grad_enabled():
-        return sc.index_copy(0, idx, out)
-    # Without autograd, write the executed rows in place rather than copying the batch. The
-    # input is the previous block's output, which nothing else reads after this block.
-    return sc.index_copy_(0, idx, out)
+        out = F.relu(block.residual(xs) + scs)
+        y = sc.index_copy(0, idx, out)
+    else:
+        out = block.residual(xs).add_(scs).relu_()
+        # Write the executed rows in place rather than copying the batch. The input is the
+        # previous block's output, which nothing else reads after this block.
+        y = _copy_rows_(sc, idx, out)
+    if not track:
+        return y, None
+    if block.downsample is not None:
+        return y, global_pool(y)
+    # Only the executed rows changed: pool those where they were computed.
+    return y, pooled.index_copy(0, idx, global_pool(out))
+
+
+def _copy_rows_(dst: Tensor, idx: Tensor, src: Tensor) -> Tensor:
+    """``dst[idx] = src`` in place, for sorted ``idx``. On CPU one ``copy_`` per run of
+    consecutive rows: there ``index_copy_`` takes about 3.5 times as long as copying the same
+    bytes (measured at 64x16x32x32, half the rows), and half a batch of random rows forms
+    about a quarter as many runs as rows. On an accelerator one ``index_copy_`` (one kernel
+    launch rather than one per run)."""
+    if dst.device.type != "cpu":
+        return dst.index_copy_(0, idx, src)
+    rows = idx.tolist()
+    start = 0
+    for k in range(1, len(rows) + 1):
+        if k == len(rows) or rows[k] != rows[k - 1] + 1:
+            dst.narrow(0, rows[start], k - start).copy_(src.narrow(0, start, k - start))
+            start = k
+    return dst
