@@ -10,7 +10,6 @@ SkipNet), so their cost is in the measured time and in the FLOPs. Plain, sparse 
 
     python benchmarks/bench_inference.py                      # ResNet-110, RNN gates
     python benchmarks/bench_inference.py --gate ff2 --own --json
-    python benchmarks/bench_inference.py --gate-kernel eager  # no C++ gate step
     python benchmarks/bench_inference.py --smoke-test
 
 Realised saving = 1 - t_sparse / t_plain (median wall time per batch); FLOPs saving =
@@ -31,7 +30,7 @@ from _timing import Timing, add_common_args, interleaved, keep_freed_memory, pai
 from torch import Tensor
 
 from skipnet_sweep.flops import count_costs, default_input, parse_input
-from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model, fused_gate, list_models
+from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model, list_models
 
 # Goal on realised / FLOPs saving of the sparse path, per batch size (others: no goal).
 GOALS = {1: 0.90, 64: 0.85}
@@ -205,20 +204,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timing sample")
-    p.add_argument(
-        "--gate-kernel",
-        default="fused",
-        choices=("fused", "eager"),
-        help="fused: build and use the C++ recurrent-gate step (models/fused_gate.py) where a "
-        "compiler is found; eager: PyTorch ops only",
-    )
     add_common_args(p)
     args = p.parse_args(argv)
     if args.smoke_test:
         args.arch, args.input, args.batch = "cifar_resnet14", "3x16x16", [1, 4]
         args.rounds, args.warmup, args.min_time, args.own = 3, 1, 0.0, True
-        # No C++ build in the smoke test (seconds); tests/test_models.py checks the kernel.
-        args.gate_kernel = "eager"
     if not 0 <= args.skip <= 1:
         p.error("--skip is a fraction in [0, 1]")
     return args
@@ -229,8 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
     if args.threads:
         torch.set_num_threads(args.threads)
-    # The kernel is only used where built; "eager" (or a failed build) keeps PyTorch's ops.
-    kernel = "fused" if args.gate_kernel == "fused" and fused_gate.load() is not None else "eager"
     shape = parse_input(args.input) if args.input else default_input(args.arch)
     torch.manual_seed(args.seed)
     plain = build_model(args.arch, in_channels=shape[0]).eval()
@@ -244,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         "arch": args.arch,
         "input": "x".join(map(str, shape)),
         "gate": args.gate,
-        "gate_kernel": kernel,
         "skip": args.skip,
         "pattern": args.pattern,
         "threads": torch.get_num_threads(),
@@ -259,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
         return 0
     header = (
-        f"{args.arch} {info['input']} gate={args.gate} kernel={kernel} skip={args.skip:g} "
+        f"{args.arch} {info['input']} gate={args.gate} skip={args.skip:g} "
         f"pattern={args.pattern} threads={info['threads']} torch {torch.__version__} "
         f"rounds={args.rounds} clock={args.clock} malloc={malloc} "
         f"OMP_WAIT_POLICY={info['omp_wait_policy']}"

@@ -4,14 +4,12 @@ the registry and loading torchvision backbones. Tiny inputs throughout."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from skipnet_sweep.models import (
     EXEC_PATHS,
@@ -22,7 +20,6 @@ from skipnet_sweep.models import (
     build_from_config,
     build_model,
     decide,
-    fused_gate,
     list_models,
     load_backbone,
 )
@@ -555,58 +552,6 @@ def test_a_backbone_weight_of_the_wrong_shape_is_named(make_model):
 
     with pytest.raises(ValueError, match=re.escape("wrong shape ['stages.0.0.conv1.weight']")):
         load_backbone(make_model("resnet18", "rnn"), state)
-
-
-# --- the fused recurrent-gate kernel --------------------------------------------------------------
-
-
-@pytest.mark.skipif(
-    shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler"
-)
-def test_fused_rnn_gate_kernel_gives_the_eager_gate_and_the_same_network_outputs(make_model):
-    kernel = fused_gate.load()
-    assert kernel is not None
-    torch.manual_seed(4)
-    x = tiny_input("cifar_resnet20", 4).double()
-    model = calibrate(make_model("cifar_resnet20", "rnn").double(), x)
-    gates = model.gates
-    pooled = torch.randn(3, 32, dtype=torch.double)
-    state = (torch.randn(3, 10, dtype=torch.double), torch.randn(3, 10, dtype=torch.double))
-
-    with torch.no_grad():
-        eager = gates.pooled_step(pooled, state, 4)
-        fused = gates.pooled_step(pooled, state, 4, kernel)
-        # pooled_step is forward on pooled features: a constant map pools to itself.
-        module = gates(pooled[:, :, None, None].expand(3, 32, 2, 2), state, 4)
-    for a, b, c in zip(
-        (eager[0], *eager[1]), (fused[0], *fused[1]), (module[0], *module[1]), strict=True
-    ):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
-
-    centre_gates(model, x)
-    with torch.no_grad():
-        masked = model(x, path="masked")
-        assert fused_gate.for_input(x) is kernel  # the sparse path below takes the kernel
-        sparse = model(x, path="sparse")
-    with torch.enable_grad():
-        assert fused_gate.for_input(x) is None  # no backward: autograd keeps the eager gate
-    assert masked.executed.any() and not masked.executed.all()
-    assert torch.equal(sparse.executed, masked.executed)
-    torch.testing.assert_close(sparse.logits, masked.logits, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(sparse.probs, masked.probs, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.skipif(
-    shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler"
-)
-def test_flop_counting_sees_the_gate_operations_when_the_fused_kernel_is_built():
-    assert fused_gate.load() is not None
-    x = torch.zeros(1, 4)
-    with torch.no_grad():
-        assert fused_gate.for_input(x) is not None
-        with FlopCounterMode(display=False):
-            assert fused_gate.for_input(x) is None
 
 
 # --- the masked path's mixing -------------------------------------------------------------------

@@ -17,7 +17,6 @@ returned by the caller (the network's forward), so two forward passes never inte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -200,32 +199,16 @@ class RNNGate(nn.Module):
         pooled: Tensor,
         state: tuple[Tensor, Tensor] | None,
         index: int,
-        kernel: ModuleType | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """``forward`` on the already pooled input (B, C), for inference: the same operations
-        on the same parameters without the module calls, or, with ``kernel`` (from
-        ``fused_gate``), all of them in one C++ call. Per-call overhead, not arithmetic, is
-        what a gate costs at small batch (docs/benchmarks.md). ``forward`` stays the
+        on the same parameters without the module calls. Per-call overhead, not arithmetic,
+        is what a gate costs at small batch (docs/benchmarks.md). ``forward`` stays the
         definition that FLOP counting hooks."""
         proj = self.proj[self.proj_index[index]]
         lstm, fc = self.lstm, self.fc
         if state is None:
             zeros = pooled.new_zeros(pooled.shape[0], self.hidden_dim)
             state = (zeros, zeros)
-        if kernel is not None:
-            logit, h, c = kernel.rnn_gate_step(
-                pooled,
-                *state,
-                proj.weight,
-                proj.bias,
-                lstm.weight_ih,
-                lstm.weight_hh,
-                lstm.bias_ih,
-                lstm.bias_hh,
-                fc.weight,
-                fc.bias,
-            )
-            return logit, (h, c)
         embed = F.linear(pooled, proj.weight, proj.bias)
         h, c = torch.lstm_cell(
             embed, state, lstm.weight_ih, lstm.weight_hh, lstm.bias_ih, lstm.bias_hh

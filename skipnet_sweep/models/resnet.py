@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skipnet_sweep.models import fused_gate
 from skipnet_sweep.models.gates import (
     RNNGate,
     build_gates,
@@ -295,20 +294,19 @@ class SkipResNet(nn.Module):
         probabilities computed once at the end; the recurrent gate steps on pooled features
         that are carried along (a skipped identity block leaves its input, and so the pooled
         input of the next gate, unchanged; an executed block's rows are pooled where they
-        are computed), in one C++ call per gate when ``fused_gate.load()`` has built it.
+        are computed).
         """
         blocks = self.blocks
         x = _run_block(blocks[0], x)
         forced = force.to(torch.bool).unbind(1) if force is not None else None
         counts = force.sum(0).tolist() if force is not None and not force.is_meta else None
         rnn = isinstance(self.gates, RNNGate)
-        kernel = fused_gate.for_input(x) if rnn else None
         pooled = global_pool(x) if rnn else None
         state = None
         gate_logits, executed = [], []
         for i, block in enumerate(blocks[1:]):
             if rnn:
-                logit, state = self.gates.pooled_step(pooled, state, i, kernel)
+                logit, state = self.gates.pooled_step(pooled, state, i)
             else:
                 logit = self.gates[i](x)
             run = forced[i] if forced is not None else logit >= 0
