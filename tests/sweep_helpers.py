@@ -404,3 +404,41 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+# --- listening sockets (Linux: /proc) ------------------------------------------------------
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+WILDCARD = {"0.0.0.0", "::"}
+
+
+def _listening_sockets() -> dict[str, tuple[str, int]]:
+    """Socket inode -> (address, port) of every listening TCP socket of this machine."""
+    out = {}
+    for family, table in ((socket.AF_INET, "/proc/net/tcp"), (socket.AF_INET6, "/proc/net/tcp6")):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            ip_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(ip_hex)
+            # The kernel prints each 32-bit word of the address in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            out[fields[9]] = (socket.inet_ntop(family, raw), int(port_hex, 16))
+    return out
+
+
+def listeners(pids) -> dict[int, set[tuple[str, int]]]:
+    """pid -> the (address, port) pairs its open sockets listen on."""
+    sockets = _listening_sockets()
+    out: dict[int, set[tuple[str, int]]] = {}
+    for pid in pids:
+        found = set()
+        with contextlib.suppress(OSError):  # the process ended meanwhile
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:[") and target[8:-1] in sockets:
+                        found.add(sockets[target[8:-1]])
+        out[pid] = found
+    return out

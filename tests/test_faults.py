@@ -6,7 +6,8 @@ last checkpoint, within the same driver), then of the driver itself (the same co
 resumes Tune's state from S3 and the job from its last checkpoint there). The sweep exits 0,
 the SP learning curve in MLflow has each evaluation once, every job has exactly one run with
 no error left of the failed attempts, and checkpoints, cache and artifacts are on the servers.
-One sweep for all of it: each whole sweep costs CI about a minute."""
+While the job trains, every process of the local Ray instance listens on loopback only
+(torch's TCPStore aside). One sweep for all of it: each whole sweep costs CI about a minute."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from pathlib import Path
 import pytest
 from conftest import BUCKET
 from sweep_helpers import (
+    LOOPBACK,
+    WILDCARD,
     Mlflow,
+    listeners,
     local_sweep,
     patched_env,
     ray_processes,
@@ -56,6 +60,36 @@ def _wait_for_sp_evaluation(driver, log: Path, mlflow: Mlflow, sp_id: str, after
     return wait_for(evaluated, 240, interval=0.2, what=f"an SP evaluation past step {after}")
 
 
+def _assert_listens_on_loopback_only(procs: dict[int, str], driver: int) -> None:
+    """The local instance's servers listen on loopback only (driver.py, ``_loopback_node``).
+    One port is open to the network and it is torch's, not Ray's: the Ray Train worker's
+    TCPStore (rank 0 of the process group), on every interface (torch offers Ray Train no
+    way to bind it to loopback; see the comment by ``ray.init`` in driver.py)."""
+    found = listeners(procs)
+
+    def pids_of(name: str) -> list[int]:
+        return [p for p, cmd in procs.items() if name in cmd]
+
+    # The servers the instance must have (so the check below cannot pass on an empty set).
+    (gcs,) = pids_of("gcs_server")
+    (raylet,) = pids_of("raylet/raylet")
+    (worker,) = pids_of("RayTrainWorker")
+    assert found[gcs], "the GCS listens"
+    assert len(found[raylet]) >= 2, "the raylet's node manager and object manager listen"
+    assert found[driver], "the driver's core worker listens"
+    assert found[pids_of("RuntimeEnvAgent")[0]], "the runtime-env agent listens"
+    off_loopback = {
+        (pid, procs[pid][:60], addr, port)
+        for pid, pairs in found.items()
+        for addr, port in pairs
+        if addr not in LOOPBACK
+    }
+    assert {(pid, addr) for pid, _, addr, _ in off_loopback} <= {(worker, a) for a in WILDCARD}, (
+        f"only the Ray Train worker's TCPStore may listen off loopback: {off_loopback}"
+    )
+    assert len(off_loopback) == 1, off_loopback
+
+
 def test_killed_worker_then_killed_driver_mid_sp_resume_on_s3_without_duplicates(
     s3, tracking_server, tmp_path: Path
 ) -> None:
@@ -82,10 +116,10 @@ def test_killed_worker_then_killed_driver_mid_sp_resume_on_s3_without_duplicates
         driver = spawn_driver(space, ray_dir, log, **s3)
         try:
             first = _wait_for_sp_evaluation(driver, log, mlflow, sp.id)
-            workers = {
-                pid: cmd for pid, cmd in ray_processes(ray_dir).items() if "RayTrainWorker" in cmd
-            }
-            assert workers, ray_processes(ray_dir)
+            procs = ray_processes(ray_dir)  # the driver included (RAY_TMPDIR)
+            _assert_listens_on_loopback_only(procs, driver.pid)
+            workers = {pid: cmd for pid, cmd in procs.items() if "RayTrainWorker" in cmd}
+            assert workers, procs
             os.kill(max(workers), signal.SIGKILL)
             # The restarted worker evaluates again: the worker's death did not end the job.
             resumed = _wait_for_sp_evaluation(driver, log, mlflow, sp.id, after=first)
