@@ -79,6 +79,19 @@ def _floats(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _int_or_float(text: str) -> int | float:
+    """``5000`` -> 5000 (a count), ``0.1`` -> 0.1 (a fraction): for ``float | int`` fields,
+    where ``float`` alone would turn a count into a float the config rejects."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def _add_field_flag(
     parser: argparse.ArgumentParser, f: Field, hint, help_text: str, default
 ) -> None:
@@ -93,6 +106,8 @@ def _add_field_flag(
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
     elif typing.get_origin(base) is tuple:
         parser.add_argument(flag, type=_floats, metavar="X,Y", help=help_text)
+    elif set(args) == {int, float}:
+        parser.add_argument(flag, type=_int_or_float, help=help_text)
     elif base in (int, float, str):
         parser.add_argument(flag, type=base, help=help_text)
     else:

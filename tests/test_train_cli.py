@@ -287,3 +287,20 @@ def test_flags_reach_the_config(tmp_path):
     assert (train.iterations, train.gamma, train.supervised) == (7, 0.5, False)
     assert (train.lr_milestones, train.cost, train.reward_baseline) == ((0.25, 0.5), "flops", True)
     assert train.lr == 1e-4  # the HRL recipe where no flag is given
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5000", 5000), ("0.1", 0.1)])
+def test_val_split_flag_takes_a_count_or_a_fraction(value, expected):
+    """``float | int`` fields: a whole number is a count (an int), not the float 5000.0 that
+    the config refuses."""
+    args, extra = _parser().parse_known_args(["sp", *DATA, "--val-split", value])
+    assert extra == []
+    split = _stage_config(args).data.val_split
+    assert split == expected and type(split) is type(expected)
+
+
+def test_val_split_flag_refuses_a_word():
+    with pytest.raises(SystemExit) as excinfo, contextlib.redirect_stderr(io.StringIO()) as err:
+        main(["sp", "--val-split", "half"])
+    assert excinfo.value.code == 2
+    assert err.getvalue().count("\n") == 1 and "expected a number, got 'half'" in err.getvalue()
