@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,9 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_helpers import free_port, patched_env, wait_for
+from sweep_helpers import free_port, patched_env, train_shared_jobs, wait_for, write_space
 
 from skipnet_sweep.models import SkipResNet, build_model
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Three workers share two cores: torch's own threads would spin against each other
+    # (docs/benchmarks.md, "OpenMP on a loaded machine"), and the tests' tensors are small.
+    torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (pyproject.toml) a test module runs on one
+    worker (its module fixtures, such as a whole sweep, once), unless its tests name another
+    group (tests/test_sweep.py splits its independent sweeps that way)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture
@@ -112,3 +128,16 @@ def s3():
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# --- a shared-job cache for sweeps that only differ in their trials ---------------------------
+
+
+@pytest.fixture(scope="session")
+def sp_cache(tmp_path_factory) -> Path:
+    """Storage whose cache holds the tiny space's SP job, trained in-process
+    (``train_shared_jobs``): sweeps of TINY without the baseline find it under the same key
+    (SP does not depend on alpha) with ``seed_sp_cache``, and run only their trials."""
+    folder = tmp_path_factory.mktemp("sp_cache")
+    train_shared_jobs(write_space(folder, "sp_cache", {"baseline": False}))
+    return folder / "runs"

@@ -442,3 +442,27 @@ def listeners(pids) -> dict[int, set[tuple[str, int]]]:
                         found.add(sockets[target[8:-1]])
         out[pid] = found
     return out
+
+
+def train_shared_jobs(space: Path) -> None:
+    """Train ``space``'s shared jobs (SP, the baseline) in this process, without Ray, and
+    publish each into the plan's cache as the sweep does (``cache.publish``: weights,
+    evaluation files, the job's record): a sweep of ``space`` then finds them verified and
+    only runs its trials. Seconds for TINY, against about a minute per Ray Train job."""
+    from skipnet_sweep import metrics as M
+    from skipnet_sweep.stages.runner import run_stage
+    from skipnet_sweep.sweep import cache, load_space, make_plan
+    from skipnet_sweep.sweep.plan import MODEL_FILE
+
+    plan = make_plan(load_space(str(space)))
+    for job in plan.shared_jobs:
+        with tempfile.TemporaryDirectory() as d:
+            run_stage(
+                plan.stage_of(job),
+                Path(d) / MODEL_FILE,
+                device="cpu",
+                progress=False,
+                artifacts=Path(d) / M.ARTIFACT_DIR,
+                method=plan.method(job.method),
+            )
+            cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)

@@ -5,8 +5,8 @@ again (nothing re-run), a resume after the driver is killed with SIGKILL, and tr
 loss or weights diverge.
 
 The slow part is Ray (about a minute for the tiny sweep on 2 busy cores); the later sweeps
-copy the tiny sweep's SP cache into their own storage (found under the same keys: SP does
-not depend on alpha), so they only run HRL trials.
+copy an SP cache trained in-process (``sp_cache``) into their own storage (found under the
+same key: SP does not depend on alpha), so they only run HRL trials.
 """
 
 from __future__ import annotations
@@ -66,6 +66,14 @@ class Sweep:
 
     def argv(self) -> list[str]:
         return ["--space", str(self.space), "--num-cpus", "2"]
+
+
+# Under pytest-xdist (``--dist loadgroup``, pyproject.toml) the module's sweeps run in three
+# groups, each on its own worker: the tiny sweep and what reads it; the killed driver; the
+# diverging trials and the Optuna search. The last two start from ``sp_cache`` (conftest.py),
+# not from the tiny sweep, so they need not wait for it.
+KILLED = pytest.mark.xdist_group("test_sweep-killed")
+SEARCH = pytest.mark.xdist_group("test_sweep-search")
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +382,7 @@ class Killed:
 
 
 @pytest.fixture(scope="module")
-def killed(tiny: Sweep, tmp_path_factory, ray_dir) -> Killed:
+def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
     """A 6-trial sweep (one trial at a time) whose driver is killed with SIGKILL once two
     HRL runs are FINISHED in MLflow, then run again with the same command."""
     folder = tmp_path_factory.mktemp("killed")
@@ -384,7 +392,7 @@ def killed(tiny: Sweep, tmp_path_factory, ray_dir) -> Killed:
         {"baseline": False, "alpha": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0], "max_concurrent_trials": 1},
     )
     plan = make_plan(load_space(str(space)))
-    seed_sp_cache(tiny.storage, plan.storage, space)
+    seed_sp_cache(sp_cache, plan.storage, space)
     mlflow = Mlflow(tracking_uri(folder), "resume")
 
     def finished_hrl():
@@ -434,6 +442,7 @@ def killed(tiny: Sweep, tmp_path_factory, ray_dir) -> Killed:
     )  # fmt: skip
 
 
+@KILLED
 def test_resume_after_kill_finishes_every_trial_once(killed: Killed) -> None:
     assert killed.code == 0, killed.out[-3000:]
     parent = killed.mlflow.parent()
@@ -449,6 +458,7 @@ def test_resume_after_kill_finishes_every_trial_once(killed: Killed) -> None:
     assert sp.data.tags["cached"] == "true"  # seeded from another sweep's cache
 
 
+@KILLED
 def test_resume_does_not_rerun_trials_tune_recorded_as_finished(killed: Killed) -> None:
     if not killed.snapshot_status:
         pytest.skip("Tune's experiment snapshot format is not understood")
@@ -465,6 +475,7 @@ def test_resume_does_not_rerun_trials_tune_recorded_as_finished(killed: Killed) 
         )
 
 
+@KILLED
 def test_resume_does_not_rerun_trials_finished_before_the_kill(killed: Killed) -> None:
     racing = [
         i for i in killed.finished_before.values()
@@ -489,6 +500,7 @@ def test_resume_does_not_rerun_trials_finished_before_the_kill(killed: Killed) -
         assert killed.after[info.run_id] == info
 
 
+@KILLED
 def test_kill_leaves_no_ray_process_of_the_driver_behind(killed: Killed) -> None:
     """Nothing of the killed driver's Ray instance (found by its RAY_TMPDIR) is left 30 s
     after the SIGKILL: the driver's reaper stopped it, not the test."""
@@ -500,7 +512,7 @@ def test_kill_leaves_no_ray_process_of_the_driver_behind(killed: Killed) -> None
 
 
 @pytest.fixture(scope="module")
-def diverge(tiny: Sweep, tmp_path_factory, ray_dir) -> Sweep:
+def diverge(sp_cache: Path, tmp_path_factory, ray_dir) -> Sweep:
     """Three trials: alpha 0 trains normally; alpha 1e39 overflows float32, so the very first
     HRL loss is NaN (a NonFiniteLossError before any weight changes: deterministic); alpha
     1e30 gives a finite first loss whose update blows the weights up, so the gate
@@ -512,7 +524,7 @@ def diverge(tiny: Sweep, tmp_path_factory, ray_dir) -> Sweep:
         # max_failures 0: Tune would retry the RuntimeError of alpha 1e30 (see the xfail).
         {"baseline": False, "alpha": [0.0, 1.0e30, 1.0e39], "max_failures": 0},
     )
-    seed_sp_cache(tiny.storage, folder / "runs", space)
+    seed_sp_cache(sp_cache, folder / "runs", space)
     return run(space, ray_dir)
 
 
@@ -522,6 +534,7 @@ def hrl_by_alpha(sweep: Sweep) -> dict[float, object]:
     return {float(r.data.params[M.PARAM_ALPHA]): r for r in hrl}
 
 
+@SEARCH
 def test_nan_loss_fails_the_trial_not_the_sweep(diverge: Sweep) -> None:
     assert diverge.code == 1, diverge.out[-3000:] + diverge.err[-3000:]
     parent = diverge.mlflow.parent()
@@ -547,6 +560,7 @@ def test_nan_loss_fails_the_trial_not_the_sweep(diverge: Sweep) -> None:
     assert tune_result_rows(diverge.storage)[nan.data.tags[M.TAG_TRIAL_ID]] == 1
 
 
+@SEARCH
 def test_diverging_weights_fail_as_a_non_finite_loss(diverge: Sweep) -> None:
     error = hrl_by_alpha(diverge)[1e30].data.tags[M.TAG_ERROR]
     assert "loss became" in error, error
@@ -555,8 +569,9 @@ def test_diverging_weights_fail_as_a_non_finite_loss(diverge: Sweep) -> None:
 # --- adaptive search --------------------------------------------------------------------
 
 
+@SEARCH
 def test_optuna_search_samples_alpha_in_its_range_and_tracks_every_sample(
-    tiny: Sweep, tmp_path_factory, ray_dir
+    sp_cache: Path, tmp_path_factory, ray_dir
 ) -> None:
     """Multi-objective Optuna through Tune: num_samples trials, alpha drawn log-uniformly in
     [low, high], each a child run with its alpha, on the frontier computation like the rest."""
@@ -570,7 +585,7 @@ def test_optuna_search_samples_alpha_in_its_range_and_tracks_every_sample(
             "search": {"algorithm": "optuna", "sampler": "tpe", "num_samples": 3},
         },
     )
-    seed_sp_cache(tiny.storage, folder / "runs", space)
+    seed_sp_cache(sp_cache, folder / "runs", space)
     sweep = run(space, ray_dir)
     assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
     parent = sweep.mlflow.parent()
