@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_helpers import free_port, patched_env, train_shared_jobs, wait_for, write_space
+from sweep_helpers import (
+    free_port,
+    patched_env,
+    ray_tmpdir,
+    train_shared_jobs,
+    wait_for,
+    write_space,
+)
 
 from skipnet_sweep.models import SkipResNet, build_model
 
@@ -18,16 +25,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Three workers share two cores: torch's own threads would spin against each other
     # (docs/benchmarks.md, "OpenMP on a loaded machine"), and the tests' tensors are small.
     torch.set_num_threads(1)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (pyproject.toml) a test module runs on one
-    worker (its module fixtures, such as a whole sweep, once), unless its tests name another
-    group (tests/test_sweep.py splits its independent sweeps that way)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture
@@ -84,11 +81,11 @@ def tracking_server(tmp_path_factory):
             return False
 
     try:
-        wait_for(answers, 120, what="the MLflow tracking server")
+        wait_for(answers, 300, what="the MLflow tracking server")
         yield uri
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        server.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +124,7 @@ def s3():
             yield env
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        server.wait(timeout=60)
 
 
 # --- a shared-job cache for sweeps that only differ in their trials ---------------------------
@@ -141,3 +138,11 @@ def sp_cache(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sp_cache")
     train_shared_jobs(write_space(folder, "sp_cache", {"baseline": False}))
     return folder / "runs"
+
+
+@pytest.fixture(scope="module")
+def ray_dir():
+    """The module's RAY_TMPDIR for its local sweeps; Ray processes still exiting at the end
+    are stopped."""
+    with ray_tmpdir() as d:
+        yield d

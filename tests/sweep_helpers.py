@@ -29,7 +29,9 @@ from typing import Any
 
 import yaml
 
+from skipnet_sweep import metrics as M
 from skipnet_sweep.run import main
+from skipnet_sweep.sweep import Plan, load_space, make_plan
 
 # A sweep that runs end to end in about a minute on 2 CPU cores: 2 shared jobs (baseline and
 # RNN-gated SP, each a one-worker Ray Train job: data parallelism is test_cluster's) and 4 HRL
@@ -466,3 +468,39 @@ def train_shared_jobs(space: Path) -> None:
                 method=plan.method(job.method),
             )
             cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)
+
+
+# --- whole sweeps of the test modules (test_sweep*.py) ---------------------------------------
+
+
+@dataclass
+class Sweep:
+    """One finished sweep: its space, plan, MLflow store and what the CLI said."""
+
+    space: Path
+    plan: Plan
+    mlflow: Mlflow
+    code: int
+    out: str
+    err: str
+
+    @property
+    def storage(self) -> Path:
+        return self.plan.storage
+
+    def argv(self) -> list[str]:
+        return ["--space", str(self.space), "--num-cpus", "2"]
+
+
+def run_sweep(space: Path, ray_dir: str) -> Sweep:
+    """Run ``space`` on a local Ray instance of its own under ``ray_dir``, in this process."""
+    plan = make_plan(load_space(str(space)))
+    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+    return Sweep(space, plan, Mlflow(tracking_uri(space.parent), plan.space.name), code, out, err)
+
+
+def by_stage(runs: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in runs:
+        out.setdefault(r.data.tags.get(M.TAG_STAGE), []).append(r)
+    return out

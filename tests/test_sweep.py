@@ -1,21 +1,14 @@
-"""Whole sweeps on a local Ray instance, checked through MLflow as ``analysis/`` reads it
-(``docs/mlflow_layout.md``): one tiny sweep shared by the module (SkipNet, the plain
-baseline and a toy plugin method registered from the tests), then the same command
-again (nothing re-run), a resume after the driver is killed with SIGKILL, and trials whose
-loss or weights diverge.
-
-The slow part is Ray (about a minute for the tiny sweep on 2 busy cores); the later sweeps
-copy an SP cache trained in-process (``sp_cache``) into their own storage (found under the
-same key: SP does not depend on alpha), so they only run HRL trials.
-"""
+"""A whole sweep on a local Ray instance, checked through MLflow as ``analysis/`` reads it
+(``docs/mlflow_layout.md``): one tiny sweep shared by the module (SkipNet, the plain baseline
+and a toy plugin method registered from the tests), then the same command again (nothing
+re-run). The slow part is Ray (about a minute for the tiny sweep on 2 busy cores). Resume
+after a killed driver: tests/test_sweep_resume.py; diverging trials and Optuna:
+tests/test_sweep_search.py (separate files: pytest-xdist runs each file on one worker)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import json
 import math
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +16,13 @@ from pathlib import Path
 import pytest
 from sweep_helpers import (
     TINY_TEST_SET,
-    Mlflow,
-    alive,
+    Sweep,
+    by_stage,
     cli,
-    descendants,
     local_sweep,
-    ray_processes,
-    ray_tmpdir,
-    seed_sp_cache,
-    spawn_driver,
-    stop_ray_processes,
+    run_sweep,
     tracking_uri,
     tune_result_rows,
-    tune_snapshot_status,
-    wait_for,
     write_space,
 )
 from toy_method import LabelSmoothing
@@ -44,49 +30,8 @@ from toy_method import LabelSmoothing
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import register_method, unregister_method
 from skipnet_sweep.pareto import normalised_hypervolume, pareto_front
-from skipnet_sweep.sweep import Plan, load_space, make_plan
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-
-
-@dataclass
-class Sweep:
-    """One finished sweep: its space, plan, MLflow store and what the CLI said."""
-
-    space: Path
-    plan: Plan
-    mlflow: Mlflow
-    code: int
-    out: str
-    err: str
-
-    @property
-    def storage(self) -> Path:
-        return self.plan.storage
-
-    def argv(self) -> list[str]:
-        return ["--space", str(self.space), "--num-cpus", "2"]
-
-
-# Under pytest-xdist (``--dist loadgroup``, pyproject.toml) the module's sweeps run in three
-# groups, each on its own worker: the tiny sweep and what reads it; the killed driver; the
-# diverging trials and the Optuna search. The last two start from ``sp_cache`` (conftest.py),
-# not from the tiny sweep, so they need not wait for it.
-KILLED = pytest.mark.xdist_group("test_sweep-killed")
-SEARCH = pytest.mark.xdist_group("test_sweep-search")
-
-
-@pytest.fixture(scope="module")
-def ray_dir():
-    """This module's RAY_TMPDIR; Ray processes still exiting at the end are stopped."""
-    with ray_tmpdir() as d:
-        yield d
-
-
-def run(space: Path, ray_dir: str) -> Sweep:
-    plan = make_plan(load_space(str(space)))
-    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
-    return Sweep(space, plan, Mlflow(tracking_uri(space.parent), plan.space.name), code, out, err)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -106,16 +51,11 @@ SMOOTH = {"smoothing": [0.0, 0.2], "iterations": 2}
 def tiny(tmp_path_factory, ray_dir) -> Sweep:
     """The tiny sweep (baseline + SP, 4 HRL trials, 2 trials of the toy method), run once
     for the module."""
-    sweep = run(write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH}), ray_dir)
+    sweep = run_sweep(
+        write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH}), ray_dir
+    )
     assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
     return sweep
-
-
-def by_stage(runs: list) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for r in runs:
-        out.setdefault(r.data.tags.get(M.TAG_STAGE), []).append(r)
-    return out
 
 
 # --- the tiny sweep ---------------------------------------------------------------------
@@ -365,233 +305,3 @@ def test_dry_run_after_the_sweep_marks_shared_jobs_cached(tiny: Sweep, rerun: Re
 
 
 # --- resume after the driver is killed ------------------------------------------------------
-
-
-@dataclass
-class Killed:
-    plan: Plan
-    mlflow: Mlflow
-    finished_before: dict  # run id -> RunInfo of the HRL runs FINISHED when the driver died
-    rows_before: dict
-    snapshot_status: dict  # trial dir -> status in Tune's last snapshot before the kill
-    strays: dict  # pid -> command of Ray processes that outlived the driver
-    remaining: dict  # ... and those still alive after stop_ray_processes
-    code: int
-    out: str
-    after: dict
-
-
-@pytest.fixture(scope="module")
-def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
-    """A 6-trial sweep (one trial at a time) whose driver is killed with SIGKILL once two
-    HRL runs are FINISHED in MLflow, then run again with the same command."""
-    folder = tmp_path_factory.mktemp("killed")
-    space = write_space(
-        folder,
-        "resume",
-        {"baseline": False, "alpha": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0], "max_concurrent_trials": 1},
-    )
-    plan = make_plan(load_space(str(space)))
-    seed_sp_cache(sp_cache, plan.storage, space)
-    mlflow = Mlflow(tracking_uri(folder), "resume")
-
-    def finished_hrl():
-        # Only read the store once the driver has made it (Tune starts after the parent and
-        # SP runs are logged): two processes creating one sqlite schema at once can clash.
-        if not (plan.storage / "tune").exists():
-            return None
-        try:
-            runs = mlflow.runs("tags.stage = 'hrl' and attributes.status = 'FINISHED'")
-        except Exception:  # the store is being created by the driver
-            return None
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver exited ({driver.returncode}) before the kill")
-        return runs if len(runs) >= 2 else None
-
-    with ray_tmpdir("skk") as kill_dir:
-        driver = spawn_driver(space, kill_dir, folder / "driver.log")
-        try:
-            wait_for(finished_hrl, 240, interval=0.5, what="two finished HRL runs")
-        finally:
-            tree = descendants(driver.pid)  # its local Ray instance
-            driver.send_signal(signal.SIGKILL)
-            driver.wait()
-        finished_before = {
-            r.info.run_id: mlflow.info(r)
-            for r in mlflow.runs("tags.stage = 'hrl' and attributes.status = 'FINISHED'")
-        }
-        rows_before = tune_result_rows(plan.storage)
-        status = tune_snapshot_status(plan.storage)
-
-        # The raylet and the GCS die with the driver (Ray ties them to it); let them go,
-        # then record what outlived it and stop exactly that.
-        def instance() -> dict[int, str]:
-            return {**alive(tree), **ray_processes(kill_dir)}
-
-        # The driver's reaper stops the instance's processes (agents and workers included)
-        # within seconds of the driver's death.
-        with contextlib.suppress(TimeoutError):
-            wait_for(lambda: not instance(), 30, what="the killed driver's Ray to be stopped")
-        strays = instance()
-        stop_ray_processes(kill_dir, also=tree)
-        remaining = instance()
-    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
-    return Killed(
-        plan, mlflow, finished_before, rows_before, status, strays, remaining, code, out + err,
-        mlflow.snapshot(),
-    )  # fmt: skip
-
-
-@KILLED
-def test_resume_after_kill_finishes_every_trial_once(killed: Killed) -> None:
-    assert killed.code == 0, killed.out[-3000:]
-    parent = killed.mlflow.parent()
-    children = killed.mlflow.children(parent.info.run_id)
-    ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
-    expected = [j.id for j in killed.plan.shared_jobs] + [j.id for j in killed.plan.trials]
-    assert sorted(ids) == sorted(expected)  # one run per trial id, no duplicates
-    assert len(killed.after) == 1 + 1 + 6
-    assert all(r.info.status == "FINISHED" for r in children)
-    # The runs that existed when the driver died were found again, not recreated.
-    assert set(killed.finished_before) <= set(killed.after)
-    (sp,) = by_stage(children)["sp"]
-    assert sp.data.tags["cached"] == "true"  # seeded from another sweep's cache
-
-
-@KILLED
-def test_resume_does_not_rerun_trials_tune_recorded_as_finished(killed: Killed) -> None:
-    if not killed.snapshot_status:
-        pytest.skip("Tune's experiment snapshot format is not understood")
-    done = [
-        i for i in killed.finished_before.values()
-        if killed.snapshot_status.get(i.trial_id) == "TERMINATED"
-    ]  # fmt: skip
-    assert done, (killed.snapshot_status, killed.finished_before)
-    for info in done:
-        assert killed.after[info.run_id] == info  # same end time, no new metric points
-        assert (
-            tune_result_rows(killed.plan.storage)[info.trial_id]
-            == (killed.rows_before[info.trial_id])
-        )
-
-
-@KILLED
-def test_resume_does_not_rerun_trials_finished_before_the_kill(killed: Killed) -> None:
-    racing = [
-        i for i in killed.finished_before.values()
-        if killed.snapshot_status.get(i.trial_id, "TERMINATED") != "TERMINATED"
-    ]  # fmt: skip
-    if not racing:
-        pytest.skip("every trial finished before the kill was also in Tune's snapshot")
-    for info in racing:
-        rows = [
-            json.loads(line)
-            for line in next(
-                Path(killed.plan.storage, "tune").glob(f"*/{info.trial_id}/result.json")
-            )
-            .read_text()
-            .splitlines()
-        ]
-        before = killed.rows_before[info.trial_id]
-        # Restored from its final checkpoint it returns at once: at most Tune's own closing
-        # row is added, with no training result in it (no new step, no new metric).
-        assert len(rows) - before <= 1, rows[before:]
-        assert all("step" not in r or r["step"] == rows[before - 1]["step"] for r in rows[before:])
-        assert killed.after[info.run_id] == info
-
-
-@KILLED
-def test_kill_leaves_no_ray_process_of_the_driver_behind(killed: Killed) -> None:
-    """Nothing of the killed driver's Ray instance (found by its RAY_TMPDIR) is left 30 s
-    after the SIGKILL: the driver's reaper stopped it, not the test."""
-    assert killed.strays == {}
-    assert killed.remaining == {}
-
-
-# --- diverging trials -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def diverge(sp_cache: Path, tmp_path_factory, ray_dir) -> Sweep:
-    """Three trials: alpha 0 trains normally; alpha 1e39 overflows float32, so the very first
-    HRL loss is NaN (a NonFiniteLossError before any weight changes: deterministic); alpha
-    1e30 gives a finite first loss whose update blows the weights up, so the gate
-    probabilities of the next forward pass are NaN."""
-    folder = tmp_path_factory.mktemp("diverge")
-    space = write_space(
-        folder,
-        "diverge",
-        # max_failures 0: Tune would retry the RuntimeError of alpha 1e30 (see the xfail).
-        {"baseline": False, "alpha": [0.0, 1.0e30, 1.0e39], "max_failures": 0},
-    )
-    seed_sp_cache(sp_cache, folder / "runs", space)
-    return run(space, ray_dir)
-
-
-def hrl_by_alpha(sweep: Sweep) -> dict[float, object]:
-    parent = sweep.mlflow.parent()
-    hrl = by_stage(sweep.mlflow.children(parent.info.run_id))["hrl"]
-    return {float(r.data.params[M.PARAM_ALPHA]): r for r in hrl}
-
-
-@SEARCH
-def test_nan_loss_fails_the_trial_not_the_sweep(diverge: Sweep) -> None:
-    assert diverge.code == 1, diverge.out[-3000:] + diverge.err[-3000:]
-    parent = diverge.mlflow.parent()
-    assert parent.info.status == "FAILED"
-    stages = by_stage(diverge.mlflow.children(parent.info.run_id))
-    assert stages["sp"][0].info.status == "FINISHED"
-    runs = hrl_by_alpha(diverge)
-    assert sorted(runs) == [0.0, 1e30, 1e39]
-    good, nan = runs[0.0], runs[1e39]
-    assert good.info.status == "FINISHED" and M.TAG_ERROR not in good.data.tags
-    assert good.data.tags[M.TAG_PARETO] in ("true", "false")
-    summary = diverge.out.split(f"sweep {diverge.plan.sweep_id}:")[1]
-    assert "2 runs finished" in diverge.out and "2 failed:" in summary
-    for r in (runs[1e30], nan):
-        tags = r.data.tags
-        assert r.info.status == "FAILED"
-        assert tags[M.TAG_ERROR]
-        assert M.TAG_PARETO not in tags  # only finished runs are ranked
-        assert f"{tags[M.TAG_TRIAL_ID]}: " in summary
-    assert "loss became nan at step 1" in nan.data.tags[M.TAG_ERROR]
-    assert f"{nan.data.tags[M.TAG_TRIAL_ID]}: {nan.data.tags[M.TAG_ERROR]}" in summary
-    # Stopped with its reason, not retried: one result row (the error report).
-    assert tune_result_rows(diverge.storage)[nan.data.tags[M.TAG_TRIAL_ID]] == 1
-
-
-@SEARCH
-def test_diverging_weights_fail_as_a_non_finite_loss(diverge: Sweep) -> None:
-    error = hrl_by_alpha(diverge)[1e30].data.tags[M.TAG_ERROR]
-    assert "loss became" in error, error
-
-
-# --- adaptive search --------------------------------------------------------------------
-
-
-@SEARCH
-def test_optuna_search_samples_alpha_in_its_range_and_tracks_every_sample(
-    sp_cache: Path, tmp_path_factory, ray_dir
-) -> None:
-    """Multi-objective Optuna through Tune: num_samples trials, alpha drawn log-uniformly in
-    [low, high], each a child run with its alpha, on the frontier computation like the rest."""
-    folder = tmp_path_factory.mktemp("optuna")
-    space = write_space(
-        folder,
-        "optuna",
-        {
-            "baseline": False,
-            "alpha": {"distribution": "loguniform", "low": 0.01, "high": 4.0},
-            "search": {"algorithm": "optuna", "sampler": "tpe", "num_samples": 3},
-        },
-    )
-    seed_sp_cache(sp_cache, folder / "runs", space)
-    sweep = run(space, ray_dir)
-    assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
-    parent = sweep.mlflow.parent()
-    hrl = by_stage(sweep.mlflow.children(parent.info.run_id))["hrl"]
-    alphas = [float(r.data.params[M.PARAM_ALPHA]) for r in hrl]
-    assert len(hrl) == 3 and len(set(alphas)) == 3
-    assert all(0.01 <= a <= 4.0 for a in alphas)
-    assert all(r.info.status == "FINISHED" and M.TOP1 in r.data.metrics for r in hrl)
-    assert all(r.data.tags.get(M.TAG_PARETO) in ("true", "false") for r in hrl)
