@@ -385,10 +385,10 @@ def run_jobs(
                 num_samples=-1,
                 scheduler=scheduler,
                 trial_dirname_creator=partial(_trial_dirname, plan=plan),
-                # A trial's process serves the next trial of the same resources: each new
-                # process imports torch and the package again (about 5 s of a 2-core
-                # machine per trial, more than a CIFAR-sized trial's own start-up).
-                reuse_actors=True,
+                # Not reuse_actors: Tune keeps a finished trial's process, and its CPUs, for
+                # the next trial, but a shared job asks Ray for its Train workers from inside
+                # its trial, where Tune cannot see the request: measured, the quickstart's SP
+                # waited forever for the CPUs the cached ACT and SACT processes held.
             ),
             run_config=tune.RunConfig(
                 name=name,
