@@ -27,6 +27,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# The whole-sweep modules, longest first. pytest-xdist (``--dist loadfile``, pyproject.toml)
+# hands out test files in collection order: started first, these run beside the unit tests
+# instead of after them, which is what keeps the suite within minutes on two cores.
+SLOW_MODULES = (
+    "test_faults",
+    "test_cluster",
+    "test_sweep",
+    "test_sweep_resume",
+    "test_sweep_search",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Collect the whole-sweep modules first (``SLOW_MODULES`` order), the rest as found."""
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))
+
+
 @pytest.fixture
 def make_model() -> Callable[..., SkipResNet]:
     """``make_model(arch, gate=None, **kw)``: a registered network built under a fixed seed,
