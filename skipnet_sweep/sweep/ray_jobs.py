@@ -33,6 +33,7 @@ from skipnet_sweep.sweep.tracking import Tracker
 
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 FINAL_FILE = "final.json"  # a finished trial's final result
+METRICS_FILE = "metrics.json"  # the evaluation a shared job's checkpoint was reported with
 STEP = "step"
 CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
 CACHE_REJECTED = "cache_rejected"  # why a shared job's cache entry was not reused
@@ -86,6 +87,13 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     resume = _resume_file(ray.train.get_checkpoint())
     last = {STEP: 0}
+    if resume is not None and (resume.parent / METRICS_FILE).is_file():
+        # The evaluation of the checkpoint resumed from, again: a driver that died after Ray
+        # Train kept the checkpoint but before MLflow got its metrics would otherwise lose
+        # that point of the curve (the tracker logs a step once, so a repeat is harmless).
+        # Every rank reports (a report is collective); rank 0 carries the metrics.
+        again = json.loads((resume.parent / METRICS_FILE).read_text()) if rank == 0 else {}
+        ray.train.report(again, checkpoint=None)
 
     def prepare(model, loader):
         return ray.train.torch.prepare_model(model), ray.train.torch.prepare_data_loader(loader)
@@ -97,6 +105,7 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict) -> None:
             return
         with tempfile.TemporaryDirectory() as d:
             save(Path(d) / STATE_FILE)
+            (Path(d) / METRICS_FILE).write_text(json.dumps({**metrics, STEP: step}))
             ray.train.report(
                 {**metrics, STEP: step}, checkpoint=ray.train.Checkpoint.from_directory(d)
             )
