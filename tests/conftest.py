@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,37 +75,39 @@ MOTO = Path(sys.executable).with_name("moto_server")
 BUCKET = "skipnet-test"
 
 
+@contextlib.contextmanager
+def serving(command: list[str], ready, timeout: float, what: str, log=subprocess.DEVNULL):
+    """Run the server ``command`` (its own session) until the block ends, once ``ready()``
+    is true (waited for up to ``timeout`` seconds)."""
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(ready, timeout, what=what)
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1 with a SQLite store and proxied artifacts."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--workers", "1"]
-        + ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-        + ["--artifacts-destination", str(folder / "artifacts")],
-        stdout=(folder / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"
 
     def answers() -> bool:
-        import urllib.request
-
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
                 return r.status == 200
         except OSError:
             return False
 
-    try:
-        wait_for(answers, 300, what="the MLflow tracking server")
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"]
+    command += ["--port", uri.rsplit(":", 1)[1], "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(folder / "artifacts")]
+    log = folder / "server.log"
+    with log.open("w") as out, serving(command, answers, 300, "the MLflow tracking server", out):
         yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +116,6 @@ def s3():
     if not MOTO.is_file():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
     port = free_port()
-    server = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     env = {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
@@ -125,24 +123,21 @@ def s3():
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    try:
-        with patched_env(**env):
-            import pyarrow.fs as pafs
 
-            def bucket() -> bool:
-                try:
-                    pafs.S3FileSystem(
-                        allow_bucket_creation=True, endpoint_override=env["AWS_ENDPOINT_URL"]
-                    ).create_dir(BUCKET)
-                    return True
-                except OSError:
-                    return False
+    def bucket() -> bool:
+        import pyarrow.fs as pafs
 
-            wait_for(bucket, 30, what="the S3 server")
-            yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+        try:
+            pafs.S3FileSystem(
+                allow_bucket_creation=True, endpoint_override=env["AWS_ENDPOINT_URL"]
+            ).create_dir(BUCKET)
+            return True
+        except OSError:
+            return False
+
+    command = [str(MOTO), "-H", "127.0.0.1", "-p", str(port)]
+    with patched_env(**env), serving(command, bucket, 30, "the S3 server"):
+        yield env
 
 
 # --- a shared-job cache for sweeps that only differ in their trials ---------------------------

@@ -325,11 +325,15 @@ class SkipResNet(nn.Module):
 
 
 def _run_block(block: nn.Module, x: Tensor) -> Tensor:
-    out = block.residual(x)
+    return _add_relu(block.residual(x), shortcut(block, x))
+
+
+def _add_relu(res: Tensor, sc: Tensor) -> Tensor:
+    """A block's closing ``relu(res + sc)``; without autograd in place, the residual's
+    output being a fresh tensor."""
     if torch.is_grad_enabled():
-        return F.relu(out + shortcut(block, x))
-    # Without autograd, add and rectify in place: the residual's output is a fresh tensor.
-    return out.add_(shortcut(block, x)).relu_()
+        return F.relu(res + sc)
+    return res.add_(sc).relu_()
 
 
 def _run_block_masked(block: nn.Module, x: Tensor, gate: Tensor) -> Tensor:
@@ -407,14 +411,10 @@ def _run_block_sparse(
     xs = x.index_select(0, idx)
     # With an identity shortcut the gathered input is also the gathered shortcut.
     scs = xs if block.downsample is None else sc.index_select(0, idx)
-    if torch.is_grad_enabled():
-        out = F.relu(block.residual(xs) + scs)
-        y = sc.index_copy(0, idx, out)
-    else:
-        out = block.residual(xs).add_(scs).relu_()
-        # Write the executed rows in place rather than copying the batch. The input is the
-        # previous block's output, which nothing else reads after this block.
-        y = _copy_rows_(sc, idx, out)
+    out = _add_relu(block.residual(xs), scs)
+    # Without autograd, write the executed rows in place rather than copying the batch. The
+    # input is the previous block's output, which nothing else reads after this block.
+    y = sc.index_copy(0, idx, out) if torch.is_grad_enabled() else _copy_rows_(sc, idx, out)
     if not track:
         return y, None
     if block.downsample is not None:

@@ -23,7 +23,6 @@ import torch
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
-from skipnet_sweep.stages.checkpoint import load_checkpoint
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
@@ -33,7 +32,7 @@ from skipnet_sweep.sweep.tracking import Tracker
 
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 FINAL_FILE = "final.json"  # a finished trial's final result
-METRICS_FILE = "metrics.json"  # the evaluation a shared job's checkpoint was reported with
+METRICS_FILE = "metrics.json"  # the report (metrics, step) a checkpoint was made with
 STEP = "step"
 CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
 CACHE_REJECTED = "cache_rejected"  # why a shared job's cache entry was not reused
@@ -58,6 +57,20 @@ def _resume_file(checkpoint) -> Path | None:
     local = Path(checkpoint.to_directory())
     state = local / STATE_FILE
     return state if state.is_file() else None
+
+
+def _write_state(folder: Path, save, report: dict) -> None:
+    """A checkpoint folder: the resumable state (``save``) and the evaluation it is
+    reported with, which a resumed job reads back (``_reported``)."""
+    save(folder / STATE_FILE)
+    (folder / METRICS_FILE).write_text(json.dumps(report))
+
+
+def _reported(resume: Path | None) -> dict | None:
+    """The report (metrics and step) of the checkpoint whose state is ``resume``."""
+    if resume is None or not (resume.parent / METRICS_FILE).is_file():
+        return None
+    return json.loads((resume.parent / METRICS_FILE).read_text())
 
 
 def _adopt(methods: tuple[Method, ...]) -> None:
@@ -87,13 +100,13 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     resume = _resume_file(ray.train.get_checkpoint())
     last = {STEP: 0}
-    if resume is not None and (resume.parent / METRICS_FILE).is_file():
+    again = _reported(resume)
+    if again is not None:
         # The evaluation of the checkpoint resumed from, again: a driver that died after Ray
         # Train kept the checkpoint but before MLflow got its metrics would otherwise lose
         # that point of the curve (the tracker logs a step once, so a repeat is harmless).
         # Every rank reports (a report is collective); rank 0 carries the metrics.
-        again = json.loads((resume.parent / METRICS_FILE).read_text()) if rank == 0 else {}
-        ray.train.report(again, checkpoint=None)
+        ray.train.report(again if rank == 0 else {}, checkpoint=None)
 
     def prepare(model, loader):
         return ray.train.torch.prepare_model(model), ray.train.torch.prepare_data_loader(loader)
@@ -104,8 +117,7 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict) -> None:
             ray.train.report({}, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as d:
-            save(Path(d) / STATE_FILE)
-            (Path(d) / METRICS_FILE).write_text(json.dumps({**metrics, STEP: step}))
+            _write_state(Path(d), save, {**metrics, STEP: step})
             ray.train.report(
                 {**metrics, STEP: step}, checkpoint=ray.train.Checkpoint.from_directory(d)
             )
@@ -208,14 +220,15 @@ def _run_trial(job: Job, plan: Plan) -> None:
         # end and Tune's next state save): its result is already reported; do not retrain.
         return
     resume = _resume_file(checkpoint)
-    if resume is not None:
+    resumed = _reported(resume)
+    if resumed is not None:
         # Its final result carries the step it resumed at, even with no step left to train.
-        last[STEP] = int(load_checkpoint(resume)["step"])
+        last[STEP] = resumed[STEP]
 
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
         with tempfile.TemporaryDirectory() as d:
-            save(Path(d) / STATE_FILE)
+            _write_state(Path(d), save, {**metrics, STEP: step})
             tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:

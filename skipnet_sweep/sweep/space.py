@@ -183,53 +183,49 @@ def _to_data_config(self) -> DataConfig:
         raise SpaceError(f"dataset.{err.field}: {err.reason}") from None
 
 
-# The data every stage of the sweep reads: ``stages.DataConfig``'s fields, its ``dataset``
-# written ``name``.
 DatasetSpec = _section(
     "DatasetSpec",
-    "The data every stage of the sweep reads (see ``stages.DataConfig``).",
+    "The data every stage of the sweep reads: ``stages.DataConfig``'s fields, its ``dataset``"
+    " written ``name``.",
     DataConfig,
     tuple(f.name for f in fields(DataConfig)),
     rename={"dataset": "name"},
     methods={"to_data_config": _to_data_config},
 )
 
-# Optimisation of one stage: the optimiser group of ``stages.TrainConfig``; its recipe
-# fields (lr, lr_milestones) None for the method's recipe (e.g. HRL's lr 1e-4, constant).
 OptimSpec = _section(
     "OptimSpec",
-    "Optimisation of one stage: ``stages.TrainConfig``'s optimiser fields.",
+    "Optimisation of one stage: ``stages.TrainConfig``'s optimiser fields; its recipe fields"
+    " (lr, lr_milestones) None for the method's recipe (e.g. HRL's lr 1e-4, constant).",
     TrainConfig,
     group_fields(OPTIM),
 )
 
-# Supervised pre-training (and the plain-ResNet baseline, which uses the same recipe).
-# ``from_baseline``: SP starts from the trained plain ResNet of its backbone (its gates
-# fresh) instead of from scratch as in the paper: a shorter SP on a small budget.
 SPSpec = _section(
     "SPSpec",
-    "Supervised pre-training: the optimiser, SP's own TrainConfig fields, from_baseline.",
+    "Supervised pre-training (and the plain baseline's recipe unless it has its own): the"
+    " optimiser, SP's own TrainConfig fields, and ``from_baseline``: SP starts from the trained"
+    " plain ResNet of its backbone (its gates fresh) instead of from scratch as in the paper.",
     TrainConfig,
     group_fields(SP),
     bases=(OptimSpec,),
     own=(("from_baseline", bool, field(default=False)),),
 )
 
-# Hybrid-RL fine-tuning; ``variants`` adds the §4.3 ablations (HRL from scratch, pure RL).
 HRLSpec = _section(
     "HRLSpec",
-    "Hybrid-RL fine-tuning: the optimiser, HRL's own TrainConfig fields, variants.",
+    "Hybrid-RL fine-tuning: the optimiser, HRL's own TrainConfig fields, and ``variants``, the"
+    " §4.3 ablations (HRL from scratch, pure RL).",
     TrainConfig,
     group_fields(HRL),
     bases=(OptimSpec,),
     own=(("variants", tuple[str, ...], field(default=("hrl+sp",))),),
 )
 
-# An ACT or SACT fan-out: its cost weight tau (swept, so a ``Values``) and its fine-tuning
-# recipe (``methods.halting.RECIPE_FIELDS``, with that method's learning rate).
 HaltingSpec = _section(
     "HaltingSpec",
-    "An ACT or SACT fan-out: its cost weight tau and its fine-tuning recipe.",
+    "An ACT or SACT fan-out: its cost weight tau (swept, so a ``Values``) and its fine-tuning"
+    " recipe (``methods.halting.RECIPE_FIELDS``, with that method's learning rate).",
     TrainConfig,
     HALTING_RECIPE,
     defaults={"lr": HALTING_LR},
