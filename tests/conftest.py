@@ -14,6 +14,7 @@ import pytest
 import torch
 from sweep_helpers import (
     free_port,
+    migrated_store,
     patched_env,
     ray_tmpdir,
     train_shared_jobs,
@@ -29,12 +30,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# The whole-sweep modules, longest first. pytest-xdist (``--dist loadfile``, pyproject.toml)
-# hands out test files in collection order: started first, these run beside the unit tests
-# instead of after them, which is what keeps the suite within minutes on two cores.
+# The whole-sweep modules. pytest-xdist (``--dist loadfile``, pyproject.toml) hands out test
+# files in collection order, one to each worker, then another at once to a worker whose file
+# has at most two tests left: collected first, these start beside the unit tests instead of
+# after them, one per worker (each has three tests or more), which is what keeps the suite
+# within minutes on two cores. (``--dist loadgroup`` with ``xdist_group`` marks did not keep
+# a module on one worker here, static marks included.)
 SLOW_MODULES = (
-    "test_faults",
     "test_cluster",
+    "test_faults",
     "test_sweep",
     "test_sweep_resume",
     "test_sweep_search",
@@ -103,6 +107,7 @@ def tracking_server(tmp_path_factory):
 
     command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"]
     command += ["--port", uri.rsplit(":", 1)[1], "--workers", "1"]
+    migrated_store(folder)  # the server's store, its schema made (sweep_helpers)
     command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
     command += ["--artifacts-destination", str(folder / "artifacts")]
     log = folder / "server.log"

@@ -33,9 +33,9 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.run import main
 from skipnet_sweep.sweep import Plan, load_space, make_plan
 
-# A sweep that runs end to end in about a minute on 2 CPU cores: 2 shared jobs (baseline and
-# RNN-gated SP, each a one-worker Ray Train job: data parallelism is test_cluster's) and 4 HRL
-# trials.
+# A sweep that runs end to end in about 40 s on 2 CPU cores: 2 shared jobs (baseline and
+# RNN-gated SP, one worker each, so each trains in its trial's process: Ray Train's data
+# parallelism is test_cluster's) and 4 HRL trials.
 TINY: dict[str, Any] = {
     "name": "tiny",
     "dataset": {
@@ -87,6 +87,24 @@ def write_space(folder: Path, name: str = "tiny", changes: dict[str, Any] | None
 
 def tracking_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+_EMPTY_STORE: list[Path] = []  # this test process's empty store with its schema made
+
+
+def migrated_store(folder: Path) -> None:
+    """Put an empty MLflow store whose schema is already made at ``tracking_uri(folder)``, a
+    copy of one made once per test process. MLflow makes a new sqlite store's schema by
+    running every migration (about 5 s of CPU, the same for every store): the whole-sweep
+    tests start from such a store, as a re-run does; a sweep that makes its own store is
+    tested elsewhere (the quickstart and every CLI test)."""
+    if not _EMPTY_STORE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="skipnet-mlflow-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+        _EMPTY_STORE.append(template)
+    shutil.copyfile(_EMPTY_STORE[0], folder / "mlflow.db")
 
 
 def files_under(folder: Path) -> set[str]:
@@ -414,6 +432,28 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 WILDCARD = {"0.0.0.0", "::"}
 
 
+def wait_for_evaluation(driver, log: Path, mlflow: Mlflow, job_id: str, after: int = 0) -> int:
+    """Until the run of job ``job_id`` has logged an evaluation past step ``after`` (so a
+    checkpoint of it exists); returns that step. Fails if ``driver`` (a Popen writing to
+    ``log``) exits first."""
+
+    def evaluated():
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited early:\n{log.read_text()[-3000:]}")
+        try:
+            runs = mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` = '{job_id}'")
+        except Exception:  # the store is being created by the driver
+            return None
+        if not runs:
+            return None
+        steps = [m.step for m in mlflow.client.get_metric_history(runs[0].info.run_id, M.TOP1)]
+        return max(steps) if steps and max(steps) > after else None
+
+    return wait_for(
+        evaluated, 240, interval=0.2, what=f"an evaluation of {job_id} past step {after}"
+    )
+
+
 def _listening_sockets() -> dict[str, tuple[str, int]]:
     """Socket inode -> (address, port) of every listening TCP socket of this machine."""
     out = {}
@@ -495,6 +535,8 @@ class Sweep:
 def run_sweep(space: Path, ray_dir: str) -> Sweep:
     """Run ``space`` on a local Ray instance of its own under ``ray_dir``, in this process."""
     plan = make_plan(load_space(str(space)))
+    if plan.space.mlflow.tracking_uri == tracking_uri(space.parent):
+        migrated_store(space.parent)
     code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
     return Sweep(space, plan, Mlflow(tracking_uri(space.parent), plan.space.name), code, out, err)
 

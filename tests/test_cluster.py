@@ -8,6 +8,10 @@ found by that variable), its own token (``RAY_AUTH_TOKEN``), a free port. It is 
 by stopping exactly those processes; ``ray stop`` is never used, as it would stop every Ray
 instance on the machine. The driver runs as a subprocess so its Ray client state (token,
 config) is its own.
+
+The SP job is data-parallel (two Ray Train workers, one per node), and one of its workers is
+killed with SIGKILL once the job has evaluated: Ray Train replaces the worker group and the
+job goes on from its last checkpoint, within the same driver.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,11 +29,13 @@ import pytest
 from sweep_helpers import (
     Mlflow,
     free_port,
+    migrated_store,
     ray_processes,
     ray_tmpdir,
     stop_ray_processes,
     tracking_uri,
     tune_result_records,
+    wait_for_evaluation,
     write_space,
 )
 
@@ -41,6 +48,8 @@ pytestmark = pytest.mark.skipif(
 
 RAY = str(Path(sys.executable).with_name("ray"))
 WORKER_IP = "127.0.0.2"
+# Long enough that the worker is killed while the SP job trains.
+SP_STEPS, EVAL_EVERY = 200, 20
 
 # Lists the actors of the cluster (alive and dead) from the GCS: class, node id, node ip.
 # ``ray.util.state`` would need the dashboard, which this cluster does not start.
@@ -64,6 +73,7 @@ class ClusterSweep:
     log: str
     actors: list | None  # [class, node id, ip] per actor; None if not readable
     refused: subprocess.CompletedProcess  # the same driver without the cluster's token
+    killed_at: int  # the SP job's last evaluated step when one of its workers was killed
 
 
 def _ray_start(args: list[str], env: dict, log: Path) -> None:
@@ -83,6 +93,7 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
         "cluster",
         {
             "baseline": False,
+            "sp": {"iterations": SP_STEPS, "batch_size": 32, "eval_every": EVAL_EVERY},
             "alpha": [0.0, 4.0],
             "max_concurrent_trials": 2,
             # Two data-parallel SP workers of one CPU each: one per node.
@@ -90,6 +101,7 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
         },
     )
     plan = make_plan(load_space(str(space)))
+    migrated_store(folder)
     with ray_tmpdir("skc") as ray_dir:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env.update(
@@ -125,15 +137,28 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
             )
             driver_log = folder / "driver.log"
             with open(driver_log, "w") as f:
-                code = subprocess.run(
+                driver = subprocess.Popen(
                     [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space)]
                     + ["--address", address],
                     env=env,
                     cwd=ray_dir,
                     stdout=f,
                     stderr=subprocess.STDOUT,
-                    timeout=400,
-                ).returncode
+                )
+            try:
+                (sp,) = plan.shared_jobs
+                mlflow = Mlflow(tracking_uri(folder), "cluster")
+                killed_at = wait_for_evaluation(driver, driver_log, mlflow, sp.id)
+                workers = [
+                    p for p, cmd in ray_processes(ray_dir).items() if "RayTrainWorker" in cmd
+                ]
+                assert len(workers) == 2, workers
+                os.kill(max(workers), signal.SIGKILL)
+                code = driver.wait(timeout=400)
+            finally:
+                if driver.poll() is None:
+                    driver.kill()
+                    driver.wait()
             listed = subprocess.run(
                 [sys.executable, "-c", ACTORS, address],
                 env=env,
@@ -157,6 +182,7 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
         driver_log.read_text(),
         actors,
         refused,
+        killed_at,
     )
 
 
@@ -196,3 +222,20 @@ def test_sp_workers_spanned_both_nodes(cluster_sweep: ClusterSweep) -> None:
     assert len(workers) == 2, cluster_sweep.actors
     assert len(trials) == 2, cluster_sweep.actors
     assert WORKER_IP in cluster_sweep.nodes.values()
+
+
+def test_a_killed_sp_worker_is_replaced_and_the_curve_has_each_evaluation_once(
+    cluster_sweep: ClusterSweep,
+) -> None:
+    assert cluster_sweep.code == 0, cluster_sweep.log[-4000:]
+    m = cluster_sweep.mlflow
+    (sp_run,) = [r for r in m.children(m.parent().info.run_id) if r.data.tags[M.TAG_STAGE] == "sp"]
+    assert sp_run.info.status == "FINISHED" and M.TAG_ERROR not in sp_run.data.tags
+    steps = [s.step for s in m.client.get_metric_history(sp_run.info.run_id, M.TOP1)]
+    assert sorted(steps) == list(range(EVAL_EVERY, SP_STEPS + 1, EVAL_EVERY)), steps
+    assert cluster_sweep.killed_at < SP_STEPS
+    if cluster_sweep.actors is not None:
+        # The killed worker's group was replaced while the job trained (dead actors are listed
+        # too): more than the two workers a run without the kill has.
+        workers = [a for a in cluster_sweep.actors if a[0] == "RayTrainWorker"]
+        assert len(workers) > 2, cluster_sweep.actors

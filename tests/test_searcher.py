@@ -122,3 +122,22 @@ def test_optuna_study_is_persistent_and_told_failures_as_failures(optuna_plan) -
     ]
     assert study.trials[0].values == [RESULT[M.TOP1], RESULT[M.FLOPS_MEAN]]
     assert searcher.study.sampler._constant_liar  # concurrent TPE samples spread out
+
+
+@pytest.mark.parametrize(
+    ("sp", "shared_ask"),
+    [
+        # One worker trains in the shared job's trial: the trial holds the worker's CPUs.
+        ({"workers": 1, "cpu": 2}, {"cpu": 2, "gpu": 0}),
+        # Data-parallel: the trial only drives its TorchTrainer, whose workers hold the CPUs.
+        ({"workers": 2, "cpu": 1}, {"cpu": 0, "memory": 2**20}),
+    ],
+)
+def test_what_each_trial_reserves(tmp_path: Path, sp: dict, shared_ask: dict) -> None:
+    from skipnet_sweep.sweep.ray_jobs import trial_resources
+
+    space = write_space(tmp_path, changes={"resources": {"sp": sp, "trial": {"cpu": 1}}})
+    plan = make_plan(load_space(str(space)))
+    for job in plan.jobs:
+        want = shared_ask if job.shared else {"cpu": 1, "gpu": 0}
+        assert trial_resources({"job": job.id}, plan) == want, job.id

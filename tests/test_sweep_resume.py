@@ -19,6 +19,7 @@ from sweep_helpers import (
     by_stage,
     descendants,
     local_sweep,
+    migrated_store,
     ray_processes,
     ray_tmpdir,
     seed_sp_cache,
@@ -63,6 +64,7 @@ def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
     )
     plan = make_plan(load_space(str(space)))
     seed_sp_cache(sp_cache, plan.storage, space)
+    migrated_store(folder)
     mlflow = Mlflow(tracking_uri(folder), "resume")
 
     def finished_hrl():

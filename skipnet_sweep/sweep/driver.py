@@ -365,6 +365,13 @@ def run_jobs(
     trainable = tune.with_resources(
         tune.with_parameters(stage_trial, plan=plan), partial(trial_resources, plan=plan)
     )
+    # Tune lets only one trial at a time wait for its process unless the searcher is its own
+    # ConcurrencyLimiter (ray/tune/execution/tune_controller.py, ``_get_max_pending_trials``),
+    # which would run trials shorter than a process start-up (seconds) one after another.
+    # The searcher enforces max_concurrent_trials itself.
+    os.environ.setdefault(
+        "TUNE_MAX_PENDING_TRIALS_PG", str(space.max_concurrent_trials or len(plan.jobs) or 1)
+    )
     if plan.store.exists(path) and tune.Tuner.can_restore(path):
         print(f"resuming {name} from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -385,10 +392,13 @@ def run_jobs(
                 num_samples=-1,
                 scheduler=scheduler,
                 trial_dirname_creator=partial(_trial_dirname, plan=plan),
-                # Not reuse_actors: Tune keeps a finished trial's process, and its CPUs, for
-                # the next trial, but a shared job asks Ray for its Train workers from inside
-                # its trial, where Tune cannot see the request: measured, the quickstart's SP
-                # waited forever for the CPUs the cached ACT and SACT processes held.
+                # A finished trial's process runs the next trial of the same resources (a
+                # process start-up is seconds, longer than a short trial), unless shared jobs
+                # are data-parallel: Tune keeps reused processes with their CPUs, and a shared
+                # job asks Ray for its Train workers from inside its trial, where Tune cannot
+                # see the request (measured: the SP waited forever for the CPUs that cached
+                # ACT and SACT processes held).
+                reuse_actors=space.resources.sp.workers == 1,
             ),
             run_config=tune.RunConfig(
                 name=name,

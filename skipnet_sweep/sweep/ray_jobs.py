@@ -4,10 +4,11 @@
 Three layers, each runnable alone (as in Ray's Train/Tune interop example):
 ``shared_worker`` is the per-worker loop of a ``TorchTrainer`` (a shared pre-training job:
 the plain baseline, SkipNet's SP); ``stage_trial`` is the Tune function of every job: for a
-shared job it builds and fits that ``TorchTrainer`` (whose reports reach Tune, and so MLflow,
-as they happen, through ``TuneReportCallback``) and caches the result under the job's key; for
-any other job it runs the stage in its own process from the cached checkpoint it needs.
-``TrackingCallback`` is the driver's MLflow writer for all of them.
+data-parallel shared job (``resources.sp.workers`` > 1) it builds and fits that
+``TorchTrainer`` (whose reports reach Tune, and so MLflow, as they happen, through
+``TuneReportCallback``); any other job, a one-worker shared job included, runs in the trial's
+own process, resumed by Tune from its last checkpoint. A shared job's result is cached under
+its key. ``TrackingCallback`` is the driver's MLflow writer for all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,7 +30,9 @@ from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.searcher import ERROR
 from skipnet_sweep.sweep.storage import Storage
-from skipnet_sweep.sweep.tracking import Tracker
+
+if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it (~1.6 s)
+    from skipnet_sweep.sweep.tracking import Tracker
 
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 FINAL_FILE = "final.json"  # a finished trial's final result
@@ -200,17 +204,24 @@ def _run_shared(job: Job, plan: Plan) -> None:
             return
         aside = cache.set_aside(entry, plan.store)
         rejected = {CACHE_REJECTED: f"{why}; moved to {aside} and trained again"}
+    if plan.space.resources.sp.workers == 1:
+        # One worker needs no process group: Ray Train would only add its controller and
+        # worker actors (about a minute of start-up per job on a 2-CPU machine, measured),
+        # and Tune retries the trial from its last checkpoint as Train would.
+        _run_trial(job, plan, rejected)
+        return
     tune.report({**_fit_shared(job, plan), **rejected, "final": 1})
 
 
 # --- trials -------------------------------------------------------------------------------
 
 
-def _run_trial(job: Job, plan: Plan) -> None:
-    """One job in one process, resumed from its last checkpoint."""
+def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
+    """One job in one process, resumed from its last checkpoint. A shared job publishes its
+    final weights to the cache before its final report; ``extra`` goes with that report."""
     from ray import tune
 
-    res = plan.space.resources.trial
+    res = plan.space.resources.sp if job.shared else plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
     last: dict = {STEP: 0}
@@ -246,7 +257,9 @@ def _run_trial(job: Job, plan: Plan) -> None:
                 artifacts=Path(d) / M.ARTIFACT_DIR,
                 method=plan.method(job.method),
             )
-            final = {**result.metrics, STEP: last[STEP], "final": 1}
+            final = {**result.metrics, STEP: last[STEP], **(extra or {}), "final": 1}
+            if job.shared:
+                cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
     except NonFiniteLossError as err:
@@ -277,13 +290,16 @@ def stage_trial(config: dict, plan: Plan) -> None:
 
 
 def trial_resources(config: dict, plan: Plan) -> dict:
-    """What Tune reserves for a job's trial. A shared job's trial only drives its
-    ``TorchTrainer`` (whose workers reserve their own CPUs/GPUs), so it reserves nothing:
+    """What Tune reserves for a job's trial. A data-parallel shared job's trial only drives
+    its ``TorchTrainer`` (whose workers reserve their own CPUs/GPUs), so it reserves nothing:
     holding a CPU there would starve its own workers on a small machine. (A placement group
-    needs some resource: a token of memory stands in.)"""
-    if config.get("job") and plan.job(config["job"]).shared:
-        return {"cpu": 0, "memory": 2**20}
+    needs some resource: a token of memory stands in.) A one-worker shared job trains in its
+    trial and reserves what ``resources.sp`` gives one worker."""
     res = plan.space.resources.trial
+    if config.get("job") and plan.job(config["job"]).shared:
+        res = plan.space.resources.sp
+        if res.workers > 1:
+            return {"cpu": 0, "memory": 2**20}
     return {"cpu": res.cpu, "gpu": res.gpu}
 
 
