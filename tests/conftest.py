@@ -30,14 +30,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# The order pytest-xdist (``--dist loadfile``, pyproject.toml) hands test files out in: one
-# to each worker, then another at once to a worker whose file has at most two tests left,
-# then one to each worker that runs low. Longest first (measured with ``--durations=0``):
-# the whole-sweep modules (three tests or more each, so each starts on a worker of its own)
-# start beside the unit tests instead of after them, and the longer unit modules go out
-# before the many short ones that fill the gaps at the end. This is what keeps the suite
-# within minutes on two cores. (``--dist loadgroup`` with ``xdist_group`` marks did not keep
-# a module on one worker here, static marks included.)
+# The order pytest-xdist hands test files out in (``--dist loadfile --no-loadscope-reorder``,
+# pyproject.toml; by default it reorders files by their number of tests, which started the
+# sweeps minutes late, behind the many-test unit files): one to each worker, then another at
+# once to a worker whose file has at most two tests left, then one to each worker that runs
+# low. Longest first (measured with ``--durations=0``): the whole-sweep modules (three tests
+# or more each, so each starts on a worker of its own) start beside the unit tests instead of
+# after them, and the longer unit modules go out before the many short ones that fill the
+# gaps at the end. This is what keeps the suite within minutes on two cores.
+# (``--dist loadgroup`` with ``xdist_group`` marks did not keep a module on one worker here,
+# static marks included.)
 LONGEST_FIRST = (
     "test_cluster",  # ~275 s
     "test_faults",  # ~170-250 s
