@@ -74,8 +74,8 @@ class Job:
         coords: where the job sits in the space, in order (backbone, gate, variant, the
             method's cost weight...): MLflow params, run names and figure labels.
         shared: a pre-training job (plain baseline, SkipNet SP): trained once per stage key
-            on Ray Train's data-parallel workers (in its trial's process with one worker), cached in storage and reused by every sweep
-            whose job has the same key.
+            (on Ray Train's data-parallel workers, or in its trial's process with one worker),
+            cached in storage and reused by every sweep whose job has the same key.
         needs: the id of the shared job whose final weights this job starts from.
         curve: the curve the run belongs to in figures (MLflow ``method`` tag).
         weight: the name of the coordinate that trades accuracy for cost (``alpha``, ``tau``),

@@ -365,13 +365,6 @@ def run_jobs(
     trainable = tune.with_resources(
         tune.with_parameters(stage_trial, plan=plan), partial(trial_resources, plan=plan)
     )
-    # Tune lets only one trial at a time wait for its process unless the searcher is its own
-    # ConcurrencyLimiter (ray/tune/execution/tune_controller.py, ``_get_max_pending_trials``),
-    # which would run trials shorter than a process start-up (seconds) one after another.
-    # The searcher enforces max_concurrent_trials itself.
-    os.environ.setdefault(
-        "TUNE_MAX_PENDING_TRIALS_PG", str(space.max_concurrent_trials or len(plan.jobs) or 1)
-    )
     if plan.store.exists(path) and tune.Tuner.can_restore(path):
         print(f"resuming {name} from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -398,7 +391,7 @@ def run_jobs(
                 # job asks Ray for its Train workers from inside its trial, where Tune cannot
                 # see the request (measured: the SP waited forever for the CPUs that cached
                 # ACT and SACT processes held).
-                reuse_actors=space.resources.sp.workers == 1,
+                reuse_actors=not space.resources.sp.data_parallel,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -409,8 +402,28 @@ def run_jobs(
                 verbose=1 if verbose else 0,
             ),
         )
-    grid = tuner.fit()
+    # Tune lets only one trial at a time wait for its process unless the searcher is its own
+    # ConcurrencyLimiter (ray/tune/execution/tune_controller.py, ``_get_max_pending_trials``),
+    # which would run trials shorter than a process start-up (seconds) one after another.
+    # The searcher enforces max_concurrent_trials itself. A user's own setting wins; this
+    # sweep's does not outlive it (several sweeps can run in one process).
+    pending = space.max_concurrent_trials or len(plan.jobs) or 1
+    with _env_default("TUNE_MAX_PENDING_TRIALS_PG", str(pending)):
+        grid = tuner.fit()
     return _failures(grid, plan)
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """``$name`` is ``value`` inside the block unless it was set already."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _failures(grid, plan: Plan) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """From a validated space to a plan: every job of every method, in the order they can run.
 
 Data flows one way: ``Space`` -> ``Plan`` (the registered methods expand the space into
-jobs) -> Tune trials (data-parallel shared pre-training jobs on Ray Train, the rest one process each) ->
-MLflow. Everything here is plain data (no Ray), so ``--dry-run`` and the tests can inspect a
-plan, and the plan travels to the Ray workers with the methods it uses.
+jobs) -> Tune trials (data-parallel shared pre-training jobs on Ray Train, the rest one
+process each) -> MLflow. Everything here is plain data (no Ray), so ``--dry-run`` and the
+tests can inspect a plan, and the plan travels to the Ray workers with the methods it uses.
 """
 
 from __future__ import annotations

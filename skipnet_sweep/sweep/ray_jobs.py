@@ -204,13 +204,13 @@ def _run_shared(job: Job, plan: Plan) -> None:
             return
         aside = cache.set_aside(entry, plan.store)
         rejected = {CACHE_REJECTED: f"{why}; moved to {aside} and trained again"}
-    if plan.space.resources.sp.workers == 1:
+    if plan.space.resources.sp.data_parallel:
+        tune.report({**_fit_shared(job, plan), **rejected, "final": 1})
+    else:
         # One worker needs no process group: Ray Train would only add its controller and
         # worker actors (about a minute of start-up per job on a 2-CPU machine, measured),
         # and Tune retries the trial from its last checkpoint as Train would.
         _run_trial(job, plan, rejected)
-        return
-    tune.report({**_fit_shared(job, plan), **rejected, "final": 1})
 
 
 # --- trials -------------------------------------------------------------------------------
@@ -295,11 +295,11 @@ def trial_resources(config: dict, plan: Plan) -> dict:
     holding a CPU there would starve its own workers on a small machine. (A placement group
     needs some resource: a token of memory stands in.) A one-worker shared job trains in its
     trial and reserves what ``resources.sp`` gives one worker."""
-    res = plan.space.resources.trial
-    if config.get("job") and plan.job(config["job"]).shared:
-        res = plan.space.resources.sp
-        if res.workers > 1:
-            return {"cpu": 0, "memory": 2**20}
+    # A sampled (adaptive-search) job is never shared: its config names no grid job.
+    shared = bool(config.get("job")) and plan.job(config["job"]).shared
+    if shared and plan.space.resources.sp.data_parallel:
+        return {"cpu": 0, "memory": 2**20}
+    res = plan.space.resources.sp if shared else plan.space.resources.trial
     return {"cpu": res.cpu, "gpu": res.gpu}
 
 

@@ -261,6 +261,12 @@ class WorkerResources:
 class SPResources(WorkerResources):
     workers: int = 1
 
+    @property
+    def data_parallel(self) -> bool:
+        """Shared jobs train on Ray Train's workers (inside their trial); with one worker
+        they train in the trial's own process (sweep/ray_jobs.py)."""
+        return self.workers > 1
+
 
 @dataclass(frozen=True)
 class ResourcesSpec:
