@@ -4,6 +4,7 @@ study is persistent and told about failures as failures."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -141,3 +142,29 @@ def test_what_each_trial_reserves(tmp_path: Path, sp: dict, shared_ask: dict) ->
     for job in plan.jobs:
         want = shared_ask if job.shared else {"cpu": 1, "gpu": 0}
         assert trial_resources({"job": job.id}, plan) == want, job.id
+
+
+@pytest.mark.parametrize(
+    ("storage", "period"),
+    [
+        # Local storage: Tune saves its state every second (cheap: a local copy).
+        (None, "1"),
+        # Object storage: every save uploads the experiment folder; Tune's own period.
+        ("s3://bucket/runs", "auto"),
+    ],
+)
+def test_tune_settings_per_storage_and_none_outlives_its_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: str | None, period: str
+) -> None:
+    from skipnet_sweep.sweep.driver import _env_defaults, tune_settings
+
+    changes = {"max_concurrent_trials": 3} | ({"storage_path": storage} if storage else {})
+    settings = tune_settings(_plan(tmp_path, **changes))
+    assert settings == {"TUNE_MAX_PENDING_TRIALS_PG": "3", "TUNE_GLOBAL_CHECKPOINT_S": period}
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "7")  # a user's own setting
+    with _env_defaults(settings):
+        assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == period
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
+    assert "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
