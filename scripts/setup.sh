@@ -18,11 +18,15 @@ PY=${PYTHON:-python3}
 # pip compiles every installed file to bytecode on one core (about 2 of its 4m21s here);
 # compileall does the same on every core (64 s on 2). Not compiling at all is slower:
 # every process of the test suite and of Ray then compiles what it imports (measured: the
-# suite's workers took 2m40s to collect). compileall exits 1 for the few Python 2 files some
-# packages ship, which nothing imports.
+# suite's workers took 2m40s to collect). Left out: packages nothing here imports (pip and
+# setuptools themselves, and scikit-learn and networkx, which MLflow and torch install but
+# import only for features this project does not use); Python compiles a file on its first
+# import anyway. compileall exits 1 for the few Python 2 files some packages ship, which
+# nothing imports.
 .venv/bin/python -m pip install -q --no-compile --disable-pip-version-check -e ".[dev]" 2>&1 \
   | grep -v "^WARNING: Location" || true
-.venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+.venv/bin/python -m compileall -q -j 0 -x '/site-packages/(pip|setuptools|sklearn|networkx)/' \
+  "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
   > /dev/null 2>&1 || true
 .venv/bin/python -c "import skipnet_sweep, torch, ray, mlflow" \
   || { echo "setup: the installation is incomplete" >&2; exit 1; }

@@ -131,7 +131,7 @@ def tracking_server(tmp_path_factory):
 def s3():
     """A moto S3 server on 127.0.0.1 and the environment that points clients at it."""
     if not MOTO.is_file():
-        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+        pytest.skip("moto_server is not installed (pip install 'moto[s3]' flask flask-cors)")
     port = free_port()
     env = {
         "AWS_ACCESS_KEY_ID": "test",
