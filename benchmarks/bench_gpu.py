@@ -224,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.setups = SMOKE_SETUPS if args.smoke_test else SETUPS
     if args.smoke_test:
-        args.latency_batch, args.rounds, args.warmup = [1, 4], 2, 1
+        args.latency_batch, args.rounds, args.warmup = [1, 4], 1, 1
         # Tiny tensors gain nothing from threads, and on a busy machine spinning ones cost more
         # than the work itself.
         args.threads = args.threads or 1

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sweep_helpers import migrated_store
 
 from skipnet_sweep import metrics as M
 
@@ -38,6 +39,8 @@ def make_store(
     """
     from mlflow.tracking import MlflowClient
 
+    assert path.name == "mlflow.db", path
+    migrated_store(path.parent)  # the schema made once per test process, not per store
     client = MlflowClient(f"sqlite:///{path}")
     eid = client.create_experiment(
         experiment, artifact_location=(path.parent / "artifacts").as_uri()
