@@ -310,7 +310,9 @@ def test_billion_laughs_fails_fast_before_anything_is_built(folder: Path) -> Non
     start = time.perf_counter()
     with pytest.raises(YamlError, match="values once aliases are expanded"):
         read_yaml_file(path)
-    assert time.perf_counter() - start < 0.5
+    # A bound that a loaded machine meets (it takes milliseconds) and an expansion does not
+    # (hundreds of MB for this file).
+    assert time.perf_counter() - start < 5
 
 
 # --- yamlio --------------------------------------------------------------------------------

@@ -126,16 +126,34 @@ def test_interleaving_flips_the_order_every_round():
     assert all(len(v) == 3 and all(t >= 0 for t in v) for v in times.values())
 
 
-def test_sparse_skipping_network_is_faster_than_plain_in_its_own_time(make_model):
-    """A SkipNet whose gates close every block computes only the stem, the first block and
-    the head: with the work of a whole network at stake the ratio is unambiguous even on a
-    loaded machine."""
+def test_a_skipping_network_is_timed_through_the_sparse_path(make_model):
+    """A SkipNet is timed as it is deployed: its skipped blocks are not computed. The clock
+    here counts the backbone convolutions that run, so with every gate closed the speed-up
+    is exactly the plain ResNet's convolutions over those left: the stem, the first block
+    and the two projection shortcuts, which a skipped block still applies (the masked path
+    would compute every block: 1.0). Wall-clock ratios are measured in benchmarks/, not
+    asserted: on a loaded machine they move (this test once timed 1.45x where 1.5 was due)."""
     model = make_model("cifar_resnet20", "ff2", in_channels=1)
     with torch.no_grad():
         for gate in model.gates:
             gate.fc.bias.fill_(-100.0)
-    out = measure_latency(model, (1, 28, 28), batch_sizes=(16,), warmup=1, repeats=5)
-    assert out[M.speedup(16)] > 1.5, out
+    plain = plain_reference(model)
+    convs = [0]
+
+    def count(*_):
+        convs[0] += 1
+
+    gates = {id(m) for m in model.gates.modules()}
+    for net in (model, plain):
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d) and id(m) not in gates:
+                m.register_forward_hook(count)
+    out = measure_latency(
+        model, (1, 28, 28), batch_sizes=(16,), warmup=1, repeats=3, reference=plain,
+        clock=lambda: convs[0],
+    )  # fmt: skip
+    # ResNet-20: the stem, 9 blocks of 2 and 2 projections; 8 blocks skipped.
+    assert out[M.speedup(16)] == pytest.approx((1 + 9 * 2 + 2) / (1 + 2 + 2)), out
 
 
 @pytest.mark.parametrize(
