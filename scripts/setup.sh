@@ -21,26 +21,20 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -qq --disable-pip-version-check --upgrade pip || true
 # torch and torchvision resolve from the machine's local wheels under its pip constraints
 # (torch 2.14.1, a CUDA build: 5.5 GB in the venv; the CPU build of 2.13 on this disk has no
-# torchvision that imports beside it).
-# pip compiles every installed file to bytecode on one core (about 2 of its 4m21s here);
-# compileall does the same on every core (64 s on 2). Not compiling at all is slower:
-# every process of the test suite and of Ray then compiles what it imports (measured: the
-# suite's workers took 2m40s to collect). Left out: what nothing here imports (measured:
-# about 5,200 of the 20,000 files are imported by the sweep, Ray's and MLflow's servers and
-# the tests): packages' own tests, pip and setuptools, the features of torch, Ray and
-# SymPy that are not used, moto's other AWS services, the packages MLflow and moto install
-# for features not used; Python compiles a file on its first import anyway. compileall
-# exits 1 for the few Python 2 files some packages ship, which nothing imports.
-# -qq: errors only (pip's notes on this machine's index folders and the build backend's
-# notice about editable installs are not the user's business).
+# torchvision that imports beside it). -qq: errors only (pip's notes on this machine's index
+# folders and the build backend's notice about editable installs); a failed install stops
+# the script here.
 .venv/bin/python -m pip install -qq --no-compile --disable-pip-version-check -e ".[dev]"
+# Bytecode on every core, not pip's one (not compiling at all is slower: every process of
+# the suite and of Ray then compiles what it imports; measured, the suite's workers took
+# 2m40s to collect), and only for what is imported: about 5,200 of the 20,000 files are, by
+# the sweep, Ray's and MLflow's servers and the tests. Left out: packages' own tests, pip and
+# setuptools, the parts of torch, Ray and SymPy not used, moto's other AWS services, what
+# MLflow and moto install for features not used (Python compiles a file on its first import
+# anyway). compileall exits 1 for the few Python 2 files some packages ship.
 UNUSED='/tests/|/site-packages/(pip|setuptools|moto|scipy|sklearn|networkx|fontTools|narwhals'
 UNUSED+='|pyasn1_modules|graphql|graphene)/|/site-packages/ray/(rllib|llm|serve)/'
 UNUSED+='|/site-packages/torch/(_inductor|testing)/|/site-packages/sympy/physics/'
 .venv/bin/python -m compileall -q -j 0 -x "$UNUSED" \
   "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
   > /dev/null 2>&1 || true
-# Installed, without importing them here (that takes seconds; the first run imports them).
-.venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
-  ('skipnet_sweep', 'torch', 'torchvision', 'ray.tune', 'ray.train', 'mlflow', 'optuna')))" \
-  || { echo "setup: the installation is incomplete" >&2; exit 1; }
