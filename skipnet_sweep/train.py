@@ -17,6 +17,7 @@ import types
 import typing
 from dataclasses import MISSING, Field, fields
 
+import torch
 from torch.utils.data import DataLoader
 
 from skipnet_sweep.data import build_datasets, list_datasets
@@ -269,6 +270,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     _, test_set, info = build_datasets(data.dataset, seed=seed, **kwargs)
     test_loader = DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
     costs = count_costs(model, (info.in_channels, *info.input_size))
+    model.to(memory_format=torch.channels_last)  # the layout ``evaluate`` gives its batches
     result = evaluate(model, test_loader, costs, path=args.path)
     if args.artifacts:
         result.write_artifacts(args.artifacts, test_loader.dataset, mean=info.mean, std=info.std)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skipnet_sweep.models.gates import check_gate_mode
-from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet, shortcut
+from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet, run_block
 
 HALTING_KINDS = ("act", "sact")
 
@@ -265,7 +265,7 @@ class HaltingResNet(nn.Module):
         and mean halting score, and the (B,) ponder cost of the stage."""
         last = len(units) - 1
         # The first unit changes the resolution and always runs everywhere.
-        x = _run_unit(units[0], x)
+        x = run_block(units[0], x)
         spatial = self.kind == "sact"
         scores_shape = (x.shape[0], *x.shape[2:]) if spatial else (x.shape[0],)
         prev = x.new_zeros(scores_shape, dtype=torch.float32)
@@ -284,17 +284,13 @@ class HaltingResNet(nn.Module):
             # The last unit of a stage always halts: its score is 1, it has no branch.
             h = _score(branches[j], x, active, sparse) if j < last else torch.ones_like(prev)
             step = halting_step(h, prev, self.eps)
-            term = _expand(step.weight).to(x.dtype) * x
-            out = term if out is None else out + term
+            w = _expand(step.weight).to(x.dtype)
+            out = w * x if out is None else torch.addcmul(out, w, x)
             cost = cost + step.cost
             prev = step.cum
             executed.append(_per_sample(step.active.to(torch.float32)))
             probs.append(_per_sample(torch.where(step.active, h, torch.zeros_like(h))))
         return out, executed, probs, _per_sample(cost)
-
-
-def _run_unit(unit: nn.Module, x: Tensor) -> Tensor:
-    return F.relu(unit.residual(x) + shortcut(unit, x))
 
 
 def _expand(m: Tensor) -> Tensor:
@@ -320,9 +316,11 @@ def _advance(unit: nn.Module, x: Tensor, active: Tensor, sparse: bool) -> Tensor
         if n_run < rows.numel():
             idx = rows.nonzero().squeeze(1)
             xs = x.index_select(0, idx)
-            ys = torch.where(_expand(active.index_select(0, idx)), _run_unit(unit, xs), xs)
+            ys = torch.where(_expand(active.index_select(0, idx)), run_block(unit, xs), xs)
             return x.index_copy(0, idx, ys)
-    return torch.where(_expand(active), _run_unit(unit, x), x)
+        if active.dim() == 1:
+            return run_block(unit, x)  # ACT with every sample running: nothing to keep
+    return torch.where(_expand(active), run_block(unit, x), x)
 
 
 def _score(branch: HaltingBranch, x: Tensor, active: Tensor, sparse: bool) -> Tensor:

@@ -248,13 +248,13 @@ class SkipResNet(nn.Module):
         if path == "sparse" and mode == "threshold" and self.gates is not None:
             return self._forward_lean(x, force)
         blocks = self.blocks
-        x = _run_block(blocks[0], x)
+        x = run_block(blocks[0], x)
         executed, probs, log_probs = [], [], []
         state = None
         forced = force.to(torch.bool).unbind(1) if force is not None else None
         for i, block in enumerate(blocks[1:]):
             if self.gates is None:
-                x = _run_block(block, x)
+                x = run_block(block, x)
                 continue
             if isinstance(self.gates, RNNGate):
                 logit, state = self.gates(x, state, i)
@@ -297,7 +297,7 @@ class SkipResNet(nn.Module):
         are computed).
         """
         blocks = self.blocks
-        x = _run_block(blocks[0], x)
+        x = run_block(blocks[0], x)
         forced = force.to(torch.bool).unbind(1) if force is not None else None
         counts = force.sum(0).tolist() if force is not None and not force.is_meta else None
         rnn = isinstance(self.gates, RNNGate)
@@ -324,7 +324,7 @@ class SkipResNet(nn.Module):
         )
 
 
-def _run_block(block: nn.Module, x: Tensor) -> Tensor:
+def run_block(block: nn.Module, x: Tensor) -> Tensor:
     return _add_relu(block.residual(x), shortcut(block, x))
 
 
@@ -399,7 +399,7 @@ def _run_block_sparse(
     n_run = int(run.sum()) if n_run is None else n_run
     track = pooled is not None
     if n_run == run.numel():
-        out = _run_block(block, x)
+        out = run_block(block, x)
         return out, global_pool(out) if track else None
     sc = shortcut(block, x)
     if n_run == 0:

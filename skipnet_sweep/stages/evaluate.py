@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.stages.checkpoint import unwrap
+from skipnet_sweep.stages.loop import model_input
 
 
 @dataclass
@@ -133,7 +134,7 @@ def evaluate(
     labels, preds, top5_hits, executed = [], [], [], []
     try:
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = model_input(x, device), y.to(device)
             out = net(x, mode="threshold", path=path)
             k = min(5, out.logits.shape[1])
             top = out.logits.topk(k, 1).indices

@@ -118,7 +118,9 @@ def run_stage(
     if resume is not None:
         resumed, resume_payload = load_model(resume, cfg.model)
         model.load_state_dict(resumed.state_dict())
-    model.to(device)
+    # Channels-last, as ``loop.model_input`` gives the batches; before any data-parallel
+    # wrapper, which keeps the layout it is handed.
+    model.to(device, memory_format=torch.channels_last)
     input_shape = (info.in_channels, *info.input_size)
     costs = method.count_costs(model, input_shape)
     objective = method.objective(cfg, costs)
