@@ -709,6 +709,7 @@ def build_datasets(
     *,
     download: bool = False,
     seed: int = 0,
+    augment: bool = True,
     train_subset: int | None = None,
     test_subset: int | None = None,
     svhn_extra: bool | None = None,
@@ -721,7 +722,7 @@ def build_datasets(
 
     Items are ``(image, label)``: a normalised float tensor (C, H, W) and an int.
     Training items are augmented (random crop and flip for Fashion-MNIST, CIFAR
-    and ImageNet); test items never are.
+    and ImageNet) unless ``augment`` is False; test items never are.
 
     Args:
         name: a registered name (see ``list_datasets``).
@@ -731,6 +732,7 @@ def build_datasets(
         download: fetch a missing dataset (fashion_mnist, cifar10, cifar100, svhn)
             into ``root`` or ``DEFAULT_DOWNLOAD_ROOT``.
         seed: seeds the synthetic data and the subsets.
+        augment: False reads the training items the way the test items are read.
         train_subset: keep a seeded random subset of this many training items.
         test_subset: the same for the test set.
         svhn_extra: svhn only; train on train+extra (default, as in the paper) or
@@ -774,6 +776,8 @@ def build_datasets(
         synthetic_classes=info.num_classes if synthetic_classes is None else synthetic_classes,
     )
     train, test, info = _BUILDERS[name](None if root is None else Path(root), opts, info)
+    if not augment:
+        train = _unaugmented(train, test)
     train = _subset(train, train_subset, seed, "train_subset")
     test = _subset(test, test_subset, seed, "test_subset")
     return train, test, info

@@ -316,6 +316,25 @@ def test_cifar_train_augmentation_varies_and_keeps_shape(tmp_path: Path) -> None
     assert torch.equal(test[0][0], test[0][0])
 
 
+def test_augment_false_reads_training_items_as_test_items_are_read(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_pickle(
+            folder / name, {"labels": [0], "data": rng.integers(0, 256, (1, 3072), dtype=np.uint8)}
+        )
+    train, test, _ = build_datasets("cifar10", tmp_path, augment=False, train_subset=3)
+    torch.manual_seed(0)
+    draws = [train[0][0] for _ in range(10)]
+    assert all(torch.equal(draws[0], d) for d in draws[1:])
+    # The same bytes read the test set's way: normalised, never cropped or flipped.
+    image = train.dataset.images[train.indices[0]].float()
+    torch.testing.assert_close(draws[0], image * test._scale + test._shift)
+    augmented, _, _ = build_datasets("cifar10", tmp_path, train_subset=3)
+    assert augmented.dataset.augment is not None
+
+
 def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
     write_cifar100(tmp_path)
     train, test, info = build_datasets("cifar100", tmp_path)

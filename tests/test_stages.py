@@ -109,6 +109,9 @@ def eval_setup(sp_run):
         ({"iterations": 1, "gamma": -0.1}, "gamma"),
         ({"iterations": 1, "gamma": float("nan")}, "gamma"),
         ({"iterations": 1, "lr_milestones": (0.5, 1.0)}, "lr_milestones"),
+        ({"iterations": 1, "lr_schedule": "cosine"}, "lr_schedule 'cosine'"),
+        ({"iterations": 1, "one_cycle_peak": 1.0}, "one_cycle_peak"),
+        ({"iterations": 1, "one_cycle_peak": -0.1}, "one_cycle_peak"),
     ],
 )
 def test_train_config_rejects_bad_values_naming_the_field(kw, field):
@@ -486,6 +489,44 @@ def test_train_loop_applies_lr_milestones_at_the_right_steps():
     # Milestones at steps 4 and 6 of 8: lr after each step.
     assert lrs == pytest.approx([0.1] * 3 + [0.01] * 2 + [0.001] * 3)
     assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**2)
+
+
+def test_one_cycle_rises_to_lr_at_its_peak_then_falls_to_near_zero():
+    lrs = []
+    train_loop(
+        TinyNet(),
+        Counting(),
+        tiny_loader(),
+        loop_cfg(iterations=10, eval_every=1, lr_schedule="one_cycle", one_cycle_peak=0.2),
+        on_eval=lambda s, logs: lrs.append(logs[M.LR]),
+        progress=False,
+    )
+    # Peak at step 2 of 10; the lr logged after step k is the rate of the next step
+    # (0-based index k): (k + 1) / 2 up to the peak, (10 - k) / 8 from it.
+    assert lrs == pytest.approx(
+        [0.1 * f for f in (1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0)]
+    )
+
+
+def test_one_cycle_keeps_the_constant_warm_up_first():
+    lrs = []
+    train_loop(
+        TinyNet(),
+        Counting(),
+        tiny_loader(),
+        loop_cfg(
+            iterations=4,
+            eval_every=1,
+            lr_schedule="one_cycle",
+            one_cycle_peak=0.0,
+            warmup_iterations=2,
+            warmup_lr=0.01,
+        ),
+        on_eval=lambda s, logs: lrs.append(logs[M.LR]),
+        progress=False,
+    )
+    # The rate of the step after each: warm-up for steps 0-1, then (4 - s) / 4 of lr.
+    assert lrs == pytest.approx([0.01, 0.05, 0.025, 0.0])
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
