@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.models import build_from_config
+from skipnet_sweep.models import build_from_config, model_input
 
 __all__ = ["measure_latency", "plain_reference", "synchronizer", "time_interleaved"]
 
@@ -90,13 +90,13 @@ def _batch(images: Tensor | None, batch: int, shape: Sequence[int], device) -> T
     """``batch`` images: the given ones, repeated if there are fewer, else seeded noise."""
     if images is None:
         gen = torch.Generator().manual_seed(0)
-        return torch.randn(batch, *shape, generator=gen).to(device)
+        return model_input(torch.randn(batch, *shape, generator=gen), device)
     if tuple(images.shape[1:]) != tuple(shape):
         raise ValueError(
             f"images have shape {tuple(images.shape[1:])}, expected input_shape {tuple(shape)}"
         )
     reps = -(-batch // images.shape[0])
-    return images.repeat(reps, *([1] * len(shape)))[:batch].to(device)
+    return model_input(images.repeat(reps, *([1] * len(shape)))[:batch], device)
 
 
 def measure_latency(
@@ -123,7 +123,8 @@ def measure_latency(
         warmup: untimed rounds per batch size.
         repeats: timed rounds per batch size (the median is reported).
         reference: the network to compare with; default ``plain_reference(model)``. It is
-            called the same way and moved to ``device``.
+            called the same way and moved to ``device``. Both networks are put in the
+            channels-last layout the stages train and evaluate in.
         images: (N, C, H, W) images to time on (a SkipNet's decisions, and so its time,
             depend on them): the first ``b`` (repeated if N < b); None for seeded noise.
         path: the execution path, ``sparse`` (skipped blocks are not computed) by default.
@@ -145,7 +146,9 @@ def measure_latency(
     if not sizes:
         return {}
     reference = plain_reference(model) if reference is None else reference
-    reference.to(device)
+    # Both in the layout ``model_input`` gives the batches (a no-op for a stage's network).
+    model.to(memory_format=torch.channels_last)
+    reference.to(device, memory_format=torch.channels_last)
     nets = {"model": model, "plain": reference}
     modes = {name: net.training for name, net in nets.items()}
     sync = synchronizer(device)

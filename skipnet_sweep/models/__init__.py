@@ -10,7 +10,7 @@ from skipnet_sweep.models.registry import (
     load_backbone,
     register_model,
 )
-from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet
+from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet, model_input
 
 __all__ = [
     "EXEC_PATHS",
@@ -25,5 +25,6 @@ __all__ = [
     "decide",
     "list_models",
     "load_backbone",
+    "model_input",
     "register_model",
 ]

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import CostTable
+from skipnet_sweep.models import model_input
 from skipnet_sweep.stages.checkpoint import unwrap
-from skipnet_sweep.stages.loop import model_input
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.metrics import IMAGES_PER_S, PEAK_MEM_MB
+from skipnet_sweep.models import model_input
 from skipnet_sweep.stages.config import TrainConfig
 
 # Training-log names the loop adds (beside ``metrics.LR`` and ``metrics.EPOCH``).
@@ -64,14 +65,6 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
-
-
-def model_input(x: Tensor, device: torch.device | str, non_blocking: bool = False) -> Tensor:
-    """A batch of images on ``device`` in the channels-last layout the stages' networks are
-    kept in (``run_stage``): faster convolutions on GPUs with tensor cores and on the CPU
-    (ResNet-20 training on 2 threads here: 1.1-1.6x, ``docs/benchmarks.md``)."""
-    x = x.to(device, non_blocking=non_blocking)
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total: int):
