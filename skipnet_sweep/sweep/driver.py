@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -704,10 +705,15 @@ def run_sweep(
     if not verbose:
         route_logs(log_path(plan))
         print(f"Ray, Tune and MLflow messages: {log_path(plan)}")
-    start_ray(plan, address, num_cpus, verbose)
-    ship_plugins(plan)
+    # The tracking store opens (a new sqlite store is created and migrated, ~3 s here) while
+    # Ray starts (~4 s): both wait on start-ups that are not this process's work.
+    with ThreadPoolExecutor(1) as pool:
+        store = pool.submit(lambda: tracker.experiment_id)
+        start_ray(plan, address, num_cpus, verbose)
     parent = None
     try:
+        store.result()
+        ship_plugins(plan)
         parent = open_parent(plan, tracker, fresh)
         tracker.client.update_run(parent, status="RUNNING")
         failed = run_jobs(plan, tracker, parent, fresh, verbose)
