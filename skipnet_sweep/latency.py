@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.models import build_from_config, model_input
+from skipnet_sweep.models import build_from_config, input_layout, model_input
 
 __all__ = ["measure_latency", "plain_reference", "synchronizer", "time_interleaved"]
 
@@ -86,17 +86,19 @@ def plain_reference(model: nn.Module) -> nn.Module:
         return build_from_config(replace(config, gate=None))
 
 
-def _batch(images: Tensor | None, batch: int, shape: Sequence[int], device) -> Tensor:
+def _batch(
+    images: Tensor | None, batch: int, shape: Sequence[int], device, layout: torch.memory_format
+) -> Tensor:
     """``batch`` images: the given ones, repeated if there are fewer, else seeded noise."""
     if images is None:
         gen = torch.Generator().manual_seed(0)
-        return model_input(torch.randn(batch, *shape, generator=gen), device)
+        return model_input(torch.randn(batch, *shape, generator=gen), device, layout)
     if tuple(images.shape[1:]) != tuple(shape):
         raise ValueError(
             f"images have shape {tuple(images.shape[1:])}, expected input_shape {tuple(shape)}"
         )
     reps = -(-batch // images.shape[0])
-    return model_input(images.repeat(reps, *([1] * len(shape)))[:batch], device)
+    return model_input(images.repeat(reps, *([1] * len(shape)))[:batch], device, layout)
 
 
 def measure_latency(
@@ -124,7 +126,7 @@ def measure_latency(
         repeats: timed rounds per batch size (the median is reported).
         reference: the network to compare with; default ``plain_reference(model)``. It is
             called the same way and moved to ``device``. Both networks are put in the
-            channels-last layout the stages train and evaluate in.
+            layout the stages train and evaluate in (``models.input_layout``).
         images: (N, C, H, W) images to time on (a SkipNet's decisions, and so its time,
             depend on them): the first ``b`` (repeated if N < b); None for seeded noise.
         path: the execution path, ``sparse`` (skipped blocks are not computed) by default.
@@ -146,9 +148,10 @@ def measure_latency(
     if not sizes:
         return {}
     reference = plain_reference(model) if reference is None else reference
-    # Both in the layout ``model_input`` gives the batches (a no-op for a stage's network).
-    model.to(memory_format=torch.channels_last)
-    reference.to(device, memory_format=torch.channels_last)
+    # Both in the layout the stages keep the network in (a no-op for a stage's network).
+    layout = input_layout(model)
+    model.to(memory_format=layout)
+    reference.to(device, memory_format=layout)
     nets = {"model": model, "plain": reference}
     modes = {name: net.training for name, net in nets.items()}
     sync = synchronizer(device)
@@ -158,7 +161,7 @@ def measure_latency(
             net.eval()
         with torch.inference_mode():
             for b in sizes:
-                x = _batch(images, b, input_shape, device)
+                x = _batch(images, b, input_shape, device, layout)
                 times = time_interleaved(
                     {
                         name: (lambda net=net, x=x: net(x, mode="threshold", path=path))

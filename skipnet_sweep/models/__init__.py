@@ -10,7 +10,13 @@ from skipnet_sweep.models.registry import (
     load_backbone,
     register_model,
 )
-from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet, model_input
+from skipnet_sweep.models.resnet import (
+    EXEC_PATHS,
+    SkipOutput,
+    SkipResNet,
+    input_layout,
+    model_input,
+)
 
 __all__ = [
     "EXEC_PATHS",
@@ -23,6 +29,7 @@ __all__ = [
     "build_halting",
     "build_model",
     "decide",
+    "input_layout",
     "list_models",
     "load_backbone",
     "model_input",

@@ -36,13 +36,33 @@ from skipnet_sweep.models.gates import (
 EXEC_PATHS = ("masked", "sparse")
 
 
-def model_input(x: Tensor, device: torch.device | str, non_blocking: bool = False) -> Tensor:
-    """A batch of images on ``device`` in the channels-last layout the networks are trained,
-    evaluated and timed in (``stages.runner``, ``latency``): faster convolutions on GPUs with
-    tensor cores and on the CPU (measured here, ResNet-20 on 28x28: training 1.1-1.6x,
-    evaluation about 2x)."""
+def input_layout(model: nn.Module) -> torch.memory_format:
+    """The memory layout the stages keep ``model`` and its batches in (``model_input``):
+    channels-last, for faster convolutions on GPUs with tensor cores and on the CPU (measured
+    here, ResNet-20 on 28x28, 1-2 threads: training steps 1.1-1.3x, evaluation 1.2-1.6x;
+    ``benchmarks/bench_layout.py``). Contiguous for a network with a strided 1x1 convolution
+    of 2-7 input channels (toy sizes only): torch 2.14.1's CPU backward of that convolution
+    in channels-last corrupts the heap (measured: ``free(): invalid size`` within 30 steps)."""
+    for m in model.modules():
+        if (
+            isinstance(m, nn.Conv2d)
+            and m.kernel_size == (1, 1)
+            and max(m.stride) > 1
+            and 2 <= m.in_channels <= 7
+        ):
+            return torch.contiguous_format
+    return torch.channels_last
+
+
+def model_input(
+    x: Tensor,
+    device: torch.device | str,
+    layout: torch.memory_format = torch.channels_last,
+    non_blocking: bool = False,
+) -> Tensor:
+    """A batch of images on ``device`` in ``layout`` (``input_layout`` of the network)."""
     x = x.to(device, non_blocking=non_blocking)
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    return x.contiguous(memory_format=layout) if x.dim() == 4 else x
 
 
 class SkipOutput(NamedTuple):

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import CostTable
-from skipnet_sweep.models import model_input
+from skipnet_sweep.models import input_layout, model_input
 from skipnet_sweep.stages.checkpoint import unwrap
 
 
@@ -131,10 +131,11 @@ def evaluate(
     net = unwrap(model)
     was_training = net.training
     net.eval()
+    layout = input_layout(net)
     labels, preds, top5_hits, executed = [], [], [], []
     try:
         for x, y in loader:
-            x, y = model_input(x, device), y.to(device)
+            x, y = model_input(x, device, layout), y.to(device)
             out = net(x, mode="threshold", path=path)
             k = min(5, out.logits.shape[1])
             top = out.logits.topk(k, 1).indices

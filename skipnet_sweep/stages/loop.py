@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.metrics import IMAGES_PER_S, PEAK_MEM_MB
-from skipnet_sweep.models import model_input
+from skipnet_sweep.models import input_layout, model_input
 from skipnet_sweep.stages.config import TrainConfig
 
 # Training-log names the loop adds (beside ``metrics.LR`` and ``metrics.EPOCH``).
@@ -217,6 +217,7 @@ def train_loop(
     if cuda:
         # Fixed input sizes: let cuDNN pick the fastest kernels once.
         torch.backends.cudnn.benchmark = True
+    layout = input_layout(model)
     opt, sched = make_optimizer(model, cfg, total)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step = 0
@@ -241,7 +242,10 @@ def train_loop(
         opt.zero_grad(set_to_none=True)
         for micro in range(k):
             x, y = next(batches)
-            x, y = model_input(x, device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = (
+                model_input(x, device, layout, non_blocking=True),
+                y.to(device, non_blocking=True),
+            )
             images += x.shape[0]
             # Data-parallel: all-reduce gradients only on the last batch of the step.
             with no_sync() if micro < k - 1 else contextlib.nullcontext():

@@ -18,6 +18,7 @@ from skipnet_sweep.data import make_loaders
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
+from skipnet_sweep.models import input_layout
 from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.evaluate import EvalResult, evaluate
@@ -118,9 +119,9 @@ def run_stage(
     if resume is not None:
         resumed, resume_payload = load_model(resume, cfg.model)
         model.load_state_dict(resumed.state_dict())
-    # Channels-last, as ``loop.model_input`` gives the batches; before any data-parallel
-    # wrapper, which keeps the layout it is handed.
-    model.to(device, memory_format=torch.channels_last)
+    # The layout ``model_input`` gives the batches in; before any data-parallel wrapper,
+    # which keeps the layout it is handed.
+    model.to(device, memory_format=input_layout(model))
     input_shape = (info.in_channels, *info.input_size)
     costs = method.count_costs(model, input_shape)
     objective = method.objective(cfg, costs)
