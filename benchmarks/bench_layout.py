@@ -1,0 +1,146 @@
+"""Channels-last over the contiguous layout: training-step and evaluation time per network.
+
+The stages keep their networks and batches channels-last on every device
+(``skipnet_sweep.models.model_input``). This measures what that layout buys on the machine it
+runs on: for the plain ResNet, SP with the recurrent gate and SACT, one training step as the
+loop does it and one evaluation forward (``threshold`` gates, sparse path), each in both
+layouts, all timed interleaved round by round; the ratio is contiguous time over channels-last
+time (above 1: channels-last is faster).
+
+    python benchmarks/bench_layout.py --threads 1      # ResNet-20, 1x28x28, batch 128
+    python benchmarks/bench_layout.py --threads 2 --json
+    python benchmarks/bench_layout.py --smoke-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from _timing import add_common_args, interleaved, keep_freed_memory, paired_median
+from bench_train_step import make_step
+
+from skipnet_sweep.flops import parse_input
+from skipnet_sweep.models import ModelConfig, build_from_config, list_models
+from skipnet_sweep.stages.config import TrainConfig
+
+NETWORKS = {"plain": ("baseline", None), "sp-rnn": ("sp", "rnn"), "sact": ("sact", "sact")}
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@dataclass
+class Row:
+    network: str
+    work: str  # train (one step) or eval (one forward)
+    contiguous_ms: float
+    channels_last_ms: float
+    speedup: float  # contiguous / channels-last, medians
+    paired_speedup: float  # median over rounds of the per-round ratio
+
+
+def _network(name: str, arch: str, channels: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_from_config(ModelConfig(arch, NETWORKS[name][1], 10, channels))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="cifar_resnet20", help=f"one of: {', '.join(list_models())}")
+    p.add_argument("--input", default="1x28x28", help="CxHxW: 1x28x28 (Fashion-MNIST), 3x32x32")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    add_common_args(p)
+    args = p.parse_args(argv)
+    if args.smoke_test:
+        args.arch, args.input, args.batch, args.rounds, args.warmup = (
+            "cifar_resnet8",
+            "1x16x16",
+            8,
+            2,
+            1,
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = parse_input(args.input)
+    gen = torch.Generator().manual_seed(args.seed)
+    images = torch.randn(args.batch, *shape, generator=gen)
+    y = torch.randint(0, 10, (args.batch,), generator=gen)
+    fns = {}
+    for name, (stage, _) in NETWORKS.items():
+        for layout, fmt in LAYOUTS.items():
+            x = images.contiguous(memory_format=fmt)
+            train_net = _network(name, args.arch, shape[0], args.seed).to(memory_format=fmt)
+            cfg = TrainConfig(stage=stage, iterations=1)
+            fns[(name, "train", layout)] = make_step(train_net, cfg, x, y)[0]
+            eval_net = _network(name, args.arch, shape[0], args.seed).to(memory_format=fmt)
+            eval_net.eval()
+
+            def forward(net=eval_net, x=x) -> None:
+                with torch.inference_mode():
+                    net(x, mode="threshold", path="sparse")
+
+            fns[(name, "eval", layout)] = forward
+    times = interleaved(
+        {"/".join(k): fn for k, fn in fns.items()},
+        args.rounds,
+        warmup=args.warmup,
+        min_time=0.0,
+        clock=args.clock,
+    )
+    rows = []
+    for name in NETWORKS:
+        for work in ("train", "eval"):
+            contiguous = times[f"{name}/{work}/contiguous"]
+            last = times[f"{name}/{work}/channels_last"]
+            rows.append(
+                Row(
+                    name,
+                    work,
+                    1e3 * contiguous.median,
+                    1e3 * last.median,
+                    contiguous.median / last.median,
+                    1 / paired_median(last, contiguous),
+                )
+            )
+    info = {
+        "arch": args.arch,
+        "input": args.input,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rounds": args.rounds,
+        "clock": args.clock,
+        "malloc": malloc,
+        "smoke_test": args.smoke_test,
+    }
+    if args.json:
+        print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
+        return 0
+    print(
+        f"{args.arch} {args.input} batch={args.batch} threads={info['threads']} "
+        f"torch {torch.__version__} rounds={args.rounds} clock={args.clock} malloc={malloc}"
+        + (" (smoke test: figures not meaningful)" if args.smoke_test else "")
+    )
+    cols = f"{'network':<8} {'work':<6} {'contiguous ms':>13} {'channels-last ms':>16} {'speed-up':>8} {'paired':>6}"
+    print(cols)
+    print("-" * len(cols))
+    for r in rows:
+        print(
+            f"{r.network:<8} {r.work:<6} {r.contiguous_ms:>13.1f} {r.channels_last_ms:>16.1f} "
+            f"{r.speedup:>7.2f}x {r.paired_speedup:>5.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
