@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -132,3 +134,11 @@ def add_common_args(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("--smoke-test", action="store_true", help="tiny configuration, seconds")
+
+
+def apply_common_args(args) -> str:
+    """Act on ``add_common_args``' process-wide options: torch's threads and the allocator.
+    Returns the allocator in effect (``keep``, or ``glibc`` where it could not be kept)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from _timing import CLOCKS, Timing, add_common_args, keep_freed_memory, paired_median
+from _timing import CLOCKS, Timing, add_common_args, apply_common_args, paired_median
 from bench_inference import own_decisions
 
 from skipnet_sweep import metrics as M
@@ -267,9 +267,7 @@ def print_report(info: dict, train: list[TrainRow], inference: list[InferenceRow
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    malloc = apply_common_args(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, inference = [], []
     for setup in args.models:

@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
-from _timing import Timing, add_common_args, interleaved, keep_freed_memory, paired_median
+from _timing import Timing, add_common_args, apply_common_args, interleaved, paired_median
 from torch import Tensor
 
 from skipnet_sweep.flops import count_costs, default_input, parse_input
@@ -216,9 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    malloc = apply_common_args(args)
     shape = parse_input(args.input) if args.input else default_input(args.arch)
     torch.manual_seed(args.seed)
     plain = build_model(args.arch, in_channels=shape[0]).eval()

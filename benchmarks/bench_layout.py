@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 import torch
-from _timing import add_common_args, interleaved, keep_freed_memory, paired_median
+from _timing import add_common_args, apply_common_args, interleaved, paired_median
 from bench_train_step import make_step
 
 from skipnet_sweep.flops import parse_input
@@ -68,9 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    malloc = apply_common_args(args)
     shape = parse_input(args.input)
     gen = torch.Generator().manual_seed(args.seed)
     images = torch.randn(args.batch, *shape, generator=gen)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from _timing import add_common_args, interleaved, keep_freed_memory, paired_median
+from _timing import add_common_args, apply_common_args, interleaved, paired_median
 
 from skipnet_sweep.flops import count_costs, parse_input
 from skipnet_sweep.methods import build_objective
@@ -91,9 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    malloc = apply_common_args(args)
     shape = parse_input(args.input)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, *shape, generator=gen)

@@ -317,13 +317,7 @@ def test_cifar_train_augmentation_varies_and_keeps_shape(tmp_path: Path) -> None
 
 
 def test_augment_false_reads_training_items_as_test_items_are_read(tmp_path: Path) -> None:
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        write_pickle(
-            folder / name, {"labels": [0], "data": rng.integers(0, 256, (1, 3072), dtype=np.uint8)}
-        )
+    write_cifar10(tmp_path)
     train, test, _ = build_datasets("cifar10", tmp_path, augment=False, train_subset=3)
     torch.manual_seed(0)
     draws = [train[0][0] for _ in range(10)]

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import count_costs
-from skipnet_sweep.models import SkipOutput, SkipResNet, build_model
+from skipnet_sweep.models import SkipOutput, SkipResNet, build_model, input_layout, model_input
 from skipnet_sweep.models.gates import GATE_DESIGNS, RNNGate, build_gates, gate_heads
 from skipnet_sweep.stages import TrainConfig
 from skipnet_sweep.stages.loop import (
@@ -341,8 +341,6 @@ def test_channels_last_except_where_torch_corrupts_the_heap():
     """The stages' layout is channels-last; a network with a strided 1x1 convolution of 2-7
     input channels stays contiguous (torch 2.14.1's CPU backward of it in channels-last
     corrupts the heap: this file's precision tests aborted with it)."""
-    from skipnet_sweep.models import input_layout, model_input
-
     assert input_layout(build_model("cifar_resnet20", in_channels=1)) == torch.channels_last
     tiny = tiny_net("rnn")  # stages of 4 and 8 channels: a 4 -> 8 projection, stride 2
     assert input_layout(tiny) == torch.contiguous_format

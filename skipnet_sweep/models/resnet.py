@@ -57,7 +57,7 @@ def input_layout(model: nn.Module) -> torch.memory_format:
 def model_input(
     x: Tensor,
     device: torch.device | str,
-    layout: torch.memory_format = torch.channels_last,
+    layout: torch.memory_format,
     non_blocking: bool = False,
 ) -> Tensor:
     """A batch of images on ``device`` in ``layout`` (``input_layout`` of the network)."""
