@@ -16,7 +16,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -83,7 +82,7 @@ def plain_reference(model: nn.Module) -> nn.Module:
             "reference was given: pass reference= the plain network to compare with"
         )
     with torch.random.fork_rng(devices=[]):
-        return build_from_config(replace(config, gate=None))
+        return build_from_config(config.plain())
 
 
 def _batch(

@@ -157,6 +157,13 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
         model.add_argument(
             "--gate", default=None, help="ff1, ff2 or rnn (default: from --init, else rnn)"
         )
+        model.add_argument(
+            "--gate-out-std",
+            type=float,
+            default=None,
+            help="std of the fresh gates' logit-layer init (default: He, 1.41; the official "
+            "CIFAR RNNGate's is 0.447)",
+        )
     model.add_argument(
         "--init", default=None, help="checkpoint to start from (SP for HRL+SP, baseline for ACT)"
     )
@@ -247,8 +254,13 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
             if getattr(args, f.name) is not None
         }
     )
+    gate_out_std = getattr(args, "gate_out_std", None)
     return StageConfig(
-        ModelConfig(arch, gate), data, train, init=args.init, backbone_weights=args.backbone_weights
+        ModelConfig(arch, gate, gate_out_std=gate_out_std),
+        data,
+        train,
+        init=args.init,
+        backbone_weights=args.backbone_weights,
     )
 
 

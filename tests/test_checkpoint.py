@@ -194,6 +194,22 @@ def test_load_model_names_every_mismatching_field(saved):
         load_model(path, ModelConfig("cifar_resnet8", None, 4, 1))
 
 
+def test_gate_init_is_not_part_of_a_checkpoints_identity(tmp_path):
+    """``gate_out_std`` says how fresh gates are drawn; a checkpoint's gates are its weights,
+    so an HRL config that leaves the std out still loads the SP checkpoint that set it."""
+    drawn = ModelConfig("cifar_resnet8", "rnn", 4, 1, gate_out_std=0.447)
+    net = build_from_config(drawn)
+    path = save_checkpoint(tmp_path / "sp.pt", make_payload(net, STAGE))
+    loaded, _ = load_model(path, ModelConfig("cifar_resnet8", "rnn", 4, 1))
+    assert loaded.config == drawn
+    for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"gate_out_std initialises SkipNet gates .*plain"):
+        ModelConfig("cifar_resnet8", None, gate_out_std=0.447)
+    with pytest.raises(ValueError, match="gate_out_std must be > 0, got -1"):
+        ModelConfig("cifar_resnet8", "ff1", gate_out_std=-1)
+
+
 def test_plain_checkpoint_initialises_the_backbone_of_a_gated_network(make_model, tmp_path):
     plain = make_model("cifar_resnet8", None, num_classes=4, in_channels=1)
     path = save_checkpoint(

@@ -11,7 +11,7 @@ from torch import nn
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.latency import measure_latency, plain_reference, time_interleaved
-from skipnet_sweep.models import GATE_DESIGNS
+from skipnet_sweep.models import GATE_DESIGNS, ModelConfig, build_from_config
 from skipnet_sweep.stages.config import LatencyConfig
 
 SHAPE = (1, 16, 16)
@@ -40,8 +40,10 @@ def test_every_kind_of_network_gets_the_metrics(make_model, gate):
 def test_the_reference_is_the_plain_resnet_of_the_backbone(make_model):
     for gate in ("rnn", "act"):
         ref = plain_reference(make_model("cifar_resnet14", gate, in_channels=1, num_classes=4))
-        assert ref.config.gate is None and ref.config.arch == "cifar_resnet14"
-        assert (ref.config.num_classes, ref.config.in_channels) == (4, 1)
+        assert ref.config == ModelConfig("cifar_resnet14", None, 4, 1)
+    # Of a network whose gates had their own init: the plain net has no gate to draw.
+    drawn = build_from_config(ModelConfig("cifar_resnet8", "rnn", 4, 1, gate_out_std=0.447))
+    assert plain_reference(drawn).config == ModelConfig("cifar_resnet8", None, 4, 1)
     gated = make_model("cifar_resnet8", "rnn")
     state = torch.random.get_rng_state()
     plain_reference(gated)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from sweep_helpers import (
 )
 
 import skipnet_sweep
+from skipnet_sweep.models import SkipResNet, build_from_config
+from skipnet_sweep.models.gates import gate_heads
 from skipnet_sweep.sweep import SpaceError, find_space, load_space, make_plan
 from skipnet_sweep.sweep import space as space_module
 from skipnet_sweep.sweep.space import SPACES_DIR
@@ -122,6 +125,13 @@ BAD = {
         "low must be below high",
     ),
     "zero SP workers": ({"resources.sp.workers": 0}, "resources.sp.workers", ">= 1"),
+    "gate init of a gate not swept": (
+        {"gate_out_std": {"ff1": 0.5}},
+        "gate_out_std: 'ff1' is not allowed",
+        "allowed: rnn",
+    ),
+    "gate init not a number": ({"gate_out_std": {"rnn": "small"}}, "gate_out_std.rnn", "number"),
+    "gate init of zero": ({"gate_out_std": {"rnn": 0}}, "gate_out_std.rnn", "> 0"),
     "section not a mapping": ({"hrl": [1, 2]}, "hrl", "expected a mapping"),
 }
 
@@ -389,6 +399,32 @@ def test_hrl_trials_start_from_their_sp_checkpoint(folder: Path) -> None:
         else:  # from scratch, as long as SP and HRL together
             assert stage.init is None
             assert stage.train.iterations == TINY["sp"]["iterations"] + TINY["hrl"]["iterations"]
+
+
+def test_gate_out_std_draws_the_named_gates_of_every_skipnet_job(folder: Path) -> None:
+    """``gate_out_std: {rnn: ...}`` reaches the SP job's network and its HRL trials (which load
+    the SP checkpoint, so they must name the same config); ff1 keeps He, the plain ResNet and
+    the halting networks have no gate to draw."""
+    changes = {"gates": ["ff1", "rnn"], "gate_out_std": {"rnn": 0.2}, "hrl.variants": ["hrl+sp"]}
+    plan = make_plan(load_space(str(write_space(folder, changes=changes))))
+    by_gate = {}
+    for job in [*plan.shared_jobs, *plan.trials]:
+        model = plan.stage_of(job).model
+        by_gate.setdefault(model.gate, set()).add(model.gate_out_std)
+    assert by_gate == {None: {None}, "ff1": {None}, "rnn": {0.2}}
+    sp = plan.find("sp", "cifar_resnet8", "rnn")
+    config = plan.stage_of(sp).model
+    torch.manual_seed(0)
+    built = build_from_config(config)
+    torch.manual_seed(0)
+    direct = SkipResNet("basic", [1] * 3, [16, 32, 64], "cifar", 4, 1, "rnn", gate_out_std=0.2)
+    torch.manual_seed(0)
+    he = build_from_config(replace(config, gate_out_std=None))
+    heads = [gate_heads(net.gates)[0].weight for net in (built, direct, he)]
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+    # The init is part of what SP computes: another std is another SP job.
+    other = write_space(folder, "other", changes={**changes, "gate_out_std": {"rnn": 0.3}})
+    assert make_plan(load_space(str(other))).find("sp", "cifar_resnet8", "rnn").key != sp.key
 
 
 def test_ids_are_deterministic(folder: Path) -> None:

@@ -165,6 +165,7 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
         (["eval", "--checkpoint", "{tmp}/missing.pt"], "missing.pt: no such file"),
         (["hrl", *FAST, "--gamma", "2"], "gamma must be in [0, 1]"),
         (["sp", *FAST, "--batch-size", "1000"], "batch_size=1000"),
+        (["sp", *FAST, "--gate-out-std", "0"], "gate_out_std must be > 0, got 0.0"),
         (
             ["sp", *FAST, "--iterations", "3", "--epochs", "1"],
             "exactly one of iterations or epochs",
@@ -179,6 +180,7 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
         "eval-missing",
         "gamma",
         "batch",
+        "gate-init",
         "both",
     ],
 )
@@ -287,6 +289,8 @@ def test_flags_reach_the_config(tmp_path):
     assert (train.iterations, train.gamma, train.supervised) == (7, 0.5, False)
     assert (train.lr_milestones, train.cost, train.reward_baseline) == ((0.25, 0.5), "flops", True)
     assert train.lr == 1e-4  # the HRL recipe where no flag is given
+    args, _ = _parser().parse_known_args(["sp", *DATA, "--gate", "ff1", "--gate-out-std", "0.3"])
+    assert _stage_config(args).model == ModelConfig("cifar_resnet20", "ff1", gate_out_std=0.3)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("5000", 5000), ("0.1", 0.1)])

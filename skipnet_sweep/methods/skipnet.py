@@ -50,7 +50,7 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
     base = baseline_job(ctx, arch) if space.sp.from_baseline else None
     stage = complete_model_config(
         StageConfig(
-            ModelConfig(arch, gate),
+            ModelConfig(arch, gate, gate_out_std=space.gate_out_std.get(gate)),
             ctx.data,
             train,
             backbone_weights=None if base else weights,

@@ -40,12 +40,18 @@ class ModelConfig:
             baselines on the same backbone), or None for the plain ResNet.
         num_classes: classifier outputs.
         in_channels: input image channels (1 for Fashion-MNIST).
+        gate_out_std: std of the normal init of each SkipNet gate's logit layer; None for He
+            fan-out (std 1.41 on the one logit: the official FF gates and ImageNet RNNGate).
+            The official CIFAR/SVHN RNNGate draws it at sqrt(0.2) = 0.447 (see
+            ``SkipResNet._init_weights``). How fresh gates are drawn, not the network's shape:
+            a checkpoint's gate weights replace it.
     """
 
     arch: str
     gate: str | None = None
     num_classes: int = 10
     in_channels: int = 3
+    gate_out_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.gate == "none":  # how files and command lines spell the plain ResNet
@@ -59,9 +65,21 @@ class ModelConfig:
             raise ValueError(f"unknown gate {self.gate!r}; allowed: {', '.join(allowed)} or none")
         if self.num_classes < 1 or self.in_channels < 1:
             raise ValueError("num_classes and in_channels must be positive")
+        if self.gate_out_std is not None:
+            if self.gate not in GATE_DESIGNS:
+                raise ValueError(
+                    f"gate_out_std initialises SkipNet gates ({', '.join(GATE_DESIGNS)}); "
+                    f"the {self.gate or 'plain'} network has none"
+                )
+            if not self.gate_out_std > 0:
+                raise ValueError(f"gate_out_std must be > 0, got {self.gate_out_std}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def plain(self) -> ModelConfig:
+        """The plain ResNet of the same backbone, classes and input."""
+        return ModelConfig(self.arch, None, self.num_classes, self.in_channels)
 
 
 def build_model(
@@ -90,7 +108,10 @@ def build_from_config(cfg: ModelConfig) -> SkipResNet | HaltingResNet:
         )
     else:
         model = _REGISTRY[cfg.arch](
-            num_classes=cfg.num_classes, in_channels=cfg.in_channels, gate=cfg.gate
+            num_classes=cfg.num_classes,
+            in_channels=cfg.in_channels,
+            gate=cfg.gate,
+            gate_out_std=cfg.gate_out_std,
         )
     model.config = cfg  # so checkpoints can store what rebuilds the network
     return model

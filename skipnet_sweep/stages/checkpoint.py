@@ -134,11 +134,12 @@ def load_model(
     if backbone_only is None:
         backbone_only = expect is not None and stored.gate is None and expect.gate is not None
     if expect is not None:
+        # gate_out_std says how fresh gates are drawn: loaded weights replace them.
         fields_ = ("arch", "num_classes", "in_channels") if backbone_only else None
         diffs = [
             f"{k} is {getattr(stored, k)!r}, expected {getattr(expect, k)!r}"
             for k in (fields_ or stored.to_dict())
-            if getattr(stored, k) != getattr(expect, k)
+            if k != "gate_out_std" and getattr(stored, k) != getattr(expect, k)
         ]
         if diffs:
             raise CheckpointError(f"checkpoint {path}: config mismatch: {'; '.join(diffs)}")

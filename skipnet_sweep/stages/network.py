@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from skipnet_sweep.data import DatasetInfo, dataset_info, synthetic_info
-from skipnet_sweep.models import ModelConfig, SkipResNet, build_from_config
+from skipnet_sweep.models import SkipResNet, build_from_config
 from skipnet_sweep.stages.checkpoint import load_model, load_torchvision_weights
 from skipnet_sweep.stages.config import StageConfig
 
@@ -20,7 +20,7 @@ def complete_model_config(cfg: StageConfig) -> StageConfig:
     info = _data_info(cfg)
     model = cfg.model
     if (model.num_classes, model.in_channels) != (info.num_classes, info.in_channels):
-        model = ModelConfig(model.arch, model.gate, info.num_classes, info.in_channels)
+        model = replace(model, num_classes=info.num_classes, in_channels=info.in_channels)
     return replace(cfg, model=model)
 
 

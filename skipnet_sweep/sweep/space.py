@@ -99,6 +99,7 @@ BOUNDS: dict[str, tuple[float | None, float]] = {
     "gpu": (0, 64),
     "num_workers": (0, 256),
     "seed": (0, 2**32 - 1),
+    "gate_out_std": (None, 100),
 }
 SYNTHETIC_BOUNDS: dict[str, tuple[int, int]] = {
     "size": (1, 1_000_000),
@@ -298,6 +299,9 @@ class Space:
     gates: tuple[str, ...] = ("rnn",)
     backbone_gates: dict = field(default_factory=dict)
     backbone_weights: dict = field(default_factory=dict)
+    # Per gate design, the std of its fresh logit layer's init (``ModelConfig.gate_out_std``);
+    # a design left out gets He fan-out.
+    gate_out_std: dict = field(default_factory=dict)
     baseline: bool = True
     # The plain ResNet's own recipe when it differs from SP's (e.g. a longer one, with SP
     # then a short fine-tune from it: sp.from_baseline); None: the sp recipe.
@@ -653,6 +657,12 @@ def validate(space: Space) -> None:
             raise SpaceError(f"backbone_gates.{arch}: expected a non-empty list of gate designs")
         for i, gate in enumerate(gates):
             _choice(f"backbone_gates.{arch}[{i}]", gate, GATE_DESIGNS)
+    swept = sorted({g for arch in space.backbones for g in space.gates_for(arch)})
+    for gate, std in space.gate_out_std.items():
+        _choice("gate_out_std", gate, swept)
+        if isinstance(std, bool) or not isinstance(std, int | float):
+            raise SpaceError(f"gate_out_std.{gate}: expected a number, got {show(std)}")
+        _bounded(f"gate_out_std.{gate}", std, *BOUNDS["gate_out_std"])
     train_images = sizes[0] if sizes else None
     if train_images is not None and space.dataset.train_subset is not None:
         train_images = min(train_images, space.dataset.train_subset)
