@@ -648,6 +648,7 @@ def test_run_stage_final_metrics_and_checkpoint(sp_run):
         "gate": GATE,
         "num_classes": 4,
         "in_channels": 1,
+        "gate_out_std": None,
     }
     assert StageConfig.from_dict(payload["stage_config"]) == complete_model_config(sp_config())
     assert payload["metrics"][M.TOP1] == result.metrics[M.TOP1]
