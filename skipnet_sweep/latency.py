@@ -2,7 +2,8 @@
 
 FLOPs say what skipping could save; latency says what it does save on the machine at hand
 (per-gate overhead, gather/scatter and kernel launches are invisible to FLOPs; see
-docs/benchmarks.md). ``measure_latency`` times the network in eval mode under
+docs/benchmarks.md). ``measure_latency`` times a copy of the network as deployed (eval
+mode, each BatchNorm folded into its convolution: ``models.folded``) under
 ``torch.inference_mode`` through the call evaluation makes (``stages/evaluate.py``:
 thresholded gates, sparse path), so SkipNets run only the blocks their gates open and
 ACT/SACT networks their own halting forward. Beside it, in the same process, the plain ResNet
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.models import build_from_config, input_layout, model_input
+from skipnet_sweep.models import build_from_config, folded, input_layout, model_input
 
 __all__ = ["measure_latency", "plain_reference", "synchronizer", "time_interleaved"]
 
@@ -124,8 +125,9 @@ def measure_latency(
         warmup: untimed rounds per batch size.
         repeats: timed rounds per batch size (the median is reported).
         reference: the network to compare with; default ``plain_reference(model)``. It is
-            called the same way and moved to ``device``. Both networks are put in the
-            layout the stages train and evaluate in (``models.input_layout``).
+            called the same way and moved to ``device``. Both are timed as folded copies
+            (``models.folded``) in the layout the stages train and evaluate in
+            (``models.input_layout``); neither network is changed.
         images: (N, C, H, W) images to time on (a SkipNet's decisions, and so its time,
             depend on them): the first ``b`` (repeated if N < b); None for seeded noise.
         path: the execution path, ``sparse`` (skipped blocks are not computed) by default.
@@ -147,36 +149,28 @@ def measure_latency(
     if not sizes:
         return {}
     reference = plain_reference(model) if reference is None else reference
-    # Both in the layout the stages keep the network in (a no-op for a stage's network).
+    # Both as deployed (copies in eval mode, BatchNorm folded into the convolutions) and in
+    # the layout the stages keep the network in.
     layout = input_layout(model)
-    model.to(memory_format=layout)
-    reference.to(device, memory_format=layout)
-    nets = {"model": model, "plain": reference}
-    modes = {name: net.training for name, net in nets.items()}
+    nets = {"model": folded(model), "plain": folded(reference.to(device))}
     sync = synchronizer(device)
     out: dict[str, float] = {}
-    try:
-        for net in nets.values():
-            net.eval()
-        with torch.inference_mode():
-            for b in sizes:
-                x = _batch(images, b, input_shape, device, layout)
-                times = time_interleaved(
-                    {
-                        name: (lambda net=net, x=x: net(x, mode="threshold", path=path))
-                        for name, net in nets.items()
-                    },
-                    warmup=warmup,
-                    repeats=repeats,
-                    sync=sync,
-                    clock=clock,
-                )
-                ms = statistics.median(times["model"]) * 1e3
-                plain_ms = statistics.median(times["plain"]) * 1e3
-                out[M.latency_ms(b)] = ms
-                out[M.latency_plain_ms(b)] = plain_ms
-                out[M.speedup(b)] = plain_ms / ms if ms > 0 else float("nan")
-    finally:
-        for name, net in nets.items():
-            net.train(modes[name])
+    with torch.inference_mode():
+        for b in sizes:
+            x = _batch(images, b, input_shape, device, layout)
+            times = time_interleaved(
+                {
+                    name: (lambda net=net, x=x: net(x, mode="threshold", path=path))
+                    for name, net in nets.items()
+                },
+                warmup=warmup,
+                repeats=repeats,
+                sync=sync,
+                clock=clock,
+            )
+            ms = statistics.median(times["model"]) * 1e3
+            plain_ms = statistics.median(times["plain"]) * 1e3
+            out[M.latency_ms(b)] = ms
+            out[M.latency_plain_ms(b)] = plain_ms
+            out[M.speedup(b)] = plain_ms / ms if ms > 0 else float("nan")
     return out

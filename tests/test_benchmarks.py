@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["bench_inference.py", "bench_train_step.py", "bench_layout.py"])
+@pytest.mark.parametrize(
+    "script", ["bench_inference.py", "bench_train_step.py", "bench_layout.py", "bench_fold.py"]
+)
 def test_smoke_test_runs_and_reports_json(script: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--smoke-test", "--json"],

@@ -52,12 +52,24 @@ def test_the_reference_is_the_plain_resnet_of_the_backbone(make_model):
         plain_reference(nn.Linear(2, 2))
 
 
-class FakeClock:
+class Shared:
+    """Kept by reference when a network is copied: ``measure_latency`` times folded copies
+    (``models.folded``), which must advance the test's clock and record into its lists."""
+
+    def __deepcopy__(self, memo: dict) -> Shared:
+        return self
+
+
+class FakeClock(Shared):
     def __init__(self) -> None:
         self.t = 0.0
 
     def __call__(self) -> float:
         return self.t
+
+
+class CallLog(Shared, list):
+    pass
 
 
 class Costly(nn.Module):
@@ -67,7 +79,7 @@ class Costly(nn.Module):
     def __init__(self, clock: FakeClock, ms: float, slow: dict[int, float] | None = None):
         super().__init__()
         self.clock, self.ms, self.slow = clock, ms, slow or {}
-        self.calls: list[tuple[int, str | None, str, bool, bool]] = []
+        self.calls: list[tuple[int, str | None, str, bool, bool]] = CallLog()
 
     def forward(self, x, mode=None, path="masked"):
         i = len(self.calls)

@@ -18,8 +18,10 @@ from skipnet_sweep.models import (
     ModelConfig,
     SkipResNet,
     build_from_config,
+    build_halting,
     build_model,
     decide,
+    folded,
     list_models,
     load_backbone,
 )
@@ -591,3 +593,64 @@ def test_gated_residual_has_the_values_and_gradients_of_relu_add_and_lerp(kind):
     ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert res.grad is None and (kind == "sampled") == (not gate.requires_grad)
+
+
+def _with_trained_statistics(net: nn.Module) -> nn.Module:
+    """BatchNorms whose statistics and affine terms are far from the identity (a fresh
+    network's fold is nearly a no-op and would hide a wrong fold)."""
+    gen = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+    return net
+
+
+@pytest.mark.parametrize(
+    ("arch", "gate"),
+    [
+        *[("cifar_resnet8", g) for g in (None, "ff1", "ff2", "rnn", "act", "sact")],
+        ("resnet50", "rnn"),  # bottleneck blocks and the ImageNet stem
+    ],
+)
+def test_folded_network_computes_the_same_without_batchnorm(arch, gate):
+    torch.manual_seed(0)
+    kw = {"in_channels": 1, "num_classes": 4}
+    halting = gate in ("act", "sact")
+    net = build_halting(arch, gate, **kw) if halting else build_model(arch, gate=gate, **kw)
+    _with_trained_statistics(net)
+    net.train()
+    deployed = folded(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    assert not deployed.training and net.training  # a copy: the network is left as it was
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 0
+    x = torch.randn(8, 1, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        want = net(x, mode="threshold", path="sparse")
+        got = deployed(x, mode="threshold", path="sparse")
+    torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.executed, want.executed)
+
+
+def test_fold_leaves_a_batchnorm_it_was_not_told_about():
+    """Outside ``nn.Sequential`` and ``BN_FOLDS`` a BatchNorm may normalise anything (here
+    the input, not the convolution registered before it): it stays."""
+
+    class Plugin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv(self.bn(x))
+
+    net = _with_trained_statistics(Plugin())
+    deployed = folded(net)
+    assert isinstance(deployed.bn, nn.BatchNorm2d)
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(deployed(x), net.eval()(x))

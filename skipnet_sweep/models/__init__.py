@@ -14,6 +14,7 @@ from skipnet_sweep.models.resnet import (
     EXEC_PATHS,
     SkipOutput,
     SkipResNet,
+    folded,
     input_layout,
     model_input,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "build_halting",
     "build_model",
     "decide",
+    "folded",
     "input_layout",
     "list_models",
     "load_backbone",

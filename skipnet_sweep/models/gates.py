@@ -98,6 +98,8 @@ class FFGateI(nn.Module):
     """FFGate-I (Fig. 3a): 2x2 max-pool, 3x3 conv s1 + BN + ReLU, 3x3 conv s2 + BN + ReLU,
     global average pool, linear to one logit. About 19% of a CIFAR basic block."""
 
+    BN_FOLDS = (("conv1", "bn1"), ("conv2", "bn2"))  # see ``resnet.folded``
+
     def __init__(self, channels: int):
         super().__init__()
         # ceil_mode keeps 1x1 maps (tiny inputs, last ImageNet stage at low resolution) valid.
@@ -117,6 +119,8 @@ class FFGateI(nn.Module):
 class FFGateII(nn.Module):
     """FFGate-II (Fig. 3b): one 3x3 conv s2 + BN + ReLU, global average pool, linear.
     About 12.5% of a basic block; the paper's choice for networks deeper than 100 layers."""
+
+    BN_FOLDS = (("conv", "bn"),)
 
     def __init__(self, channels: int):
         super().__init__()
