@@ -61,8 +61,8 @@ def folded(model: nn.Module) -> nn.Module:
     convolution it normalises (the convolution's weights scaled and a bias added; the
     BatchNorm becomes the identity). The same function to float rounding (logits within
     ~1e-5 here), in one pass over each activation instead of two: an evaluation forward of
-    ResNet-20 on 28x28, batch 128, ran 1.05-1.2x faster on this 2-core CPU
-    (``benchmarks/bench_fold.py``, docs/benchmarks.md section 5).
+    ResNet-20 on 28x28, batch 128, ran 1.06-1.16x faster on this 2-core CPU (paired medians;
+    ``benchmarks/bench_fold.py``, docs/benchmarks.md section 5).
 
     Folded: the convolution/BatchNorm neighbours of an ``nn.Sequential`` (which applies its
     modules in order) and the pairs a module class names in ``BN_FOLDS`` (the residual
