@@ -132,6 +132,26 @@ BAD = {
     ),
     "gate init not a number": ({"gate_out_std": {"rnn": "small"}}, "gate_out_std.rnn", "number"),
     "gate init of zero": ({"gate_out_std": {"rnn": 0}}, "gate_out_std.rnn", "> 0"),
+    "recipe of a backbone not swept": (
+        {"backbone_recipe": {"cifar_resnet14": {"warmup_iterations": 4}}},
+        "backbone_recipe: 'cifar_resnet14' is not allowed",
+        "allowed: cifar_resnet8",
+    ),
+    "recipe field that is not the optimiser's": (
+        {"backbone_recipe": {"cifar_resnet8": {"alpha": 1.0}}},
+        "backbone_recipe.cifar_resnet8.alpha: unknown field",
+        "warmup_iterations",
+    ),
+    "recipe field of the wrong type": (
+        {"backbone_recipe": {"cifar_resnet8": {"warmup_iterations": "400"}}},
+        "backbone_recipe.cifar_resnet8.warmup_iterations",
+        "expected an integer",
+    ),
+    "recipe value the stage refuses": (
+        {"backbone_recipe": {"cifar_resnet8": {"lr_schedule": "cosine"}}},
+        "backbone_recipe.cifar_resnet8.lr_schedule",
+        "allowed: step, one_cycle",
+    ),
     "section not a mapping": ({"hrl": [1, 2]}, "hrl", "expected a mapping"),
 }
 
@@ -425,6 +445,27 @@ def test_gate_out_std_draws_the_named_gates_of_every_skipnet_job(folder: Path) -
     # The init is part of what SP computes: another std is another SP job.
     other = write_space(folder, "other", changes={**changes, "gate_out_std": {"rnn": 0.3}})
     assert make_plan(load_space(str(other))).find("sp", "cifar_resnet8", "rnn").key != sp.key
+
+
+def test_backbone_recipe_changes_only_that_backbones_from_scratch_jobs(folder: Path) -> None:
+    """The ResNet paper's warm-up for one depth: its baseline and SP (and HRL+S, which trains
+    with SP's optimiser) warm up; the other backbone and the HRL fine-tunes do not."""
+    changes = {
+        "backbones": ["cifar_resnet8", "cifar_resnet14"],
+        "backbone_recipe": {"cifar_resnet14": {"warmup_iterations": 4, "warmup_lr": 0.01}},
+        "hrl.variants": ["hrl+sp", "hrl+s"],
+    }
+    plan = make_plan(load_space(str(write_space(folder, changes=changes))))
+    warm = {}
+    for job in [*plan.shared_jobs, *plan.trials]:
+        train = plan.stage_of(job).train
+        key = (job.coord("backbone"), train.stage, job.coord("variant"))
+        warm.setdefault(key, set()).add((train.warmup_iterations, train.warmup_lr))
+    for (arch, stage, variant), got in warm.items():
+        scratch = stage in ("baseline", "sp") or variant == "hrl+s"
+        want = (4, 0.01) if arch == "cifar_resnet14" and scratch else (0, 0.01)
+        assert got == {want}, (arch, stage, variant, got)
+    assert ("cifar_resnet14", "hrl", "hrl+sp") in warm
 
 
 def test_ids_are_deterministic(folder: Path) -> None:

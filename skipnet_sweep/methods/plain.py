@@ -26,6 +26,7 @@ def baseline_job(ctx: PlanContext, arch: str) -> Job:
     where, spec = (
         ("baseline_recipe", space.baseline_recipe) if space.baseline_recipe else ("sp", space.sp)
     )
+    spec = space.recipe_for(arch, spec)
     train = recipe(where, "baseline", spec, SP_LR, SP_MILESTONES, seed=space.seed, gating="hard")
     weights = space.backbone_weights.get(arch)
     stage = complete_model_config(

@@ -43,9 +43,8 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
     if key in ctx.shared:
         return ctx.shared[key]
     space = ctx.space
-    train = recipe(
-        "sp", "sp", space.sp, SP_LR, SP_MILESTONES, gating=space.sp.gating, seed=space.seed
-    )
+    spec = space.recipe_for(arch, space.sp)
+    train = recipe("sp", "sp", spec, SP_LR, SP_MILESTONES, gating=spec.gating, seed=space.seed)
     weights = space.backbone_weights.get(arch)
     base = baseline_job(ctx, arch) if space.sp.from_baseline else None
     stage = complete_model_config(

@@ -302,6 +302,9 @@ class Space:
     # Per gate design, the std of its fresh logit layer's init (``ModelConfig.gate_out_std``);
     # a design left out gets He fan-out.
     gate_out_std: dict = field(default_factory=dict)
+    # Per backbone, optimiser fields that replace those of ``sp`` and ``baseline_recipe`` in
+    # that backbone's jobs (``recipe_for``): e.g. the ResNet paper's warm-up for ResNet-110.
+    backbone_recipe: dict = field(default_factory=dict)
     baseline: bool = True
     # The plain ResNet's own recipe when it differs from SP's (e.g. a longer one, with SP
     # then a short fine-tune from it: sp.from_baseline); None: the sp recipe.
@@ -350,6 +353,15 @@ class Space:
             for arch, p in self.backbone_weights.items()
         }
         return d
+
+    def recipe_for(self, arch: str, spec: Any) -> Any:
+        """``spec`` (the ``sp`` or ``baseline_recipe`` section) as ``arch`` trains it: with the
+        fields its ``backbone_recipe`` entry gives, typed as the section types them."""
+        given = self.backbone_recipe.get(arch)
+        if not given:
+            return spec
+        typed = _build(OptimSpec, given, f"backbone_recipe.{arch}")
+        return replace(spec, **{name: getattr(typed, name) for name in given})
 
     def gates_for(self, arch: str) -> tuple[str, ...]:
         """The gate designs swept on ``arch``: its ``backbone_gates`` entry, else ``gates``."""
@@ -673,6 +685,14 @@ def validate(space: Space) -> None:
         _check_length(where, spec, train_images)
         _bounded(f"{where}.eval_every", spec.eval_every, *BOUNDS["eval_every"])
         _check_train(where, stage, spec)
+    for arch in space.backbone_recipe:
+        _choice("backbone_recipe", arch, space.backbones)
+        where = f"backbone_recipe.{arch}"
+        for _, stage, spec in sections[:1] + sections[2:]:  # sp, baseline_recipe: not hrl
+            merged = space.recipe_for(arch, spec)
+            _check_length(where, merged, train_images)
+            _bounded(f"{where}.eval_every", merged.eval_every, *BOUNDS["eval_every"])
+            _check_train(where, stage, merged)
     for i, v in enumerate(space.hrl.variants):
         _choice(f"hrl.variants[{i}]", v, HRL_VARIANTS)
     _check_values("alpha", space.alpha, space.search.algorithm)
