@@ -1,4 +1,5 @@
-"""Pareto frontier and hypervolume of (MACs, top-1) points.
+"""Pareto frontier and hypervolume of (MACs, top-1) points, and the latency axis of the
+measured-latency frontier.
 
 A point is ``(macs, top1)``: multiply-adds per image (lower is better) and top-1 accuracy
 in percent (higher is better). Pure functions over plain numbers, so the sweep (which
@@ -18,18 +19,43 @@ Conventions, chosen so that every caller gets the same answer:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 
 Point = tuple[float, float]  # (macs, top1)
 
 __all__ = [
     "Point",
+    "comparable_latency",
     "format_hypervolume",
     "hypervolume",
     "normalised_hypervolume",
     "pareto_front",
     "pareto_mask",
 ]
+
+
+def comparable_latency(
+    latency_ms: Sequence[float | None], plain_ms: Sequence[float | None]
+) -> list[float]:
+    """Latencies of runs timed in separate processes, on one scale for a frontier: each run's
+    time over the plain ResNet's timed call for call beside it (``latency.measure_latency``),
+    times the median of those plain timings. The raw milliseconds are not comparable across
+    runs: each carries its process's load (trials share the machine, or not) and the machine's
+    drift, which the in-process ratio cancels; measured on the quickstart, a run 0.87x as
+    fast as its plain reference had fewer raw milliseconds than the plain run's own. NaN
+    where a run lacks either timing.
+    """
+
+    def valid(lat: float | None, ref: float | None) -> bool:
+        return lat is not None and ref is not None and math.isfinite(lat) and ref > 0
+
+    pairs = list(zip(latency_ms, plain_ms, strict=True))
+    refs = [ref for lat, ref in pairs if valid(lat, ref)]
+    if not refs:
+        return [math.nan] * len(pairs)
+    scale = statistics.median(refs)
+    return [scale * lat / ref if valid(lat, ref) else math.nan for lat, ref in pairs]
 
 
 def _as_points(points: Iterable[Sequence[float]]) -> list[Point]:

@@ -326,6 +326,29 @@ def test_pareto_figure(runs: pd.DataFrame, tmp_path: Path) -> None:
     assert list(csv[M.FLOPS_MEAN]) == [30e6, 35e6, 40e6, 60e6, 80e6, 90e6]
 
 
+def test_latency_frontier_compares_each_run_with_the_plain_resnet_timed_beside_it(
+    runs: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A run timed in a process twice as fast as the others (its plain reference took half
+    the usual time) but itself 2x slower than that reference has the fewest raw milliseconds
+    of all; on the frontier's scale it is 2x the plain ResNet's, so not on the frontier, and
+    it is flagged as saving MACs without time."""
+    pts = runs.copy()
+    plain = pts.loc[pts[M.TAG_STAGE] == "baseline"].iloc[0]
+    lat, ref = M.latency_ms(1), M.latency_plain_ms(1)
+    candidates = pts[(pts[M.TOP1] < plain[M.TOP1]) & (pts[M.FLOPS_MEAN] < 0.9 * PLAIN)]
+    odd = candidates.index[0]
+    pts.loc[odd, ref] = plain[ref] / 100
+    pts.loc[odd, lat] = 2 * plain[ref] / 100
+    assert pts.loc[odd, lat] == pts[lat].min()  # raw: the fastest run of the sweep
+    data = F.latency_figure(pts, tmp_path / "latency")
+    name = pts.loc[odd, "run_name"]
+    point = data.points.set_index("run_name").loc[name]
+    assert point[lat] == pytest.approx(2 * plain[ref])  # all the others ran beside PLAIN/1e7
+    assert name not in set(data.frontier["run_name"])
+    assert name in set(data.counted_only["run_name"])
+
+
 def test_pareto_figure_without_matching_baseline(runs: pd.DataFrame, tmp_path: Path) -> None:
     table = write_baselines(tmp_path / "b.csv")
     other = runs.assign(**{M.PARAM_ARCH: "cifar_resnet20"})

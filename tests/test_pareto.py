@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from skipnet_sweep.pareto import (
+    comparable_latency,
     format_hypervolume,
     hypervolume,
     normalised_hypervolume,
@@ -126,3 +127,11 @@ def test_format_hypervolume() -> None:
     assert format_hypervolume(0.71249) == "HV 0.712"
     assert format_hypervolume(0.5996) == "HV 0.600"
     assert format_hypervolume(1.0) == "HV 1.000"
+
+
+def test_comparable_latency_puts_every_run_on_its_plain_references_scale() -> None:
+    # Three runs, each timed beside its own plain ResNet (10, 20 and 30 ms: three loads).
+    got = comparable_latency([5.0, 20.0, 60.0, None, 4.0], [10.0, 20.0, 30.0, 20.0, None])
+    assert got[:3] == [pytest.approx(10.0), pytest.approx(20.0), pytest.approx(40.0)]
+    assert math.isnan(got[3]) and math.isnan(got[4])  # a timing missing: no place on the axis
+    assert all(math.isnan(v) for v in comparable_latency([1.0], [None]))

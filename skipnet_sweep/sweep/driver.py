@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -26,12 +27,20 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import short_hash
 from skipnet_sweep.models.deploy import Deployed
-from skipnet_sweep.pareto import format_hypervolume, normalised_hypervolume, pareto_front
+from skipnet_sweep.pareto import (
+    comparable_latency,
+    format_hypervolume,
+    normalised_hypervolume,
+    pareto_front,
+)
 from skipnet_sweep.stages import CheckpointError, load_model
 from skipnet_sweep.sweep import reaper
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
+
+# A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``).
+COMPARABLE_LATENCY = "latency_comparable_ms_b1"
 
 
 @dataclass
@@ -485,6 +494,7 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 M.FLOPS_MEAN: m[M.FLOPS_MEAN],
                 M.FLOPS_PLAIN: m.get(M.FLOPS_PLAIN, m[M.FLOPS_MEAN]),
                 M.latency_ms(1): m.get(M.latency_ms(1)),
+                M.latency_plain_ms(1): m.get(M.latency_plain_ms(1)),
                 M.speedup(1): m.get(M.speedup(1)),
             }
         )
@@ -492,11 +502,15 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
     if not rows:
         return result
     front = set(pareto_front([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows]))
-    # The frontier in measured latency too (batch 1), over the runs that were timed.
-    timed = [i for i, r in enumerate(rows) if r[M.latency_ms(1)] is not None]
-    fast = {
-        timed[j] for j in pareto_front([(rows[i][M.latency_ms(1)], rows[i][M.TOP1]) for i in timed])
-    }
+    # The frontier in measured latency too (batch 1), over the runs that were timed, each
+    # against the plain ResNet timed beside it (``comparable_latency``).
+    lat = comparable_latency(
+        [r[M.latency_ms(1)] for r in rows], [r[M.latency_plain_ms(1)] for r in rows]
+    )
+    for r, value in zip(rows, lat, strict=True):
+        r[COMPARABLE_LATENCY] = value
+    timed = [i for i, value in enumerate(lat) if math.isfinite(value)]
+    fast = {timed[j] for j in pareto_front([(lat[i], rows[i][M.TOP1]) for i in timed])}
     for i, r in enumerate(rows):
         r["pareto"], r["pareto_latency"] = i in front, i in fast
         tags = {M.TAG_PARETO: str(i in front).lower()}
@@ -508,7 +522,7 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
     tracker.log_metrics(parent, {M.HYPERVOLUME: result.hypervolume})
     result.frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r[M.FLOPS_MEAN])
     result.latency_frontier = sorted(
-        (r for r in rows if r["pareto_latency"]), key=lambda r: r[M.latency_ms(1)]
+        (r for r in rows if r["pareto_latency"]), key=lambda r: r[COMPARABLE_LATENCY]
     )
     cols = ["run_name", "method", "backbone", "weight", M.TOP1, M.FLOPS_MEAN]
     csv = (
