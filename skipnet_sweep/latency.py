@@ -125,7 +125,7 @@ def measure_latency(
         warmup: untimed rounds per batch size.
         repeats: timed rounds per batch size (the median is reported).
         reference: the network to compare with; default ``plain_reference(model)``. It is
-            called the same way and moved to ``device``. Both are timed as folded copies
+            called the same way; its copy is put on ``device``. Both are timed as folded copies
             (``models.folded``) in the layout the stages train and evaluate in
             (``models.input_layout``); neither network is changed.
         images: (N, C, H, W) images to time on (a SkipNet's decisions, and so its time,
@@ -152,7 +152,7 @@ def measure_latency(
     # Both as deployed (copies in eval mode, BatchNorm folded into the convolutions) and in
     # the layout the stages keep the network in.
     layout = input_layout(model)
-    nets = {"model": folded(model), "plain": folded(reference.to(device))}
+    nets = {"model": folded(model), "plain": folded(reference).to(device)}
     sync = synchronizer(device)
     out: dict[str, float] = {}
     with torch.inference_mode():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 Point = tuple[float, float]  # (macs, top1)
 
@@ -36,26 +36,41 @@ __all__ = [
 
 
 def comparable_latency(
-    latency_ms: Sequence[float | None], plain_ms: Sequence[float | None]
+    latency_ms: Sequence[float | None],
+    plain_ms: Sequence[float | None],
+    groups: Sequence[Hashable] | None = None,
 ) -> list[float]:
     """Latencies of runs timed in separate processes, on one scale for a frontier: each run's
     time over the plain ResNet's timed call for call beside it (``latency.measure_latency``),
-    times the median of those plain timings. The raw milliseconds are not comparable across
-    runs: each carries its process's load (trials share the machine, or not) and the machine's
-    drift, which the in-process ratio cancels; measured on the quickstart, a run 0.87x as
-    fast as its plain reference had fewer raw milliseconds than the plain run's own. NaN
-    where a run lacks either timing.
+    times the median of the plain timings of its group (its backbone and dataset: a ResNet-110
+    stays on ResNet-110's scale, a ResNet-38 on its own). The raw milliseconds are not
+    comparable across runs: each carries its process's load (trials share the machine, or
+    not) and the machine's drift, which the in-process ratio cancels; measured on the
+    quickstart, a run 0.87x as fast as its plain reference had fewer raw milliseconds than the
+    plain run's own. NaN where a run lacks either timing.
+
+    Args:
+        latency_ms: each run's own time.
+        plain_ms: the plain ResNet's time in the same process.
+        groups: each run's group (e.g. ``(dataset, backbone)``); None: one group.
     """
 
     def valid(lat: float | None, ref: float | None) -> bool:
         return lat is not None and ref is not None and math.isfinite(lat) and ref > 0
 
     pairs = list(zip(latency_ms, plain_ms, strict=True))
-    refs = [ref for lat, ref in pairs if valid(lat, ref)]
-    if not refs:
-        return [math.nan] * len(pairs)
-    scale = statistics.median(refs)
-    return [scale * lat / ref if valid(lat, ref) else math.nan for lat, ref in pairs]
+    keys = [None] * len(pairs) if groups is None else list(groups)
+    if len(keys) != len(pairs):
+        raise ValueError(f"{len(keys)} groups for {len(pairs)} runs")
+    refs: dict[Hashable, list[float]] = {}
+    for key, (lat, ref) in zip(keys, pairs, strict=True):
+        if valid(lat, ref):
+            refs.setdefault(key, []).append(ref)
+    scale = {key: statistics.median(values) for key, values in refs.items()}
+    return [
+        scale[key] * lat / ref if valid(lat, ref) else math.nan
+        for key, (lat, ref) in zip(keys, pairs, strict=True)
+    ]
 
 
 def _as_points(points: Iterable[Sequence[float]]) -> list[Point]:

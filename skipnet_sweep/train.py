@@ -255,6 +255,11 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
         }
     )
     gate_out_std = getattr(args, "gate_out_std", None)
+    if gate_out_std is not None and init_model is not None and init_model.gate is not None:
+        raise ValueError(
+            f"--gate-out-std draws fresh gates, but --init {args.init} brings its own "
+            f"({init_model.gate} gates); drop one of the two"
+        )
     return StageConfig(
         ModelConfig(arch, gate, gate_out_std=gate_out_std),
         data,

@@ -26,7 +26,7 @@ from skipnet_sweep.models import (
     load_backbone,
 )
 from skipnet_sweep.models.gates import RNNGate
-from skipnet_sweep.models.resnet import GatedResidual
+from skipnet_sweep.models.resnet import BasicBlock, GatedResidual
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -654,3 +654,17 @@ def test_fold_leaves_a_batchnorm_it_was_not_told_about():
     assert isinstance(deployed.bn, nn.BatchNorm2d)
     x = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(deployed(x), net.eval()(x))
+
+    class Reordered(BasicBlock):  # a plugin's block: BatchNorm before each convolution
+        def residual(self, x):
+            return self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+
+    class Preact(nn.Sequential):  # a Sequential that applies its modules in another order
+        def forward(self, x):
+            return self[0](self[1](x))
+
+    block = _with_trained_statistics(Reordered(4, 4))
+    pre = _with_trained_statistics(Preact(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(folded(block).residual(x), block.eval().residual(x))
+    torch.testing.assert_close(folded(pre)(x), pre.eval()(x))

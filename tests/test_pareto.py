@@ -135,3 +135,14 @@ def test_comparable_latency_puts_every_run_on_its_plain_references_scale() -> No
     assert got[:3] == [pytest.approx(10.0), pytest.approx(20.0), pytest.approx(40.0)]
     assert math.isnan(got[3]) and math.isnan(got[4])  # a timing missing: no place on the axis
     assert all(math.isnan(v) for v in comparable_latency([1.0], [None]))
+
+
+def test_comparable_latency_keeps_each_backbone_on_its_own_scale() -> None:
+    """A deeper backbone stays slower: one scale for all would put the plain ResNet-110 at
+    the plain ResNet-38's time (both ratio 1)."""
+    lat, ref = [10.0, 6.0, 40.0, 24.0], [10.0, 10.0, 40.0, 40.0]
+    arch = ["r38", "r38", "r110", "r110"]
+    assert comparable_latency(lat, ref, arch) == pytest.approx([10.0, 6.0, 40.0, 24.0])
+    assert comparable_latency(lat, ref) == pytest.approx([25.0, 15.0, 25.0, 15.0])
+    with pytest.raises(ValueError, match="3 groups for 4 runs"):
+        comparable_latency(lat, ref, arch[:3])

@@ -132,6 +132,10 @@ BAD = {
     ),
     "gate init not a number": ({"gate_out_std": {"rnn": "small"}}, "gate_out_std.rnn", "number"),
     "gate init of zero": ({"gate_out_std": {"rnn": 0}}, "gate_out_std.rnn", "> 0"),
+    "empty recipe of a backbone": (
+        {"backbone_recipe": {"cifar_resnet8": {}}},
+        "backbone_recipe.cifar_resnet8: expected a mapping of optimiser fields",
+    ),
     "recipe of a backbone not swept": (
         {"backbone_recipe": {"cifar_resnet14": {"warmup_iterations": 4}}},
         "backbone_recipe: 'cifar_resnet14' is not allowed",
@@ -450,22 +454,35 @@ def test_gate_out_std_draws_the_named_gates_of_every_skipnet_job(folder: Path) -
 def test_backbone_recipe_changes_only_that_backbones_from_scratch_jobs(folder: Path) -> None:
     """The ResNet paper's warm-up for one depth: its baseline and SP (and HRL+S, which trains
     with SP's optimiser) warm up; the other backbone and the HRL fine-tunes do not."""
+    sp_steps, hrl_steps = TINY["sp"]["iterations"], TINY["hrl"]["iterations"]
     changes = {
         "backbones": ["cifar_resnet8", "cifar_resnet14"],
-        "backbone_recipe": {"cifar_resnet14": {"warmup_iterations": 4, "warmup_lr": 0.01}},
+        "backbone_recipe": {
+            "cifar_resnet14": {"warmup_iterations": 4, "warmup_lr": 0.05, "iterations": 9}
+        },
         "hrl.variants": ["hrl+sp", "hrl+s"],
     }
     plan = make_plan(load_space(str(write_space(folder, changes=changes))))
-    warm = {}
+    seen = {}
     for job in [*plan.shared_jobs, *plan.trials]:
         train = plan.stage_of(job).train
         key = (job.coord("backbone"), train.stage, job.coord("variant"))
-        warm.setdefault(key, set()).add((train.warmup_iterations, train.warmup_lr))
-    for (arch, stage, variant), got in warm.items():
-        scratch = stage in ("baseline", "sp") or variant == "hrl+s"
-        want = (4, 0.01) if arch == "cifar_resnet14" and scratch else (0, 0.01)
-        assert got == {want}, (arch, stage, variant, got)
-    assert ("cifar_resnet14", "hrl", "hrl+sp") in warm
+        seen.setdefault(key, set()).add(
+            (train.warmup_iterations, train.warmup_lr, train.iterations)
+        )
+    for (arch, stage, variant), got in seen.items():
+        deep = arch == "cifar_resnet14"
+        warm = (
+            (4, 0.05) if deep and (stage in ("baseline", "sp") or variant == "hrl+s") else (0, 0.01)
+        )
+        steps = {  # HRL+S trains as long as its backbone's SP and HRL together
+            "baseline": 9 if deep else sp_steps,
+            "sp": 9 if deep else sp_steps,
+            "hrl+sp": hrl_steps,
+            "hrl+s": (9 if deep else sp_steps) + hrl_steps,
+        }[variant or stage]
+        assert got == {(*warm, steps)}, (arch, stage, variant, got)
+    assert ("cifar_resnet14", "hrl", "hrl+sp") in seen
 
 
 def test_ids_are_deterministic(folder: Path) -> None:

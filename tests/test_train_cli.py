@@ -82,6 +82,17 @@ def test_sp_writes_checkpoint_and_json_metrics(runs):
     assert (cfg.data.dataset, cfg.data.train_subset, cfg.data.test_subset) == ("synthetic", 64, 32)
 
 
+def test_gate_init_with_a_gated_init_checkpoint_is_refused(runs):
+    """The checkpoint's gates would replace the freshly drawn ones: the flag would do nothing."""
+    _, sp, _ = runs
+    code, out, err = cli("hrl", *FAST, "--init", str(sp), "--gate-out-std", "0.447")
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        f"error: --gate-out-std draws fresh gates, but --init {sp} brings its own (ff2 gates); "
+        "drop one of the two"
+    )
+
+
 def test_hrl_from_sp_prints_the_summary_line(runs):
     r, sp, hrl = runs
     code, out, err = r["hrl"]
@@ -165,7 +176,8 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
         (["eval", "--checkpoint", "{tmp}/missing.pt"], "missing.pt: no such file"),
         (["hrl", *FAST, "--gamma", "2"], "gamma must be in [0, 1]"),
         (["sp", *FAST, "--batch-size", "1000"], "batch_size=1000"),
-        (["sp", *FAST, "--gate-out-std", "0"], "gate_out_std must be > 0, got 0.0"),
+        (["sp", *FAST, "--gate-out-std", "0"], "gate_out_std must be a finite number > 0"),
+        (["sp", *FAST, "--gate-out-std", "inf"], "gate_out_std must be a finite number > 0"),
         (
             ["sp", *FAST, "--iterations", "3", "--epochs", "1"],
             "exactly one of iterations or epochs",
@@ -181,6 +193,7 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
         "gamma",
         "batch",
         "gate-init",
+        "gate-init-inf",
         "both",
     ],
 )

@@ -313,8 +313,9 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
     """Top-1 against measured latency at ``batch`` images per call: the frontier a user who
     deploys the networks sees, beside the MACs frontier of :func:`pareto_figure`. Each run's
     latency is put on one scale, its time over the plain ResNet timed beside it in its own
-    process times the median plain time (``pareto.comparable_latency``, as the sweep's
-    latency frontier); that median is the dashed reference. A run whose MACs are below the
+    process times the median plain time of its dataset and backbone
+    (``pareto.comparable_latency``, as the sweep's latency frontier); those medians are the
+    dashed references. A run whose MACs are below the
     plain ResNet's but that is not faster than its reference is drawn with a cross and named
     in the caption.
 
@@ -330,13 +331,14 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
     if pts.empty:
         raise NotEnoughData(f"no finished run with top1 and {lat}")
     pts = pts.copy()
-    # Each run against the plain ResNet timed beside it, on the median plain time's scale
-    # (raw milliseconds of separate processes carry their own load); the same scale as the
-    # sweep's latency frontier.
+    # Each run against the plain ResNet timed beside it, on the median plain time of its
+    # dataset and backbone (raw milliseconds of separate processes carry their own load); the
+    # same scale as the sweep's latency frontier.
     plain_ms = pd.to_numeric(pts[plain_lat], errors="coerce")
     # Not faster than the plain ResNet timed beside it: in the same process, so in raw ms.
     slower = pts[lat] >= plain_ms
-    pts[lat] = comparable_latency(pts[lat].astype(float).tolist(), plain_ms.tolist())
+    groups = list(zip(pts[M.PARAM_DATASET], pts[M.PARAM_ARCH], strict=True))
+    pts[lat] = comparable_latency(pts[lat].astype(float).tolist(), plain_ms.tolist(), groups)
     keep = [math.isfinite(v) for v in pts[lat]]
     pts, slower = pts[keep], slower[keep]
     if pts.empty:
@@ -348,7 +350,11 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
         pts[M.FLOPS_PLAIN], errors="coerce"
     )
     counted_only = pts[macs_saved & slower]
-    reference = float(pd.to_numeric(pts[plain_lat], errors="coerce").median())
+    # The plain ResNet's median time per (dataset, backbone): the dashed references.
+    references = {
+        key: float(pd.to_numeric(grp[plain_lat], errors="coerce").median())
+        for key, grp in pts.groupby([M.PARAM_DATASET, M.PARAM_ARCH], sort=True)
+    }
     datasets = sorted(pts[M.PARAM_DATASET].dropna().unique())
     backbones = sorted(pts[M.PARAM_ARCH].dropna().unique())
     with matplotlib.rc_context(S.RC):
@@ -366,9 +372,11 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
         ax.scatter(frontier[lat], frontier[M.TOP1], zorder=4, **_RING)
         ax.step(frontier[lat], frontier[M.TOP1], where="post", color="0.35", linestyle="--",
                 linewidth=1.0, zorder=2, label="latency frontier")  # fmt: skip
-        if math.isfinite(reference):
-            ax.axvline(reference, color="0.5", linestyle=":", linewidth=1.0,
-                       label=f"plain ResNet, {reference:.3g} ms")  # fmt: skip
+        for (dataset, arch), reference in references.items():
+            if math.isfinite(reference):
+                which = f"{arch} on {dataset}" if len(references) > 1 else "ResNet"
+                ax.axvline(reference, color="0.5", linestyle=":", linewidth=1.0,
+                           label=f"plain {which}, {reference:.3g} ms")  # fmt: skip
         ax.set_xlabel(
             f"Latency per batch of {batch} (ms, median; each run over the plain ResNet timed "
             "beside it, times the plain ResNet's median)"

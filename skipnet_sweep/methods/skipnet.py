@@ -68,8 +68,8 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
     return ctx.add_shared(key, job)
 
 
-def _sum_lengths(space) -> dict:
-    sp, hrl = space.sp, space.hrl
+def _sum_lengths(space, arch: str) -> dict:
+    sp, hrl = space.recipe_for(arch, space.sp), space.hrl
     if sp.iterations is not None and hrl.iterations is not None:
         return {"iterations": sp.iterations + hrl.iterations, "epochs": None}
     if sp.epochs is not None and hrl.epochs is not None:
@@ -125,7 +125,7 @@ class SkipNet(Method):
                 alpha=alpha,
                 supervised=variant != "rl",
                 **reward,
-                **_sum_lengths(space),
+                **_sum_lengths(space, arch),
             )
             stage, needs = StageConfig(sp.stage.model, ctx.data, train), None
         return make_job(
@@ -140,7 +140,8 @@ class SkipNet(Method):
 
     def validate(self, space) -> None:
         if "hrl+s" in space.hrl.variants or "rl" in space.hrl.variants:
-            _sum_lengths(space)
+            for arch in space.backbones:
+                _sum_lengths(space, arch)
 
     def search_space(self, space) -> dict | None:
         if space.search.algorithm != "optuna":

@@ -6,6 +6,7 @@ network; an unknown name or gate fails with the list of what is allowed.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -71,8 +72,10 @@ class ModelConfig:
                     f"gate_out_std initialises SkipNet gates ({', '.join(GATE_DESIGNS)}); "
                     f"the {self.gate or 'plain'} network has none"
                 )
-            if not self.gate_out_std > 0:
-                raise ValueError(f"gate_out_std must be > 0, got {self.gate_out_std}")
+            if not (math.isfinite(self.gate_out_std) and self.gate_out_std > 0):
+                raise ValueError(
+                    f"gate_out_std must be a finite number > 0, got {self.gate_out_std}"
+                )
 
     def to_dict(self) -> dict:
         return asdict(self)

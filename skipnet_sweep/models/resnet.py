@@ -65,16 +65,20 @@ def folded(model: nn.Module) -> nn.Module:
     ``benchmarks/bench_fold.py``, docs/benchmarks.md section 5).
 
     Folded: the convolution/BatchNorm neighbours of an ``nn.Sequential`` (which applies its
-    modules in order) and the pairs a module class names in ``BN_FOLDS`` (the residual
-    blocks, the feed-forward gates). A BatchNorm of any other module, a plugin's, stays.
+    modules in order) and the pairs a module's own class names in ``BN_FOLDS`` (the residual
+    blocks, the feed-forward gates; a subclass is folded only if it declares its own). A
+    BatchNorm of any other module, a plugin's, stays.
     """
     net = copy.deepcopy(model).eval()
     for m in list(net.modules()):
-        if isinstance(m, nn.Sequential):
+        # Exactly these classes: a subclass may apply its modules in another order (a
+        # Sequential with its own forward; a block that reorders its residual) until it
+        # declares its own BN_FOLDS.
+        if type(m) is nn.Sequential:
             names = list(m._modules)
             pairs = tuple(zip(names, names[1:], strict=False))
         else:
-            pairs = getattr(type(m), "BN_FOLDS", ())
+            pairs = type(m).__dict__.get("BN_FOLDS", ())
         for conv_name, bn_name in pairs:
             conv, bn = m._modules[conv_name], m._modules[bn_name]
             if (

@@ -505,7 +505,9 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
     # The frontier in measured latency too (batch 1), over the runs that were timed, each
     # against the plain ResNet timed beside it (``comparable_latency``).
     lat = comparable_latency(
-        [r[M.latency_ms(1)] for r in rows], [r[M.latency_plain_ms(1)] for r in rows]
+        [r[M.latency_ms(1)] for r in rows],
+        [r[M.latency_plain_ms(1)] for r in rows],
+        [r["backbone"] for r in rows],  # one dataset per sweep
     )
     for r, value in zip(rows, lat, strict=True):
         r[COMPARABLE_LATENCY] = value

@@ -685,9 +685,14 @@ def validate(space: Space) -> None:
         _check_length(where, spec, train_images)
         _bounded(f"{where}.eval_every", spec.eval_every, *BOUNDS["eval_every"])
         _check_train(where, stage, spec)
-    for arch in space.backbone_recipe:
+    for arch, given in space.backbone_recipe.items():
         _choice("backbone_recipe", arch, space.backbones)
         where = f"backbone_recipe.{arch}"
+        if not isinstance(given, dict) or not given:
+            raise SpaceError(
+                f"{where}: expected a mapping of optimiser fields, e.g. "
+                f"{{warmup_iterations: 400}}, got {show(given)}"
+            )
         for _, stage, spec in sections[:1] + sections[2:]:  # sp, baseline_recipe: not hrl
             merged = space.recipe_for(arch, spec)
             _check_length(where, merged, train_images)
