@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
+from skipnet_sweep.identity import HASH_WHEN_SET
 from skipnet_sweep.models.gates import GATE_DESIGNS
 from skipnet_sweep.models.halting import HALTING_KINDS, HaltingResNet, check_halting_kind
 from skipnet_sweep.models.resnet import SkipResNet
@@ -52,7 +53,7 @@ class ModelConfig:
     gate: str | None = None
     num_classes: int = 10
     in_channels: int = 3
-    gate_out_std: float | None = None
+    gate_out_std: float | None = field(default=None, metadata=HASH_WHEN_SET)
 
     def __post_init__(self) -> None:
         if self.gate == "none":  # how files and command lines spell the plain ResNet

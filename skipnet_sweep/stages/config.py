@@ -14,6 +14,7 @@ from typing import Any
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import check_val_split
+from skipnet_sweep.identity import hashed_dict
 from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
 from skipnet_sweep.yamlio import show
 
@@ -379,8 +380,9 @@ class StageConfig:
 
     def key(self) -> str:
         """A short hash of everything that determines the result of this stage (how the
-        finished network is timed does not: ``latency`` is left out)."""
-        d = self.to_dict()
+        finished network is timed does not: ``latency`` is left out; a field added after keys
+        were handed out enters only when set, ``identity.py``)."""
+        d = hashed_dict(self)
         d.pop("latency", None)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

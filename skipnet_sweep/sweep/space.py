@@ -32,6 +32,7 @@ import yaml
 
 from skipnet_sweep.data import list_datasets
 from skipnet_sweep.errors import SpaceError
+from skipnet_sweep.identity import HASH_WHEN_SET, hashed_dict
 from skipnet_sweep.methods import plugin_keys
 from skipnet_sweep.methods.base import recipe
 from skipnet_sweep.methods.halting import LR as HALTING_LR
@@ -301,10 +302,10 @@ class Space:
     backbone_weights: dict = field(default_factory=dict)
     # Per gate design, the std of its fresh logit layer's init (``ModelConfig.gate_out_std``);
     # a design left out gets He fan-out.
-    gate_out_std: dict = field(default_factory=dict)
+    gate_out_std: dict = field(default_factory=dict, metadata=HASH_WHEN_SET)
     # Per backbone, optimiser fields that replace those of ``sp`` and ``baseline_recipe`` in
     # that backbone's jobs (``recipe_for``): e.g. the ResNet paper's warm-up for ResNet-110.
-    backbone_recipe: dict = field(default_factory=dict)
+    backbone_recipe: dict = field(default_factory=dict, metadata=HASH_WHEN_SET)
     baseline: bool = True
     # The plain ResNet's own recipe when it differs from SP's (e.g. a longer one, with SP
     # then a short fine-tune from it: sp.from_baseline); None: the sp recipe.
@@ -338,8 +339,10 @@ class Space:
         """What the sweep computes, hashed into its id: everything but how it is executed
         (``EXECUTION_FIELDS``) and where things are (``LOCATION_FIELDS``). Weights files
         enter by file name, not by path: torchvision names its files by their content hash
-        (``resnet50-0676ba61.pth``), and a path would depend on the working directory."""
-        d = self.to_dict()
+        (``resnet50-0676ba61.pth``), and a path would depend on the working directory.
+        A field added after ids were handed out enters only when set (``identity.py``)."""
+        d = hashed_dict(self)
+        d.pop("source")
         for k in EXECUTION_FIELDS:
             d.pop(k)
         for dotted in LOCATION_FIELDS:
