@@ -24,13 +24,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
+
+from skipnet_sweep.models import list_models
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -142,3 +147,67 @@ def apply_common_args(args) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     return "keep" if args.malloc == "keep" and keep_freed_memory() else "glibc"
+
+
+def add_network_args(parser, *, arch: str, rounds: int) -> None:
+    """The workload of a benchmark over one network: architecture, input, batch, rounds."""
+    parser.add_argument("--arch", default=arch, help=f"one of: {', '.join(list_models())}")
+    parser.add_argument(
+        "--input", default="1x28x28", help="CxHxW: 1x28x28 (Fashion-MNIST), 3x32x32"
+    )
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--warmup", type=int, default=2)
+
+
+def apply_smoke_test(args, *, rounds: int) -> None:
+    """``--smoke-test``: ResNet-8 on 1x16x16, batch 8, ``rounds`` rounds after one warm-up."""
+    if args.smoke_test:
+        args.arch, args.input, args.batch, args.rounds, args.warmup = (
+            "cifar_resnet8",
+            "1x16x16",
+            8,
+            rounds,
+            1,
+        )
+
+
+def report(
+    args,
+    malloc: str,
+    rows: list,
+    cols: str,
+    line: Callable[[Any], str],
+    *,
+    omp_wait_policy: bool = False,
+    meaningless: str = "figures",
+) -> int:
+    """Print a network benchmark's rows: one JSON object (``--json``), or a header line with
+    what they were measured under, then the ``cols`` title and a ``line`` per row."""
+    info = {
+        "arch": args.arch,
+        "input": args.input,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rounds": args.rounds,
+        "clock": args.clock,
+        "malloc": malloc,
+    }
+    if omp_wait_policy:
+        info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "unset")
+    info["smoke_test"] = args.smoke_test
+    if args.json:
+        print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
+        return 0
+    print(
+        f"{args.arch} {args.input} batch={args.batch} threads={info['threads']} "
+        f"torch {torch.__version__} rounds={args.rounds} clock={args.clock} malloc={malloc}"
+        + (f" OMP_WAIT_POLICY={info['omp_wait_policy']}" if omp_wait_policy else "")
+        + (f" (smoke test: {meaningless} not meaningful)" if args.smoke_test else "")
+    )
+    print(cols)
+    print("-" * len(cols))
+    for r in rows:
+        print(line(r))
+    return 0

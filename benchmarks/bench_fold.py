@@ -14,12 +14,11 @@ over folded time (above 1: folding is faster).
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-from _timing import apply_common_args, interleaved, paired_median
+from _timing import apply_common_args, interleaved, paired_median, report
 from bench_layout import NETWORKS, _network, parse_args
 
 from skipnet_sweep.flops import parse_input
@@ -66,34 +65,17 @@ def main(argv: list[str] | None = None) -> int:
                 1 / paired_median(fold, plain),
             )
         )
-    info = {
-        "arch": args.arch,
-        "input": args.input,
-        "batch": args.batch,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "rounds": args.rounds,
-        "clock": args.clock,
-        "malloc": malloc,
-        "smoke_test": args.smoke_test,
-    }
-    if args.json:
-        print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
-        return 0
-    print(
-        f"{args.arch} {args.input} batch={args.batch} threads={info['threads']} "
-        f"torch {torch.__version__} rounds={args.rounds} clock={args.clock} malloc={malloc}"
-        + (" (smoke test: figures not meaningful)" if args.smoke_test else "")
-    )
     cols = f"{'network':<8} {'unfolded ms':>11} {'folded ms':>9} {'speed-up':>8} {'paired':>6}"
-    print(cols)
-    print("-" * len(cols))
-    for r in rows:
-        print(
+    return report(
+        args,
+        malloc,
+        rows,
+        cols,
+        lambda r: (
             f"{r.network:<8} {r.unfolded_ms:>11.1f} {r.folded_ms:>9.1f} "
             f"{r.speedup:>7.2f}x {r.paired_speedup:>5.2f}x"
-        )
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

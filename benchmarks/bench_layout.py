@@ -15,16 +15,23 @@ time (above 1: channels-last is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-from _timing import add_common_args, apply_common_args, interleaved, paired_median
+from _timing import (
+    add_common_args,
+    add_network_args,
+    apply_common_args,
+    apply_smoke_test,
+    interleaved,
+    paired_median,
+    report,
+)
 from bench_train_step import make_step
 
 from skipnet_sweep.flops import parse_input
-from skipnet_sweep.models import ModelConfig, build_from_config, list_models
+from skipnet_sweep.models import ModelConfig, build_from_config
 from skipnet_sweep.stages.config import TrainConfig
 
 NETWORKS = {"plain": ("baseline", None), "sp-rnn": ("sp", "rnn"), "sact": ("sact", "sact")}
@@ -48,21 +55,10 @@ def _network(name: str, arch: str, channels: int, seed: int) -> torch.nn.Module:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="cifar_resnet20", help=f"one of: {', '.join(list_models())}")
-    p.add_argument("--input", default="1x28x28", help="CxHxW: 1x28x28 (Fashion-MNIST), 3x32x32")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    add_network_args(p, arch="cifar_resnet20", rounds=10)
     add_common_args(p)
     args = p.parse_args(argv)
-    if args.smoke_test:
-        args.arch, args.input, args.batch, args.rounds, args.warmup = (
-            "cifar_resnet8",
-            "1x16x16",
-            8,
-            2,
-            1,
-        )
+    apply_smoke_test(args, rounds=2)
     return args
 
 
@@ -110,34 +106,17 @@ def main(argv: list[str] | None = None) -> int:
                     1 / paired_median(last, contiguous),
                 )
             )
-    info = {
-        "arch": args.arch,
-        "input": args.input,
-        "batch": args.batch,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "rounds": args.rounds,
-        "clock": args.clock,
-        "malloc": malloc,
-        "smoke_test": args.smoke_test,
-    }
-    if args.json:
-        print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
-        return 0
-    print(
-        f"{args.arch} {args.input} batch={args.batch} threads={info['threads']} "
-        f"torch {torch.__version__} rounds={args.rounds} clock={args.clock} malloc={malloc}"
-        + (" (smoke test: figures not meaningful)" if args.smoke_test else "")
-    )
     cols = f"{'network':<8} {'work':<6} {'contiguous ms':>13} {'channels-last ms':>16} {'speed-up':>8} {'paired':>6}"
-    print(cols)
-    print("-" * len(cols))
-    for r in rows:
-        print(
+    return report(
+        args,
+        malloc,
+        rows,
+        cols,
+        lambda r: (
             f"{r.network:<8} {r.work:<6} {r.contiguous_ms:>13.1f} {r.channels_last_ms:>16.1f} "
             f"{r.speedup:>7.2f}x {r.paired_speedup:>5.2f}x"
-        )
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

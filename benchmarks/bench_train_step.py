@@ -14,18 +14,24 @@ interleaved, round by round, and compared by their median ms/step.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-from _timing import add_common_args, apply_common_args, interleaved, paired_median
+from _timing import (
+    add_common_args,
+    add_network_args,
+    apply_common_args,
+    apply_smoke_test,
+    interleaved,
+    paired_median,
+    report,
+)
 
 from skipnet_sweep.flops import count_costs, parse_input
 from skipnet_sweep.methods import build_objective
-from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model, list_models
+from skipnet_sweep.models import GATE_DESIGNS, SkipResNet, build_model
 from skipnet_sweep.stages.config import DataConfig, StageConfig, TrainConfig, hrl_defaults
 
 # Goal on step time over the plain step, per gate design (both stages).
@@ -69,23 +75,12 @@ def make_step(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="cifar_resnet38", help=f"one of: {', '.join(list_models())}")
-    p.add_argument("--input", default="1x28x28", help="CxHxW: 1x28x28 (Fashion-MNIST), 3x32x32")
-    p.add_argument("--batch", type=int, default=128)
+    add_network_args(p, arch="cifar_resnet38", rounds=15)
     p.add_argument("--gates", nargs="+", default=list(GATE_DESIGNS), choices=GATE_DESIGNS)
     p.add_argument("--stages", nargs="+", default=["sp", "hrl"], choices=("sp", "hrl"))
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=2)
     add_common_args(p)
     args = p.parse_args(argv)
-    if args.smoke_test:
-        args.arch, args.input, args.batch, args.rounds, args.warmup = (
-            "cifar_resnet8",
-            "1x16x16",
-            8,
-            3,
-            1,
-        )
+    apply_smoke_test(args, rounds=3)
     return args
 
 
@@ -136,42 +131,21 @@ def main(argv: list[str] | None = None) -> int:
             row.status = "PASS" if row.ratio <= row.goal else "MISS"
         rows.append(row)
 
-    info = {
-        "arch": args.arch,
-        "input": args.input,
-        "batch": args.batch,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "rounds": args.rounds,
-        "clock": args.clock,
-        "malloc": malloc,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-        "smoke_test": args.smoke_test,
-    }
-    if args.json:
-        print(json.dumps({**info, "rows": [asdict(r) for r in rows]}))
-        return 0
-    print(
-        f"{args.arch} {args.input} batch={args.batch} threads={info['threads']} "
-        f"torch {torch.__version__} rounds={args.rounds} clock={args.clock} malloc={malloc} "
-        f"OMP_WAIT_POLICY={info['omp_wait_policy']}"
-        + (" (smoke test: goals not meaningful)" if args.smoke_test else "")
-    )
     cols = (
         f"{'gate':<5} {'stage':<8} {'mode':<9} {'ms/step':>8} {'IQR':>17} "
         f"{'ratio':>6} {'paired':>6}  goal"
     )
-    print(cols)
-    print("-" * len(cols))
-    for r in rows:
+
+    def line(r: Row) -> str:
         ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
         paired = "-" if r.paired_ratio is None else f"{r.paired_ratio:.3f}"
         goal = "" if r.goal is None else f"<={r.goal:.2f}x {r.status}"
-        print(
+        return (
             f"{r.gate:<5} {r.stage:<8} {r.mode:<9} {r.ms_median:>8.1f} "
             f"{f'[{r.ms_q1:.1f}, {r.ms_q3:.1f}]':>17} {ratio:>6} {paired:>6}  {goal}"
         )
-    return 0
+
+    return report(args, malloc, rows, cols, line, omp_wait_policy=True, meaningless="goals")
 
 
 if __name__ == "__main__":

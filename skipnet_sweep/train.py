@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.methods import method_for_stage, stage_names
-from skipnet_sweep.models import ModelConfig, input_layout
+from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.stages import (
     CheckpointError,
     DataConfig,
@@ -286,7 +286,6 @@ def _evaluate(args: argparse.Namespace) -> dict:
     _, test_set, info = build_datasets(data.dataset, seed=seed, **kwargs)
     test_loader = DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
     costs = count_costs(model, (info.in_channels, *info.input_size))
-    model.to(memory_format=input_layout(model))  # the layout ``evaluate`` gives its batches
     result = evaluate(model, test_loader, costs, path=args.path)
     if args.artifacts:
         result.write_artifacts(args.artifacts, test_loader.dataset, mean=info.mean, std=info.std)

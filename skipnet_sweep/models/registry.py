@@ -32,6 +32,11 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY, key=lambda n: (not n.startswith("cifar"), len(n), n))
 
 
+# A ModelConfig field that says how fresh weights are drawn, not which network it is: a
+# checkpoint's weights replace it, so loading one does not compare it (``load_model``).
+INIT_ONLY = {"init_only": True}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a network; stored in every checkpoint.
@@ -53,7 +58,7 @@ class ModelConfig:
     gate: str | None = None
     num_classes: int = 10
     in_channels: int = 3
-    gate_out_std: float | None = field(default=None, metadata=HASH_WHEN_SET)
+    gate_out_std: float | None = field(default=None, metadata={**HASH_WHEN_SET, **INIT_ONLY})
 
     def __post_init__(self) -> None:
         if self.gate == "none":  # how files and command lines spell the plain ResNet

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +135,13 @@ def load_model(
     if backbone_only is None:
         backbone_only = expect is not None and stored.gate is None and expect.gate is not None
     if expect is not None:
-        # gate_out_std says how fresh gates are drawn: loaded weights replace them.
-        fields_ = ("arch", "num_classes", "in_channels") if backbone_only else None
+        # Not how fresh weights were drawn (INIT_ONLY): the loaded weights replace them.
+        network = [f.name for f in fields(ModelConfig) if not f.metadata.get("init_only")]
+        fields_ = ("arch", "num_classes", "in_channels") if backbone_only else network
         diffs = [
             f"{k} is {getattr(stored, k)!r}, expected {getattr(expect, k)!r}"
-            for k in (fields_ or stored.to_dict())
-            if k != "gate_out_std" and getattr(stored, k) != getattr(expect, k)
+            for k in fields_
+            if getattr(stored, k) != getattr(expect, k)
         ]
         if diffs:
             raise CheckpointError(f"checkpoint {path}: config mismatch: {'; '.join(diffs)}")
