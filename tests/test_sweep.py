@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +48,25 @@ def toy():
 SMOOTH = {"smoothing": [0.0, 0.2], "iterations": 2}
 
 
+# Checkpoint copies that Ray's ``Checkpoint.to_directory()`` leaves in the temporary folder,
+# made while the tiny sweep ran (by any process; filled by ``tiny``).
+LEFT_IN_TMP: list[Path] = []
+
+
+def _checkpoint_copies() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*"))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, ray_dir) -> Sweep:
     """The tiny sweep (baseline + SP, 4 HRL trials, 2 trials of the toy method), run once
     for the module."""
+    before = _checkpoint_copies()
     sweep = run_sweep(
         write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH}), ray_dir
     )
     assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
+    LEFT_IN_TMP.extend(sorted(_checkpoint_copies() - before))
     return sweep
 
 
@@ -141,6 +153,14 @@ def children_rows(tiny: Sweep) -> list:
         for r in tiny.mlflow.children(tiny.mlflow.parent().info.run_id)
         if r.info.status == "FINISHED"
     ]
+
+
+def test_no_checkpoint_copy_is_left_in_the_temporary_folder(tiny: Sweep) -> None:
+    """Trials and the driver read checkpoints in place or from a download removed after
+    use: a copy per finished trial (its weights and evaluation files) used to stay in /tmp
+    for good."""
+    assert tiny.code == 0
+    assert [(p.name, sorted(f.name for f in p.iterdir())) for p in LEFT_IN_TMP] == []
 
 
 def test_pareto_tags_mark_exactly_the_frontier(tiny: Sweep) -> None:

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +40,7 @@ if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it
 STATE_FILE = "checkpoint.pt"  # resumable state (weights + optimiser + step)
 FINAL_FILE = "final.json"  # a finished trial's final result
 METRICS_FILE = "metrics.json"  # the report (metrics, step) a checkpoint was made with
+MANIFEST_FILE = "manifest.json"  # every other file of a checkpoint and its size (``_seal``)
 STEP = "step"
 CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
 CACHE_REJECTED = "cache_rejected"  # why a shared job's cache entry was not reused
@@ -55,12 +59,21 @@ def _threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def _resume_file(checkpoint) -> Path | None:
+@contextlib.contextmanager
+def _restored(checkpoint) -> Iterator[Path | None]:
+    """The folder of a Tune or Train ``checkpoint`` on the local disk for the block (None
+    without one): a local checkpoint in place, a remote one downloaded to a temporary folder
+    that is removed after it (``to_directory()`` would leave a copy in /tmp for good)."""
     if checkpoint is None:
-        return None
-    local = Path(checkpoint.to_directory())
-    state = local / STATE_FILE
-    return state if state.is_file() else None
+        yield None
+        return
+    with checkpoint.as_directory() as local:
+        yield Path(local)
+
+
+def _resume_file(restored: Path | None) -> Path | None:
+    state = restored / STATE_FILE if restored is not None else None
+    return state if state is not None and state.is_file() else None
 
 
 def _write_state(folder: Path, save, report: dict) -> None:
@@ -68,6 +81,85 @@ def _write_state(folder: Path, save, report: dict) -> None:
     reported with, which a resumed job reads back (``_reported``)."""
     save(folder / STATE_FILE)
     (folder / METRICS_FILE).write_text(json.dumps(report))
+
+
+def _seal(folder: Path) -> None:
+    """Writes the checkpoint folder's manifest: every file in it and its size, written last,
+    so a copy whose files all match it is whole (``_whole``)."""
+    sizes = {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(sizes))
+
+
+def _whole(fs, path: str) -> bool:
+    """Whether the checkpoint folder at ``path`` on the pyarrow filesystem ``fs`` holds every
+    file of its manifest at its size (a copy cut short by a killed process does not)."""
+    import pyarrow.fs
+
+    try:
+        with fs.open_input_stream(f"{path}/{MANIFEST_FILE}") as f:
+            sizes = json.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    infos = fs.get_file_info([f"{path}/{name}" for name in sizes])
+    return all(
+        info.type == pyarrow.fs.FileType.File and info.size == sizes[name]
+        for info, name in zip(infos, sizes, strict=True)
+    )
+
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
+
+
+def _surviving(checkpoint):
+    """``checkpoint`` (a Tune ``Checkpoint`` of a trial), or, when it is gone, the newest
+    whole checkpoint the trial wrote after it.
+
+    Tune deletes a trial's older checkpoints as soon as newer ones arrive
+    (``CheckpointConfig(num_to_keep)``) but uploads its experiment state, which names the
+    latest, in the background afterwards (ray/tune/execution/experiment_state.py,
+    ``sync_up_experiment_state``): a driver killed in between leaves state naming a deleted
+    checkpoint. Tune's restore refuses it ("does not exist on storage anymore") however many
+    retries it is given, and a trial it restored as finished would point MLflow at it."""
+    import pyarrow.fs
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        return checkpoint
+    parent, _, name = path.rpartition("/")
+    named = _CHECKPOINT_DIR.fullmatch(name)
+    if named is None:
+        return checkpoint
+    newer = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True)):
+        found = _CHECKPOINT_DIR.fullmatch(info.base_name)
+        if info.type == pyarrow.fs.FileType.Directory and found:
+            newer.append((int(found.group(1)), info.path))
+    newer = [(i, p) for i, p in newer if i > int(named.group(1))]
+    for _, candidate in sorted(newer, reverse=True):
+        if _whole(fs, candidate):
+            from ray import tune
+
+            print(
+                f"{name} of {parent} is gone (Tune's saved state predates its deletion); "
+                f"using {candidate.rpartition('/')[2]}, the newest whole checkpoint after it",
+                file=sys.stderr,
+            )
+            return tune.Checkpoint(candidate, filesystem=fs)
+    return checkpoint
+
+
+class _RestoreSurviving:
+    """Mixed into ``stage_trial``'s Tune trainable (``__mixins__``, read by Tune's
+    ``wrap_function``): restores a trial from ``_surviving`` of Tune's saved checkpoint."""
+
+    def restore(self, checkpoint_path):
+        if getattr(checkpoint_path, "checkpoint", None) is not None:  # a _TrainingResult
+            checkpoint_path.checkpoint = _surviving(checkpoint_path.checkpoint)
+        return super().restore(checkpoint_path)
 
 
 def _reported(resume: Path | None) -> dict | None:
@@ -89,20 +181,25 @@ def _adopt(methods: tuple[Method, ...]) -> None:
 
 def shared_worker(config: dict) -> None:
     """One data-parallel worker of a shared job; rank 0 evaluates, reports and saves."""
+    import ray.train
+
     method: Method = config["method"]
     _adopt((method,))
-    with _local_init(StageConfig.from_dict(config["stage"]), Storage(config["storage"])) as stage:
-        _shared_stage(stage, method, config)
+    with (
+        _local_init(StageConfig.from_dict(config["stage"]), Storage(config["storage"])) as stage,
+        _restored(ray.train.get_checkpoint()) as restored,
+    ):
+        _shared_stage(stage, method, config, _resume_file(restored))
 
 
-def _shared_stage(stage: StageConfig, method: Method, config: dict) -> None:
-    """``shared_worker``'s body, with the stage's initial weights on the local disk."""
+def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path | None) -> None:
+    """``shared_worker``'s body, with the stage's initial weights and the state it resumes
+    from (``resume``) on the local disk."""
     import ray.train
     import ray.train.torch
 
     _threads(config.get("cpus", 1))
     rank = ray.train.get_context().get_world_rank()
-    resume = _resume_file(ray.train.get_checkpoint())
     last = {STEP: 0}
     again = _reported(resume)
     if again is not None:
@@ -221,16 +318,23 @@ def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
     final weights to the cache before its final report; ``extra`` goes with that report."""
     from ray import tune
 
+    with _restored(tune.get_checkpoint()) as restored:
+        if restored is not None and (restored / FINAL_FILE).is_file():
+            # Restored from the trial's final checkpoint (the driver died between the
+            # trial's end and Tune's next state save): its result is already reported; do
+            # not retrain.
+            return
+        _train_trial(job, plan, _resume_file(restored), extra)
+
+
+def _train_trial(job: Job, plan: Plan, resume: Path | None, extra: dict | None) -> None:
+    """``_run_trial``'s training, from the state ``resume`` (None: from the start)."""
+    from ray import tune
+
     res = plan.space.resources.sp if job.shared else plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
     last: dict = {STEP: 0}
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None and (Path(checkpoint.to_directory()) / FINAL_FILE).is_file():
-        # Restored from the trial's final checkpoint (the driver died between the trial's
-        # end and Tune's next state save): its result is already reported; do not retrain.
-        return
-    resume = _resume_file(checkpoint)
     resumed = _reported(resume)
     if resumed is not None:
         # Its final result carries the step it resumed at, even with no step left to train.
@@ -240,6 +344,7 @@ def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
         with tempfile.TemporaryDirectory() as d:
             _write_state(Path(d), save, {**metrics, STEP: step})
+            _seal(Path(d))
             tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
@@ -261,6 +366,7 @@ def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
             if job.shared:
                 cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
+            _seal(Path(d))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
     except NonFiniteLossError as err:
         # Stop this trial with its reason; not an error Tune would retry (it would recur).
@@ -287,6 +393,9 @@ def stage_trial(config: dict, plan: Plan) -> None:
         _run_shared(job, plan)
     else:
         _run_trial(job, plan)
+
+
+stage_trial.__mixins__ = (_RestoreSurviving,)
 
 
 def trial_resources(config: dict, plan: Plan) -> dict:
@@ -406,23 +515,24 @@ class TrackingCallback(_tune_callback_base()):
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})
             self.tracker.finish(run_id, "FAILED")
             return
+        # Its final checkpoint, which Tune's restored state may name after its deletion.
+        ckpt = _surviving(trial.checkpoint) if trial.checkpoint is not None else None
         try:
-            with self._artifacts(trial, job) as folder:
+            with self._artifacts(ckpt, job) as folder:
                 if folder is not None:
                     self.tracker.log_artifacts(run_id, folder, M.ARTIFACT_DIR)
         except OSError as err:  # the run finished; its files stay in storage
             self.tracker.set_tags(run_id, {"skipnet.artifacts_error": str(err)[:300]})
-        weights = self._weights(trial, job)
+        weights = self._weights(ckpt, job)
         if weights is not None:
             self.tracker.set_tags(run_id, {M.TAG_CHECKPOINT: weights})
         self.tracker.finish(run_id, "FINISHED")
 
-    def _weights(self, trial, job: Job) -> str | None:
+    def _weights(self, ckpt, job: Job) -> str | None:
         """Where the run's final weights are (the cache for a shared job, the trial's final
-        checkpoint otherwise): ``train eval --checkpoint`` takes it."""
+        checkpoint ``ckpt`` otherwise): ``train eval --checkpoint`` takes it."""
         if job.shared:
             return str(self.plan.checkpoint(job))
-        ckpt = trial.checkpoint
         if ckpt is None:
             return None
         kind = ckpt.filesystem.type_name
@@ -430,9 +540,9 @@ class TrackingCallback(_tune_callback_base()):
         return f"{root}/{MODEL_FILE}"
 
     @contextlib.contextmanager
-    def _artifacts(self, trial, job: Job):
+    def _artifacts(self, ckpt, job: Job):
         """The run's evaluation files as a local folder (None if it has none): a shared
-        job's from its cache entry, a trial's from its final checkpoint."""
+        job's from its cache entry, a trial's from its final checkpoint ``ckpt``."""
         if job.shared:
             store = self.plan.store
             folder = f"{str(self.plan.checkpoint(job)).rsplit('/', 1)[0]}/{M.ARTIFACT_DIR}"
@@ -442,9 +552,9 @@ class TrackingCallback(_tune_callback_base()):
             with store.local_copy(folder) as local:
                 yield local
             return
-        ckpt = trial.checkpoint
-        local = Path(ckpt.to_directory()) / M.ARTIFACT_DIR if ckpt is not None else None
-        yield local if local is not None and local.is_dir() else None
+        with _restored(ckpt) as restored:
+            local = restored / M.ARTIFACT_DIR if restored is not None else None
+            yield local if local is not None and local.is_dir() else None
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run(trial)[0]
