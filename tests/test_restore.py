@@ -66,6 +66,28 @@ def test_a_missing_checkpoint_gives_way_to_the_newest_whole_one_after_it(tmp_pat
     assert _surviving(gone) is gone
 
 
+def test_on_object_storage_too(s3, tmp_path):
+    """The same on S3 (a moto server, conftest.py), where folders are key prefixes: Tune's
+    checkpoints live there in the setting most teams use."""
+    from conftest import BUCKET
+
+    from skipnet_sweep.sweep.storage import Storage
+
+    store = Storage(f"s3://{BUCKET}/restore")
+    for index in (1, 2):
+        folder = _checkpoint(tmp_path, index, 10 * index)
+        store.upload(folder, store.path("trial", folder.name))
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=s3["AWS_ENDPOINT_URL"])
+    trial = f"{BUCKET}/restore/trial"
+    assert _whole(fs, f"{trial}/checkpoint_000002")
+    found = _surviving(tune.Checkpoint(f"{trial}/checkpoint_000000", filesystem=fs))
+    assert found.path.rstrip("/") == f"{trial}/checkpoint_000002"
+    fs.delete_file(f"{trial}/checkpoint_000002/metrics.json")  # a partial upload
+    assert not _whole(fs, f"{trial}/checkpoint_000002")
+    found = _surviving(tune.Checkpoint(f"{trial}/checkpoint_000000", filesystem=fs))
+    assert found.path.rstrip("/") == f"{trial}/checkpoint_000001"
+
+
 _TUNE_RUN = """
 import json, shutil, sys, tempfile
 from pathlib import Path
