@@ -151,9 +151,10 @@ def local_ray_env(ray_dir: str) -> dict[str, str | None]:
     return {"RAY_TMPDIR": ray_dir, "RAY_ADDRESS": None, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def local_sweep(argv: list[str], ray_dir: str) -> tuple[int, str, str]:
-    """``cli`` for a run on a local Ray instance of its own under ``ray_dir``."""
-    return cli(argv, cwd=ray_dir, **local_ray_env(ray_dir))
+def local_sweep(argv: list[str], ray_dir: str, **env: str) -> tuple[int, str, str]:
+    """``cli`` for a run on a local Ray instance of its own under ``ray_dir``, with ``env``
+    added (its Ray processes inherit it)."""
+    return cli(argv, cwd=ray_dir, **local_ray_env(ray_dir), **env)
 
 
 def spawn_driver(space: Path, ray_dir: str, log: Path, **env: str) -> subprocess.Popen:
@@ -532,12 +533,13 @@ class Sweep:
         return ["--space", str(self.space), "--num-cpus", "2"]
 
 
-def run_sweep(space: Path, ray_dir: str) -> Sweep:
-    """Run ``space`` on a local Ray instance of its own under ``ray_dir``, in this process."""
+def run_sweep(space: Path, ray_dir: str, **env: str) -> Sweep:
+    """Run ``space`` on a local Ray instance of its own under ``ray_dir``, in this process
+    (``env`` added)."""
     plan = make_plan(load_space(str(space)))
     if plan.space.mlflow.tracking_uri == tracking_uri(space.parent):
         migrated_store(space.parent)
-    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir, **env)
     return Sweep(space, plan, Mlflow(tracking_uri(space.parent), plan.space.name), code, out, err)
 
 

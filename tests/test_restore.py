@@ -12,12 +12,23 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.fs
 from ray import tune
-from sweep_helpers import local_ray_env, ray_tmpdir
+from sweep_helpers import local_ray_env, ray_tmpdir, write_space
 
-from skipnet_sweep.sweep.ray_jobs import MANIFEST_FILE, _seal, _surviving, _whole
+from skipnet_sweep.sweep import load_space, make_plan, ray_jobs
+from skipnet_sweep.sweep.ray_jobs import (
+    FINAL_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    _run_trial,
+    _seal,
+    _surviving,
+    _whole,
+)
 
 FS = pyarrow.fs.LocalFileSystem()
 
@@ -25,9 +36,9 @@ FS = pyarrow.fs.LocalFileSystem()
 def _checkpoint(trial: Path, index: int, step: int) -> Path:
     folder = trial / f"checkpoint_{index:06d}"
     (folder / "artifacts").mkdir(parents=True)
-    (folder / "checkpoint.pt").write_bytes(b"x" * (100 + step))
+    (folder / STATE_FILE).write_bytes(b"x" * (100 + step))
     (folder / "artifacts" / "per_sample.csv").write_text("i,correct\n0,1\n")
-    (folder / "metrics.json").write_text(json.dumps({"step": step}))
+    (folder / METRICS_FILE).write_text(json.dumps({"step": step}))
     _seal(folder)
     return folder
 
@@ -35,13 +46,11 @@ def _checkpoint(trial: Path, index: int, step: int) -> Path:
 def test_a_sealed_checkpoint_is_whole_until_a_file_is_missing_or_cut_short(tmp_path):
     folder = _checkpoint(tmp_path, 0, 10)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    assert manifest == {
-        "artifacts/per_sample.csv": 14, "checkpoint.pt": 110, "metrics.json": 12,
-    }  # fmt: skip
+    assert manifest == {"artifacts/per_sample.csv": 14, STATE_FILE: 110, METRICS_FILE: 12}
     assert _whole(FS, str(folder))
-    (folder / "checkpoint.pt").write_bytes(b"x" * 50)  # a copy cut short
+    (folder / STATE_FILE).write_bytes(b"x" * 50)  # a copy cut short
     assert not _whole(FS, str(folder))
-    (folder / "checkpoint.pt").write_bytes(b"x" * 110)
+    (folder / STATE_FILE).write_bytes(b"x" * 110)
     (folder / "artifacts" / "per_sample.csv").unlink()
     assert not _whole(FS, str(folder))
     assert not _whole(FS, str(_checkpoint(tmp_path, 1, 20).parent / "absent"))
@@ -52,18 +61,36 @@ def test_a_sealed_checkpoint_is_whole_until_a_file_is_missing_or_cut_short(tmp_p
 def test_a_missing_checkpoint_gives_way_to_the_newest_whole_one_after_it(tmp_path, capsys):
     for index in (1, 2, 3, 4):
         _checkpoint(tmp_path, index, 10 * index)
-    (tmp_path / "checkpoint_000004" / "checkpoint.pt").write_bytes(b"")  # cut short
-    named = tune.Checkpoint(str(tmp_path / "checkpoint_000002"), filesystem=FS)
-    assert _surviving(named) is named  # still there: Tune's own
-    named_gone = tune.Checkpoint(str(tmp_path / "checkpoint_000000"), filesystem=FS)
-    found = _surviving(named_gone)
-    assert Path(found.path) == tmp_path / "checkpoint_000003"  # not the partial 000004
-    assert found.filesystem is FS
-    assert "checkpoint_000000" in capsys.readouterr().err
-    # Nothing whole after it (only older ones): Tune's, to fail as Tune fails.
+    (tmp_path / "checkpoint_000004" / STATE_FILE).write_bytes(b"")  # cut short
+    newest = tune.Checkpoint(str(tmp_path / "checkpoint_000003"), filesystem=FS)
+    assert _surviving(newest) is newest  # the newest whole one: Tune's own
+    assert capsys.readouterr().err == ""
+    for named in ("checkpoint_000000", "checkpoint_000002"):  # gone; there but older
+        found = _surviving(tune.Checkpoint(str(tmp_path / named), filesystem=FS))
+        assert Path(found.path) == tmp_path / "checkpoint_000003"  # not the partial 000004
+        assert found.filesystem is FS
+        assert f"{named}: Tune's saved state predates checkpoint_000003" in capsys.readouterr().err
+    # Nothing whole at or after it (only older ones): Tune's, to fail as Tune fails.
     (tmp_path / "checkpoint_000003" / MANIFEST_FILE).unlink()
     gone = tune.Checkpoint(str(tmp_path / "checkpoint_000003"), filesystem=FS)
     assert _surviving(gone) is gone
+
+
+def test_a_trial_restored_from_its_final_checkpoint_reports_its_final_result_again(
+    tmp_path, monkeypatch
+):
+    """Without training again, and with the final result, which Tune's restored state may
+    not hold (it named an older checkpoint): the search and the scheduler see the final
+    metrics. No checkpoint goes with it (none is made)."""
+    final = {"top1": 90.5, "flops_mean": 2.0e7, "step": 45, "final": 1}
+    folder = tmp_path / "checkpoint_000003"
+    folder.mkdir()
+    (folder / FINAL_FILE).write_text(json.dumps(final))
+    reports = []
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
+    monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append((m, checkpoint)))
+    _run_trial(None, None)  # neither the job nor the plan is needed: nothing trains
+    assert reports == [(final, None)]
 
 
 def test_on_object_storage_too(s3, tmp_path):
@@ -82,10 +109,33 @@ def test_on_object_storage_too(s3, tmp_path):
     assert _whole(fs, f"{trial}/checkpoint_000002")
     found = _surviving(tune.Checkpoint(f"{trial}/checkpoint_000000", filesystem=fs))
     assert found.path.rstrip("/") == f"{trial}/checkpoint_000002"
-    fs.delete_file(f"{trial}/checkpoint_000002/metrics.json")  # a partial upload
+    fs.delete_file(f"{trial}/checkpoint_000002/{METRICS_FILE}")  # a partial upload
     assert not _whole(fs, f"{trial}/checkpoint_000002")
     found = _surviving(tune.Checkpoint(f"{trial}/checkpoint_000000", filesystem=fs))
     assert found.path.rstrip("/") == f"{trial}/checkpoint_000001"
+
+
+def test_a_resumed_trial_reports_the_evaluation_it_resumes_from_first(tmp_path, monkeypatch):
+    """The checkpoint a trial resumes from can be newer than any result the killed driver
+    logged to MLflow (``_surviving``): its evaluation is reported again before training
+    goes on from it, so the learning curve has every point (MLflow logs a step once)."""
+    plan = make_plan(load_space(str(write_space(tmp_path))))
+    job = plan.trials[0]
+    folder = _checkpoint(tmp_path, 2, 20)
+    reports, resumed_from = [], []
+
+    def run_stage(stage, out, *, resume, **kw):
+        resumed_from.append(resume)
+        return SimpleNamespace(metrics={"top1": 80.0})
+
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
+    monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append((m, checkpoint)))
+    monkeypatch.setattr(ray_jobs, "run_stage", run_stage)
+    monkeypatch.setattr(ray_jobs, "_threads", lambda cpus: None)  # this process's torch
+    _run_trial(job, plan)
+    assert resumed_from == [folder / STATE_FILE]
+    assert reports[0] == ({"step": 20}, None)
+    assert reports[-1][0] == {"top1": 80.0, "step": 20, "final": 1}
 
 
 _TUNE_RUN = """
@@ -99,7 +149,11 @@ def trial(config):
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         step = json.loads(Path(ckpt.path, "metrics.json").read_text())["step"]
-        tune.report({"step": step, "restored_from": Path(ckpt.path).name})
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "metrics.json").write_text(json.dumps({"step": step + 1}))
+            _seal(Path(d))
+            report = {"step": step + 1, "restored_from": Path(ckpt.path).name}
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         return
     with tempfile.TemporaryDirectory() as d:
         Path(d, "metrics.json").write_text(json.dumps({"step": 1}))
@@ -128,6 +182,7 @@ ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
 print(json.dumps({
     "error": str(result.error).strip().splitlines()[-1] if result.error else None,
     "metrics": {k: result.metrics.get(k) for k in ("step", "restored_from")},
+    "checkpoint": Path(result.checkpoint.path).name if result.checkpoint else None,
 }))
 """
 
@@ -155,5 +210,8 @@ def test_tune_restores_a_trial_from_the_newest_whole_checkpoint_when_its_own_is_
     ``tune_run(tmp_path, "without")``, 14 s more; not run by default)."""
     run = tune_run(tmp_path, "with")
     assert run["error"] is None, run["err"][-3000:]
-    assert run["metrics"] == {"step": 2, "restored_from": "checkpoint_000002"}
-    assert "checkpoint_000000 of " in run["err"] and "using checkpoint_000002" in run["err"]
+    assert run["metrics"] == {"step": 3, "restored_from": "checkpoint_000002"}
+    # Its next checkpoint goes after every folder it wrote, not into checkpoint_000001
+    # (Tune numbers it after the one its state named).
+    assert run["checkpoint"] == "checkpoint_000003"
+    assert "checkpoint_000000: Tune's saved state predates checkpoint_000002" in run["err"]

@@ -48,25 +48,24 @@ def toy():
 SMOOTH = {"smoothing": [0.0, 0.2], "iterations": 2}
 
 
-# Checkpoint copies that Ray's ``Checkpoint.to_directory()`` leaves in the temporary folder,
-# made while the tiny sweep ran (by any process; filled by ``tiny``).
-LEFT_IN_TMP: list[Path] = []
-
-
-def _checkpoint_copies() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*"))
+# The tiny sweep's temporary folder (``TMPDIR`` for its Ray processes): what it holds after
+# the sweep was left there for good.
+TINY_TMP: list[Path] = []
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, ray_dir) -> Sweep:
     """The tiny sweep (baseline + SP, 4 HRL trials, 2 trials of the toy method), run once
     for the module."""
-    before = _checkpoint_copies()
-    sweep = run_sweep(
-        write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH}), ray_dir
-    )
+    tmp = tmp_path_factory.mktemp("tiny_tmp")
+    TINY_TMP.append(tmp)
+    space = write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH})
+    driver_tmp, tempfile.tempdir = tempfile.tempdir, str(tmp)  # the driver: this process
+    try:
+        sweep = run_sweep(space, ray_dir, TMPDIR=str(tmp))
+    finally:
+        tempfile.tempdir = driver_tmp
     assert sweep.code == 0, sweep.out[-3000:] + sweep.err[-3000:]
-    LEFT_IN_TMP.extend(sorted(_checkpoint_copies() - before))
     return sweep
 
 
@@ -156,11 +155,13 @@ def children_rows(tiny: Sweep) -> list:
 
 
 def test_no_checkpoint_copy_is_left_in_the_temporary_folder(tiny: Sweep) -> None:
-    """Trials and the driver read checkpoints in place or from a download removed after
-    use: a copy per finished trial (its weights and evaluation files) used to stay in /tmp
-    for good."""
+    """The trials read their checkpoints in place (local storage): Ray's
+    ``Checkpoint.to_directory()`` left a copy of each finished trial's (its weights and
+    evaluation files) in the temporary folder for good."""
     assert tiny.code == 0
-    assert [(p.name, sorted(f.name for f in p.iterdir())) for p in LEFT_IN_TMP] == []
+    (tmp,) = TINY_TMP
+    left = [(p.name, sorted(f.name for f in p.iterdir())) for p in tmp.glob("checkpoint_tmp_*")]
+    assert left == []
 
 
 def test_pareto_tags_mark_exactly_the_frontier(tiny: Sweep) -> None:

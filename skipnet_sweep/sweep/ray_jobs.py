@@ -63,7 +63,8 @@ def _threads(cpus: float) -> None:
 def _restored(checkpoint) -> Iterator[Path | None]:
     """The folder of a Tune or Train ``checkpoint`` on the local disk for the block (None
     without one): a local checkpoint in place, a remote one downloaded to a temporary folder
-    that is removed after it (``to_directory()`` would leave a copy in /tmp for good)."""
+    that is removed after it unless the process is killed (``to_directory()`` would leave a
+    copy in /tmp for good)."""
     if checkpoint is None:
         yield None
         return
@@ -84,8 +85,9 @@ def _write_state(folder: Path, save, report: dict) -> None:
 
 
 def _seal(folder: Path) -> None:
-    """Writes the checkpoint folder's manifest: every file in it and its size, written last,
-    so a copy whose files all match it is whole (``_whole``)."""
+    """Writes the checkpoint folder's manifest: every other file in it and its size. Tune's
+    upload keeps no order, so a copy cut short lacks a file or has one at another size
+    (``_whole``)."""
     sizes = {
         p.relative_to(folder).as_posix(): p.stat().st_size
         for p in sorted(folder.rglob("*"))
@@ -95,8 +97,8 @@ def _seal(folder: Path) -> None:
 
 
 def _whole(fs, path: str) -> bool:
-    """Whether the checkpoint folder at ``path`` on the pyarrow filesystem ``fs`` holds every
-    file of its manifest at its size (a copy cut short by a killed process does not)."""
+    """Whether the checkpoint folder at ``path`` on the pyarrow filesystem ``fs`` has its
+    manifest and every file of it at its size."""
     import pyarrow.fs
 
     try:
@@ -111,55 +113,75 @@ def _whole(fs, path: str) -> bool:
     )
 
 
+# Tune's checkpoint folder names (ray/train/_internal/storage.py,
+# ``StorageContext._make_checkpoint_dir_name``: ``checkpoint_{index:06d}``).
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
 
 
+def _written(checkpoint) -> list[tuple[int, str]]:
+    """(index, path) of every checkpoint folder of the trial that ``checkpoint`` belongs to,
+    newest first."""
+    import pyarrow.fs
+
+    fs = checkpoint.filesystem
+    parent = checkpoint.path.rstrip("/").rpartition("/")[0]
+    found = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True)):
+        name = _CHECKPOINT_DIR.fullmatch(info.base_name)
+        if info.type == pyarrow.fs.FileType.Directory and name:
+            found.append((int(name.group(1)), info.path))
+    return sorted(found, reverse=True)
+
+
 def _surviving(checkpoint):
-    """``checkpoint`` (a Tune ``Checkpoint`` of a trial), or, when it is gone, the newest
-    whole checkpoint the trial wrote after it.
+    """The newest whole checkpoint of the trial at or after ``checkpoint`` (a Tune
+    ``Checkpoint`` that Tune's state names), or ``checkpoint`` itself if there is none.
 
     Tune deletes a trial's older checkpoints as soon as newer ones arrive
     (``CheckpointConfig(num_to_keep)``) but uploads its experiment state, which names the
     latest, in the background afterwards (ray/tune/execution/experiment_state.py,
-    ``sync_up_experiment_state``): a driver killed in between leaves state naming a deleted
-    checkpoint. Tune's restore refuses it ("does not exist on storage anymore") however many
-    retries it is given, and a trial it restored as finished would point MLflow at it."""
-    import pyarrow.fs
-
-    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        return checkpoint
-    parent, _, name = path.rpartition("/")
-    named = _CHECKPOINT_DIR.fullmatch(name)
+    ``sync_up_experiment_state``): a driver killed in between leaves state naming an older
+    checkpoint, or a deleted one, which Tune's restore refuses ("does not exist on storage
+    anymore") however many retries it is given. The trial's newer checkpoints are where it
+    got to."""
+    named = _CHECKPOINT_DIR.fullmatch(checkpoint.path.rstrip("/").rpartition("/")[2])
     if named is None:
         return checkpoint
-    newer = []
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True)):
-        found = _CHECKPOINT_DIR.fullmatch(info.base_name)
-        if info.type == pyarrow.fs.FileType.Directory and found:
-            newer.append((int(found.group(1)), info.path))
-    newer = [(i, p) for i, p in newer if i > int(named.group(1))]
-    for _, candidate in sorted(newer, reverse=True):
-        if _whole(fs, candidate):
+    for index, path in _written(checkpoint):
+        if index < int(named.group(1)):
+            break
+        if _whole(checkpoint.filesystem, path):
+            if index == int(named.group(1)):
+                return checkpoint
             from ray import tune
 
             print(
-                f"{name} of {parent} is gone (Tune's saved state predates its deletion); "
-                f"using {candidate.rpartition('/')[2]}, the newest whole checkpoint after it",
+                f"{checkpoint.path}: Tune's saved state predates checkpoint_{index:06d}; "
+                "resuming from it, the trial's newest whole checkpoint",
                 file=sys.stderr,
             )
-            return tune.Checkpoint(candidate, filesystem=fs)
+            return tune.Checkpoint(path, filesystem=checkpoint.filesystem)
     return checkpoint
 
 
 class _RestoreSurviving:
     """Mixed into ``stage_trial``'s Tune trainable (``__mixins__``, read by Tune's
-    ``wrap_function``): restores a trial from ``_surviving`` of Tune's saved checkpoint."""
+    ``wrap_function``): restores a trial from ``_surviving`` of the checkpoint Tune's state
+    names, and numbers its next checkpoint after every folder the trial has written. (Tune
+    numbers it after the checkpoint its state names, ray/tune/experiment/trial.py
+    ``on_checkpoint``, and would write the next ones into the newer folders.)"""
 
     def restore(self, checkpoint_path):
-        if getattr(checkpoint_path, "checkpoint", None) is not None:  # a _TrainingResult
-            checkpoint_path.checkpoint = _surviving(checkpoint_path.checkpoint)
-        return super().restore(checkpoint_path)
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)  # a _TrainingResult
+        if checkpoint is None:
+            return super().restore(checkpoint_path)
+        checkpoint_path.checkpoint = _surviving(checkpoint)
+        restored = super().restore(checkpoint_path)
+        written = _written(checkpoint)
+        if written and self._storage is not None:  # ray/tune/trainable/trainable.py, save()
+            index = max(self._storage.current_checkpoint_index, written[0][0])
+            self._storage.current_checkpoint_index = index
+        return restored
 
 
 def _reported(resume: Path | None) -> dict | None:
@@ -321,8 +343,10 @@ def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
     with _restored(tune.get_checkpoint()) as restored:
         if restored is not None and (restored / FINAL_FILE).is_file():
             # Restored from the trial's final checkpoint (the driver died between the
-            # trial's end and Tune's next state save): its result is already reported; do
-            # not retrain.
+            # trial's end and Tune's next state save): do not retrain. Its final result
+            # again, for the search and the scheduler: Tune's state may hold an older one
+            # (``_surviving``). MLflow logs nothing twice (``TrackingCallback``).
+            tune.report(json.loads((restored / FINAL_FILE).read_text()))
             return
         _train_trial(job, plan, _resume_file(restored), extra)
 
@@ -339,6 +363,10 @@ def _train_trial(job: Job, plan: Plan, resume: Path | None, extra: dict | None) 
     if resumed is not None:
         # Its final result carries the step it resumed at, even with no step left to train.
         last[STEP] = resumed[STEP]
+        # The evaluation of the checkpoint resumed from, again: the newest checkpoint
+        # (``_surviving``) can be one whose result the killed driver never logged to MLflow
+        # (which logs a step once, so a repeat is harmless).
+        tune.report(resumed)
 
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
