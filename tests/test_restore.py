@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.fs
+import pytest
 from ray import tune
 from sweep_helpers import local_ray_env, ray_tmpdir, write_space
 
@@ -76,12 +77,14 @@ def test_a_missing_checkpoint_gives_way_to_the_newest_whole_one_after_it(tmp_pat
     assert _surviving(gone) is gone
 
 
-def test_a_trial_restored_from_its_final_checkpoint_reports_its_final_result_again(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("swapped", [True, False])
+def test_a_trial_restored_from_its_final_checkpoint_does_not_train_again(
+    tmp_path, monkeypatch, swapped
 ):
-    """Without training again, and with the final result, which Tune's restored state may
-    not hold (it named an older checkpoint): the search and the scheduler see the final
-    metrics. No checkpoint goes with it (none is made)."""
+    """Restored from its final checkpoint, a trial returns without training. Its final
+    result again only when that checkpoint replaced an older one Tune's state named
+    (``_RestoreSurviving``): the search and the scheduler see the final metrics; otherwise
+    Tune already holds them. No checkpoint goes with it (none is made)."""
     final = {"top1": 90.5, "flops_mean": 2.0e7, "step": 45, "final": 1}
     folder = tmp_path / "checkpoint_000003"
     folder.mkdir()
@@ -89,8 +92,10 @@ def test_a_trial_restored_from_its_final_checkpoint_reports_its_final_result_aga
     reports = []
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
     monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append((m, checkpoint)))
+    monkeypatch.setattr(ray_jobs, "_SWAPPED", {str(folder)} if swapped else set())
     _run_trial(None, None)  # neither the job nor the plan is needed: nothing trains
-    assert reports == [(final, None)]
+    assert reports == ([(final, None)] if swapped else [])
+    assert not ray_jobs._SWAPPED  # cleared for the next trial of this process
 
 
 def test_on_object_storage_too(s3, tmp_path):
@@ -115,10 +120,14 @@ def test_on_object_storage_too(s3, tmp_path):
     assert found.path.rstrip("/") == f"{trial}/checkpoint_000001"
 
 
-def test_a_resumed_trial_reports_the_evaluation_it_resumes_from_first(tmp_path, monkeypatch):
-    """The checkpoint a trial resumes from can be newer than any result the killed driver
-    logged to MLflow (``_surviving``): its evaluation is reported again before training
-    goes on from it, so the learning curve has every point (MLflow logs a step once)."""
+@pytest.mark.parametrize("swapped", [True, False])
+def test_a_trial_resumed_from_a_newer_checkpoint_reports_its_evaluation_first(
+    tmp_path, monkeypatch, swapped
+):
+    """A checkpoint newer than the one Tune's state named (``_surviving``) can be one whose
+    result the killed driver never logged to MLflow: its evaluation is reported again
+    before training goes on from it, so the learning curve has every point (MLflow logs a
+    step once). Resumed from the checkpoint Tune named, the driver had its result."""
     plan = make_plan(load_space(str(write_space(tmp_path))))
     job = plan.trials[0]
     folder = _checkpoint(tmp_path, 2, 20)
@@ -132,9 +141,10 @@ def test_a_resumed_trial_reports_the_evaluation_it_resumes_from_first(tmp_path, 
     monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append((m, checkpoint)))
     monkeypatch.setattr(ray_jobs, "run_stage", run_stage)
     monkeypatch.setattr(ray_jobs, "_threads", lambda cpus: None)  # this process's torch
+    monkeypatch.setattr(ray_jobs, "_SWAPPED", {str(folder)} if swapped else set())
     _run_trial(job, plan)
     assert resumed_from == [folder / STATE_FILE]
-    assert reports[0] == ({"step": 20}, None)
+    assert [m for m, _ in reports[:-1]] == ([{"step": 20}] if swapped else [])
     assert reports[-1][0] == {"top1": 80.0, "step": 20, "final": 1}
 
 
@@ -183,6 +193,7 @@ print(json.dumps({
     "error": str(result.error).strip().splitlines()[-1] if result.error else None,
     "metrics": {k: result.metrics.get(k) for k in ("step", "restored_from")},
     "checkpoint": Path(result.checkpoint.path).name if result.checkpoint else None,
+    "iteration": result.metrics.get("training_iteration"),
 }))
 """
 
@@ -214,4 +225,8 @@ def test_tune_restores_a_trial_from_the_newest_whole_checkpoint_when_its_own_is_
     # Its next checkpoint goes after every folder it wrote, not into checkpoint_000001
     # (Tune numbers it after the one its state named).
     assert run["checkpoint"] == "checkpoint_000003"
+    # Tune counted from the named checkpoint's iteration (1); checkpoint_000002 came two
+    # reports later (iteration 3), so the next report is the 3rd (in a sweep's trial, that
+    # checkpoint's result reported again: ASHA's time as before the kill).
+    assert run["iteration"] == 3
     assert "checkpoint_000000: Tune's saved state predates checkpoint_000002" in run["err"]

@@ -164,20 +164,37 @@ def _surviving(checkpoint):
     return checkpoint
 
 
+# Checkpoints this process restored a trial from in place of the older one Tune's state
+# named (``_RestoreSurviving``): the trial reports their result again (``_run_trial``).
+_SWAPPED: set[str] = set()
+
+
+def _index(checkpoint) -> int:
+    return int(_CHECKPOINT_DIR.fullmatch(checkpoint.path.rstrip("/").rpartition("/")[2])[1])
+
+
 class _RestoreSurviving:
     """Mixed into ``stage_trial``'s Tune trainable (``__mixins__``, read by Tune's
     ``wrap_function``): restores a trial from ``_surviving`` of the checkpoint Tune's state
     names, and numbers its next checkpoint after every folder the trial has written. (Tune
     numbers it after the checkpoint its state names, ray/tune/experiment/trial.py
-    ``on_checkpoint``, and would write the next ones into the newer folders.)"""
+    ``on_checkpoint``, and would write the next ones into the newer folders.)
+
+    Tune counts the trial's iterations (ASHA's time) from the named checkpoint's result
+    (ray/tune/trainable/trainable.py, ``restore``). Every report of a trial carries a
+    checkpoint, so the newer one restored came that many reports later; its result, reported
+    again, takes the iteration it had."""
 
     def restore(self, checkpoint_path):
-        checkpoint = getattr(checkpoint_path, "checkpoint", None)  # a _TrainingResult
-        if checkpoint is None:
+        named = getattr(checkpoint_path, "checkpoint", None)  # a _TrainingResult
+        if named is None:
             return super().restore(checkpoint_path)
-        checkpoint_path.checkpoint = _surviving(checkpoint)
+        found = checkpoint_path.checkpoint = _surviving(named)
         restored = super().restore(checkpoint_path)
-        written = _written(checkpoint)
+        if found is not named:
+            _SWAPPED.add(found.path)
+            self._iteration += _index(found) - _index(named) - 1
+        written = _written(named)
         if written and self._storage is not None:  # ray/tune/trainable/trainable.py, save()
             index = max(self._storage.current_checkpoint_index, written[0][0])
             self._storage.current_checkpoint_index = index
@@ -340,19 +357,27 @@ def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
     final weights to the cache before its final report; ``extra`` goes with that report."""
     from ray import tune
 
-    with _restored(tune.get_checkpoint()) as restored:
+    checkpoint = tune.get_checkpoint()
+    # Restored from a newer checkpoint than Tune's state named: its result may never have
+    # reached the driver (nor MLflow, which logs a step once, so a repeat is harmless).
+    again = checkpoint is not None and checkpoint.path in _SWAPPED
+    _SWAPPED.clear()
+    with _restored(checkpoint) as restored:
         if restored is not None and (restored / FINAL_FILE).is_file():
             # Restored from the trial's final checkpoint (the driver died between the
-            # trial's end and Tune's next state save): do not retrain. Its final result
-            # again, for the search and the scheduler: Tune's state may hold an older one
-            # (``_surviving``). MLflow logs nothing twice (``TrackingCallback``).
-            tune.report(json.loads((restored / FINAL_FILE).read_text()))
+            # trial's end and Tune's next state save): do not retrain; its final result
+            # again if Tune's state holds an older one, for the search and the scheduler.
+            if again:
+                tune.report(json.loads((restored / FINAL_FILE).read_text()))
             return
-        _train_trial(job, plan, _resume_file(restored), extra)
+        _train_trial(job, plan, _resume_file(restored), extra, again)
 
 
-def _train_trial(job: Job, plan: Plan, resume: Path | None, extra: dict | None) -> None:
-    """``_run_trial``'s training, from the state ``resume`` (None: from the start)."""
+def _train_trial(
+    job: Job, plan: Plan, resume: Path | None, extra: dict | None, again: bool = False
+) -> None:
+    """``_run_trial``'s training, from the state ``resume`` (None: from the start), whose
+    evaluation it reports ``again`` first."""
     from ray import tune
 
     res = plan.space.resources.sp if job.shared else plan.space.resources.trial
@@ -363,10 +388,8 @@ def _train_trial(job: Job, plan: Plan, resume: Path | None, extra: dict | None) 
     if resumed is not None:
         # Its final result carries the step it resumed at, even with no step left to train.
         last[STEP] = resumed[STEP]
-        # The evaluation of the checkpoint resumed from, again: the newest checkpoint
-        # (``_surviving``) can be one whose result the killed driver never logged to MLflow
-        # (which logs a step once, so a repeat is harmless).
-        tune.report(resumed)
+        if again:
+            tune.report(resumed)
 
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
