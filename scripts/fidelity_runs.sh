@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Reproduce every number in docs/fidelity.md with the `train` CLI (one process at a time, no Ray).
 #
-#   scripts/fidelity_runs.sh [quickstart|claims|all] [OUT]     (default: all, ./fidelity_runs)
+#   scripts/fidelity_runs.sh [quickstart|claims|claims_r20|all] [OUT]   (default: all, ./fidelity_runs)
 #
-# Each run writes OUT/NAME.json (the stage's final metrics), OUT/NAME.pt (its checkpoint) and
-# OUT/NAME.time (wall seconds, user+system CPU seconds, training images); a run whose .json
-# exists is skipped, so an interrupted script resumes. At the end OUT/table.md holds one row
-# per run: validation and test top-1, % of the plain ResNet's MACs, skipped blocks, wall, images/s.
+# Each run writes OUT/NAME.json (the stage's final metrics), OUT/NAME.pt (its checkpoint),
+# OUT/NAME.args (its arguments) and OUT/NAME.time (wall seconds, user+system CPU seconds,
+# training images); a run whose .json exists is skipped, so an interrupted script resumes. At
+# the end OUT/table.md holds one row per run: validation and test top-1, % of the plain
+# ResNet's MACs, skipped blocks, wall, images/s.
 #
-# Run time: `quickstart` trains 53k ResNet-20 images (about 4 min on 2 cores here), `claims`
-# 64k ResNet-14 images (9 min measured on a shared, heavily loaded 2-core VM).
+# Run time on 2 cores: `quickstart` trains 59k ResNet-20 images (2m30s to 4 min by host),
+# `claims` 64k ResNet-14 images (2-4 min; 9 min on a heavily loaded VM), `claims_r20` 230k
+# ResNet-20 images (7 min on the faster host, needs the quickstart group's runs).
 # Threads: OMP_NUM_THREADS (default 2). Python: PYTHON (default .venv/bin/python).
 set -euo pipefail
 
@@ -17,6 +19,10 @@ GROUP=${1:-all}
 OUT=${2:-./fidelity_runs}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+case $GROUP in
+quickstart | claims | claims_r20 | all) ;;
+*) echo "usage: $0 [quickstart|claims|claims_r20|all] [OUT]: no group '$GROUP'" >&2 && exit 2 ;;
+esac
 mkdir -p "$OUT"
 
 # run NAME IMAGES STAGE ARGS...: IMAGES is the number of training images the run processes
@@ -33,6 +39,7 @@ run() {
         "$PY" -m skipnet_sweep.train "$@" --no-progress --json --out "$OUT/$name.pt" \
         >"$OUT/$name.json.tmp" 2>"$OUT/$name.log"
     mv "$OUT/$name.json.tmp" "$OUT/$name.json"
+    echo "$*" >"$OUT/$name.args"
     read -r wall user sys <"$OUT/$name.rawtime"
     echo "$wall $(echo "$user + $sys" | bc) $images" >"$OUT/$name.time"
     rm "$OUT/$name.rawtime"
@@ -43,7 +50,8 @@ FULL=(--dataset fashion_mnist)            # 60,000 train, 10,000 test
 quickstart() {
     # Task 1: the bundled quickstart's recipe, run by run, from the plain ResNet-20 (0.65 epoch
     # of the 55k images left by a 5,000-image validation split: one-cycle, no augmentation) to
-    # SP from it (0.1 epoch) and HRL at its two alphas (45 steps, rl_weight 0.4); test on all 10k.
+    # SP from it (0.1 epoch) and HRL at its two alphas, 2 and 3, and at 1.5, the cliff's edge
+    # (45 steps, rl_weight 0.4); test on all 10k.
     local q=(--val-split 5000 --no-augment)
     run qs_base 35750 baseline --epochs 0.65 --batch-size 64 --lr 0.1 --lr-schedule one_cycle \
         --nesterov --weight-decay 5e-4 "${q[@]}" "${FULL[@]}"
@@ -51,6 +59,7 @@ quickstart() {
         --lr-milestones 0.5 "${q[@]}" "${FULL[@]}"
     local hrl=(--iterations 45 --lr 1e-3 --lr-milestones "" --rl-weight 0.4 "${q[@]}" "${FULL[@]}")
     run qs_hrl_a1.5 5760 hrl --init "$OUT/qs_sp.pt" --alpha 1.5 "${hrl[@]}"
+    run qs_hrl_a2.0 5760 hrl --init "$OUT/qs_sp.pt" --alpha 2.0 "${hrl[@]}"
     run qs_hrl_a3.0 5760 hrl --init "$OUT/qs_sp.pt" --alpha 3.0 "${hrl[@]}"
 }
 
@@ -80,11 +89,33 @@ claims() {
     run cl_rl 11904 hrl --no-supervised "${scratch[@]}"
 }
 
+claims_r20() {
+    # Task 3: the paper's claims again on the quickstart's backbone (ResNet-20, all 55k training
+    # images, 5,000 held out, test on all 10k), where SP starts from a trained network and HRL
+    # does not collapse. Needs the quickstart group's qs_base and qs_sp. From scratch, every
+    # variant has the baseline's schedule (0.65 epoch, one-cycle to lr 0.1); HRL+S and RL run
+    # as many images as baseline + SP + HRL (35.75k + 5.5k + 5.76k = 47k: 367 steps of 128),
+    # with the REINFORCE step scaled to HRL+SP's total (mean lr 0.05 x 0.001 x 367 = 1.8e-2).
+    local q=(--val-split 5000 --no-augment --dataset fashion_mnist)
+    local scratch=(--arch cifar_resnet20 --lr 0.1 --lr-schedule one_cycle --nesterov
+        --weight-decay 5e-4 "${q[@]}")
+    run r20_sp 35750 sp --gate rnn --epochs 0.65 --batch-size 64 "${scratch[@]}"
+    run r20_sp_soft 35750 sp --gate rnn --gating soft --epochs 0.65 --batch-size 64 "${scratch[@]}"
+    local hrl=(--iterations 45 --lr 1e-3 --lr-milestones "" --rl-weight 0.4 "${q[@]}")
+    run r20_hrl_a0.0 5760 hrl --init "$OUT/qs_sp.pt" --alpha 0.0 "${hrl[@]}"
+    run r20_hrl_a1.0 5760 hrl --init "$OUT/qs_sp.pt" --alpha 1.0 "${hrl[@]}"
+    run r20_hrl_a4.0 5760 hrl --init "$OUT/qs_sp.pt" --alpha 4.0 "${hrl[@]}"
+    local hrl_s=(--gate rnn --iterations 367 --batch-size 128 --rl-weight 0.001 "${scratch[@]}")
+    run r20_hrl_s_a2.0 46976 hrl --alpha 2.0 "${hrl_s[@]}"
+    run r20_rl_a2.0 46976 hrl --alpha 2.0 --no-supervised "${hrl_s[@]}"
+    run r20_hrl_s_a1.0 46976 hrl --alpha 1.0 "${hrl_s[@]}"
+}
+
 case $GROUP in
 quickstart) quickstart ;;
 claims) claims ;;
-all) quickstart && claims ;;
-*) echo "usage: $0 [quickstart|claims|all] [OUT]" >&2 && exit 2 ;;
+claims_r20) quickstart && claims_r20 ;;
+all) quickstart && claims && claims_r20 ;;
 esac
 
 "$PY" - "$OUT" <<'EOF'
@@ -93,14 +124,16 @@ import sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-# With a validation split a run's `top1` is its validation accuracy and `test_top1` the test
-# set's, evaluated once at the end; without one `top1` is the test set's.
+# With a validation split (--val-split in NAME.args) a run's `top1` is its validation
+# accuracy; `test_top1` is always the test set's, evaluated once at the end.
 rows = ["| run | val top-1 % | test top-1 % | MACs % of plain | skipped blocks | wall s | CPU s | img/s (wall) |",
         "|---|---|---|---|---|---|---|---|"]
 for f in sorted(out.glob("*.json")):
     m = json.loads(f.read_text())
     wall, cpu, images = (float(x) for x in (out / f"{f.stem}.time").read_text().split())
-    val = f"{m['top1']:.2f}" if "test_top1" in m else "-"
+    args = out / f"{f.stem}.args"
+    split = args.exists() and "--val-split" in args.read_text().split()
+    val = f"{m['top1']:.2f}" if split else "-"
     rows.append(
         f"| {f.stem} | {val} | {m.get('test_top1', m['top1']):.2f} | "
         f"{m.get('computation_pct', 100.0):.1f} | "
