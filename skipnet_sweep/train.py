@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.methods import method_for_stage, stage_names
-from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.models import EXEC_PATHS, ModelConfig
 from skipnet_sweep.stages import (
     CheckpointError,
     DataConfig,
@@ -32,7 +32,8 @@ from skipnet_sweep.stages import (
     load_checkpoint,
     load_model,
 )
-from skipnet_sweep.stages.config import hrl_defaults
+from skipnet_sweep.stages.config import SP_GATINGS, hrl_defaults
+from skipnet_sweep.stages.evaluate import check_gating
 from skipnet_sweep.stages.runner import run_stage, summary_line
 from skipnet_sweep.yamlio import OneLineParser
 
@@ -213,7 +214,21 @@ def _parser() -> argparse.ArgumentParser:
         "--root", default=None, help="dataset folder (default: the one it was trained on)"
     )
     e.add_argument("--test-subset", type=int, default=None, help="evaluate on this many images")
-    e.add_argument("--path", default="sparse", choices=("sparse", "masked"), help="execution path")
+    e.add_argument(
+        "--path",
+        default=None,
+        choices=EXEC_PATHS,
+        help="execution path (default: sparse; masked with --gating soft)",
+    )
+    e.add_argument(
+        "--gating",
+        default="hard",
+        choices=SP_GATINGS,
+        help="hard: thresholded gates, SkipNet's inference (default); soft: every block's "
+        "output mixed by its gate's probability, as soft gating trains (Table 3's ablation: "
+        "a soft-trained network evaluated both ways shows the gap thresholding opens); soft "
+        "runs every block, so it counts the whole network's MACs",
+    )
     e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     e.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -271,6 +286,8 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
 
 def _evaluate(args: argparse.Namespace) -> dict:
     model, payload = load_model(args.checkpoint)
+    path = args.path or ("masked" if args.gating == "soft" else "sparse")
+    check_gating(model, args.gating, path)
     stage = payload.get("stage_config") or {}
     # Rebuild the data the checkpoint was trained on (seed and synthetic sizes included),
     # with the command line's overrides.
@@ -286,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     _, test_set, info = build_datasets(data.dataset, seed=seed, **kwargs)
     test_loader = DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
     costs = count_costs(model, (info.in_channels, *info.input_size))
-    result = evaluate(model, test_loader, costs, path=args.path)
+    result = evaluate(model, test_loader, costs, path=path, gating=args.gating)
     if args.artifacts:
         result.write_artifacts(args.artifacts, test_loader.dataset, mean=info.mean, std=info.std)
     return result.metrics

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 from dataclasses import fields
 
@@ -18,9 +19,11 @@ import pytest
 import torch
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.data import build_datasets
 from skipnet_sweep.methods import stage_names
 from skipnet_sweep.models import ModelConfig
-from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint
+from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, load_model
+from skipnet_sweep.stages.checkpoint import save_checkpoint
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.train import STAGE_FIELDS, _parser, _stage_config, field_help, main, stage_parser
 
@@ -163,6 +166,59 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
     code, out, _ = cli("eval", "--checkpoint", str(tmp_path / "c.pt"), "--json")
     assert code == 0
     assert json.loads(out)[M.TOP1] == pytest.approx(result.metrics[M.TOP1])
+
+
+def test_eval_soft_gating_runs_the_network_as_soft_gating_trains_it(tmp_path):
+    """Table 3's ablation: a soft-trained network evaluated with its gates mixing every block,
+    as in training. Every block runs, so the whole network's MACs and no skip, and its
+    top-1 is that of the network's own soft forward on the same images."""
+    path = tmp_path / "soft.pt"
+    code, _, _ = cli("sp", *FAST, "--arch", "cifar_resnet8", "--gate", "rnn", "--gating",
+                     "soft", "--out", str(path), "--json")  # fmt: skip
+    assert code == 0
+    # Every gate at p = 0.3 for every image: thresholded, each gated block is skipped; soft,
+    # each is mixed in at 0.3, so the two evaluations differ in both cost and logits.
+    payload = load_checkpoint(path)
+    payload["state_dict"]["gates.fc.weight"].zero_()
+    payload["state_dict"]["gates.fc.bias"].fill_(math.log(0.3 / 0.7))
+    save_checkpoint(path, payload)
+    code, out, err = cli(
+        "eval", "--checkpoint", str(path), "--test-subset", "32", "--gating", "soft", "--json"
+    )
+    assert code == 0 and err == ""
+    soft = json.loads(out)
+    assert soft[M.FLOPS_MEAN] == pytest.approx(soft[M.FLOPS_FULL])
+    assert soft[M.FLOPS_MEAN] > soft[M.FLOPS_PLAIN]  # the gates' own MACs on top
+    assert soft[M.SKIP_RATIO] == 0 and soft[M.SKIPPED_MEAN] == 0
+    hard = json.loads(cli("eval", "--checkpoint", str(path), "--test-subset", "32", "--json")[1])
+    assert hard[M.SKIP_RATIO] == 1 and hard[M.FLOPS_MEAN] < hard[M.FLOPS_PLAIN]
+    model, payload = load_model(path)
+    kwargs = DataConfig(**payload["stage_config"]["data"]).loader_kwargs()
+    kwargs.pop("num_workers")
+    _, test, _ = build_datasets("synthetic", seed=0, **kwargs)
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    assert len(y) == 32
+    with torch.no_grad():
+        logits = model(x, mode="soft", path="masked").logits
+        thresholded = model(x, mode="threshold", path="masked").logits
+    assert not torch.allclose(logits, thresholded, atol=1e-3)
+    assert soft[M.TOP1] == pytest.approx((logits.argmax(1) == y).double().mean().item() * 100)
+
+
+def test_eval_soft_gating_refuses_what_it_cannot_run(runs, tmp_path):
+    _, sp, _ = runs
+    code, out, err = cli("eval", "--checkpoint", str(sp), "--gating", "soft", "--path", "sparse")
+    assert code == 2 and out == ""
+    assert err == (
+        "error: soft gating computes every block and mixes them: it needs the masked path, "
+        "not 'sparse'\n"
+    )
+    plain = tmp_path / "plain.pt"
+    assert cli("baseline", *FAST, "--arch", "cifar_resnet8", "--out", str(plain))[0] == 0
+    code, out, err = cli("eval", "--checkpoint", str(plain), "--gating", "soft")
+    assert code == 2 and out == ""
+    assert err == "error: soft gating mixes gated blocks' outputs; this network has no gates\n"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.models import folded, input_layout, model_input
 from skipnet_sweep.stages.checkpoint import unwrap
+from skipnet_sweep.stages.config import SP_GATINGS
 
 
 @dataclass
@@ -109,12 +110,31 @@ def _image(dataset, i: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def check_gating(model: nn.Module, gating: str, path: str) -> None:
+    """Refuse an evaluation ``evaluate`` cannot run, before any data is read.
+
+    Raises:
+        ValueError: an unknown ``gating``, or ``soft`` on an ungated network or a path other
+            than ``masked``.
+    """
+    if gating not in SP_GATINGS:
+        raise ValueError(f"unknown gating {gating!r}; allowed: {', '.join(SP_GATINGS)}")
+    if gating == "soft" and getattr(unwrap(model), "gates", None) is None:
+        raise ValueError("soft gating mixes gated blocks' outputs; this network has no gates")
+    if gating == "soft" and path != "masked":
+        raise ValueError(
+            f"soft gating computes every block and mixes them: it needs the masked path, "
+            f"not {path!r}"
+        )
+
+
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
     costs: CostTable,
     *,
     path: str = "sparse",
+    gating: str = "hard",
     device: torch.device | str = "cpu",
 ) -> EvalResult:
     """Evaluate ``model`` on ``loader`` (which must not shuffle, so rows follow the dataset).
@@ -124,24 +144,35 @@ def evaluate(
         loader: evaluation data.
         costs: the network's cost table at this input size.
         path: ``sparse`` or ``masked``.
+        gating: ``hard`` thresholds each gate, SkipNet's inference (and the only one a
+            training run reports); ``soft`` mixes every block's output by its gate's
+            probability, as soft gating trains (the paper's Table 3 ablation, whose accuracy
+            gap it conjectures comes from thresholding a network trained soft). Soft runs
+            every block, so it counts the whole network's MACs and no skip; it needs a gated
+            network and the masked path.
         device: where to run.
 
     Returns:
         an ``EvalResult``; its metrics are top-1/top-5 in percent, FLOPs statistics in
         multiply-adds per sample and per-gate skip ratios.
+
+    Raises:
+        ValueError: as ``check_gating``.
     """
+    check_gating(model, gating, path)
+    soft = gating == "soft"
     net = folded(unwrap(model))  # as deployed: eval mode, BatchNorm folded into the convs
     layout = input_layout(net)
     labels, preds, top5_hits, executed = [], [], [], []
     for x, y in loader:
         x, y = model_input(x, device, layout), y.to(device)
-        out = net(x, mode="threshold", path=path)
+        out = net(x, mode="soft" if soft else "threshold", path=path)
         k = min(5, out.logits.shape[1])
         top = out.logits.topk(k, 1).indices
         labels.append(y.cpu())
         preds.append(top[:, 0].cpu())
         top5_hits.append((top == y[:, None]).any(1).cpu())
-        executed.append(out.executed.cpu())
+        executed.append(torch.ones_like(out.executed, device="cpu") if soft else out.executed.cpu())
     y = torch.cat(labels)
     pred = torch.cat(preds)
     ex = torch.cat(executed)
