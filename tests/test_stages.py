@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib
 import math
 
 import numpy as np
@@ -796,6 +797,26 @@ def test_sparse_and_masked_evaluation_agree(eval_setup):
     np.testing.assert_array_equal(sparse.preds, masked.preds)
     assert sparse.metrics == pytest.approx(masked.metrics)
     assert not model.training  # evaluation restores the mode it found
+
+
+@pytest.mark.parametrize("gating", ["hard", "soft"])
+def test_evaluation_records_no_autograd_graph(eval_setup, monkeypatch, gating):
+    """Evaluation runs under no_grad: logits with a graph would hold every activation of the
+    test set's batches (the memory of a training step per batch)."""
+    # The module, not the function of the same name the package exports.
+    ev = importlib.import_module("skipnet_sweep.stages.evaluate")
+    model, loader, costs = eval_setup
+    seen = []
+    fold = ev.folded
+
+    def folded_and_watched(net):
+        copy = fold(net)
+        copy.register_forward_hook(lambda m, i, out: seen.append(out.logits.requires_grad))
+        return copy
+
+    monkeypatch.setattr(ev, "folded", folded_and_watched)
+    ev.evaluate(model, loader, costs, path="masked", gating=gating)
+    assert seen and not any(seen)
 
 
 def test_write_artifacts(eval_setup, tmp_path):

@@ -109,7 +109,6 @@ def _image(dataset, i: int) -> np.ndarray:
     return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-@torch.no_grad()
 def check_gating(model: nn.Module, gating: str, path: str) -> None:
     """Refuse an evaluation ``evaluate`` cannot run, before any data is read.
 
@@ -128,6 +127,7 @@ def check_gating(model: nn.Module, gating: str, path: str) -> None:
         )
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
