@@ -168,3 +168,35 @@ def test_tune_settings_per_storage_and_none_outlives_its_sweep(
         assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
     assert "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ
     assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
+
+
+def test_asha_stops_trials_by_rung_not_by_report_count(tmp_path: Path) -> None:
+    """Ray's ASHA stops every trial at its max_t-th report (100 by default): a long HRL run
+    evaluated often would end half trained. Here the better trial runs through 150 reports,
+    the worse one is stopped at a rung, and a shared job is never stopped."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from skipnet_sweep.sweep.searcher import SharedAwareASHA
+
+    plan = _plan(tmp_path, **{"baselines": {"act": {"tau": [0.1], "iterations": 2}}})
+    asha = SharedAwareASHA(plan, metric=M.TOP1, mode="max", grace_period=1, reduction_factor=2)
+    trials = {
+        name: SimpleNamespace(trial_id=name, config={"job": job.id})
+        for name, job in (("good", plan.trials[0]), ("bad", plan.trials[1]),
+                          ("shared", plan.shared_jobs[0]))
+    }  # fmt: skip
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+    top1 = {"good": 80.0, "bad": 10.0, "shared": 1.0}
+    stopped = {}
+    for it in range(1, 151):
+        for name, trial in trials.items():
+            if name in stopped:
+                continue
+            result = {"training_iteration": it, M.TOP1: top1[name]}
+            if asha.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                stopped[name] = it
+    assert "good" not in stopped and "shared" not in stopped
+    assert stopped["bad"] <= 2

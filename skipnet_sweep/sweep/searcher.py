@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
+from skipnet_sweep.sweep.space import MAX_STEPS
 
 PENDING, RUNNING, DONE, FAILED, BLOCKED = "pending", "running", "done", "failed", "blocked"
 ERROR = "error"  # key of a trial's result when the stage stopped itself (e.g. NaN loss)
@@ -195,6 +196,11 @@ class SharedAwareASHA(ASHAScheduler):
     """
 
     def __init__(self, plan: Plan, **kwargs):
+        # Ray's max_t (100 reports by default) stops every trial at that report, whatever is
+        # left of its schedule: a 10k-step HRL run evaluated every 50 steps would end half
+        # trained. A trial here ends with its schedule, so no report count stops it; the
+        # rungs below 100 reports are where they were (grace_period x reduction_factor^k).
+        kwargs.setdefault("max_t", MAX_STEPS)
         super().__init__(**kwargs)
         self._shared = {j.id for j in plan.shared_jobs}
 
