@@ -80,3 +80,33 @@ def test_a_refused_entry_is_moved_aside_not_deleted(plan, tmp_path: Path) -> Non
     aside = cache.set_aside(entry, plan.store)
     assert not entry.exists() and (aside / "model.pt").is_file()
     assert aside.parent == entry.parent.parent and ".rejected-" in aside.name
+
+
+@pytest.mark.parametrize(
+    ("producer", "cached"),
+    [("trial_1", 0), ("trial_0", 1), (None, 1)],
+    ids=["own", "another-trial", "no-producer"],
+)
+def test_a_retried_shared_trial_does_not_call_its_own_entry_cached(
+    plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer, cached
+) -> None:
+    """A shared trial killed after publishing its weights but before its final report is
+    retried and finds the entry it published: its own work, not a reuse, so not tagged
+    cached. An entry another trial, an earlier sweep or an older version published is."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from skipnet_sweep.sweep import ray_jobs
+
+    job = plan.shared_jobs[0]
+    done = _finished(job, tmp_path / "done")
+    cache.publish(done, "model.pt", plan.checkpoint(job), job, plan.store, producer)
+    reports = []
+    monkeypatch.setattr(tune, "report", lambda metrics, **_: reports.append(metrics))
+    trial = SimpleNamespace(get_trial_id=lambda: "trial_1")
+    monkeypatch.setattr(tune, "get_context", lambda: trial)
+    ray_jobs._run_shared(job, plan)
+    assert len(reports) == 1
+    assert reports[0][ray_jobs.STEP] == 6 and reports[0]["final"] == 1
+    assert reports[0][ray_jobs.CACHED] == cached

@@ -34,16 +34,25 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def publish(src: Path, model_file: str, entry: str | Path, job: Job, store: Storage) -> dict:
+def publish(
+    src: Path,
+    model_file: str,
+    entry: str | Path,
+    job: Job,
+    store: Storage,
+    producer: str | None = None,
+) -> dict:
     """Copy a finished job's weights (``src / model_file``) and evaluation files into the
     cache entry ``entry`` of ``store``, with the job's record; the weights last (and
-    atomically on a local disk), so an entry exists only once it is complete. Returns the
-    payload."""
+    atomically on a local disk), so an entry exists only once it is complete. ``producer``
+    (the Tune trial that trained it) goes into the record, so that trial, retried after it
+    published, can tell its own entry from one it reuses. Returns the payload."""
     payload = {k: v for k, v in load_checkpoint(src / model_file).items() if k != "format"}
     payload[RECORD] = {
         "key": job.key,
         "stage": job.stage.to_dict(),
         "sha256": weights_digest(payload["state_dict"]),
+        "producer": producer,
     }
     folder = _parent(entry)
     if (src / M.ARTIFACT_DIR).is_dir():

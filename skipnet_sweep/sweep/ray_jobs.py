@@ -322,8 +322,17 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        payload = cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)
+        payload = cache.publish(
+            Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store, _trial_id()
+        )
     return {**payload["metrics"], STEP: payload["step"]}
+
+
+def _trial_id() -> str:
+    """The Tune trial this process runs: the same id across the trial's retries."""
+    from ray import tune
+
+    return tune.get_context().get_trial_id()
 
 
 def _run_shared(job: Job, plan: Plan) -> None:
@@ -336,7 +345,12 @@ def _run_shared(job: Job, plan: Plan) -> None:
     if plan.store.is_file(entry):
         payload, why = cache.verify(entry, job, plan.store)
         if payload is not None:
-            tune.report({**payload["metrics"], STEP: payload["step"], CACHED: 1, "final": 1})
+            # This trial's own entry when it is retried after publishing (killed before its
+            # final report): trained in this sweep, not reused.
+            own = payload[cache.RECORD].get("producer") == _trial_id()
+            tune.report(
+                {**payload["metrics"], STEP: payload["step"], CACHED: int(not own), "final": 1}
+            )
             return
         aside = cache.set_aside(entry, plan.store)
         rejected = {CACHE_REJECTED: f"{why}; moved to {aside} and trained again"}
@@ -415,7 +429,9 @@ def _train_trial(
             )
             final = {**result.metrics, STEP: last[STEP], **(extra or {}), "final": 1}
             if job.shared:
-                cache.publish(Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store)
+                cache.publish(
+                    Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store, _trial_id()
+                )
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
             _seal(Path(d))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
