@@ -18,6 +18,7 @@ from dataclasses import fields
 import pytest
 import torch
 
+import skipnet_sweep.train as train_cli
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets
 from skipnet_sweep.methods import stage_names
@@ -206,16 +207,22 @@ def test_eval_soft_gating_runs_the_network_as_soft_gating_trains_it(tmp_path):
     assert soft[M.TOP1] == pytest.approx((logits.argmax(1) == y).double().mean().item() * 100)
 
 
-def test_eval_soft_gating_refuses_what_it_cannot_run(runs, tmp_path):
+def test_eval_soft_gating_refuses_what_it_cannot_run(runs, tmp_path, monkeypatch):
+    """Refused in one line, before any data is read."""
     _, sp, _ = runs
+    plain = tmp_path / "plain.pt"
+    assert cli("baseline", *FAST, "--arch", "cifar_resnet8", "--out", str(plain))[0] == 0
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was read before the refusal")
+
+    monkeypatch.setattr(train_cli, "build_datasets", no_data)
     code, out, err = cli("eval", "--checkpoint", str(sp), "--gating", "soft", "--path", "sparse")
     assert code == 2 and out == ""
     assert err == (
         "error: soft gating computes every block and mixes them: it needs the masked path, "
         "not 'sparse'\n"
     )
-    plain = tmp_path / "plain.pt"
-    assert cli("baseline", *FAST, "--arch", "cifar_resnet8", "--out", str(plain))[0] == 0
     code, out, err = cli("eval", "--checkpoint", str(plain), "--gating", "soft")
     assert code == 2 and out == ""
     assert err == "error: soft gating mixes gated blocks' outputs; this network has no gates\n"

@@ -198,8 +198,10 @@ class SharedAwareASHA(ASHAScheduler):
     def __init__(self, plan: Plan, **kwargs):
         # Ray's max_t (100 reports by default) stops every trial at that report, whatever is
         # left of its schedule: a 10k-step HRL run evaluated every 50 steps would end half
-        # trained. A trial here ends with its schedule, so no report count stops it; the
-        # rungs below 100 reports are where they were (grace_period x reduction_factor^k).
+        # trained. A trial here ends with its schedule, so no report count stops it. The
+        # rungs stay at grace_period x reduction_factor^k, now also past 100 (128, 256, ...,
+        # where a long trial is compared like any other). A sweep started before this and
+        # resumed keeps the scheduler Tune saved with it, max_t 100 included.
         kwargs.setdefault("max_t", MAX_STEPS)
         super().__init__(**kwargs)
         self._shared = {j.id for j in plan.shared_jobs}
