@@ -19,8 +19,11 @@ GROUP=${1:-all}
 OUT=${2:-./fidelity_runs}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# The groups to run, in order (claims_r20 starts from the quickstart group's checkpoints).
 case $GROUP in
-quickstart | claims | claims_r20 | all) ;;
+quickstart | claims) GROUPS_TO_RUN=("$GROUP") ;;
+claims_r20) GROUPS_TO_RUN=(quickstart claims_r20) ;;
+all) GROUPS_TO_RUN=(quickstart claims claims_r20) ;;
 *) echo "usage: $0 [quickstart|claims|claims_r20|all] [OUT]: no group '$GROUP'" >&2 && exit 2 ;;
 esac
 mkdir -p "$OUT"
@@ -111,21 +114,11 @@ claims_r20() {
     run r20_hrl_s_a1.0 46976 hrl --alpha 1.0 "${hrl_s[@]}"
 }
 
-case $GROUP in
-quickstart) quickstart ;;
-claims) claims ;;
 # One command per group, not an && list: bash ignores `set -e` inside every command of an &&
 # list but the last, so a failed run would not stop the script.
-claims_r20)
-    quickstart
-    claims_r20
-    ;;
-all)
-    quickstart
-    claims
-    claims_r20
-    ;;
-esac
+for group in "${GROUPS_TO_RUN[@]}"; do
+    "$group"
+done
 
 "$PY" - "$OUT" <<'EOF'
 import json

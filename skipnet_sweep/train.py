@@ -286,8 +286,7 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
 
 def _evaluate(args: argparse.Namespace) -> dict:
     model, payload = load_model(args.checkpoint)
-    path = args.path or ("masked" if args.gating == "soft" else "sparse")
-    check_gating(model, args.gating, path)
+    path = check_gating(model, args.gating, args.path)  # refused before any data is read
     stage = payload.get("stage_config") or {}
     # Rebuild the data the checkpoint was trained on (seed and synthetic sizes included),
     # with the command line's overrides.

@@ -109,8 +109,10 @@ def _image(dataset, i: int) -> np.ndarray:
     return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-def check_gating(model: nn.Module, gating: str, path: str) -> None:
-    """Refuse an evaluation ``evaluate`` cannot run, before any data is read.
+def check_gating(model: nn.Module, gating: str, path: str | None = None) -> str:
+    """The execution path ``evaluate`` runs for ``gating`` (``path``, or by default sparse
+    for hard gates and masked for soft ones); it refuses what it cannot run, so a caller can
+    ask before reading any data.
 
     Raises:
         ValueError: an unknown ``gating``, or ``soft`` on an ungated network or a path other
@@ -118,13 +120,16 @@ def check_gating(model: nn.Module, gating: str, path: str) -> None:
     """
     if gating not in SP_GATINGS:
         raise ValueError(f"unknown gating {gating!r}; allowed: {', '.join(SP_GATINGS)}")
-    if gating == "soft" and getattr(unwrap(model), "gates", None) is None:
+    if gating == "hard":
+        return path or "sparse"
+    if getattr(unwrap(model), "gates", None) is None:
         raise ValueError("soft gating mixes gated blocks' outputs; this network has no gates")
-    if gating == "soft" and path != "masked":
+    if path not in (None, "masked"):
         raise ValueError(
             f"soft gating computes every block and mixes them: it needs the masked path, "
             f"not {path!r}"
         )
+    return "masked"
 
 
 @torch.no_grad()
@@ -133,7 +138,7 @@ def evaluate(
     loader: DataLoader,
     costs: CostTable,
     *,
-    path: str = "sparse",
+    path: str | None = None,
     gating: str = "hard",
     device: torch.device | str = "cpu",
 ) -> EvalResult:
@@ -143,7 +148,7 @@ def evaluate(
         model: the network (plain or gated; DDP-wrapped is fine).
         loader: evaluation data.
         costs: the network's cost table at this input size.
-        path: ``sparse`` or ``masked``.
+        path: ``sparse`` or ``masked``; None: as ``check_gating`` picks (sparse for hard).
         gating: ``hard`` thresholds each gate, SkipNet's inference (and the only one a
             training run reports); ``soft`` mixes every block's output by its gate's
             probability, as soft gating trains (the paper's Table 3 ablation, whose accuracy
@@ -159,7 +164,7 @@ def evaluate(
     Raises:
         ValueError: as ``check_gating``.
     """
-    check_gating(model, gating, path)
+    path = check_gating(model, gating, path)
     soft = gating == "soft"
     net = folded(unwrap(model))  # as deployed: eval mode, BatchNorm folded into the convs
     layout = input_layout(net)

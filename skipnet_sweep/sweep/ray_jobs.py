@@ -322,9 +322,7 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
-        payload = cache.publish(
-            Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store, _trial_id()
-        )
+        payload = _publish(Path(d), job, plan)
     return {**payload["metrics"], STEP: payload["step"]}
 
 
@@ -333,6 +331,12 @@ def _trial_id() -> str:
     from ray import tune
 
     return tune.get_context().get_trial_id()
+
+
+def _publish(folder: Path, job: Job, plan: Plan) -> dict:
+    """Publish a shared job's final checkpoint ``folder`` to its cache entry, recording this
+    trial as its producer."""
+    return cache.publish(folder, MODEL_FILE, plan.checkpoint(job), job, plan.store, _trial_id())
 
 
 def _run_shared(job: Job, plan: Plan) -> None:
@@ -429,9 +433,7 @@ def _train_trial(
             )
             final = {**result.metrics, STEP: last[STEP], **(extra or {}), "final": 1}
             if job.shared:
-                cache.publish(
-                    Path(d), MODEL_FILE, plan.checkpoint(job), job, plan.store, _trial_id()
-                )
+                _publish(Path(d), job, plan)
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
             _seal(Path(d))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
