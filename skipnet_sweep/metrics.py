@@ -28,6 +28,12 @@ GATE_FLOPS = "gate_flops"
 # Mean number of skipped blocks per sample and the fraction of gated blocks skipped.
 SKIPPED_MEAN = "skipped_blocks_mean"
 SKIP_RATIO = "skip_ratio"
+# Per-image routing against static pruning (``skipnet_sweep.routing``): the percentage of
+# images off the most common set of executed blocks, the gates that skip for some images and
+# not others, and the number of distinct sets.
+ROUTING_SHARE = "routing_share"
+ROUTED_GATES = "routed_gates"
+DISTINCT_ROUTES = "distinct_routes"
 # Training-time quantities.
 LOSS = "loss"
 TRAIN_LOSS = "train_loss"
@@ -55,6 +61,9 @@ EVAL_METRICS = (
     GATE_FLOPS,
     SKIPPED_MEAN,
     SKIP_RATIO,
+    ROUTING_SHARE,
+    ROUTED_GATES,
+    DISTINCT_ROUTES,
 )
 
 
@@ -74,6 +83,7 @@ TAG_SWEEP_ID = "skipnet.sweep_id"  # idempotency key of a parent run
 TAG_SP_RUN_ID = "sp_run_id"
 TAG_PARETO = "pareto"  # on the frontier of top-1 against MACs
 TAG_PARETO_LATENCY = "pareto_latency"  # ... against measured latency (batch 1)
+TAG_ROUTING = "routing"  # routes / prunes / no skip (skipnet_sweep.routing.routing_kind)
 TAG_METHOD = "method"  # skipnet-<gate>, plain, act, sact: one curve per method in figures
 TAG_METHOD_NAME = "skipnet.method"  # the registered method (skipnet, plain, act, sact, ...)
 # The registered method's ``label`` and ``marker``: how the report draws a method it has no
@@ -145,6 +155,7 @@ TEST_FLOPS_STD = final_test(FLOPS_STD)
 TEST_COMPUTATION_PCT = final_test(COMPUTATION_PCT)
 TEST_REDUCTION_PCT = final_test(REDUCTION_PCT)
 TEST_SKIP_RATIO = final_test(SKIP_RATIO)
+TEST_ROUTING_SHARE = final_test(ROUTING_SHARE)
 TEST_EVAL_METRICS = tuple(final_test(m) for m in EVAL_METRICS)
 
 # Wall-clock latency of one forward pass over a batch of b images, in milliseconds (median

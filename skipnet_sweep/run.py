@@ -259,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         from skipnet_sweep.sweep.plan import make_plan
 
         space = _load(args)
+        for notice in space.notices:
+            print(notice)
         missing = path_problems(space)
         if missing and not args.dry_run:
             raise SpaceError(f"{space.source}: {missing[0]}")

@@ -23,6 +23,7 @@ from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.methods import method_for_stage, stage_names
 from skipnet_sweep.models import EXEC_PATHS, ModelConfig
+from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.stages import (
     CheckpointError,
     DataConfig,
@@ -318,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics = _evaluate(args)
             line = (
                 f"eval {args.checkpoint}: top1 {metrics['top1']:.2f}% | "
-                f"{metrics['computation_pct']:.1f}% of the plain ResNet's MACs"
+                f"{metrics['computation_pct']:.1f}% of the plain ResNet's MACs | "
+                + describe_routing(metrics)
             )
         else:
             cfg = _stage_config(args)

@@ -171,6 +171,8 @@ def _log_child(client: MlflowClient, exp_id: str, parent_id: str, spec: Spec, tm
             M.REDUCTION_PCT: 100 - 100 * spec.macs / PLAIN,
             M.SKIPPED_MEAN: 3.0,
             M.SKIP_RATIO: 0.2,
+            M.ROUTING_SHARE: 25.0,
+            M.ROUTED_GATES: 2.0,
             M.gate_skip_ratio(0): 0.1,
             # Measured latency as the sweep logs it: here proportional to the MACs.
             M.latency_ms(1): spec.macs / 1e7,
@@ -525,8 +527,9 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     text = result.summary.read_text()
     assert (
         "| CIFAR-10 | ResNet-38 | SkipNet, RNNGate | HRL+SP | α=0.1 | 91.90 | -0.10 | 60 | 40.0 "
-        "| 1.67 | ✓ |" in text
+        "| 1.67 | 25 | ✓ |" in text
     )
+    assert "Routing: 12 of the 12 runs that skip blocks route per image" in text
     assert "| τ=0.005 |" in text
     assert "- Hypervolume (pareto): HV 0.600, the fraction of the plain ResNet's box" in text
     # Each figure of one run says which run, on which data and backbone.

@@ -578,3 +578,34 @@ def test_sections_are_checked_by_the_stage_configs_at_load(folder: Path, field: 
         load_space(str(path))  # at load, before any plan
     line = str(err.value)
     assert line.startswith(f"{path}: ") and fragment in line and "\n" not in line, line
+
+
+def test_a_changed_default_left_out_is_named_before_the_sweep_starts(folder: Path) -> None:
+    """A space written before ``hrl.rl_reduction`` became ``sum`` and that leaves it out
+    trains differently now: the dry run says so in one line, with how to pin either."""
+    d = space_dict()
+    d["hrl"].pop("rl_reduction", None)
+    path = folder / "old.yaml"
+    path.write_text(yaml.safe_dump(d))
+    code, out, err = cli(["--space", str(path), "--dry-run"])
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if "hrl.rl_reduction" in line]
+    assert len(notes) == 1
+    assert "'sum'" in notes[0] and "'mean'" in notes[0] and "hrl.rl_reduction: mean" in notes[0]
+    # Named in the space (either value), nothing is said; the sweep id is the same as
+    # leaving the default out, since the notice is not part of what the sweep computes.
+    d["hrl"]["rl_reduction"] = "sum"
+    path.write_text(yaml.safe_dump(d))
+    code, out, err = cli(["--space", str(path), "--dry-run"])
+    assert code == 0, err
+    assert "rl_reduction" not in out
+    pinned = load_space(str(path))
+    assert pinned.notices == ()
+    d["hrl"].pop("rl_reduction")
+    path.write_text(yaml.safe_dump(d))
+    assert load_space(str(path)).identity() == pinned.identity()
+
+
+@pytest.mark.parametrize("name", space_module.bundled_spaces())
+def test_bundled_spaces_name_every_changed_default(name: str) -> None:
+    assert load_space(name, check_paths=False).notices == ()

@@ -23,6 +23,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets
 from skipnet_sweep.methods import stage_names
 from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, load_model
 from skipnet_sweep.stages.checkpoint import save_checkpoint
 from skipnet_sweep.stages.runner import run_stage
@@ -108,7 +109,8 @@ def test_hrl_from_sp_prints_the_summary_line(runs):
     assert line.startswith("hrl+sp cifar_resnet8+ff2 | ")  # arch and gate from --init
     assert f"top1 {m[M.TOP1]:.2f}%" in line
     assert f"{m[M.COMPUTATION_PCT]:.1f}% of the plain ResNet" in line
-    assert re.search(r"skipped \d+\.\d\d blocks/sample$", line)
+    assert re.search(r"skipped \d+\.\d\d blocks/sample \| ", line)
+    assert line.endswith(describe_routing(m))  # routes, prunes or skips nothing, in words
     cfg = StageConfig.from_dict(payload["stage_config"])
     assert cfg.init == str(sp) and cfg.model.gate == "ff2"
     assert (cfg.train.stage, cfg.train.alpha, cfg.train.lr) == ("hrl", 0.5, 1e-4)  # HRL recipe
@@ -120,14 +122,15 @@ def test_eval_reproduces_the_training_metrics(runs):
     assert code == 0 and err == ""
     metrics = json.loads(out)
     trained = load_checkpoint(hrl)["metrics"]
-    for k in (M.TOP1, M.FLOPS_MEAN, M.COMPUTATION_PCT, M.SKIP_RATIO):
+    for k in (M.TOP1, M.FLOPS_MEAN, M.COMPUTATION_PCT, M.SKIP_RATIO, M.ROUTING_SHARE):
         assert metrics[k] == pytest.approx(trained[k]), k
     code, out, err = r["eval"]
     trained = load_checkpoint(sp)["metrics"]
     assert code == 0 and err == ""
     assert out.strip() == (
         f"eval {sp}: top1 {trained[M.TOP1]:.2f}% | "
-        f"{trained[M.COMPUTATION_PCT]:.1f}% of the plain ResNet's MACs"
+        f"{trained[M.COMPUTATION_PCT]:.1f}% of the plain ResNet's MACs | "
+        + describe_routing(trained)
     )
 
 

@@ -33,6 +33,7 @@ from skipnet_sweep.analysis.runs import (
     resolve_tracking_uri,
 )
 from skipnet_sweep.pareto import format_hypervolume, pareto_mask
+from skipnet_sweep.routing import NO_SKIP, PRUNES, ROUTES, routing_kind
 
 __all__ = ["REPORT_ARTIFACT_PATH", "ReportResult", "make_pareto_plot", "make_report"]
 
@@ -296,6 +297,14 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
                 "pareto": on_front[r["run_id"]],
                 # Measured, not counted: the plain ResNet's latency over this run's (batch 1).
                 "speedup_b1": r.get(M.speedup(1), math.nan),
+                # Per-image routing or static pruning (skipnet_sweep.routing).
+                "routing_share": r.get(M.ROUTING_SHARE, math.nan),
+                "routing": routing_kind(
+                    {
+                        k: _number(r.get(k))
+                        for k in (M.SKIPPED_MEAN, M.ROUTING_SHARE, M.ROUTED_GATES)
+                    }
+                ),
                 "run_id": r["run_id"],
             }
         )
@@ -320,6 +329,21 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
     )
 
 
+def _number(value: Any) -> float:
+    """A metric as a float, NaN (an old run without it) read as 0."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(value) else value
+
+
+def _routed(r: pd.Series) -> str:
+    if r.routing == NO_SKIP or math.isnan(r.routing_share):
+        return ""
+    return f"{r.routing_share:.0f}" + (" (pruned)" if r.routing == PRUNES else "")
+
+
 def _fmt(value: float, spec: str) -> str:
     return (
         ""
@@ -332,8 +356,9 @@ def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
     unit = S.FLOPS_UNITS[flops_unit][1].strip() or "raw"
     lines = [
         f"| Dataset | Backbone | Method | Variant | α / τ | Top-1 (%) | Δ top-1 vs plain | "
-        f"MACs {unit} | Reduction vs plain (%) | Speed-up b1 (measured) | Pareto | Run |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|:-:|---|",
+        f"MACs {unit} | Reduction vs plain (%) | Speed-up b1 (measured) | Routed (% of images) "
+        "| Pareto | Run |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|:-:|---|",
     ]
     for _, r in table.iterrows():
         lines.append(
@@ -341,7 +366,7 @@ def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
             f"| {r.method_label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
             f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
             f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {_fmt(r.speedup_b1, '.2f')} "
-            f"| {'✓' if r.pareto else ''} "
+            f"| {_routed(r)} | {'✓' if r.pareto else ''} "
             f"| `{r.run_id[:8]}` |"
         )
     return lines
@@ -394,8 +419,19 @@ def _write_summary(
             "",
             "MACs: mean multiply-adds per image, gates included. Reduction and Δ top-1: "
             "against the plain ResNet of the same backbone (its baseline run, else the "
-            "`flops_plain` metric). Pareto: non-dominated over all finished runs of the dataset.",
+            "`flops_plain` metric). Pareto: non-dominated over all finished runs of the dataset. "
+            "Routed: the share of images whose executed blocks differ from the most common "
+            "set; (pruned): blocks are skipped, but the same ones for every image, which is a "
+            "statically pruned ResNet rather than per-image routing.",
         ]
+        skipping = table[table["routing"] != NO_SKIP]
+        if len(skipping):
+            routes = int((skipping["routing"] == ROUTES).sum())
+            lines += [
+                "",
+                f"Routing: {routes} of the {len(skipping)} runs that skip blocks route per "
+                f"image; {len(skipping) - routes} prune statically.",
+            ]
     failed = runs[runs["status"] != "FINISHED"]
     if len(failed):
         lines += ["", "## Runs not finished", ""]

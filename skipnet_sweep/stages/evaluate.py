@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from skipnet_sweep import metrics as M
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.models import folded, input_layout, model_input
+from skipnet_sweep.routing import routing_metrics
 from skipnet_sweep.stages.checkpoint import unwrap
 from skipnet_sweep.stages.config import SP_GATINGS
 
@@ -202,6 +203,7 @@ def evaluate(
         M.SKIPPED_MEAN: skipped.double().mean().item(),
         M.SKIP_RATIO: not_run.mean().item() if ex.shape[1] else 0.0,
     }
+    m.update(routing_metrics(ex.numpy()))
     if ex.shape[1]:
         ratios = not_run.mean(0)
         m.update({M.gate_skip_ratio(i): r.item() for i, r in enumerate(ratios)})

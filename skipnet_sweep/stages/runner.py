@@ -19,6 +19,7 @@ from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
 from skipnet_sweep.models import input_layout
+from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.evaluate import EvalResult, evaluate
@@ -248,6 +249,8 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
         )
     if cfg.model.gate:
         parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
+        if M.ROUTING_SHARE in metrics:
+            parts.append(describe_routing(metrics))
     return " | ".join(parts)
 
 

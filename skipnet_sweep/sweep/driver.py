@@ -33,6 +33,7 @@ from skipnet_sweep.pareto import (
     normalised_hypervolume,
     pareto_front,
 )
+from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
 from skipnet_sweep.stages import CheckpointError, load_model
 from skipnet_sweep.sweep import reaper
 from skipnet_sweep.sweep.plan import Plan
@@ -41,6 +42,7 @@ from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 
 # A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``).
 COMPARABLE_LATENCY = "latency_comparable_ms_b1"
+ROUTING = "routing"  # a row's ``routing_kind``: routes, prunes or no skip
 
 
 @dataclass
@@ -496,6 +498,10 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 M.latency_ms(1): m.get(M.latency_ms(1)),
                 M.latency_plain_ms(1): m.get(M.latency_plain_ms(1)),
                 M.speedup(1): m.get(M.speedup(1)),
+                M.SKIPPED_MEAN: m.get(M.SKIPPED_MEAN, 0.0),
+                M.ROUTING_SHARE: m.get(M.ROUTING_SHARE),
+                M.ROUTED_GATES: m.get(M.ROUTED_GATES),
+                ROUTING: routing_kind(m),
             }
         )
     result = SweepResult(parent, trials=len(rows), rows=rows)
@@ -515,7 +521,7 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
     fast = {timed[j] for j in pareto_front([(lat[i], rows[i][M.TOP1]) for i in timed])}
     for i, r in enumerate(rows):
         r["pareto"], r["pareto_latency"] = i in front, i in fast
-        tags = {M.TAG_PARETO: str(i in front).lower()}
+        tags = {M.TAG_PARETO: str(i in front).lower(), M.TAG_ROUTING: r[ROUTING]}
         if i in timed:
             tags[M.TAG_PARETO_LATENCY] = str(i in fast).lower()
         tracker.set_tags(r["run_id"], tags)
@@ -598,10 +604,15 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             rows[shown.index(reference)] = ("reference", reference)
         else:
             rows.append(("reference", reference))
+    # The best SkipNet is a point that skips: one that closes no gate is the plain ResNet
+    # with gates attached, whatever its accuracy.
     skipnet = [r for r in result.rows if r["method"].startswith("skipnet-")]
-    if skipnet:
-        best = max(skipnet, key=lambda r: (r[M.TOP1], -r[M.FLOPS_MEAN]))
-        if best not in shown:
+    skipping = [r for r in skipnet if r[ROUTING] != NO_SKIP]
+    if skipping:
+        best = max(skipping, key=lambda r: (r[M.TOP1], -r[M.FLOPS_MEAN]))
+        if best in shown:
+            rows[shown.index(best)] = ("best SkipNet", best)
+        else:
             rows.append(("best SkipNet", best))
     counted_only = False
 
@@ -616,8 +627,14 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
         counted_only |= flag
         return f"{r[M.speedup(1)]:.2f}x" + (" !" if flag else "")
 
+    def routing(r: dict) -> str:
+        if r[ROUTING] == NO_SKIP or r[M.ROUTING_SHARE] is None:
+            return ""
+        mark = "" if r[ROUTING] == ROUTES else " (pruned)"
+        return f"{r[M.ROUTING_SHARE]:.0f} %{mark}"
+
     header = ("run", "method", "weight", "top-1 %", "MACs (M)", "% of plain", "speed-up b1",
-              "frontier", "")  # fmt: skip
+              "routed", "frontier", "")  # fmt: skip
     table = [
         (
             r["run_name"][:44],
@@ -627,12 +644,19 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             f"{r[M.FLOPS_MEAN] / 1e6:.2f}",
             f"{100 * r[M.FLOPS_MEAN] / r[M.FLOPS_PLAIN]:.1f}",
             speed(r),
+            routing(r),
             frontiers(r),
             note,
         )
         for note, r in rows
     ]
-    footer = [format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)"]
+    footer = [
+        format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)",
+        "routed: % of images whose blocks differ from the most common route; (pruned): the "
+        "same blocks skipped for every image, a statically pruned ResNet",
+    ]
+    if skipnet and not skipping:
+        footer.append("no SkipNet run skips a block: every gate stays open")
     if counted_only:
         footer.append(
             "!: fewer MACs than the plain ResNet but no faster in measured latency (batch 1): "
@@ -644,7 +668,7 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
         lines += ["| " + " | ".join(row) + " |" for row in table]
         return "\n".join([*lines, "", *footer])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
-    left = {0, 1, 2, 7, 8}
+    left = {0, 1, 2, 8, 9}
     fmt = "  ".join(f"{{:{'<' if i in left else '>'}{w}}}" for i, w in enumerate(widths))
     lines = [title, fmt.format(*header).rstrip()]
     lines += [fmt.format(*row).rstrip() for row in table]

@@ -62,6 +62,51 @@ EXECUTION_FIELDS = ("max_concurrent_trials", "max_failures", "resources", "mlflo
 LOCATION_FIELDS = ("storage_path", "dataset.root")
 SCHEDULERS = ("asha",)
 
+
+@dataclass(frozen=True)
+class ChangedDefault:
+    """A default that changed after spaces were written against the old one: a space that
+    leaves the field out now trains differently, so the sweep says so before it starts."""
+
+    section: str
+    name: str
+    old: str
+    new: str
+    meaning: str  # what the new default does differently, in a few words
+
+    def notice(self) -> str:
+        dotted = f"{self.section}.{self.name}"
+        return (
+            f"note: {dotted} is not set; its default is now {self.new!r} ({self.meaning}), it was "
+            f"{self.old!r}; set {dotted}: {self.old} for the earlier meaning, or {dotted}: "
+            f"{self.new} to keep the new one and silence this"
+        )
+
+
+CHANGED_DEFAULTS = (
+    # 1274c04 (2026-11-28) made the official CIFAR reduction the default.
+    ChangedDefault(
+        "hrl",
+        "rl_reduction",
+        "mean",
+        "sum",
+        "the REINFORCE term is summed over the batch as the official CIFAR code does, so "
+        "rl_weight weighs every image: batch_size times heavier than averaged",
+    ),
+)
+
+
+def changed_default_notices(raw: dict) -> tuple[str, ...]:
+    """One line per ``CHANGED_DEFAULTS`` entry that the raw space (overrides applied)
+    leaves out."""
+    notices = []
+    for changed in CHANGED_DEFAULTS:
+        section = raw.get(changed.section)
+        if not isinstance(section, dict) or changed.name not in section:
+            notices.append(changed.notice())
+    return tuple(notices)
+
+
 # Names become MLflow experiment names and filter-string values ('...'), Ray experiment
 # folders and file names: letters, digits and . _ + - only, no quotes or slashes.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -329,10 +374,14 @@ class Space:
     # settings dataclass); the built-in methods' settings are the fields above.
     methods: dict = field(default_factory=dict)
     source: str = ""  # the file it was read from (not a YAML key)
+    # Lines to print before the sweep starts: the defaults it relies on that have changed
+    # (``changed_default_notices``; not a YAML key).
+    notices: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("source")
+        d.pop("notices")
         return d
 
     def identity(self) -> dict:
@@ -343,6 +392,7 @@ class Space:
         A field added after ids were handed out enters only when set (``identity.py``)."""
         d = hashed_dict(self)
         d.pop("source")
+        d.pop("notices")
         for k in EXECUTION_FIELDS:
             d.pop(k)
         for dotted in LOCATION_FIELDS:
@@ -434,7 +484,7 @@ def load_space(
         for key, value in (overrides or {}).items():
             _set_dotted(raw, key, value)
         space = _build(Space, _without_plugins(raw), "")
-        space = replace(space, methods=_plugin_sections(raw))
+        space = replace(space, methods=_plugin_sections(raw), notices=changed_default_notices(raw))
         validate(space)
         space = _absolute_paths(space, str(path))
         if check_paths:
@@ -505,7 +555,7 @@ def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise SpaceError(f"{where or 'top level'}: expected a mapping, got {_kind(data)}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name not in ("source", "methods")}
+    known = {f.name for f in fields(cls) if f.name not in ("source", "methods", "notices")}
     if cls is Space:  # plugin methods' sections are fields too
         known |= set(plugin_keys())
     unknown = sorted(set(data) - known, key=str)
