@@ -97,14 +97,14 @@ def sample_prediction(logits: Tensor) -> tuple[Tensor, Tensor]:
 class HybridRL:
     """The HRL objective (Eq. 8), or pure REINFORCE when ``supervised`` is False.
 
-    Pure RL treats the prediction as an action too, as the official code does
-    (``pred = softmax.multinomial(); self.saved_actions.append(pred)``, ucbdrive/skipnet
-    cifar/models.py L1265-1272 and imagenet/models.py L647-653): the class is sampled from
-    the softmax and REINFORCE updates its log-probability. Its reward is 1 when the sampled
-    class is the label and 0 otherwise (the classification reward of recurrent attention,
-    Mnih et al. 2014, the paper's [22]). The official scripts would credit it with ``-CE``,
-    which does not depend on the sampled class, so its expected gradient is zero and the
-    classifier would learn nothing; the gates keep ``-CE`` as their terminal reward.
+    Pure RL (§4.3.1, Fig. 9) samples the class from the softmax as one more action and
+    reinforces it with reward 1 when it is the label (the classification reward of recurrent
+    attention, Mnih et al. 2014, the paper's [22]); the gates keep ``-CE`` as their terminal
+    reward. The official scripts have no pure-RL run to follow: the RNN model saves its
+    sampled prediction (ucbdrive/skipnet cifar/models.py L1265-1272) but cifar/train_rl.py
+    reinforces only ``control.saved_actions`` (L153, L240-241) and always adds the
+    cross-entropy (L244-248). ``-CE`` does not depend on the sampled class, so it could not
+    teach the classifier anything (docs/fidelity.md).
 
     Args:
         cfg: the stage's training config (alpha, gamma, rl_weight, rl_reduction,
