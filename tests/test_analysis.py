@@ -449,9 +449,16 @@ def test_per_class_and_histogram(tmp_path: Path) -> None:
     assert list(out.data["sp_median"]) == [0.5, 1.0, 2.5]
     assert list(out.data["hrl_median"]) == [2.0, 3.5, 6.0]
     assert_drawn(out.files)
+    # The axis names each class as the dataset registry does; ImageNet's are numbers.
+    for dataset, names in (("fashion_mnist", ["Trouser", "Pullover", "T-shirt/top"]),
+                           ("imagenet", ["1", "2", "0"])):  # fmt: skip
+        drawn = F.per_class_figure(sp, HRL_PER_CLASS, tmp_path / dataset, dataset=dataset)
+        ticks = [t.get_text() for t in drawn.figure.axes[0].get_xticklabels()]
+        assert ticks == [f"{n}\n{a}%" for n, a in zip(names, (50, 75, 100), strict=True)]
 
     hist = F.skip_histogram_figure(HRL_SAMPLES, tmp_path / "hist", dataset="cifar10")
     assert (hist.extra["easy_label"], hist.extra["hard_label"]) == (0, 1)
+    assert (hist.extra["easy_name"], hist.extra["hard_name"]) == ("airplane", "automobile")
     h = hist.data.assign(centre=(hist.data.bin_left + hist.data.bin_right) / 2).set_index("centre")
     assert list(h.index) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert h.loc[[5, 6, 7], "easy"].tolist() == [0.25, 0.5, 0.25]

@@ -244,7 +244,8 @@ class EvalArtifacts:
 
     Attributes:
         per_sample: ``index,label,pred,skipped,macs``.
-        per_class: ``label,count,top1,median_skipped,mean_skipped``.
+        per_class: ``label,name,count,top1,median_skipped,mean_skipped`` (no ``name``
+            in runs logged before classes were named).
         easy_hard: the arrays of ``easy_hard.npz`` (see docs/mlflow_layout.md).
     """
 

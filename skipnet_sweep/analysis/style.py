@@ -292,13 +292,6 @@ DATASET_LABELS = {
     "fashion_mnist": "Fashion-MNIST",
     "synthetic": "synthetic",
 }
-_CLASS_NAMES = {
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                "ship", "truck"),
-    "fashion_mnist": ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                      "sneaker", "bag", "boot"),
-    "svhn": tuple(str(d) for d in range(10)),
-}  # fmt: skip
 
 
 def depth_of(backbone: str) -> int:
@@ -336,9 +329,13 @@ def dataset_label(dataset: str | None) -> str:
 
 
 def class_names(dataset: str | None, labels: Iterable[int]) -> dict[int, str]:
-    """Readable class names where the dataset has well-known ones, else the label number."""
-    names = _CLASS_NAMES.get(dataset or "", ())
-    return {int(c): names[int(c)] if 0 <= int(c) < len(names) else str(c) for c in labels}
+    """Each label's name in the dataset registry (``data.DatasetInfo.class_names``), else
+    the label number (ImageNet, synthetic data, a dataset this install does not know)."""
+    # Imported here: the registry imports torch, which only figures with classes need.
+    from skipnet_sweep.data import DATASETS
+
+    info = DATASETS.get(dataset or "")
+    return {int(c): info.class_name(c) if info else str(int(c)) for c in labels}
 
 
 def fmt_number(value: float) -> str:
