@@ -1,4 +1,5 @@
-"""Write a sweep's report (figures, summary.md) and log it to the sweep's parent run.
+"""Write a sweep's report (figures, summary.md) to a folder; ``--log`` also logs it to the
+sweep's parent run.
 
     python -m skipnet_sweep.report --experiment quickstart --out reports/quickstart
 
@@ -17,7 +18,8 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     args = cli.parser(
         "python -m skipnet_sweep.report",
-        "Every figure a sweep's runs support, a summary table, logged to MLflow.",
+        "Every figure a sweep's runs support and a summary table, in --out (and, with "
+        "--log, in the sweep's parent run in MLflow).",
         out_help="report folder (created)",
         out_default=None,
     ).parse_args(argv)
@@ -30,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in result.skipped.items():
         print(f"  not made: {name}: {why}")
     if result.parent_run_id:
-        print(f"logged to run {result.parent_run_id} under report/")
+        print(f"logged to run {result.parent_run_id}: {result.logged_to}")
+    elif args.log:
+        print(f"not logged: experiment {args.experiment!r} has no sweep parent run")
     return 0
 
 

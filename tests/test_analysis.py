@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,7 +498,7 @@ def test_easy_hard_grid_unnormalises(tmp_path: Path) -> None:
 
 def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = make_report("quick", out, tracking_uri=sweep.uri)
+    result = make_report("quick", out, tracking_uri=sweep.uri, log=True)
     expected = {
         "pareto",
         "pareto_latency",
@@ -551,6 +552,10 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     logged = {Path(a.path).name for a in client.list_artifacts(sweep.parent_id, "report")}
     assert {"summary.md", "summary.csv", "pareto.png", "pareto.pdf", "pareto.csv"} <= logged
     assert result.parent_run_id == sweep.parent_id
+    assert (
+        result.logged_to
+        == (sweep.tmp / "artifacts").as_uri() + f"/{sweep.parent_id}/artifacts/report"
+    )
 
 
 def test_report_lists_figures_not_made(sweep: Sweep, tmp_path: Path) -> None:
@@ -582,8 +587,43 @@ def test_report_cli(sweep: Sweep, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 2 and not out.exists()
     assert err == f"error: experiment 'empty-cli' in {sweep.uri} has no sweep runs to report on\n"
     argv = ["--experiment", "small", "--out", str(tmp_path / "o"), "--tracking-uri", sweep.uri]
-    assert report_main([*argv, "--no-log"]) == 0
+    assert report_main(argv) == 0
     assert (tmp_path / "o" / "summary.md").is_file()
+    assert report_main([*argv, "--log"]) == 0
+    assert "not logged: experiment 'small' has no sweep parent run" in capsys.readouterr().out
+
+
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: its size and modification time."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_report_on_a_copy_of_a_store_writes_only_under_out(
+    sweep: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's runs keep the original's absolute artifact paths: the report reads the
+    artifacts from there but writes nothing outside --out, and logs nothing unless --log."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(sweep.tmp / "mlflow.db", copy / "mlflow.db")
+    uri = f"sqlite:///{copy}/mlflow.db"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    client = MlflowClient(tracking_uri=uri)
+    logged = lambda: [a.path for a in client.list_artifacts(sweep.parent_id, "report")]  # noqa: E731
+    original, logged_before = files_under(sweep.tmp), logged()
+    out = tmp_path / "out"
+    assert report_main(["--experiment", "quick", "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert files_under(sweep.tmp) == original  # the original store and its artifacts
+    assert logged() == logged_before
+    assert list(work.iterdir()) == [] and [p.name for p in copy.iterdir()] == ["mlflow.db"]
+    # The eval figures were made from the original's artifacts, into --out.
+    assert {"summary.md", "per_class.png", "easy_hard.png"} <= {p.name for p in out.iterdir()}
 
 
 def test_plot_pareto_script(sweep: Sweep, tmp_path: Path) -> None:

@@ -29,7 +29,12 @@ def parser(prog: str | None, description: str, *, out_help: str, out_default: st
         help="published baseline CSVs or folders (default: the bundled skipnet_sweep/analysis/baselines)",
     )
     p.add_argument("--flops-unit", default="M", choices=list(FLOPS_UNITS))
-    p.add_argument("--no-log", action="store_true", help="do not log to the parent run")
+    p.add_argument(
+        "--log",
+        action="store_true",
+        help="also log what is written to the sweep's parent run, in the store's artifact "
+        "location (for a copied store, the original's when its paths are absolute)",
+    )
     return p
 
 
@@ -49,7 +54,7 @@ def run(make: Callable, args: argparse.Namespace, baselines_kw: str):
             args.out,
             tracking_uri=args.tracking_uri,
             flops_unit=args.flops_unit,
-            log=not args.no_log,
+            log=args.log,
             **{baselines_kw: args.baselines},
         )
     except (ExperimentNotFoundError, NoRunsError, BaselineError) as err:

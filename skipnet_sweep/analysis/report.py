@@ -2,9 +2,11 @@
 
 ``make_report`` reads the experiment's child runs from MLflow, draws what the runs support
 (the Pareto plot per dataset, alpha trade-off, computation reduction, hard vs. soft table,
-training variants, per-class skipping, easy/hard images), writes ``summary.md`` (one row
-per run, then the figures made and those not made with the reason) and logs the folder to
-the sweep's parent run under ``report/``.
+training variants, per-class skipping, easy/hard images) and writes ``summary.md`` (one row
+per run, then the figures made and those not made with the reason), all in the folder it is
+given; only when asked does it also log that folder to the sweep's parent run under
+``report/`` (a store's artifact paths are absolute: logging from a copy of a store would
+write into the original's).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ReportResult:
         skipped: figure name -> why it was not made.
         data: figure name -> the data behind it (``ParetoData`` / ``FigureData``).
         parent_run_id: the sweep run the folder was logged to, None when not logged.
+        logged_to: where the logged files are (the run's artifact URI and ``report``).
     """
 
     out_dir: Path
@@ -63,6 +66,7 @@ class ReportResult:
     skipped: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
+    logged_to: str | None = None
 
 
 def _load_baseline_table(
@@ -126,6 +130,7 @@ def _log_to_parent(result: ReportResult, experiment: str, uri: str, files: list[
     for path in files:
         client.log_artifact(parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
     result.parent_run_id = parent.info.run_id
+    result.logged_to = f"{parent.info.artifact_uri.rstrip('/')}/{REPORT_ARTIFACT_PATH}"
 
 
 def make_pareto_plot(
@@ -135,7 +140,7 @@ def make_pareto_plot(
     baselines: str | Path | Iterable[str | Path] | None = None,
     flops_unit: str = "M",
     *,
-    log: bool = True,
+    log: bool = False,
 ) -> ReportResult:
     """The Pareto plot alone (PNG, PDF and frontier CSV per dataset), logged to the sweep's
     parent run under ``report/`` when ``log`` and a parent exists.
@@ -426,10 +431,11 @@ def make_report(
     baselines_dir: str | Path | Iterable[str | Path] | None = None,
     flops_unit: str = "M",
     *,
-    log: bool = True,
+    log: bool = False,
 ) -> ReportResult:
-    """Write every figure the runs support and ``summary.md`` to ``out_dir``; log the folder
-    to the sweep's parent run (artifact path ``report``) when there is one and ``log``.
+    """Write every figure the runs support and ``summary.md`` to ``out_dir`` and nowhere
+    else; with ``log``, also log them to the sweep's parent run (artifact path ``report``)
+    when there is one.
 
     Args:
         experiment: the MLflow experiment (the space's name by default).
@@ -437,6 +443,7 @@ def make_report(
         tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
         baselines_dir: baseline CSV files/folders; default the bundled ``skipnet_sweep/analysis/baselines``.
         flops_unit: ``raw``, ``K``, ``M`` or ``G``.
+        log: log the written files to the parent run (in the store's artifact location).
 
     Raises:
         ExperimentNotFoundError: no such experiment (the message lists those that exist).
