@@ -16,16 +16,33 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = cli.parser(
+    p = cli.parser(
         "python -m skipnet_sweep.report",
         "Every figure a sweep's runs support and a summary table, in --out (and, with "
         "--log, in the sweep's parent run in MLflow).",
         out_help="report folder (created)",
         out_default=None,
-    ).parse_args(argv)
+    )
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the space name)")
+    p.add_argument(
+        "--log",
+        action="store_true",
+        help="also log what is written to the sweep's parent run, in the store's artifact "
+        "location (for a copied store, the original's when its paths are absolute)",
+    )
+    args = p.parse_args(argv)
     from skipnet_sweep.analysis.report import make_report
 
-    result = cli.run(make_report, args, "baselines_dir")
+    result = cli.run(
+        lambda: make_report(
+            args.experiment,
+            args.out,
+            tracking_uri=args.tracking_uri,
+            baselines_dir=args.baselines,
+            flops_unit=args.flops_unit,
+            log=args.log,
+        )
+    )
     if isinstance(result, int):
         return result
     print(f"wrote {result.summary}")
