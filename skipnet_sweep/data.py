@@ -75,6 +75,14 @@ class DatasetInfo:
     input_size: tuple[int, int]  # (H, W) of the tensors the dataset returns
     mean: tuple[float, ...]  # per-channel, in [0, 1] pixel units
     std: tuple[float, ...]
+    # By label, as the dataset's authors name them; empty where there are none to ship
+    # (ImageNet's are its folders, synthetic's are numbers).
+    class_names: tuple[str, ...] = ()
+
+    def class_name(self, label: int) -> str:
+        """The name of class ``label``, or the label as text where the dataset names none."""
+        label = int(label)
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,11 @@ DATASETS: dict[str, DatasetInfo] = {}
 _BUILDERS: dict[str, _Builder] = {}
 
 
-def _register(info: DatasetInfo) -> Callable[[_Builder], _Builder]:
+def _register(info: DatasetInfo, class_names: Sequence[str] = ()) -> Callable[[_Builder], _Builder]:
+    if class_names and len(class_names) != info.num_classes:
+        raise ValueError(f"{info.name}: {len(class_names)} class names for {info.num_classes}")
+    info = replace(info, class_names=tuple(class_names))
+
     def add(build: _Builder) -> _Builder:
         DATASETS[info.name] = info
         _BUILDERS[info.name] = build
@@ -397,7 +409,31 @@ def _read_fmnist_split(
     return torch.from_numpy(images).unsqueeze(1), labels_t
 
 
-@_register(DatasetInfo("fashion_mnist", 10, 1, (28, 28), (0.2860,), (0.3530,)))
+# The labels' names as each dataset's authors list them (Fashion-MNIST's README, CIFAR's
+# batches.meta / meta files; SVHN labels digits by themselves).
+_FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                          "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                    "ship", "truck")  # fmt: skip
+_CIFAR100_CLASSES = ("apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle",
+                     "bicycle", "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel",
+                     "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+                     "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+                     "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster",
+                     "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+                     "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse",
+                     "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+                     "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum",
+                     "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark",
+                     "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel",
+                     "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+                     "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+                     "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm")  # fmt: skip
+
+
+@_register(
+    DatasetInfo("fashion_mnist", 10, 1, (28, 28), (0.2860,), (0.3530,)), _FASHION_MNIST_CLASSES
+)
 def _build_fashion_mnist(
     root: Path | None, opts: _Options, info: DatasetInfo
 ) -> tuple[_Split, _Split, DatasetInfo]:
@@ -481,7 +517,8 @@ def _build_cifar(
 
 
 @_register(
-    DatasetInfo("cifar10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    DatasetInfo("cifar10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    _CIFAR10_CLASSES,
 )
 def _build_cifar10(
     root: Path | None, opts: _Options, info: DatasetInfo
@@ -499,7 +536,8 @@ def _build_cifar10(
 
 
 @_register(
-    DatasetInfo("cifar100", 100, 3, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    DatasetInfo("cifar100", 100, 3, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    _CIFAR100_CLASSES,
 )
 def _build_cifar100(
     root: Path | None, opts: _Options, info: DatasetInfo
@@ -544,7 +582,10 @@ def _load_svhn_mat(path: Path) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-@_register(DatasetInfo("svhn", 10, 3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)))
+@_register(
+    DatasetInfo("svhn", 10, 3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    tuple(str(d) for d in range(10)),
+)
 def _build_svhn(
     root: Path | None, opts: _Options, info: DatasetInfo
 ) -> tuple[_Split, _Split, DatasetInfo]:

@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     if not tracker.tracking_uri.startswith("http"):
         print(f"  browse: mlflow ui --backend-store-uri {tracker.tracking_uri} --port 5000")
     print(f"  open: {tracker.ui_url()}")
+    for line in plan.optuna_lines():
+        print(line)
     print(
         f"Figures: python -m skipnet_sweep.report --experiment {tracker.experiment} "
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"

@@ -305,7 +305,13 @@ def _evaluate(args: argparse.Namespace) -> dict:
     costs = count_costs(model, (info.in_channels, *info.input_size))
     result = evaluate(model, test_loader, costs, path=path, gating=args.gating)
     if args.artifacts:
-        result.write_artifacts(args.artifacts, test_loader.dataset, mean=info.mean, std=info.std)
+        result.write_artifacts(
+            args.artifacts,
+            test_loader.dataset,
+            mean=info.mean,
+            std=info.std,
+            class_name=info.class_name,
+        )
     return result.metrics
 
 

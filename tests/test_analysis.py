@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from skipnet_sweep import metrics as M
 from skipnet_sweep.analysis import figures as F
 from skipnet_sweep.analysis.baselines import COLUMNS
-from skipnet_sweep.analysis.report import make_report
+from skipnet_sweep.analysis.report import make_comparison, make_report
 from skipnet_sweep.analysis.runs import (
     ExperimentNotFoundError,
     find_parent_run,
@@ -49,6 +50,7 @@ class Spec:
     tau: float | None = None
     status: str = "FINISHED"
     artifacts: dict[str, object] = field(default_factory=dict)
+    timing: float = 1.0  # how slow its machine is: every latency it logs, times this
 
 
 # Per-sample tables (3 classes, 4 images each). HRL+SP, rnn, alpha 0.1:
@@ -175,8 +177,8 @@ def _log_child(client: MlflowClient, exp_id: str, parent_id: str, spec: Spec, tm
             M.ROUTED_GATES: 2.0,
             M.gate_skip_ratio(0): 0.1,
             # Measured latency as the sweep logs it: here proportional to the MACs.
-            M.latency_ms(1): spec.macs / 1e7,
-            M.latency_plain_ms(1): PLAIN / 1e7,
+            M.latency_ms(1): spec.timing * spec.macs / 1e7,
+            M.latency_plain_ms(1): spec.timing * PLAIN / 1e7,
             M.speedup(1): PLAIN / spec.macs,
         }
         # An early evaluation first: analysis must read the final value, not this one.
@@ -451,9 +453,16 @@ def test_per_class_and_histogram(tmp_path: Path) -> None:
     assert list(out.data["sp_median"]) == [0.5, 1.0, 2.5]
     assert list(out.data["hrl_median"]) == [2.0, 3.5, 6.0]
     assert_drawn(out.files)
+    # The axis names each class as the dataset registry does; ImageNet's are numbers.
+    for dataset, names in (("fashion_mnist", ["Trouser", "Pullover", "T-shirt/top"]),
+                           ("imagenet", ["1", "2", "0"])):  # fmt: skip
+        drawn = F.per_class_figure(sp, HRL_PER_CLASS, tmp_path / dataset, dataset=dataset)
+        ticks = [t.get_text() for t in drawn.figure.axes[0].get_xticklabels()]
+        assert ticks == [f"{n}\n{a}%" for n, a in zip(names, (50, 75, 100), strict=True)]
 
     hist = F.skip_histogram_figure(HRL_SAMPLES, tmp_path / "hist", dataset="cifar10")
     assert (hist.extra["easy_label"], hist.extra["hard_label"]) == (0, 1)
+    assert (hist.extra["easy_name"], hist.extra["hard_name"]) == ("airplane", "automobile")
     h = hist.data.assign(centre=(hist.data.bin_left + hist.data.bin_right) / 2).set_index("centre")
     assert list(h.index) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert h.loc[[5, 6, 7], "easy"].tolist() == [0.25, 0.5, 0.25]
@@ -492,7 +501,7 @@ def test_easy_hard_grid_unnormalises(tmp_path: Path) -> None:
 
 def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = make_report("quick", out, tracking_uri=sweep.uri)
+    result = make_report("quick", out, tracking_uri=sweep.uri, log=True)
     expected = {
         "pareto",
         "pareto_latency",
@@ -547,6 +556,10 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
     logged = {Path(a.path).name for a in client.list_artifacts(sweep.parent_id, "report")}
     assert {"summary.md", "summary.csv", "pareto.png", "pareto.pdf", "pareto.csv"} <= logged
     assert result.parent_run_id == sweep.parent_id
+    assert (
+        result.logged_to
+        == (sweep.tmp / "artifacts").as_uri() + f"/{sweep.parent_id}/artifacts/report"
+    )
 
 
 def test_report_lists_figures_not_made(sweep: Sweep, tmp_path: Path) -> None:
@@ -578,25 +591,197 @@ def test_report_cli(sweep: Sweep, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 2 and not out.exists()
     assert err == f"error: experiment 'empty-cli' in {sweep.uri} has no sweep runs to report on\n"
     argv = ["--experiment", "small", "--out", str(tmp_path / "o"), "--tracking-uri", sweep.uri]
-    assert report_main([*argv, "--no-log"]) == 0
+    assert report_main(argv) == 0
     assert (tmp_path / "o" / "summary.md").is_file()
+    assert report_main([*argv, "--log"]) == 0
+    assert "not logged: experiment 'small' has no sweep parent run" in capsys.readouterr().out
 
 
-def test_plot_pareto_script(sweep: Sweep, tmp_path: Path) -> None:
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: its size and modification time."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_report_on_a_copy_of_a_store_writes_only_under_out(
+    sweep: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's runs keep the original's absolute artifact paths: the report reads the
+    artifacts from there but writes nothing outside --out, and logs nothing unless --log."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(sweep.tmp / "mlflow.db", copy / "mlflow.db")
+    uri = f"sqlite:///{copy}/mlflow.db"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    client = MlflowClient(tracking_uri=uri)
+    logged = lambda: [a.path for a in client.list_artifacts(sweep.parent_id, "report")]  # noqa: E731
+    original, logged_before = files_under(sweep.tmp), logged()
+    out = tmp_path / "out"
+    assert report_main(["--experiment", "quick", "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert files_under(sweep.tmp) == original  # the original store and its artifacts
+    assert logged() == logged_before
+    assert list(work.iterdir()) == [] and [p.name for p in copy.iterdir()] == ["mlflow.db"]
+    # The eval figures were made from the original's artifacts, into --out.
+    assert {"summary.md", "per_class.png", "easy_hard.png"} <= {p.name for p in out.iterdir()}
+
+
+# --------------------------------------------------------------------------- comparison
+
+# A second study of the same network on a machine ten times as fast. Its frontier, by hand:
+# hrl 0.1 (50e6, 92.0), SP (75e6, 92.4), plain (100e6, 92.5); alpha 1.0 is dominated.
+CLUSTER = [
+    Spec("plain", "baseline", "none", "baseline", 92.5, 100e6, timing=0.1),
+    Spec("sp-rnn", "sp", "rnn", "sp", 92.4, 75e6, timing=0.1),
+    Spec("hrl-rnn-0.1", "hrl", "rnn", "hrl+sp", 92.0, 50e6, alpha=0.1, timing=0.1),
+    Spec("hrl-rnn-1.0", "hrl", "rnn", "hrl+sp", 89.0, 55e6, alpha=1.0, timing=0.1),
+]
+# The first study: the plain run and four of SPECS, frontier hrl 0.5, hrl 0.1, SP rnn, SP ff1.
+CPU = SPECS[:5]
+CPU_FRONTIER = ["hrl-rnn-0.5", "hrl-rnn-0.1", "sp-rnn", "sp-ff1"]
+CLUSTER_FRONTIER = ["hrl-rnn-0.1", "sp-rnn", "plain"]
+# In the box top-1 [0, 100] x MACs [0, 100e6] (both plain ResNets' MACs), strip by strip:
+#   cpu: 60e6*91.0 + 40e6*0.9 + 20e6*0.2 + 10e6*0.1;  cluster: 50e6*92.0 + 25e6*0.4 + 0
+CPU_HV = (60 * 91.0 + 40 * 0.9 + 20 * 0.2 + 10 * 0.1) / 10_000
+CLUSTER_HV = (50 * 92.0 + 25 * 0.4) / 10_000
+
+
+@dataclass
+class Studies:
+    uri: str
+    tmp: Path
+    parents: dict[str, str]  # experiment -> its sweep's parent run id
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Studies:
+    """Two experiments in one store, one sweep each: ``cpu`` (sweep ``cpu-1111``) and
+    ``cluster`` (sweep ``cluster-2222``)."""
+    tmp = tmp_path_factory.mktemp("studies")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    parents = {}
+    for name, specs in (("cpu", CPU), ("cluster", CLUSTER)):
+        exp_id = client.create_experiment(name, artifact_location=(tmp / name).as_uri())
+        parent = client.create_run(
+            exp_id,
+            run_name=name,
+            tags={M.TAG_SWEEP_ID: f"{name}-{'1111' if name == 'cpu' else '2222'}",
+                  M.TAG_STAGE: M.SWEEP_STAGE},
+        )  # fmt: skip
+        parents[name] = parent.info.run_id
+        for spec in specs:
+            _log_child(client, exp_id, parent.info.run_id, spec, tmp / name / "logged")
+    return Studies(uri, tmp, parents)
+
+
+def plot_pareto():
+    """``analysis/plot_pareto.py`` as a module."""
     path = Path(__file__).resolve().parents[1] / "analysis" / "plot_pareto.py"
     spec = importlib.util.spec_from_file_location("plot_pareto", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    baselines = tmp_path / "b.csv"
-    write_baselines(baselines)
-    argv = ["--experiment", "quick", "--tracking-uri", sweep.uri, "--out", str(tmp_path / "p")]
-    assert script.main([*argv, "--baselines", str(baselines), "--flops-unit", "G"]) == 0
-    for name in ("pareto.png", "pareto.pdf", "pareto.csv"):
-        assert (tmp_path / "p" / name).stat().st_size > 0
-    assert is_png(tmp_path / "p" / "pareto.png")
-    missing = tmp_path / "missing"
-    assert (
-        script.main(["--experiment", "nope", "--tracking-uri", sweep.uri, "--out", str(missing)])
-        == 2
+    return script
+
+
+def drawn(fig, kind: str) -> dict[str, int]:
+    """Points (``runs``) or step lines' corners (``frontier``) drawn per series, from the
+    artists' ids (``<kind>:<series>[:<method>]``)."""
+    out: dict[str, int] = {}
+    artists = [*fig.axes[0].collections, *fig.axes[0].lines]
+    for a in artists:
+        gid = a.get_gid() or ""
+        if gid.startswith(f"{kind}:"):
+            series = gid.split(":")[1]
+            n = len(a.get_offsets()) if hasattr(a, "get_offsets") else len(a.get_xdata())
+            out[series] = out.get(series, 0) + n
+    return out
+
+
+def test_plot_pareto_draws_two_experiments_on_one_figure(studies: Studies, tmp_path: Path) -> None:
+    out = tmp_path / "macs"
+    argv = ["--experiment", "cpu", "--experiment", "cluster", "--tracking-uri", studies.uri]
+    assert plot_pareto().main([*argv, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pareto.csv", "pareto.pdf", "pareto.png"]
+    assert is_png(out / "pareto.png") and is_pdf(out / "pareto.pdf")
+    csv = pd.read_csv(out / "pareto.csv")
+    assert list(csv["series"]) == ["cpu"] * 4 + ["cluster"] * 3
+    assert list(csv["run_name"]) == CPU_FRONTIER + CLUSTER_FRONTIER
+
+    # What is on the figure (the same call, in the library).
+    result = make_comparison(
+        [("experiment", "cpu"), ("experiment", "cluster")],
+        tmp_path / "lib",
+        tracking_uri=studies.uri,
     )
-    assert not missing.exists()
+    data = result.data["pareto"]
+    assert data.series_hypervolume == pytest.approx({"cpu": CPU_HV, "cluster": CLUSTER_HV})
+    assert drawn(data.figure, "runs") == {"cpu": 5, "cluster": 4}
+    # A step line per study, through its frontier and on to the largest plain ResNet.
+    assert drawn(data.figure, "frontier") == {"cpu": 4 + 1, "cluster": 3 + 1}
+    (cpu_line,) = [ln for ln in data.figure.axes[0].lines if ln.get_gid() == "frontier:cpu"]
+    assert list(cpu_line.get_xdata()) == [40, 60, 80, 90, 100]  # M MACs
+    # The bundled baselines: the published ResNet-38 (Table 2) is drawn beside both.
+    assert drawn(data.figure, "published") == {"plain": 1}
+    legend = [t.get_text() for t in data.figure.legends[0].get_texts()]
+    assert legend[:2] == [
+        f"cpu: HV {CPU_HV:.3f}, 4 of 5 runs on its frontier",
+        f"cluster: HV {CLUSTER_HV:.3f}, 3 of 4 runs on its frontier",
+    ]
+    assert "2 studies, 9 finished runs" in data.figure.axes[0].get_title()
+    # Written only under --out: nothing logged to either sweep.
+    client = MlflowClient(tracking_uri=studies.uri)
+    assert all(client.list_artifacts(run_id) == [] for run_id in studies.parents.values())
+
+
+def test_plot_pareto_by_sweep_on_measured_latency(studies: Studies, tmp_path: Path) -> None:
+    out = tmp_path / "latency"
+    argv = ["--sweep", "cluster-2222", "--sweep", "cpu-1111", "--tracking-uri", studies.uri]
+    assert plot_pareto().main([*argv, "--x", "latency", "--out", str(out), "--name", "t"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["t.pdf", "t.png"]
+    result = make_comparison(
+        [("sweep", "cluster-2222"), ("sweep", "cpu-1111")],
+        tmp_path / "lib",
+        tracking_uri=studies.uri,
+        x="latency",
+    )
+    data = result.data["pareto"]
+    assert drawn(data.figure, "runs") == {"cluster-2222": 4, "cpu-1111": 5}
+    assert set(drawn(data.figure, "frontier")) == {"cluster-2222", "cpu-1111"}
+    # Each study on its own machine's scale: the cluster's runs at a tenth of the CPU's.
+    lat = data.points.set_index(["series", "run_name"])[M.latency_ms(1)]
+    assert lat["cluster-2222", "hrl-rnn-0.1"] == pytest.approx(0.5)
+    assert lat["cpu-1111", "hrl-rnn-0.1"] == pytest.approx(6.0)
+    assert list(data.frontier["run_name"]) == CLUSTER_FRONTIER + CPU_FRONTIER
+    legend = [t.get_text() for t in data.figure.legends[0].get_texts()]
+    assert "cluster-2222: plain ResNet-38, 1 ms" in legend
+    assert "cpu-1111: plain ResNet-38, 10 ms" in legend
+
+
+def test_plot_pareto_refuses_what_it_cannot_draw(
+    studies: Studies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = plot_pareto()
+    out = tmp_path / "never"
+    base = ["--tracking-uri", studies.uri, "--out", str(out)]
+    assert script.main([*base, "--sweep", "cpu-1111", "--sweep", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no sweep 'nope' in ") and err.count("\n") == 1
+    assert "sweeps there: cluster-2222, cpu-1111" in err
+    assert script.main([*base, "--experiment", "nope"]) == 2
+    assert "'nope' not found" in capsys.readouterr().err
+    for argv, why in (
+        ([], "give at least one --experiment or --sweep"),
+        (["--experiment", "cpu", "--experiment", "cpu"], "each study once"),
+        (["--experiment", "cpu", "--x", "latency", "--baselines"], "--baselines and --flops-unit"),
+        (["--experiment", "cpu", "--x", "latency", "--flops-unit", "G"], "apply to --x macs"),
+        (["--experiment", "cpu", "--batch", "64"], "--batch applies to --x latency"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            script.main([*base, *argv])
+        assert exit_.value.code == 2 and why in capsys.readouterr().err
+    assert not out.exists()  # nothing written by any refusal

@@ -143,6 +143,26 @@ def test_registry_lists_every_dataset_with_consistent_info() -> None:
     assert dataset_info("cifar100").num_classes == 100
 
 
+def test_classes_are_named_as_their_datasets_name_them() -> None:
+    for name in list_datasets():
+        info = dataset_info(name)
+        assert len(info.class_names) in (0, info.num_classes), name
+    fashion = dataset_info("fashion_mnist")
+    assert fashion.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+    assert [dataset_info("cifar10").class_name(c) for c in (0, 9)] == ["airplane", "truck"]
+    cifar100 = dataset_info("cifar100")
+    assert (cifar100.class_name(0), cifar100.class_name(99)) == ("apple", "worm")
+    assert list(cifar100.class_names) == sorted(cifar100.class_names)  # the meta file's order
+    assert dataset_info("svhn").class_name(0) == "0"  # the digit 0 (labelled 10 in the files)
+    # Where a dataset names none, or past its classes, the label stands for itself.
+    assert dataset_info("imagenet").class_name(417) == "417"
+    assert dataset_info("synthetic").class_name(3) == "3"
+    assert fashion.class_name(10) == "10"
+    with pytest.raises(ValueError, match="2 class names for 10"):
+        data._register(dataset_info("cifar10"), ("a", "b"))
+
+
 def test_unknown_name_lists_allowed_names() -> None:
     with pytest.raises(ValueError, match="unknown dataset 'mnist'") as exc:
         build_datasets("mnist")

@@ -256,3 +256,11 @@ def test_plugin_label_and_marker_from_tags_reach_the_figures(tmp_path: Path) -> 
     want = marker.get_path().transformed(marker.get_transform()).vertices
     drawn = [c.get_paths()[0].vertices for c in toy_points if c.get_paths()]
     assert any(v.shape == want.shape and np.allclose(v, want) for v in drawn)
+
+
+def test_series_of_a_comparison_differ_in_colour_or_line() -> None:
+    styles = [S.series_style(i) for i in range(28)]
+    assert len(set(styles)) == 28
+    # Apart from the methods' colours: in a comparison colour means the study.
+    method_colours = {st.color.upper() for st in S.registered_method_styles().values()}
+    assert not {colour.upper() for colour, _ in styles} & method_colours

@@ -444,6 +444,10 @@ def test_num_samples_applies_to_the_optuna_search(folder: Path) -> None:
     code, out, err = run(["--space", str(path), "--dry-run", "--num-samples", "5"])
     assert code == 0, err
     assert "SkipNet trials: 5 optuna samples" in out
+    # Where the study will be, and the command that opens it.
+    plan = make_plan(load_space(str(path), {"search.num_samples": 5}, check_paths=False))
+    assert "\n".join(f"    {line}" for line in plan.optuna_lines()) in out
+    assert f"optuna-dashboard {plan.optuna_storage} --port 8080" in out
     grid = write(folder, tiny_yaml(), "grid.yaml")
     code, _, err = run(["--space", str(grid), "--dry-run", "--num-samples", "5"])
     assert code == 2 and "--num-samples does not apply" in err

@@ -5,6 +5,7 @@ study is persistent and told about failures as failures."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,7 @@ from sweep_helpers import write_space
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
-from skipnet_sweep.sweep.searcher import ERROR, JobSearcher, optuna_storage
+from skipnet_sweep.sweep.searcher import ERROR, JobSearcher
 
 RESULT = {M.TOP1: 50.0, M.FLOPS_MEAN: 1e6}
 
@@ -111,8 +112,12 @@ def test_optuna_study_is_persistent_and_told_failures_as_failures(optuna_plan) -
     searcher.on_trial_complete(b, {**RESULT, ERROR: "loss became nan at step 2"})
     searcher.on_trial_complete(c, None, error=True)
     assert searcher.suggest("z") == Searcher.FINISHED
-    # The study is in an RDB file (optuna-dashboard opens it) and outlives the searcher.
-    url = optuna_storage(optuna_plan)
+    # The study is in an RDB file beside the sweep's state and outlives the searcher; the
+    # lines `run` prints name that file, the study, and a command that opens it.
+    where, browse = optuna_plan.optuna_lines()
+    url = browse.split("optuna-dashboard ")[1].split()[0]
+    assert url == f"sqlite:///{optuna_plan.storage}/optuna/{optuna_plan.sweep_id}.db"
+    assert where == f"Optuna study '{optuna_plan.sweep_id}-optuna': {url[len('sqlite:///') :]}"
     assert Path(url.removeprefix("sqlite:///")).is_file()
     study = optuna.load_study(study_name=f"{optuna_plan.sweep_id}-optuna", storage=url)
     states = [t.state for t in study.trials]
@@ -123,6 +128,13 @@ def test_optuna_study_is_persistent_and_told_failures_as_failures(optuna_plan) -
     ]
     assert study.trials[0].values == [RESULT[M.TOP1], RESULT[M.FLOPS_MEAN]]
     assert searcher.study.sampler._constant_liar  # concurrent TPE samples spread out
+
+
+def test_the_printed_optuna_dashboard_command_is_installed(tmp_path: Path) -> None:
+    # It comes with the package (a dependency), beside this interpreter's own scripts.
+    assert (Path(sys.executable).parent / "optuna-dashboard").is_file()
+    grid = _plan(tmp_path, baseline=False)
+    assert grid.optuna_lines() == []  # a grid sweep has no study to point at
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.data import build_loaders
+from skipnet_sweep.data import build_loaders, dataset_info
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.methods import build_objective
 from skipnet_sweep.models import ModelConfig, SkipOutput
@@ -823,7 +823,10 @@ def test_write_artifacts(eval_setup, tmp_path):
     model, loader, costs = eval_setup
     res = evaluate(model, loader, costs)
     n = len(res.labels)
-    files = res.write_artifacts(tmp_path, loader.dataset, k=8, mean=[0.5], std=[0.25])
+    fashion = dataset_info("fashion_mnist")
+    files = res.write_artifacts(
+        tmp_path, loader.dataset, k=8, mean=[0.5], std=[0.25], class_name=fashion.class_name
+    )
     assert [f.name for f in files] == [M.PER_SAMPLE_CSV, M.PER_CLASS_CSV, M.EASY_HARD_NPZ]
     with (tmp_path / M.PER_SAMPLE_CSV).open() as f:
         rows = list(csv.DictReader(f))
@@ -837,6 +840,7 @@ def test_write_artifacts(eval_setup, tmp_path):
     labels = res.labels
     assert sorted(per_class) == sorted(set(labels.tolist()))
     for c, r in per_class.items():
+        assert r["name"] == fashion.class_names[c]
         assert float(r["median_skipped"]) == float(np.median(skipped[labels == c]))
         assert int(r["count"]) == int((labels == c).sum())
         acc = 100 * (res.preds[labels == c] == c).mean()
@@ -862,5 +866,7 @@ def test_write_artifacts(eval_setup, tmp_path):
         first = int(np.argsort(res.skipped, kind="stable")[0])
         np.testing.assert_array_equal(z["hard_images"][0], loader.dataset[first][0].numpy())
         assert z["hard_labels"][0] == res.labels[first]
-    # Without the dataset only the tables are written.
+    # Without the dataset only the tables are written; without names, classes are numbers.
     assert len(res.write_artifacts(tmp_path / "tables")) == 2
+    with (tmp_path / "tables" / M.PER_CLASS_CSV).open() as f:
+        assert all(r["name"] == r["label"] for r in csv.DictReader(f))

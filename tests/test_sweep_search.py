@@ -107,3 +107,5 @@ def test_optuna_search_samples_alpha_in_its_range_and_tracks_every_sample(
     assert all(0.01 <= a <= 4.0 for a in alphas)
     assert all(r.info.status == "FINISHED" and M.TOP1 in r.data.metrics for r in hrl)
     assert all(r.data.tags.get(M.TAG_PARETO) in ("true", "false") for r in hrl)
+    # The end of the run says where the study is and how to open it.
+    assert "\n".join(sweep.plan.optuna_lines()) in sweep.out

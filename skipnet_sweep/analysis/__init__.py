@@ -4,12 +4,16 @@ the paper's figures and write a report.
 Modules (imported on demand, so reading baselines does not pull in MLflow or matplotlib):
 
 - ``baselines``: published results in the bundled ``analysis/baselines/*.csv``, validated.
-- ``runs``: a sweep's child runs as one DataFrame, and their ``eval/`` artifacts.
+- ``runs``: an experiment's or a sweep's child runs as one DataFrame, and their ``eval/``
+  artifacts.
 - ``figures``: the figure functions in one import; each writes PNG and PDF and returns its
   data. They live by family in ``frontier`` (Pareto, Fig. 7), ``tradeoff`` (Fig. 6/8/9),
   ``reduction`` (Fig. 4/5, Table 3), ``skipping`` (Fig. 11) and ``images`` (Fig. 10).
 - ``style``: how every figure looks and names things; ``method_style`` /
-  ``register_method_style`` give each method one colour and marker everywhere.
+  ``register_method_style`` give each method one colour and marker everywhere (a
+  comparison of studies colours by study, ``series_style``; markers still say the method).
 - ``common``, ``labels``: the figures' shared record, filters, file writing, label placer.
-- ``report``: every figure the runs support plus ``summary.md``, logged to the sweep.
+- ``report``: every figure the runs support plus ``summary.md`` (logged to the sweep when
+  asked), and several sweeps or experiments compared on one figure (``make_comparison``).
+- ``cli``: what the analysis commands share (their options, their one-line errors).
 """

@@ -1,7 +1,8 @@
 """The paper's figures, from a sweep's runs (figures 4-11 and Table 3): one import for the
 report and for users. Each figure family lives in its own module:
 
-- :mod:`.frontier`: top-1 vs. MACs, the frontier and published baselines (Fig. 7).
+- :mod:`.frontier`: top-1 vs. MACs, the frontier and published baselines (Fig. 7), and
+  vs. measured latency; either for several studies at once (one frontier each).
 - :mod:`.tradeoff`: top-1 and MACs vs. alpha (Fig. 6/8), the training variants (Fig. 9).
 - :mod:`.reduction`: SP vs. HRL+SP reduction (Fig. 4/5), hard vs. soft gating (Table 3).
 - :mod:`.skipping`: skipped blocks per class and their histogram (Fig. 11).

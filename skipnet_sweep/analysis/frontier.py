@@ -46,9 +46,10 @@ class ParetoData:
     """Data behind :func:`pareto_figure`.
 
     Attributes:
-        points: every drawn run, with a boolean ``on_frontier`` column.
-        frontier: the frontier runs by increasing MACs (also written as ``<stem>.csv``).
-        hypervolume: :func:`skipnet_sweep.pareto.normalised_hypervolume` of the runs, a
+        points: every drawn run, with a boolean ``on_frontier`` column (of its series').
+        frontier: the frontier runs by increasing MACs (also written as ``<stem>.csv``); in
+            a comparison, each series' frontier in turn.
+        hypervolume: :func:`skipnet_sweep.pareto.normalised_hypervolume` of all the runs, a
             fraction in [0, 1] of the box top-1 [0, 100] x MACs [0, ``ref_macs``].
         ref_macs: the plain ResNet's MACs bounding that box (``flops_plain``).
         baselines_plotted: published rows drawn, with ``match`` (``exact``: the runs'
@@ -58,6 +59,7 @@ class ParetoData:
         notes: the caption under the plot.
         files: PNG, PDF, CSV.
         figure: the drawn figure.
+        series_hypervolume: in a comparison, each series' own hypervolume in the same box.
     """
 
     points: pd.DataFrame
@@ -69,6 +71,7 @@ class ParetoData:
     notes: list[str]
     files: list[Path]
     figure: Figure | None = field(default=None, repr=False)
+    series_hypervolume: dict[str, float] = field(default_factory=dict)
 
 
 def _published_notes(published: pd.DataFrame, listed: pd.DataFrame) -> list[str]:
@@ -93,6 +96,53 @@ def _published_notes(published: pd.DataFrame, listed: pd.DataFrame) -> list[str]
     return notes
 
 
+def _series_order(pts: pd.DataFrame, series: str | None) -> list[Any]:
+    """The series of a comparison in the order their runs come; [None]: all runs are one."""
+    return [None] if series is None else list(dict.fromkeys(pts[series]))
+
+
+def _own(pts: pd.DataFrame, series: str | None, name: Any) -> pd.DataFrame:
+    return pts if series is None else pts[pts[series] == name]
+
+
+def _frontier_rows(pts: pd.DataFrame, x: str, series: str | None) -> pd.DataFrame:
+    """Marks each run ``on_frontier`` of its own series (top-1 against ``x``) and returns
+    those runs, by series and increasing ``x``."""
+    pts["on_frontier"] = False
+    order = _series_order(pts, series)
+    for name in order:
+        grp = _own(pts, series, name)
+        front = pareto_front(grp[[x, M.TOP1]].to_numpy(dtype=float))
+        pts.loc[grp.index[front], "on_frontier"] = True
+    rank = 0 if series is None else pts[series].map({n: i for i, n in enumerate(order)})
+    # Stable, so ties keep pareto_front's order (duplicates by index).
+    return (
+        pts[pts["on_frontier"]]
+        .assign(_rank=rank)
+        .sort_values(["_rank", x], kind="stable")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
+
+
+def _step(ax: Any, frontier: pd.DataFrame, x: str, x_right: float | None, **kw: Any) -> list:
+    """A frontier as a step line (on to ``x_right`` at its best top-1); returns its corners."""
+    fx, fy = list(frontier[x]), list(frontier[M.TOP1])
+    if x_right is not None:
+        fx, fy = [*fx, x_right], [*fy, fy[-1]]
+    ax.step(fx, fy, where="post", zorder=2, **kw)
+    corners = [(fx[0], fy[0])]
+    for x1, y0, y1 in zip(fx[1:], fy[:-1], fy[1:], strict=True):
+        corners += [(x1, y0), (x1, y1)]
+    return corners
+
+
+_SERIES_NOTE = (
+    "Colour: the sweep or experiment, its frontier the line of that colour (HV: the share of "
+    "the largest plain ResNet's box its runs dominate); marker: the method."
+)
+
+
 def pareto_figure(
     runs: pd.DataFrame,
     out_stem: str | Path,
@@ -102,6 +152,7 @@ def pareto_figure(
     ref_macs: float | None = None,
     top1_range: float | None = 30.0,
     title: str | None = None,
+    series: str | None = None,
 ) -> ParetoData:
     """Top-1 against mean MACs per image for every finished run of one dataset.
 
@@ -114,6 +165,10 @@ def pareto_figure(
     depth, as in SkipNet's Fig. 7) hollow and faint, with a caption naming both backbones;
     matching rows without MACs are listed in the caption.
 
+    With ``series`` (a comparison of sweeps or experiments), each series has its own
+    frontier and hypervolume, drawn in the series' colour (:func:`.style.series_style`),
+    its runs in that colour with their method's marker, labelled on the frontier only.
+
     Args:
         runs: from ``load_runs`` (unfinished runs are ignored).
         out_stem: writes ``<stem>.png``, ``<stem>.pdf`` and the frontier as ``<stem>.csv``.
@@ -125,6 +180,8 @@ def pareto_figure(
             (e.g. a collapsed RL run at 10%) are listed in the caption instead, as the
             paper does in Fig. 9. They still count in the frontier and hypervolume. None: all.
         title: default "<what>\\n<dataset>, <backbones>: all finished runs".
+        series: the column naming each run's series, in the order the runs come; None:
+            the runs are one study.
     """
     scale, _ = S.check_unit(flops_unit)
     pts = finite_rows(finished(runs), M.TOP1, M.FLOPS_MEAN)
@@ -138,11 +195,14 @@ def pareto_figure(
         plain = pd.to_numeric(pts[M.FLOPS_PLAIN], errors="coerce")
         ref_macs = float(plain.max()) if plain.notna().any() else float(pts[M.FLOPS_MEAN].max())
     xy = pts[[M.FLOPS_MEAN, M.TOP1]].to_numpy(dtype=float)
-    front_idx = pareto_front(xy)
-    pts["on_frontier"] = False
-    pts.loc[front_idx, "on_frontier"] = True
     hv = normalised_hypervolume(xy, ref_macs)
-    frontier = pts.loc[front_idx].reset_index(drop=True)
+    frontier = _frontier_rows(pts, M.FLOPS_MEAN, series)
+    order = _series_order(pts, series)
+    series_hv = {}
+    if series is not None:
+        for name in order:
+            own_xy = _own(pts, series, name)[[M.FLOPS_MEAN, M.TOP1]].to_numpy(dtype=float)
+            series_hv[name] = normalised_hypervolume(own_xy, ref_macs)
 
     backbones = S.backbone_order(pts[M.PARAM_ARCH].dropna())
     published = pd.DataFrame(
@@ -165,12 +225,13 @@ def pareto_figure(
             label = f"{S.backbone_label(row[M.PARAM_ARCH])} {label}".strip()
         return label
 
-    notes: list[str] = []
+    notes: list[str] = [_SERIES_NOTE] if series is not None else []
     for _, r in hidden.iterrows():
         label = f"{S.backbone_label(r[M.PARAM_ARCH])} {S.point_label(r)}".strip()
+        of = f" ({r[series]})" if series is not None else ""
         notes.append(
             f"Below the plotted range: {S.method_style(r[M.TAG_METHOD], r).label} "
-            f"{label}, top-1 {r[M.TOP1]:.2f}% at {r[M.FLOPS_MEAN] / scale:.4g} "
+            f"{label}{of}, top-1 {r[M.TOP1]:.2f}% at {r[M.FLOPS_MEAN] / scale:.4g} "
             f"{S.unit_prefix(flops_unit)}MACs."
         )
     if baselines is None:
@@ -184,42 +245,55 @@ def pareto_figure(
     notes += _published_notes(published, listed)
 
     labels: list[tuple[float, float, str, dict[str, Any]]] = []
+    lines: list[list[tuple[float, float]]] = []
+    x_right = max(ref_macs, float(pts[M.FLOPS_MEAN].max())) / scale
     with matplotlib.rc_context(S.RC):
         fig = new_figure(figsize=(7.2, 4.4))
         ax = fig.add_subplot()
-        for method, grp in shown.groupby(M.TAG_METHOD, sort=True):
-            st = S.method_style(method, grp)
-            ax.scatter(grp[M.FLOPS_MEAN] / scale, grp[M.TOP1], marker=st.marker, s=36,
-                       color=st.color, edgecolors="white", linewidths=0.5, zorder=3)  # fmt: skip
-            for _, row in grp.iterrows():
-                text = text_of(row)
-                if text:
-                    kw = {"fontsize": 6.5, "color": "0.15"}
-                    labels.append((row[M.FLOPS_MEAN] / scale, row[M.TOP1], text, kw))
+        handles: list[Any] = []
+        for i, name in enumerate(order):
+            colour, linestyle = S.series_style(i) if series is not None else ("0.35", "--")
+            for method, grp in _own(shown, series, name).groupby(M.TAG_METHOD, sort=True):
+                st = S.method_style(method, grp)
+                ax.scatter(grp[M.FLOPS_MEAN] / scale, grp[M.TOP1], marker=st.marker, s=36,
+                           color=st.color if series is None else colour, edgecolors="white",
+                           linewidths=0.5, zorder=3, gid=f"runs:{name}:{method}")  # fmt: skip
+                for _, row in grp.iterrows():
+                    text = text_of(row)
+                    if text and (series is None or row["on_frontier"]):
+                        kw = {"fontsize": 6.5, "color": "0.15"}
+                        labels.append((row[M.FLOPS_MEAN] / scale, row[M.TOP1], text, kw))
+            own = _own(frontier, series, name)
+            own = own.assign(**{M.FLOPS_MEAN: own[M.FLOPS_MEAN] / scale})
+            lines.append(
+                _step(ax, own, M.FLOPS_MEAN, x_right, color=colour, linestyle=linestyle,
+                      linewidth=1.0 if series is None else 1.3, gid=f"frontier:{name}")
+            )  # fmt: skip
+            if series is None:
+                handles.append(
+                    Line2D([], [], color=colour, linestyle=linestyle, linewidth=1.0,
+                           label=f"Pareto frontier, {format_hypervolume(hv)}")
+                )  # fmt: skip
+            else:
+                n_runs = len(_own(pts, series, name))
+                handles.append(
+                    Line2D([], [], color=colour, linestyle=linestyle, linewidth=1.3,
+                           label=f"{name}: {format_hypervolume(series_hv[name])}, "
+                           f"{len(own)} of {n_runs} runs on its frontier")
+                )  # fmt: skip
         ring = frontier[frontier[M.TOP1] >= floor]
         ax.scatter(ring[M.FLOPS_MEAN] / scale, ring[M.TOP1], zorder=4, **_RING)
-        fx = list(frontier[M.FLOPS_MEAN] / scale)
-        fy = list(frontier[M.TOP1])
-        x_right = max(ref_macs, float(pts[M.FLOPS_MEAN].max())) / scale
-        ax.step([*fx, x_right], [*fy, fy[-1]], where="post", color="0.35", linestyle="--",
-                linewidth=1.0, zorder=2)  # fmt: skip
-        # The corners of that step line, for label placement.
-        corners = [(fx[0], fy[0])]
-        for x, y0, y1 in zip([*fx[1:], x_right], fy, [*fy[1:], fy[-1]], strict=True):
-            corners += [(x, y0), (x, y1)]
-
-        handles: list[Any] = [
-            Line2D([], [], color="0.35", linestyle="--", linewidth=1.0,
-                   label=f"Pareto frontier, {format_hypervolume(hv)}"),
+        handles.append(
             Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none",
-                   markeredgecolor="0.1", label="on the frontier"),
-        ]  # fmt: skip
+                   markeredgecolor="0.1", label="on the frontier")
+        )  # fmt: skip
         methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
         for m in methods:
             st = S.method_style(m, pts)
             handles.append(
-                Line2D([], [], linestyle="none", marker=st.marker, color=st.color,
-                       markeredgecolor="white", markersize=6, label=st.label)
+                Line2D([], [], linestyle="none", marker=st.marker,
+                       color=st.color if series is None else "0.35", markeredgecolor="white",
+                       markersize=6, label=st.label)
             )  # fmt: skip
 
         groups = plotted.groupby(["method", "source", "backbone", "match"], sort=True)
@@ -229,7 +303,7 @@ def pareto_figure(
             faint = _RELATED_ALPHA if match == RELATED else 1.0
             ax.scatter(grp["macs"] / scale, grp["top1"], marker=st.marker, s=44,
                        facecolors="none", edgecolors=st.color, linewidths=1.2, alpha=faint,
-                       zorder=3)  # fmt: skip
+                       zorder=3, gid=f"published:{method}")  # fmt: skip
             if len(grp) > 1:
                 ax.plot(grp["macs"] / scale, grp["top1"], ":", color=st.color, linewidth=1.0,
                         alpha=faint)  # fmt: skip
@@ -257,22 +331,23 @@ def pareto_figure(
                 low = min(low, float(plotted["top1"].min()))
             span = float(pts[M.TOP1].max()) - low
             ax.set_ylim(low - max(0.08 * span, 0.2), None)
+        what = f"all {len(pts)} finished runs"
+        if series is not None:
+            what = f"{len(order)} studies, {len(pts)} finished runs"
         ax.set_title(
             title
             or S.title(
-                "Top-1 accuracy vs. computation",
-                dataset=dataset,
-                backbones=backbones,
-                shown=f"all {len(pts)} finished runs",
+                "Top-1 accuracy vs. computation", dataset=dataset, backbones=backbones, shown=what
             )
         )
         fig.legend(handles=handles, loc="outside right upper", fontsize=7.5)
         note(fig, notes)
-        place_labels(fig, ax, labels, corners)
+        place_labels(fig, ax, labels, lines)
         files = save(fig, out_stem)
 
     csv_path = Path(out_stem).parent / f"{Path(out_stem).name}.csv"
     cols = [
+        *([series] if series is not None else []),
         "run_id", "run_name", M.TAG_STAGE, M.TAG_METHOD, M.PARAM_ARCH, M.PARAM_GATE,
         M.PARAM_VARIANT, M.PARAM_ALPHA, M.PARAM_TAU, M.FLOPS_MEAN, M.TOP1,
     ]  # fmt: skip
@@ -288,6 +363,7 @@ def pareto_figure(
         notes=notes,
         files=files,
         figure=fig,
+        series_hypervolume=series_hv,
     )
 
 
@@ -301,15 +377,19 @@ class LatencyData:
         counted_only: runs whose MACs are below the plain ResNet's but that run no faster
             than it (their savings are counted, not realised).
         files: PNG and PDF.
+        figure: the drawn figure.
     """
 
     points: pd.DataFrame
     frontier: pd.DataFrame
     counted_only: pd.DataFrame
     files: list[Path]
+    figure: Figure | None = field(default=None, repr=False)
 
 
-def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) -> LatencyData:
+def latency_figure(
+    runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1, series: str | None = None
+) -> LatencyData:
     """Top-1 against measured latency at ``batch`` images per call: the frontier a user who
     deploys the networks sees, beside the MACs frontier of :func:`pareto_figure`. Each run's
     latency is put on one scale, its time over the plain ResNet timed beside it in its own
@@ -319,10 +399,15 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
     plain ResNet's but that is not faster than its reference is drawn with a cross and named
     in the caption.
 
+    With ``series`` (a comparison), each series keeps its own scale (its own plain ResNet's
+    median: sweeps timed on different hardware stay on their own) and has its own frontier
+    and reference in its colour (:func:`.style.series_style`); markers give the method.
+
     Args:
         runs: from ``load_runs``.
         out_stem: writes ``<stem>.png`` and ``<stem>.pdf``.
         batch: the batch size whose latency is drawn (``latency_ms_b<batch>``).
+        series: the column naming each run's series; None: the runs are one study.
     """
     lat, plain_lat = M.latency_ms(batch), M.latency_plain_ms(batch)
     if lat not in runs.columns or plain_lat not in runs.columns:
@@ -337,65 +422,102 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
     plain_ms = pd.to_numeric(pts[plain_lat], errors="coerce")
     # Not faster than the plain ResNet timed beside it: in the same process, so in raw ms.
     slower = pts[lat] >= plain_ms
-    groups = list(zip(pts[M.PARAM_DATASET], pts[M.PARAM_ARCH], strict=True))
+    keys = [*([series] if series is not None else []), M.PARAM_DATASET, M.PARAM_ARCH]
+    groups = list(pts[keys].itertuples(index=False, name=None))
     pts[lat] = comparable_latency(pts[lat].astype(float).tolist(), plain_ms.tolist(), groups)
     keep = [math.isfinite(v) for v in pts[lat]]
-    pts, slower = pts[keep], slower[keep]
+    pts, slower = pts[keep].reset_index(drop=True), slower[keep].reset_index(drop=True)
     if pts.empty:
         raise NotEnoughData(f"no finished run has both {lat} and {plain_lat}")
-    front = set(pareto_front(pts[[lat, M.TOP1]].to_numpy(dtype=float)))
-    pts["on_frontier"] = [i in front for i in range(len(pts))]
-    frontier = pts[pts["on_frontier"]].sort_values(lat)
+    frontier = _frontier_rows(pts, lat, series)
     macs_saved = pd.to_numeric(pts[M.FLOPS_MEAN], errors="coerce") < 0.95 * pd.to_numeric(
         pts[M.FLOPS_PLAIN], errors="coerce"
     )
     counted_only = pts[macs_saved & slower]
-    # The plain ResNet's median time per (dataset, backbone): the dashed references.
+    # The plain ResNet's median time per (series,) dataset and backbone: the references.
     references = {
         key: float(pd.to_numeric(grp[plain_lat], errors="coerce").median())
-        for key, grp in pts.groupby([M.PARAM_DATASET, M.PARAM_ARCH], sort=True)
+        for key, grp in pts.groupby(keys, sort=False)
     }
     datasets = sorted(pts[M.PARAM_DATASET].dropna().unique())
     backbones = sorted(pts[M.PARAM_ARCH].dropna().unique())
+    order = _series_order(pts, series)
     with matplotlib.rc_context(S.RC):
         fig = new_figure(figsize=(7.2, 4.4))
         ax = fig.add_subplot()
-        for method, grp in pts.groupby(M.TAG_METHOD, sort=True):
-            st = S.method_style(method, grp)
-            slow = grp.index.isin(counted_only.index)
-            ax.scatter(grp[lat][~slow], grp[M.TOP1][~slow], marker=st.marker, s=36,
-                       color=st.color, edgecolors="white", linewidths=0.5, zorder=3,
-                       label=st.label)  # fmt: skip
-            if slow.any():
-                ax.scatter(grp[lat][slow], grp[M.TOP1][slow], marker="X", s=44, color=st.color,
-                           zorder=3)  # fmt: skip
+        handles: list[Any] = []
+        for i, name in enumerate(order):
+            colour, linestyle = S.series_style(i) if series is not None else ("0.35", "--")
+            for method, grp in _own(pts, series, name).groupby(M.TAG_METHOD, sort=True):
+                st = S.method_style(method, grp)
+                slow = grp.index.isin(counted_only.index)
+                face = st.color if series is None else colour
+                ax.scatter(grp[lat][~slow], grp[M.TOP1][~slow], marker=st.marker, s=36,
+                           color=face, edgecolors="white", linewidths=0.5, zorder=3,
+                           gid=f"runs:{name}:{method}")  # fmt: skip
+                if slow.any():
+                    ax.scatter(grp[lat][slow], grp[M.TOP1][slow], marker="X", s=44, color=face,
+                               zorder=3, gid=f"slow:{name}:{method}")  # fmt: skip
+            own = _own(frontier, series, name)
+            _step(ax, own, lat, None, color=colour, linestyle=linestyle, linewidth=1.0,
+                  gid=f"frontier:{name}")  # fmt: skip
+            label = "latency frontier" if series is None else f"{name}: latency frontier"
+            handles.append(Line2D([], [], color=colour, linestyle=linestyle, label=label))
+            for key, reference in references.items():
+                if series is not None and key[0] != name:
+                    continue
+                dataset, arch = key[-2:]
+                if math.isfinite(reference):
+                    if series is not None:
+                        which = f"{name}: plain {S.backbone_label(arch)}"
+                    elif len(references) > 1:
+                        which = f"plain {arch} on {dataset}"
+                    else:
+                        which = "plain ResNet"
+                    ax.axvline(reference, color="0.5" if series is None else colour,
+                               linestyle=":", linewidth=1.0)  # fmt: skip
+                    handles.append(
+                        Line2D([], [], color="0.5" if series is None else colour,
+                               linestyle=":", label=f"{which}, {reference:.3g} ms")
+                    )  # fmt: skip
         ax.scatter(frontier[lat], frontier[M.TOP1], zorder=4, **_RING)
-        ax.step(frontier[lat], frontier[M.TOP1], where="post", color="0.35", linestyle="--",
-                linewidth=1.0, zorder=2, label="latency frontier")  # fmt: skip
-        for (dataset, arch), reference in references.items():
-            if math.isfinite(reference):
-                which = f"{arch} on {dataset}" if len(references) > 1 else "ResNet"
-                ax.axvline(reference, color="0.5", linestyle=":", linewidth=1.0,
-                           label=f"plain {which}, {reference:.3g} ms")  # fmt: skip
+        methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
+        for m in methods:
+            st = S.method_style(m, pts)
+            handles.append(
+                Line2D([], [], linestyle="none", marker=st.marker,
+                       color=st.color if series is None else "0.35", markeredgecolor="white",
+                       markersize=6, label=st.label)
+            )  # fmt: skip
         ax.set_xlabel(
-            f"Latency per batch of {batch} (ms, median; each run over the plain ResNet timed "
-            "beside it, times the plain ResNet's median)"
+            f"Latency per batch of {batch} (ms, median)\neach run over the plain ResNet timed "
+            "beside it, times the plain ResNet's median"
         )
         ax.set_ylabel("Top-1 accuracy (%)")
+        what = f"all {len(pts)} finished runs, batch {batch}"
+        if series is not None:
+            what = f"{len(order)} studies, {len(pts)} runs, batch {batch}"
         ax.set_title(
             S.title(
                 "Top-1 accuracy vs. measured latency",
                 dataset=datasets,
                 backbones=backbones,
-                shown=f"all {len(pts)} finished runs, batch {batch}",
+                shown=what,
             )
         )
-        fig.legend(loc="outside right upper", fontsize=7.5)
+        fig.legend(handles=handles, loc="outside right upper", fontsize=7.5)
         notes = [
             "Latency measured after each run's final evaluation, as deployed (thresholded "
             "gates, blocks skipped for real; ACT halting; SACT as it runs), beside the plain "
             "ResNet timed in the same process."
         ]
+        if series is not None:
+            notes.append(
+                "Colour: the sweep or experiment, each on its own plain ResNet's scale (its "
+                "timings are of its own hardware), its frontier the line of that colour; "
+                "marker: the method. Published baselines report MACs, not times: see the "
+                "MACs axis."
+            )
         if len(counted_only):
             names = ", ".join(str(n) for n in counted_only["run_name"].head(6))
             notes.append(
@@ -404,4 +526,4 @@ def latency_figure(runs: pd.DataFrame, out_stem: str | Path, *, batch: int = 1) 
             )
         note(fig, notes)
         files = save(fig, out_stem)
-    return LatencyData(pts, frontier, counted_only, files)
+    return LatencyData(pts, frontier, counted_only, files, figure=fig)

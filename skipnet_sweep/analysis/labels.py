@@ -29,11 +29,11 @@ def place_labels(
     fig: Figure,
     ax: Any,
     items: Sequence[tuple[float, float, str, dict[str, Any]]],
-    polyline: Sequence[tuple[float, float]] = (),
+    polylines: Sequence[Sequence[tuple[float, float]]] = (),
 ) -> None:
     """Annotate ``(x, y, text, text_kw)`` items, each at the first spot around its point
-    that overlaps no other label, no marker and no segment of ``polyline`` (data
-    coordinates; the frontier), else at the least-overlapping spot.
+    that overlaps no other label, no marker and no segment of a line in ``polylines`` (data
+    coordinates; the frontiers), else at the least-overlapping spot.
 
     Positions are measured after a layout pass, so this is the last thing drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -47,11 +47,11 @@ def place_labels(
     r = 3.5 * fig.dpi / 72  # half a marker, in pixels
     centres = [ax.transData.transform((x, y)) for x, y, _, _ in items]
     obstacles = [Bbox.from_extents(cx - r, cy - r, cx + r, cy + r) for cx, cy in centres]
-    ends = [ax.transData.transform(p) for p in polyline]
     lines = [
         Bbox.from_extents(min(a[0], b[0]) - 1, min(a[1], b[1]) - 1, max(a[0], b[0]) + 1,
                           max(a[1], b[1]) + 1)
-        for a, b in itertools.pairwise(ends)
+        for polyline in polylines
+        for a, b in itertools.pairwise([ax.transData.transform(p) for p in polyline])
     ]  # fmt: skip
     frame = ax.get_window_extent(renderer)
 

@@ -1,18 +1,23 @@
-"""A sweep's report: every figure its runs support, a summary table, logged to the sweep.
+"""A sweep's report: every figure its runs support and a summary table; and the comparison
+of several sweeps or experiments on one trade-off figure (``analysis/plot_pareto.py``).
 
 ``make_report`` reads the experiment's child runs from MLflow, draws what the runs support
 (the Pareto plot per dataset, alpha trade-off, computation reduction, hard vs. soft table,
-training variants, per-class skipping, easy/hard images), writes ``summary.md`` (one row
-per run, then the figures made and those not made with the reason) and logs the folder to
-the sweep's parent run under ``report/``.
+training variants, per-class skipping, easy/hard images) and writes ``summary.md`` (one row
+per run, then the figures made and those not made with the reason), all in the folder it is
+given; only when asked does it also log that folder to the sweep's parent run under
+``report/`` (a store's artifact paths are absolute: logging from a copy of a store would
+write into the original's). ``make_comparison`` draws the studies' runs with the report's
+own Pareto and latency figures, one frontier per study.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.analysis import figures as F
 from skipnet_sweep.analysis import style as S
 from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines
+from skipnet_sweep.analysis.cli import X_AXES
 from skipnet_sweep.analysis.runs import (
     EvalArtifacts,
     NoRunsError,
@@ -30,12 +36,19 @@ from skipnet_sweep.analysis.runs import (
     finished,
     load_eval,
     load_runs,
+    load_sweep_runs,
     resolve_tracking_uri,
 )
 from skipnet_sweep.pareto import format_hypervolume, pareto_mask
 from skipnet_sweep.routing import NO_SKIP, PRUNES, ROUTES, routing_kind
 
-__all__ = ["REPORT_ARTIFACT_PATH", "ReportResult", "make_pareto_plot", "make_report"]
+__all__ = [
+    "REPORT_ARTIFACT_PATH",
+    "STUDY_LOADERS",
+    "ReportResult",
+    "make_comparison",
+    "make_report",
+]
 
 REPORT_ARTIFACT_PATH = "report"  # where the folder goes in the parent run (docs/mlflow_layout.md)
 SUMMARY = "summary.md"
@@ -51,11 +64,12 @@ class ReportResult:
 
     Attributes:
         out_dir: the report folder.
-        summary: ``summary.md`` (None for :func:`make_pareto_plot`).
+        summary: ``summary.md`` (None for :func:`make_comparison`).
         figures: figure name -> files written.
         skipped: figure name -> why it was not made.
         data: figure name -> the data behind it (``ParetoData`` / ``FigureData``).
         parent_run_id: the sweep run the folder was logged to, None when not logged.
+        logged_to: where the logged files are (the run's artifact URI and ``report``).
     """
 
     out_dir: Path
@@ -64,6 +78,7 @@ class ReportResult:
     skipped: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
+    logged_to: str | None = None
 
 
 def _load_baseline_table(
@@ -127,34 +142,86 @@ def _log_to_parent(result: ReportResult, experiment: str, uri: str, files: list[
     for path in files:
         client.log_artifact(parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
     result.parent_run_id = parent.info.run_id
+    result.logged_to = f"{parent.info.artifact_uri.rstrip('/')}/{REPORT_ARTIFACT_PATH}"
 
 
-def make_pareto_plot(
-    experiment: str,
+# A comparison's runs carry the study they come from in this column.
+SERIES = "series"
+# Where the runs of a study are found: an experiment (every sweep in it) or one sweep.
+STUDY_LOADERS: dict[str, Callable[[str, str], pd.DataFrame]] = {
+    "experiment": load_runs,
+    "sweep": load_sweep_runs,
+}
+
+
+def make_comparison(
+    studies: Sequence[tuple[str, str]],
     out_dir: str | Path,
+    *,
     tracking_uri: str | None = None,
+    x: str = "macs",
     baselines: str | Path | Iterable[str | Path] | None = None,
     flops_unit: str = "M",
-    *,
-    log: bool = True,
+    batch: int = 1,
+    name: str = "pareto",
 ) -> ReportResult:
-    """The Pareto plot alone (PNG, PDF and frontier CSV per dataset), logged to the sweep's
-    parent run under ``report/`` when ``log`` and a parent exists.
+    """Several experiments or sweeps on one trade-off figure per dataset (their runs'
+    top-1 against MACs or measured latency, each study's own frontier), written to
+    ``out_dir`` as ``<name>.png`` and ``.pdf`` (MACs: and the frontiers as ``<name>.csv``;
+    ``<name>_<dataset>`` when the studies span several datasets). Nothing is logged.
+
+    Args:
+        studies: ``(kind, name)`` pairs, kind a key of :data:`STUDY_LOADERS`; drawn in
+            this order, each named by ``name``.
+        out_dir: the folder (created).
+        tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
+        x: ``macs`` (:func:`.frontier.pareto_figure`) or ``latency``
+            (:func:`.frontier.latency_figure`).
+        baselines: published baseline CSVs or folders, drawn on the MACs axis; default the
+            bundled ones.
+        flops_unit: ``raw``, ``K``, ``M`` or ``G`` (MACs axis).
+        batch: the batch size whose latency is drawn (latency axis).
+        name: the files' stem.
 
     Raises:
-        ExperimentNotFoundError: no such experiment.
-        NoRunsError: the experiment has no sweep runs (nothing is written).
+        ExperimentNotFoundError, SweepNotFoundError: a study is not in the store.
+        NoRunsError: a study has no sweep runs.
         BaselineError: a bad baseline file.
+        ValueError: no study, one given twice, an unknown kind or axis, or baselines for
+            the latency axis (published results have no latency on this hardware).
+        (In every case nothing is written: ``out_dir`` is not created.)
     """
     uri = resolve_tracking_uri(tracking_uri)
-    runs, table = _load_inputs(experiment, uri, baselines, flops_unit)
+    S.check_unit(flops_unit)
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
+    if x == "latency" and baselines is not None:
+        raise ValueError("published baselines are drawn against MACs only, not latency")
+    names = [study for _, study in studies]
+    if not names or len(set(names)) < len(names):
+        raise ValueError(f"give each study once, at least one; got {names}")
+    frames = []
+    for kind, study in studies:
+        if kind not in STUDY_LOADERS:
+            raise ValueError(f"unknown kind of study {kind!r}; one of {', '.join(STUDY_LOADERS)}")
+        runs = STUDY_LOADERS[kind](study, uri)
+        if runs.empty:
+            raise NoRunsError(f"{kind} {study!r} in {uri} has no sweep runs to draw")
+        frames.append(runs.assign(**{SERIES: study}))
+    table = _load_baseline_table(baselines) if x == "macs" else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out)
-    _pareto_all(result, finished(runs), out, table, flops_unit)
-    if log:
-        files = [p for paths in result.figures.values() for p in paths]
-        _log_to_parent(result, experiment, uri, files)
+    done = finished(pd.concat(frames, ignore_index=True))
+    datasets = sorted(done[M.PARAM_DATASET].dropna().unique()) or [None]
+    for ds in datasets:
+        stem = name if len(datasets) == 1 else f"{name}_{ds}"
+        runs = done if ds is None else done[done[M.PARAM_DATASET] == ds]
+        if x == "macs":
+            make = partial(F.pareto_figure, baselines=table, flops_unit=flops_unit)
+        else:
+            make = partial(F.latency_figure, batch=batch)
+        _attempt(result, stem, partial(make, runs, out / stem, series=SERIES))
     return result
 
 
@@ -462,10 +529,11 @@ def make_report(
     baselines_dir: str | Path | Iterable[str | Path] | None = None,
     flops_unit: str = "M",
     *,
-    log: bool = True,
+    log: bool = False,
 ) -> ReportResult:
-    """Write every figure the runs support and ``summary.md`` to ``out_dir``; log the folder
-    to the sweep's parent run (artifact path ``report``) when there is one and ``log``.
+    """Write every figure the runs support and ``summary.md`` to ``out_dir`` and nowhere
+    else; with ``log``, also log them to the sweep's parent run (artifact path ``report``)
+    when there is one.
 
     Args:
         experiment: the MLflow experiment (the space's name by default).
@@ -473,6 +541,7 @@ def make_report(
         tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
         baselines_dir: baseline CSV files/folders; default the bundled ``skipnet_sweep/analysis/baselines``.
         flops_unit: ``raw``, ``K``, ``M`` or ``G``.
+        log: log the written files to the parent run (in the store's artifact location).
 
     Raises:
         ExperimentNotFoundError: no such experiment (the message lists those that exist).

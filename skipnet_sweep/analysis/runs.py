@@ -25,11 +25,13 @@ __all__ = [
     "EvalArtifacts",
     "ExperimentNotFoundError",
     "NoRunsError",
+    "SweepNotFoundError",
     "download_eval",
     "find_parent_run",
     "finished",
     "load_eval",
     "load_runs",
+    "load_sweep_runs",
     "resolve_tracking_uri",
 ]
 
@@ -71,6 +73,10 @@ class ExperimentNotFoundError(LookupError):
 
 class NoRunsError(LookupError):
     """The experiment exists but holds no child run of a sweep (nothing to report)."""
+
+
+class SweepNotFoundError(LookupError):
+    """No sweep of that id in the tracking store (the message lists those that are)."""
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -185,9 +191,44 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """
     client, uri = _client(tracking_uri)
     exp_id = _experiment_id(client, uri, experiment)
+    return _frame(_all_runs(client, exp_id))
+
+
+def load_sweep_runs(sweep_id: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The child runs of one sweep, found by its id (the parent run's ``skipnet.sweep_id``
+    tag, in any experiment of the store): as :func:`load_runs`, for one sweep of an
+    experiment that holds several (spaces changed between runs, ``--fresh`` restarts).
+
+    Raises:
+        SweepNotFoundError: no parent run has that id (the message lists the ids there are).
+    """
+    client, uri = _client(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    parents = [
+        run
+        for exp_id in experiments
+        for run in _all_runs(client, exp_id, f"tags.{M.TAG_STAGE} = '{M.SWEEP_STAGE}'")
+    ]
+    match = [p for p in parents if p.data.tags.get(M.TAG_SWEEP_ID) == sweep_id]
+    if not match:
+        ids = sorted(
+            {p.data.tags[M.TAG_SWEEP_ID] for p in parents if M.TAG_SWEEP_ID in p.data.tags}
+        )
+        raise SweepNotFoundError(
+            f"no sweep {sweep_id!r} in {uri}; sweeps there: {', '.join(ids) or '(none)'}"
+        )
+    # A fresh start re-tags the old parent, so one parent has the id; the newest if not.
+    parent = max(match, key=lambda r: r.info.start_time)
+    children = _all_runs(
+        client, parent.info.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    )
+    return _frame(children)
+
+
+def _frame(runs: list[Run]) -> pd.DataFrame:
     rows = [
         _row(run)
-        for run in _all_runs(client, exp_id)
+        for run in runs
         # Every child run of a sweep, of any method (plugins included); not the parents.
         if run.data.tags.get(M.TAG_STAGE) not in (None, M.SWEEP_STAGE)
     ]
@@ -244,7 +285,8 @@ class EvalArtifacts:
 
     Attributes:
         per_sample: ``index,label,pred,skipped,macs``.
-        per_class: ``label,count,top1,median_skipped,mean_skipped``.
+        per_class: ``label,name,count,top1,median_skipped,mean_skipped`` (no ``name``
+            in runs logged before classes were named).
         easy_hard: the arrays of ``easy_hard.npz`` (see docs/mlflow_layout.md).
     """
 

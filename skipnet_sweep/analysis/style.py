@@ -3,7 +3,8 @@ the matplotlib settings, MACs units, printed names of datasets, backbones, gates
 variants, and the titles that say what a figure shows.
 
 A method is a run's ``method`` tag (``metrics.TAG_METHOD``). Its :class:`MethodStyle` is the
-same in every figure. Methods this module does not know (a method plugin) are named and
+same in every figure (a comparison of studies keeps the marker and colours by study,
+:func:`series_style`). Methods this module does not know (a method plugin) are named and
 marked as their runs were tagged by the sweep (the registered method's ``label`` and
 ``marker``, ``metrics.TAG_METHOD_LABEL`` / ``TAG_METHOD_MARKER``), in a stable colour
 derived from the name, from a palette kept apart from the known methods' colours; without
@@ -46,6 +47,7 @@ __all__ = [
     "point_label",
     "register_method_style",
     "registered_method_styles",
+    "series_style",
     "skipnet_label",
     "title",
     "unit_prefix",
@@ -90,6 +92,17 @@ _registry: dict[str, MethodStyle] = dict(_BUILTIN)
 # Categories that are not methods (the easy/hard images of Fig. 10/11b) are drawn in greys,
 # so no method colour is ever read as something else.
 KIND_COLOURS = {"easy": "0.15", "hard": "0.62"}
+# The sweeps or experiments of a comparison (analysis/plot_pareto.py): colour says which one
+# there, so the methods keep their markers but not their colours. Paul Tol's "bright"
+# scheme, then line styles, so a grey print still tells the frontiers apart.
+_SERIES_COLOURS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+_SERIES_LINES = ("-", "--", "-.", ":")
+
+
+def series_style(index: int) -> tuple[str, str]:
+    """The colour and frontier line style of the ``index``-th series of a comparison (the
+    first 28 pairs differ: 7 colours and 4 styles are coprime)."""
+    return _SERIES_COLOURS[index % len(_SERIES_COLOURS)], _SERIES_LINES[index % len(_SERIES_LINES)]
 
 
 def _derived(method: str) -> MethodStyle:
@@ -292,13 +305,6 @@ DATASET_LABELS = {
     "fashion_mnist": "Fashion-MNIST",
     "synthetic": "synthetic",
 }
-_CLASS_NAMES = {
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                "ship", "truck"),
-    "fashion_mnist": ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                      "sneaker", "bag", "boot"),
-    "svhn": tuple(str(d) for d in range(10)),
-}  # fmt: skip
 
 
 def depth_of(backbone: str) -> int:
@@ -336,9 +342,13 @@ def dataset_label(dataset: str | None) -> str:
 
 
 def class_names(dataset: str | None, labels: Iterable[int]) -> dict[int, str]:
-    """Readable class names where the dataset has well-known ones, else the label number."""
-    names = _CLASS_NAMES.get(dataset or "", ())
-    return {int(c): names[int(c)] if 0 <= int(c) < len(names) else str(c) for c in labels}
+    """Each label's name in the dataset registry (``data.DatasetInfo.class_names``), else
+    the label number (ImageNet, synthetic data, a dataset this install does not know)."""
+    # Imported here: the registry imports torch, which only figures with classes need.
+    from skipnet_sweep.data import DATASETS
+
+    info = DATASETS.get(dataset or "")
+    return {int(c): info.class_name(c) if info else str(int(c)) for c in labels}
 
 
 def fmt_number(value: float) -> str:

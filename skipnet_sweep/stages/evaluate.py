@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +53,16 @@ class EvalResult:
         }
 
     def write_artifacts(
-        self, out_dir: str | os.PathLike, dataset=None, k: int = 16, mean=None, std=None
+        self,
+        out_dir: str | os.PathLike,
+        dataset=None,
+        k: int = 16,
+        mean=None,
+        std=None,
+        class_name: Callable[[int], str] = str,
     ) -> list[Path]:
-        """Write the per-sample table, the per-class medians and (given the evaluated
+        """Write the per-sample table, the per-class medians (each class named by
+        ``class_name``, e.g. ``DatasetInfo.class_name``) and (given the evaluated
         dataset) the ``k`` images with the most and the fewest skipped blocks (Fig. 10),
         normalised as the network saw them, with the channel ``mean``/``std`` to undo that.
 
@@ -78,12 +86,11 @@ class EvalResult:
         }
         with per_class.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["label", "count", "top1", "median_skipped", "mean_skipped"])
+            w.writerow(["label", "name", "count", "top1", "median_skipped", "mean_skipped"])
             for c, med in self.per_class_median_skipped().items():
                 sel = self.labels == c
-                w.writerow(
-                    [c, int(sel.sum()), f"{acc[c]:.4f}", med, f"{self.skipped[sel].mean():.4f}"]
-                )
+                mean_skipped = f"{self.skipped[sel].mean():.4f}"
+                w.writerow([c, class_name(c), int(sel.sum()), f"{acc[c]:.4f}", med, mean_skipped])
         files = [per_sample, per_class]
         if dataset is not None and len(self.skipped):
             order = np.argsort(self.skipped, kind="stable")

@@ -202,7 +202,13 @@ def run_stage(
         )
         path = save_checkpoint(out, payload)
     if artifacts is not None:
-        test.write_artifacts(artifacts, test_loader.dataset, mean=info.mean, std=info.std)
+        test.write_artifacts(
+            artifacts,
+            test_loader.dataset,
+            mean=info.mean,
+            std=info.std,
+            class_name=info.class_name,
+        )
     return StageResult(metrics, test, path, history, selection_set)
 
 

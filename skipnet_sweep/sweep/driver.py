@@ -363,7 +363,7 @@ def run_jobs(
 
     from skipnet_sweep.sweep.progress import ProgressCallback
     from skipnet_sweep.sweep.ray_jobs import TrackingCallback, stage_trial, trial_resources
-    from skipnet_sweep.sweep.searcher import JobSearcher, SharedAwareASHA, optuna_storage
+    from skipnet_sweep.sweep.searcher import JobSearcher, SharedAwareASHA
 
     space = plan.space
     name = f"sweep-{plan.sweep_id}"
@@ -373,7 +373,7 @@ def run_jobs(
             for folder in _storage_for_job(plan, job):
                 plan.store.remove(folder)
         plan.store.remove(path)
-        Path(optuna_storage(plan).removeprefix("sqlite:///")).unlink(missing_ok=True)
+        Path(plan.optuna_storage.removeprefix("sqlite:///")).unlink(missing_ok=True)
     trainable = tune.with_resources(
         tune.with_parameters(stage_trial, plan=plan), partial(trial_resources, plan=plan)
     )

@@ -17,6 +17,9 @@ from skipnet_sweep.sweep.space import Space
 from skipnet_sweep.sweep.storage import Storage
 
 MODEL_FILE = "model.pt"
+# The Optuna study's port in the printed command: optuna-dashboard's default, apart from
+# MLflow's 5000 and Ray's dashboard's 8265.
+OPTUNA_DASHBOARD_PORT = 8080
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,30 @@ class Plan:
             if m.name == name:
                 return m
         return get_method(name)
+
+    @property
+    def optuna_storage(self) -> str:
+        """The RDB URL of the sweep's Optuna study: a SQLite file beside the sweep's state
+        (on the driver's machine when the storage is object storage), so it survives a
+        restart and ``optuna-dashboard`` opens it."""
+        folder = self.store.local_dir(self.sweep_id) / "optuna"
+        return f"sqlite:///{folder / f'{self.sweep_id}.db'}"
+
+    @property
+    def optuna_study_name(self) -> str:
+        return f"{self.sweep_id}-optuna"
+
+    def optuna_lines(self) -> list[str]:
+        """Where the Optuna study is and the command that opens it (none without an adaptive
+        search)."""
+        if self.adaptive is None:
+            return []
+        path = self.optuna_storage.removeprefix("sqlite:///")
+        return [
+            f"Optuna study {self.optuna_study_name!r}: {path}",
+            f"  browse: optuna-dashboard {self.optuna_storage} --port {OPTUNA_DASHBOARD_PORT}"
+            f" (then http://127.0.0.1:{OPTUNA_DASHBOARD_PORT})",
+        ]
 
     def checkpoint(self, job: Job, storage: str | Path | None = None) -> Path | str:
         """Where the cached final weights of a shared job live (in the sweep's storage, or
@@ -135,6 +162,7 @@ class Plan:
                 f"  {method.label} trials: {s.search.num_samples} Optuna samples "
                 f"({s.search.sampler}) over {axes}"
             )
+            lines += [f"    {line}" for line in self.optuna_lines()]
         lines.append(
             f"  grid trials ({len(self.trials)}), each {res.trial.cpu:g} CPU, "
             f"{res.trial.gpu:g} GPU, at most {s.max_concurrent_trials or 'unlimited'} at once:"

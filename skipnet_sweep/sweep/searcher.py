@@ -29,12 +29,6 @@ ERROR = "error"  # key of a trial's result when the stage stopped itself (e.g. N
 OBJECTIVES = ((M.TOP1, "maximize"), (M.FLOPS_MEAN, "minimize"))
 
 
-def optuna_storage(plan: Plan) -> str:
-    """The RDB URL of the sweep's Optuna study (``optuna-dashboard <url>`` opens it)."""
-    folder = plan.store.local_dir(plan.sweep_id) / "optuna"
-    return f"sqlite:///{folder / f'{plan.sweep_id}.db'}"
-
-
 def _sampler(name: str, seed: int):
     import optuna
 
@@ -102,12 +96,12 @@ class JobSearcher(Searcher):
             import optuna
 
             space = self.plan.space
-            path = Path(optuna_storage(self.plan).removeprefix("sqlite:///")).parent
+            path = Path(self.plan.optuna_storage.removeprefix("sqlite:///")).parent
             path.mkdir(parents=True, exist_ok=True)
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             self._study = optuna.create_study(
-                storage=optuna_storage(self.plan),
-                study_name=f"{self.plan.sweep_id}-optuna",
+                storage=self.plan.optuna_storage,
+                study_name=self.plan.optuna_study_name,
                 directions=[d for _, d in OBJECTIVES],
                 sampler=_sampler(space.search.sampler, space.seed),
                 load_if_exists=True,
