@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as PARENT_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME as RUN_NAME_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
@@ -27,6 +28,10 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.mlflow_ui import runs_view_url, sweep_view_tags
 
 UI_BASE = "http://127.0.0.1:5000"  # `mlflow ui` as the README starts it
+# The tracking stores MLflow 3.17 opens (the registry in mlflow/tracking/_tracking_service/
+# utils.py): a server, Databricks or a database; not its file store (./mlruns), which it now
+# refuses, nor Unity Catalog, which holds models, not runs.
+TRACKING_SCHEMES = ("http", "https", "databricks", *DATABASE_ENGINES)
 
 
 def default_tracking_uri(configured: str | None = None) -> str:
@@ -36,11 +41,33 @@ def default_tracking_uri(configured: str | None = None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def scheme_problem(uri: str) -> str | None:
+    """Why MLflow would not open ``uri`` as a tracking store (its scheme), in one line; None
+    when it would. Without this check a wrong scheme surfaces after Ray has started."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    # A database URI may name its driver: postgresql+psycopg2://
+    if scheme.split("+", 1)[0] in TRACKING_SCHEMES:
+        return None
+    shown = f"scheme {scheme}://" if scheme else "a path without a scheme"
+    return (
+        f"{uri}: {shown} is not a tracking store MLflow opens; allowed: "
+        f"{', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db)"
+    )
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder unless it
+    is absolute); None for any other store and for an in-memory one."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def _artifact_root(uri: str) -> str | None:
     """Artifacts of a local sqlite store go beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
-    return None
+    db = sqlite_file(uri)
+    return (db.parent / "mlartifacts").resolve().as_uri() if db else None
 
 
 class Tracker:
