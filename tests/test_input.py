@@ -230,6 +230,15 @@ CASES: dict[str, tuple] = {
         space_file(changes={"baselines": {"act": {"tau": [0.01], "iterations": 2, "lr": 0}}}),
         "baselines.act.lr: 0 never changes the weights",
     ),
+    "--num-cpus 0": (
+        space_file(None, "--num-cpus", "0"),
+        "--num-cpus: 0 is fewer than the 1 that one job of this space asks for",
+        "allowed: 1 or more",
+    ),
+    "--num-cpus below a worker group": (
+        space_file(None, "--num-cpus", "1", changes={"resources.sp": {"workers": 2, "cpu": 1}}),
+        "--num-cpus: 1 is fewer than the 2",
+    ),
     "--data-root a file": (
         lambda folder: space_file(
             tiny_yaml({"dataset": {"name": "fashion_mnist"}}),
@@ -256,6 +265,10 @@ CASES: dict[str, tuple] = {
     "--tracking-uri empty": (
         space_file(None, "--tracking-uri", ""),
         "mlflow.tracking_uri: '' is empty",
+    ),
+    "--address that nothing answers": (
+        space_file(None, "--address", "127.0.0.1:1"),
+        "--address 127.0.0.1:1: nothing answers at 127.0.0.1:1",
     ),
     # --- names
     "name with a quote": (named("ti'ny"), "name: ", "allowed: 1 to 100"),

@@ -78,25 +78,43 @@ def preflight(plan: Plan, address: str | None, num_cpus: int | None = None) -> N
     problem is one ``SpaceError`` naming the field.
     """
     _check_tracking(plan)
-    if address is None:
-        import torch
+    if address is not None:
+        _check_address(address)
+        return
+    import torch
 
-        cpus = num_cpus or os.cpu_count() or 1
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        check_fits(plan, cpus, gpus, "this machine")
+    cpus = os.cpu_count() or 1
+    if num_cpus is not None:
+        # A local Ray cannot grow: with fewer CPUs than a job asks for, it waits forever.
+        need = max(ask for _, ask, unit in _requests(plan) if unit == "CPUs")
+        least = max(1, math.ceil(need))
+        if num_cpus < least:
+            raise SpaceError(
+                f"{plan.space.source}: --num-cpus: {num_cpus} is fewer than the {need:g} that "
+                f"one job of this space asks for (resources); allowed: {least} or more, or "
+                f"leave it out for this machine's {cpus}"
+            )
+        cpus = num_cpus
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    check_fits(plan, cpus, gpus, "this machine")
+
+
+def _requests(plan: Plan) -> list[tuple[str, float, str]]:
+    """What one job of the sweep reserves at most: (field, amount, "CPUs" or "GPUs")."""
+    res = plan.space.resources
+    return [
+        ("resources.trial.cpu", res.trial.cpu, "CPUs"),
+        ("resources.trial.gpu", res.trial.gpu, "GPUs"),
+        ("resources.sp (workers x cpu)", res.sp.workers * res.sp.cpu, "CPUs"),
+        ("resources.sp (workers x gpu)", res.sp.workers * res.sp.gpu, "GPUs"),
+    ]
 
 
 def check_fits(plan: Plan, cpus: float, gpus: float, where: str) -> None:
     """Refuse a trial or a shared job's worker group that ``cpus``/``gpus`` cannot hold: Tune
     or Ray Train would wait for it forever."""
-    res = plan.space.resources
-    asks = [
-        ("resources.trial.cpu", res.trial.cpu, cpus, "CPUs"),
-        ("resources.trial.gpu", res.trial.gpu, gpus, "GPUs"),
-        ("resources.sp (workers x cpu)", res.sp.workers * res.sp.cpu, cpus, "CPUs"),
-        ("resources.sp (workers x gpu)", res.sp.workers * res.sp.gpu, gpus, "GPUs"),
-    ]
-    for name, ask, have, unit in asks:
+    for name, ask, unit in _requests(plan):
+        have = cpus if unit == "CPUs" else gpus
         if ask > have:
             raise SpaceError(
                 f"{plan.space.source}: {name}: asks for {ask:g} {unit} but {where} has "
@@ -121,6 +139,26 @@ def _check_tracking(plan: Plan, timeout: float = 5.0) -> None:
         raise SpaceError(
             f"{plan.space.source}: mlflow.tracking_uri: {uri} does not answer ({reason}); "
             "start the server or fix the URI"
+        ) from None
+
+
+def _check_address(address: str, timeout: float = 5.0) -> None:
+    """A cluster given as ``host:port`` (or ``ray://host:port``) must accept a connection
+    within ``timeout`` seconds: ``ray.init`` retries an unreachable one for minutes, silently.
+    ``auto`` is left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise SpaceError(
+            f"--address {address}: nothing answers at {host}:{port} ({reason}); start the "
+            "cluster there (ray start --head) or fix the address"
         ) from None
 
 
