@@ -26,7 +26,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import short_hash
-from skipnet_sweep.models.deploy import Deployed
 from skipnet_sweep.pareto import (
     comparable_latency,
     format_hypervolume,
@@ -34,8 +33,9 @@ from skipnet_sweep.pareto import (
     pareto_front,
 )
 from skipnet_sweep.stages import CheckpointError, load_model
+from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
 from skipnet_sweep.sweep import reaper
-from skipnet_sweep.sweep.plan import Plan
+from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 
@@ -584,6 +584,8 @@ def registered_model_name(plan: Plan) -> str:
 def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> None:
     """Log each frontier run's network as an MLflow model (as it is deployed: thresholded
     gates, sparse execution) and register it; once per run (a resumed sweep skips them)."""
+    import tempfile
+
     import torch
 
     for row in result.frontier:
@@ -598,18 +600,24 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
             print(f"warning: {row['run_name']}: no model logged ({err})")
             continue
         shape = payload.get("input_shape") or [net.config.in_channels, 32, 32]
-        version = tracker.log_model(
-            row["run_id"],
-            Deployed(net),
-            input_example=torch.zeros(1, *shape).numpy(),
-            registered_name=registered_model_name(plan),
-            metadata={
-                "model_config": net.config.to_dict(),
-                "stage_config": payload.get("stage_config"),
-                M.TOP1: row[M.TOP1],
-                M.FLOPS_MEAN: row[M.FLOPS_MEAN],
-            },
-        )
+        stage = payload.get("stage_config")
+        with tempfile.TemporaryDirectory(prefix="skipnet-model-") as tmp:
+            # The weights and the config that rebuilds them; not the optimiser's state.
+            model = save_checkpoint(
+                Path(tmp, MODEL_FILE), make_payload(net, stage, input_shape=tuple(shape))
+            )
+            version = tracker.log_model(
+                row["run_id"],
+                model,
+                input_example=torch.zeros(1, *shape).numpy(),
+                registered_name=registered_model_name(plan),
+                metadata={
+                    "model_config": net.config.to_dict(),
+                    "stage_config": stage,
+                    M.TOP1: row[M.TOP1],
+                    M.FLOPS_MEAN: row[M.FLOPS_MEAN],
+                },
+            )
         tracker.set_tags(row["run_id"], {M.TAG_MODEL_VERSION: version})
 
 

@@ -28,6 +28,8 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.mlflow_ui import runs_view_url, sweep_view_tags
 
 UI_BASE = "http://127.0.0.1:5000"  # `mlflow ui` as the README starts it
+# The code MLflow runs to load a logged network (models from code).
+LOGGED_MODEL_CODE = Path(__file__).with_name("logged_model.py")
 # The tracking stores MLflow 3.17 opens (the registry in mlflow/tracking/_tracking_service/
 # utils.py): a server, Databricks or a database; not its file store (./mlruns), which it now
 # refuses, nor Unity Catalog, which holds models, not runs.
@@ -217,20 +219,22 @@ class Tracker:
     def log_model(
         self,
         run_id: str,
-        model: Any,
+        weights: Path,
         *,
         input_example: Any,
         registered_name: str,
         metadata: dict[str, Any],
     ) -> str:
-        """Log a torch module to the run with ``mlflow.pytorch`` (with an input example and
-        ``metadata``, e.g. its config) and register it under ``registered_name``.
+        """Log a network to the run as an MLflow model and register it under
+        ``registered_name``: ``weights`` (a checkpoint: weights and config, no code) with
+        ``logged_model.py``, which rebuilds it when the model is loaded, so loading it
+        unpickles nothing. With an input example and ``metadata`` (e.g. its config).
 
         Returns:
             the registered model version.
         """
         import mlflow
-        import mlflow.pytorch
+        import mlflow.pyfunc
         import torch
 
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -241,15 +245,16 @@ class Tracker:
             contextlib.redirect_stderr(said),
             mlflow.start_run(run_id=run_id),
         ):
-            info = mlflow.pytorch.log_model(
-                model,
+            info = mlflow.pyfunc.log_model(
                 name="model",
+                # Code and weights: a pickled module runs whatever its pickle says when it is
+                # loaded, and torch.export cannot trace a SkipNet's sparse path (which
+                # depends on the data: how many images run each block).
+                python_model=str(LOGGED_MODEL_CODE),
+                artifacts={M.MODEL_WEIGHTS: str(weights)},
                 input_example=input_example,
                 registered_model_name=registered_name,
                 metadata=metadata,
-                # Pickled, not exported: a SkipNet's sparse path depends on its data (how
-                # many images run each block), which torch.export cannot trace.
-                serialization_format="pickle",
                 # Named, not inferred (inference imports and scans the whole environment).
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
