@@ -34,7 +34,7 @@ from skipnet_sweep.pareto import (
 )
 from skipnet_sweep.stages import CheckpointError, load_model
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
-from skipnet_sweep.sweep import reaper
+from skipnet_sweep.sweep import ray_private, reaper
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
@@ -74,18 +74,25 @@ def tracker_for(plan: Plan) -> Tracker:
 
 def preflight(plan: Plan, address: str | None, num_cpus: int | None = None) -> None:
     """Everything that can be checked before Ray starts or anything is written: the tracking
-    store answers, and every resource request fits this machine (a local run). Each
-    problem is one ``SpaceError`` naming the field.
+    store answers, a cluster's address answers, every resource request fits this machine
+    (a local run), and this Ray has the private names the driver uses. Each problem is one
+    ``SpaceError`` naming the field.
     """
     _check_tracking(plan)
     if address is not None:
         _check_address(address)
-        return
+    else:
+        _check_local(plan, num_cpus)
+    ray_private.check()
+
+
+def _check_local(plan: Plan, num_cpus: int | None) -> None:
+    """Every job fits a local instance of ``num_cpus`` (else this machine's) CPUs and this
+    machine's GPUs: a local Ray cannot grow, and would wait forever."""
     import torch
 
     cpus = os.cpu_count() or 1
     if num_cpus is not None:
-        # A local Ray cannot grow: with fewer CPUs than a job asks for, it waits forever.
         need = max(ask for _, ask, unit in _requests(plan) if unit == "CPUs")
         least = max(1, math.ceil(need))
         if num_cpus < least:
@@ -193,6 +200,7 @@ def start_ray(
     workers keep their output in Ray's session logs and the driver's in ``log_path``."""
     import ray
 
+    ray_private.error_lines_to_log(not verbose)
     env = {
         "RAY_TRAIN_V2_ENABLED": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -223,7 +231,8 @@ def start_ray(
             raise SpaceError(_join_error(address, err)) from None
     else:
         # "local": always a new instance, never one that a `ray start` left on this machine.
-        # On loopback only (see _loopback_node). One socket stays open to the network, and it
+        # On loopback only (ray_private.loopback_node), without the dashboard
+        # (ray_private.no_dashboard). One socket stays open to the network, and it
         # is torch's, not Ray's: while a shared job trains, its rank-0 worker hosts the
         # process group's TCPStore on all interfaces. Ray Train creates the process group,
         # for any number of workers, through a TCPStore (ray/train/torch/config.py,
@@ -233,12 +242,14 @@ def start_ray(
         # The raylet starts one Python worker per CPU when the first driver connects, for
         # tasks; Tune's trial actors start processes of their own beside them (measured: the
         # prestarted workers stayed idle in every sweep, about 1 s of CPU each at start-up).
-        with _loopback_node(), _env_defaults({"RAY_prestart_worker_first_driver": "0"}):
+        with (
+            ray_private.loopback_node(),
+            ray_private.no_dashboard(),
+            _env_defaults({"RAY_prestart_worker_first_driver": "0"}),
+        ):
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
         # Whatever happens to this driver (even SIGKILL), its instance does not outlive it.
-        from ray._private.worker import _global_node
-
-        reaper.start(_global_node.get_session_dir_path())
+        reaper.start(ray_private.session_dir())
     if not verbose:
         route_logs(log_path(plan))  # again: ray.init adds handlers of its own
     try:
@@ -246,45 +257,6 @@ def start_ray(
     except SpaceError:
         ray.shutdown()
         raise
-
-
-@contextlib.contextmanager
-def _loopback_node() -> Iterator[None]:
-    """Inside the block Ray takes 127.0.0.1 as this machine's address, so a local instance
-    started there listens on loopback only.
-
-    Ray 2.60 has no bind-address option. Each server binds to the node's address or to all
-    interfaces, and the node's address comes from ``ray._private.services.get_node_ip_address``:
-    the machine's outward address, or 127.0.0.1 when ``ray_constants.ENABLE_RAY_CLUSTER`` is
-    false (what Ray does on macOS and Windows; its variable RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
-    is read once, when ray is imported, which the driver has done by now). ``ray.init``'s
-    ``_node_ip_address="127.0.0.1"`` does not help: ``ray.init`` turns a loopback address
-    back into the outward one (``services.resolve_ip_for_localhost``, ray/_private/worker.py).
-
-    With the node at 127.0.0.1 (measured with /proc/net/tcp, tests/test_local_bind.py):
-    the GCS, the raylet (node manager and object manager) and every worker's gRPC server,
-    the driver's too, listen on 127.0.0.1 (the GCS passes ``node_ip_address == "127.0.0.1"``
-    as ``GrpcServer``'s ``listen_to_localhost_only``, src/ray/gcs/gcs_server.cc and
-    src/ray/rpc/grpc_server.cc; the raylet and the workers were measured to do the same);
-    the runtime-env agent binds the node's address (ray/_private/runtime_env/agent/main.py).
-    On a host where localhost is IPv6 only, Ray's loopback is ::1, which that comparison
-    does not match: there the gRPC servers would still listen on all interfaces.
-    The rest are not started: with ``include_dashboard=False`` the dashboard head and agent
-    run ``--minimal``, without an HTTP server, the agent's gRPC server or the metrics
-    export (ray/dashboard/agent.py, ``_init_non_minimal``), and the Ray client server runs
-    only with ``ray_client_server_port`` (ray/_private/parameter.py).
-
-    The flag is restored on exit: a driver that later joins a cluster must report its real
-    address.
-    """
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextlib.contextmanager
