@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,9 +86,29 @@ def test_local_instance_has_no_dashboard_and_logs_a_worker_death(tmp_path, capfd
             assert not [c for c in commands if "dashboard/dashboard.py" in c]
 
             @ray.remote(num_cpus=0)
+            def ask_state_api() -> tuple[bool, float]:
+                """(whether the state API refused as Ray Train expects, seconds it took)."""
+                from ray.util.state import get_actor
+                from ray.util.state.exception import RayStateApiException
+
+                start = time.monotonic()
+                try:
+                    get_actor("0" * 32, timeout=5)
+                except RayStateApiException:
+                    return True, time.monotonic() - start
+                except Exception:  # what Ray Train's watchers do not catch
+                    pass
+                return False, time.monotonic() - start
+
+            @ray.remote(num_cpus=0)
             class Worker:
                 def pid(self) -> int:
                     return os.getpid()
+
+            # Ray Train's watchers of a run ask the state API, which no dashboard serves:
+            # they must be refused at once, as they handle it, not search for it for 20 s.
+            refused, took = ray.get(ask_state_api.remote())
+            assert refused and took < 5, (refused, took)
 
             os.kill(ray.get(Worker.remote().pid.remote()), signal.SIGKILL)
             log = log_path(plan)
