@@ -49,6 +49,7 @@ __all__ = [
     "synthetic_info",
     "read_idx",
     "split_validation",
+    "val_count",
 ]
 
 # Debian/Ubuntu's `dataset-fashion-mnist` package installs the four IDX files here.
@@ -825,8 +826,7 @@ def build_datasets(
 
 
 def check_val_split(val_split: float | int | None) -> None:
-    """Check the form of a validation split (its size against the data is checked when the
-    split is made).
+    """Check the form of a validation split (its size against the data: ``val_count``).
 
     Raises:
         ValueError: not None, a fraction in (0, 1) or a whole count >= 1.
@@ -843,6 +843,24 @@ def check_val_split(val_split: float | int | None) -> None:
             f"val_split must be None, a fraction in (0, 1) or a whole count >= 1 of training "
             f"images, got {val_split!r}"
         )
+
+
+def val_count(val_split: float | int, n: int) -> int:
+    """How many of ``n`` training images ``val_split`` holds out (a fraction is rounded).
+
+    Raises:
+        ValueError: a malformed split (``check_val_split``), or one that leaves no training
+            or no validation image; the message says what is allowed.
+    """
+    check_val_split(val_split)
+    n_val = val_split if isinstance(val_split, int) else round(val_split * n)
+    if not 1 <= n_val < n:
+        allowed = f"a count from 1 to {n - 1}" if n > 1 else "none: there is one image"
+        raise ValueError(
+            f"holds out {n_val} of the {n} training images; it must leave at least one image "
+            f"on each side; allowed: {allowed}, or a fraction that does"
+        )
+    return n_val
 
 
 def _unaugmented(dataset: _Split, test: _Split) -> _Split:
@@ -888,14 +906,11 @@ def split_validation(
         ValueError: a malformed ``val_split``, or one that leaves no training or no
             validation item.
     """
-    check_val_split(val_split)
     n = len(train)  # type: ignore[arg-type]
-    n_val = val_split if isinstance(val_split, int) else round(val_split * n)
-    if not 1 <= n_val < n:
-        raise ValueError(
-            f"val_split={val_split!r} holds out {n_val} of the {n} training images; "
-            f"it must leave at least one image on each side"
-        )
+    try:
+        n_val = val_count(val_split, n)
+    except ValueError as err:
+        raise ValueError(f"val_split={val_split!r} {err}") from None
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx = order[:n_val].sort().values.tolist()
     train_idx = order[n_val:].sort().values.tolist()

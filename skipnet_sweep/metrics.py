@@ -113,6 +113,8 @@ PER_SAMPLE_CSV = "per_sample.csv"
 PER_CLASS_CSV = "per_class.csv"
 EASY_HARD_NPZ = "easy_hard.npz"
 PARETO_CSV = "pareto.csv"
+# A frontier run's logged model (under ``model``): the artifact holding its weights and config.
+MODEL_WEIGHTS = "weights"
 
 
 def method_of(stage: str, gate: str | None) -> str:

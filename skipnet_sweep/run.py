@@ -23,7 +23,7 @@ from skipnet_sweep.sweep.space import (
     bundled_spaces,
     load_space,
     path_problems,
-    split_sizes,
+    training_images,
 )
 from skipnet_sweep.yamlio import MAX_LINE, OneLineParser, YamlError, one_line, read_yaml_value
 
@@ -183,10 +183,7 @@ def summary(plan) -> list[str]:
     from skipnet_sweep.stages.loop import total_steps
 
     space = plan.space
-    sizes = split_sizes(space.dataset)
-    train_images = sizes[0] if sizes else None
-    if train_images is not None and space.dataset.train_subset is not None:
-        train_images = min(train_images, space.dataset.train_subset)
+    train_images = training_images(space.dataset)
     uncounted = 0
 
     def cost(stage) -> tuple[int, int]:

@@ -46,7 +46,7 @@ SP_STEPS, EVAL_EVERY = 160, 20
 def _assert_listens_on_loopback_only(
     procs: dict[int, str], found: dict[int, set], driver: int
 ) -> None:
-    """The local instance's servers listen on loopback only (driver.py, ``_loopback_node``).
+    """The local instance's servers listen on loopback only (``ray_private.loopback_node``).
     (A data-parallel shared job's Ray Train workers add torch's TCPStore on every interface;
     see the comment by ``ray.init`` in driver.py. A one-worker job has no process group.)"""
 

@@ -196,6 +196,80 @@ CASES: dict[str, tuple] = {
         space_file(changes={"resources.trial.gpu": 1}),
         "resources.trial.gpu: asks for 1 GPUs but this machine has 0",
     ),
+    # --- inputs that used to reach Ray (issue 24): refused before it starts
+    "val_split above the training set": (
+        space_file(changes={"dataset.val_split": 100_000}),
+        "dataset.val_split: holds out 100000 of the 256 training images",
+        "allowed: a count from 1 to 255",
+    ),
+    "val_split equal to train_subset": (
+        space_file(changes={"dataset.train_subset": 100, "dataset.val_split": 100}),
+        "dataset.val_split: holds out 100 of the 100 training images",
+    ),
+    "val_split fraction that holds out everything": (
+        space_file(changes={"dataset.val_split": 0.999}),
+        "dataset.val_split: holds out 256 of the 256",
+    ),
+    "val_split of all of Fashion-MNIST": (
+        space_file(changes={"dataset": {"name": "fashion_mnist", "val_split": 60_000}}),
+        "dataset.val_split: holds out 60000 of the 60000",
+    ),
+    "val_split that leaves less than a batch": (
+        space_file(changes={"dataset.val_split": 240}),
+        "sp.batch_size: 32 is more than the 16 training images",
+    ),
+    "trial cpu 0": (
+        space_file(changes={"resources.trial.cpu": 0}),
+        "resources.trial: cpu 0 and gpu 0 reserve nothing",
+        "allowed: cpu > 0 or gpu > 0",
+    ),
+    "sp cpu 0": (space_file(changes={"resources.sp.cpu": 0}), "resources.sp: cpu 0 and gpu 0"),
+    "hrl.lr 0": (space_file(changes={"hrl.lr": 0}), "hrl.lr: 0 never changes the weights"),
+    "--set sp.lr=0.0": (space_file(None, "--set", "sp.lr=0.0"), "sp.lr: 0 never", "allowed: > 0"),
+    "act lr 0": (
+        space_file(changes={"baselines": {"act": {"tau": [0.01], "iterations": 2, "lr": 0}}}),
+        "baselines.act.lr: 0 never changes the weights",
+    ),
+    "--num-cpus 0": (
+        space_file(None, "--num-cpus", "0"),
+        "--num-cpus: 0 is fewer than the 1 that one job of this space asks for",
+        "allowed: 1 or more",
+    ),
+    "--num-cpus below a worker group": (
+        space_file(None, "--num-cpus", "1", changes={"resources.sp": {"workers": 2, "cpu": 1}}),
+        "--num-cpus: 1 is fewer than the 2",
+    ),
+    "--data-root a file": (
+        lambda folder: space_file(
+            tiny_yaml({"dataset": {"name": "fashion_mnist"}}),
+            "--data-root",
+            str(write(folder, "", "afile")),
+        )(folder),
+        "dataset.root: ",
+        "afile is a file, not a folder",
+    ),
+    "--data-root empty": (
+        space_file(tiny_yaml({"dataset": {"name": "fashion_mnist"}}), "--data-root", ""),
+        "dataset.root: '' is empty",
+    ),
+    "--storage-path empty": (space_file(None, "--storage-path", ""), "storage_path: '' is empty"),
+    "--tracking-uri ftp": (
+        space_file(None, "--tracking-uri", "ftp://example.com/mlflow"),
+        "mlflow.tracking_uri: ftp://example.com/mlflow: scheme ftp:// is not a tracking store",
+        "allowed: http, https, databricks, postgresql",
+    ),
+    "--tracking-uri a file store": (
+        space_file(None, "--tracking-uri", "mlruns"),
+        "mlflow.tracking_uri: mlruns: a path without a scheme is not",
+    ),
+    "--tracking-uri empty": (
+        space_file(None, "--tracking-uri", ""),
+        "mlflow.tracking_uri: '' is empty",
+    ),
+    "--address that nothing answers": (
+        space_file(None, "--address", "127.0.0.1:1"),
+        "--address 127.0.0.1:1: nothing answers at 127.0.0.1:1",
+    ),
     # --- names
     "name with a quote": (named("ti'ny"), "name: ", "allowed: 1 to 100"),
     "name with a backtick": (named("ti`ny"), "name: ", "allowed: "),
@@ -468,6 +542,34 @@ def test_unwritable_storage_is_refused_without_creating_it(
     assert code == 2
     assert f"storage_path: {locked} is not writable by this user (to create a/b)" in err
     assert not (locked / "a").exists()
+
+
+def test_read_only_working_folder_with_the_default_store_is_refused(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode)
+    )
+    storage = tmp_path / "elsewhere"
+    path = write(folder, tiny_yaml())
+    code, _, err = run(["--space", str(path), "--storage-path", str(storage)])
+    assert code == 2
+    assert (
+        f"the default MLflow store: {folder} is not writable by this user (for mlflow.db and "
+        "mlartifacts/); choose another with --tracking-uri"
+    ) in err
+    assert files_under(folder) == {path.name} and not storage.exists()
+
+
+def test_tracking_uri_from_the_environment_is_checked_and_named(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://example.com/mlflow")
+    path = write(folder, tiny_yaml())
+    code, _, err = run(["--space", str(path)])
+    assert code == 2 and "$MLFLOW_TRACKING_URI: ftp://example.com/mlflow: scheme ftp://" in err
+    assert files_under(folder) == {path.name}
 
 
 def test_storage_uri_is_left_as_written(folder: Path) -> None:

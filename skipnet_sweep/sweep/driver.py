@@ -26,7 +26,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import short_hash
-from skipnet_sweep.models.deploy import Deployed
 from skipnet_sweep.pareto import (
     comparable_latency,
     format_hypervolume,
@@ -35,8 +34,9 @@ from skipnet_sweep.pareto import (
 )
 from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
 from skipnet_sweep.stages import CheckpointError, load_model
-from skipnet_sweep.sweep import reaper
-from skipnet_sweep.sweep.plan import Plan
+from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
+from skipnet_sweep.sweep import ray_private, reaper
+from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 
@@ -76,29 +76,54 @@ def tracker_for(plan: Plan) -> Tracker:
 
 def preflight(plan: Plan, address: str | None, num_cpus: int | None = None) -> None:
     """Everything that can be checked before Ray starts or anything is written: the tracking
-    store answers, and every resource request fits this machine (a local run). Each
-    problem is one ``SpaceError`` naming the field.
+    store answers, a cluster's address answers, every resource request fits this machine
+    (a local run), and this Ray has the private names the driver uses. Each problem is one
+    ``SpaceError`` naming the field.
     """
     _check_tracking(plan)
-    if address is None:
-        import torch
+    if address is not None:
+        _check_address(address)
+    else:
+        _check_local(plan, num_cpus)
+    ray_private.check()
 
-        cpus = num_cpus or os.cpu_count() or 1
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        check_fits(plan, cpus, gpus, "this machine")
+
+def _check_local(plan: Plan, num_cpus: int | None) -> None:
+    """Every job fits a local instance of ``num_cpus`` (else this machine's) CPUs and this
+    machine's GPUs: a local Ray cannot grow, and would wait forever."""
+    import torch
+
+    cpus = os.cpu_count() or 1
+    if num_cpus is not None:
+        need = max(ask for _, ask, unit in _requests(plan) if unit == "CPUs")
+        least = max(1, math.ceil(need))
+        if num_cpus < least:
+            raise SpaceError(
+                f"{plan.space.source}: --num-cpus: {num_cpus} is fewer than the {need:g} that "
+                f"one job of this space asks for (resources); allowed: {least} or more, or "
+                f"leave it out for this machine's {cpus}"
+            )
+        cpus = num_cpus
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    check_fits(plan, cpus, gpus, "this machine")
+
+
+def _requests(plan: Plan) -> list[tuple[str, float, str]]:
+    """What one job of the sweep reserves at most: (field, amount, "CPUs" or "GPUs")."""
+    res = plan.space.resources
+    return [
+        ("resources.trial.cpu", res.trial.cpu, "CPUs"),
+        ("resources.trial.gpu", res.trial.gpu, "GPUs"),
+        ("resources.sp (workers x cpu)", res.sp.workers * res.sp.cpu, "CPUs"),
+        ("resources.sp (workers x gpu)", res.sp.workers * res.sp.gpu, "GPUs"),
+    ]
 
 
 def check_fits(plan: Plan, cpus: float, gpus: float, where: str) -> None:
     """Refuse a trial or a shared job's worker group that ``cpus``/``gpus`` cannot hold: Tune
     or Ray Train would wait for it forever."""
-    res = plan.space.resources
-    asks = [
-        ("resources.trial.cpu", res.trial.cpu, cpus, "CPUs"),
-        ("resources.trial.gpu", res.trial.gpu, gpus, "GPUs"),
-        ("resources.sp (workers x cpu)", res.sp.workers * res.sp.cpu, cpus, "CPUs"),
-        ("resources.sp (workers x gpu)", res.sp.workers * res.sp.gpu, gpus, "GPUs"),
-    ]
-    for name, ask, have, unit in asks:
+    for name, ask, unit in _requests(plan):
+        have = cpus if unit == "CPUs" else gpus
         if ask > have:
             raise SpaceError(
                 f"{plan.space.source}: {name}: asks for {ask:g} {unit} but {where} has "
@@ -123,6 +148,26 @@ def _check_tracking(plan: Plan, timeout: float = 5.0) -> None:
         raise SpaceError(
             f"{plan.space.source}: mlflow.tracking_uri: {uri} does not answer ({reason}); "
             "start the server or fix the URI"
+        ) from None
+
+
+def _check_address(address: str, timeout: float = 5.0) -> None:
+    """A cluster given as ``host:port`` (or ``ray://host:port``) must accept a connection
+    within ``timeout`` seconds: ``ray.init`` retries an unreachable one for minutes, silently.
+    ``auto`` is left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise SpaceError(
+            f"--address {address}: nothing answers at {host}:{port} ({reason}); start the "
+            "cluster there (ray start --head) or fix the address"
         ) from None
 
 
@@ -157,6 +202,7 @@ def start_ray(
     workers keep their output in Ray's session logs and the driver's in ``log_path``."""
     import ray
 
+    ray_private.error_lines_to_log(not verbose)
     env = {
         "RAY_TRAIN_V2_ENABLED": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -187,7 +233,8 @@ def start_ray(
             raise SpaceError(_join_error(address, err)) from None
     else:
         # "local": always a new instance, never one that a `ray start` left on this machine.
-        # On loopback only (see _loopback_node). One socket stays open to the network, and it
+        # On loopback only (ray_private.loopback_node), without the dashboard
+        # (ray_private.no_dashboard). One socket stays open to the network, and it
         # is torch's, not Ray's: while a shared job trains, its rank-0 worker hosts the
         # process group's TCPStore on all interfaces. Ray Train creates the process group,
         # for any number of workers, through a TCPStore (ray/train/torch/config.py,
@@ -197,12 +244,14 @@ def start_ray(
         # The raylet starts one Python worker per CPU when the first driver connects, for
         # tasks; Tune's trial actors start processes of their own beside them (measured: the
         # prestarted workers stayed idle in every sweep, about 1 s of CPU each at start-up).
-        with _loopback_node(), _env_defaults({"RAY_prestart_worker_first_driver": "0"}):
+        with (
+            ray_private.loopback_node(),
+            ray_private.no_dashboard(),
+            _env_defaults({"RAY_prestart_worker_first_driver": "0"}),
+        ):
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
         # Whatever happens to this driver (even SIGKILL), its instance does not outlive it.
-        from ray._private.worker import _global_node
-
-        reaper.start(_global_node.get_session_dir_path())
+        reaper.start(ray_private.session_dir())
     if not verbose:
         route_logs(log_path(plan))  # again: ray.init adds handlers of its own
     try:
@@ -210,45 +259,6 @@ def start_ray(
     except SpaceError:
         ray.shutdown()
         raise
-
-
-@contextlib.contextmanager
-def _loopback_node() -> Iterator[None]:
-    """Inside the block Ray takes 127.0.0.1 as this machine's address, so a local instance
-    started there listens on loopback only.
-
-    Ray 2.60 has no bind-address option. Each server binds to the node's address or to all
-    interfaces, and the node's address comes from ``ray._private.services.get_node_ip_address``:
-    the machine's outward address, or 127.0.0.1 when ``ray_constants.ENABLE_RAY_CLUSTER`` is
-    false (what Ray does on macOS and Windows; its variable RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
-    is read once, when ray is imported, which the driver has done by now). ``ray.init``'s
-    ``_node_ip_address="127.0.0.1"`` does not help: ``ray.init`` turns a loopback address
-    back into the outward one (``services.resolve_ip_for_localhost``, ray/_private/worker.py).
-
-    With the node at 127.0.0.1 (measured with /proc/net/tcp, tests/test_local_bind.py):
-    the GCS, the raylet (node manager and object manager) and every worker's gRPC server,
-    the driver's too, listen on 127.0.0.1 (the GCS passes ``node_ip_address == "127.0.0.1"``
-    as ``GrpcServer``'s ``listen_to_localhost_only``, src/ray/gcs/gcs_server.cc and
-    src/ray/rpc/grpc_server.cc; the raylet and the workers were measured to do the same);
-    the runtime-env agent binds the node's address (ray/_private/runtime_env/agent/main.py).
-    On a host where localhost is IPv6 only, Ray's loopback is ::1, which that comparison
-    does not match: there the gRPC servers would still listen on all interfaces.
-    The rest are not started: with ``include_dashboard=False`` the dashboard head and agent
-    run ``--minimal``, without an HTTP server, the agent's gRPC server or the metrics
-    export (ray/dashboard/agent.py, ``_init_non_minimal``), and the Ray client server runs
-    only with ``ray_client_server_port`` (ray/_private/parameter.py).
-
-    The flag is restored on exit: a driver that later joins a cluster must report its real
-    address.
-    """
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextlib.contextmanager
@@ -552,6 +562,8 @@ def registered_model_name(plan: Plan) -> str:
 def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> None:
     """Log each frontier run's network as an MLflow model (as it is deployed: thresholded
     gates, sparse execution) and register it; once per run (a resumed sweep skips them)."""
+    import tempfile
+
     import torch
 
     for row in result.frontier:
@@ -566,18 +578,24 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
             print(f"warning: {row['run_name']}: no model logged ({err})")
             continue
         shape = payload.get("input_shape") or [net.config.in_channels, 32, 32]
-        version = tracker.log_model(
-            row["run_id"],
-            Deployed(net),
-            input_example=torch.zeros(1, *shape).numpy(),
-            registered_name=registered_model_name(plan),
-            metadata={
-                "model_config": net.config.to_dict(),
-                "stage_config": payload.get("stage_config"),
-                M.TOP1: row[M.TOP1],
-                M.FLOPS_MEAN: row[M.FLOPS_MEAN],
-            },
-        )
+        stage = payload.get("stage_config")
+        with tempfile.TemporaryDirectory(prefix="skipnet-model-") as tmp:
+            # The weights and the config that rebuilds them; not the optimiser's state.
+            model = save_checkpoint(
+                Path(tmp, MODEL_FILE), make_payload(net, stage, input_shape=tuple(shape))
+            )
+            version = tracker.log_model(
+                row["run_id"],
+                model,
+                input_example=torch.zeros(1, *shape).numpy(),
+                registered_name=registered_model_name(plan),
+                metadata={
+                    "model_config": net.config.to_dict(),
+                    "stage_config": stage,
+                    M.TOP1: row[M.TOP1],
+                    M.FLOPS_MEAN: row[M.FLOPS_MEAN],
+                },
+            )
         tracker.set_tags(row["run_id"], {M.TAG_MODEL_VERSION: version})
 
 

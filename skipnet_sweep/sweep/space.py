@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from skipnet_sweep.data import list_datasets
+from skipnet_sweep.data import list_datasets, val_count
 from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.identity import HASH_WHEN_SET, hashed_dict
 from skipnet_sweep.methods import plugin_keys
@@ -687,6 +687,17 @@ def validate(space: Space) -> None:
         raise SpaceError("dataset.synthetic: only for dataset.name: synthetic")
     _bounded("dataset.num_workers", space.dataset.num_workers, *BOUNDS["num_workers"])
     space.dataset.to_data_config()  # DataConfig's own checks, named dataset.FIELD
+    for where, text in (
+        ("storage_path", space.storage_path),
+        ("dataset.root", space.dataset.root),
+        ("mlflow.tracking_uri", space.mlflow.tracking_uri),
+    ):
+        # An empty path resolves to the working folder, an empty URI to the default store.
+        if text is not None and not text.strip():
+            raise SpaceError(
+                f"{where}: {show(text)} is empty; allowed: a path or a URI, or leave it out "
+                "for the default"
+            )
     sizes = split_sizes(space.dataset)
     for i, split in enumerate(("train", "test")):
         subset = getattr(space.dataset, f"{split}_subset")
@@ -728,9 +739,7 @@ def validate(space: Space) -> None:
         if isinstance(std, bool) or not isinstance(std, int | float):
             raise SpaceError(f"gate_out_std.{gate}: expected a number, got {show(std)}")
         _bounded(f"gate_out_std.{gate}", std, *BOUNDS["gate_out_std"])
-    train_images = sizes[0] if sizes else None
-    if train_images is not None and space.dataset.train_subset is not None:
-        train_images = min(train_images, space.dataset.train_subset)
+    train_images = training_images(space.dataset)
     sections = [("sp", "sp", space.sp), ("hrl", "hrl", space.hrl)]
     if space.baseline_recipe is not None:
         sections.append(("baseline_recipe", "baseline", space.baseline_recipe))
@@ -778,6 +787,12 @@ def validate(space: Space) -> None:
     ):
         _bounded(f"{where}.cpu", res.cpu, *BOUNDS["cpu"])
         _bounded(f"{where}.gpu", res.gpu, *BOUNDS["gpu"])
+        if res.cpu == 0 and res.gpu == 0:
+            # Tune and Ray Train cannot place a request for nothing (an empty bundle).
+            raise SpaceError(
+                f"{where}: cpu 0 and gpu 0 reserve nothing, which Ray cannot schedule; "
+                "allowed: cpu > 0 or gpu > 0"
+            )
     _bounded("resources.sp.workers", space.resources.sp.workers, *BOUNDS["workers"])
     if space.max_concurrent_trials is not None:
         _bounded(
@@ -801,7 +816,11 @@ def _check_train(where: str, stage: str, spec: Any, **extra: Any) -> None:
     combinations), reported as ``where.FIELD``. A recipe field left empty takes TrainConfig's
     default here (each method's own default is valid)."""
     default = {f.name: f.default for f in fields(TrainConfig)}
-    recipe(where, stage, spec, default["lr"], default["lr_milestones"], **extra)
+    train = recipe(where, stage, spec, default["lr"], default["lr_milestones"], **extra)
+    # TrainConfig takes lr 0 (a test freezes weights with it); a sweep would run to the end
+    # and learn nothing.
+    if train.lr == 0:
+        raise SpaceError(f"{where}.lr: 0 never changes the weights; allowed: > 0")
 
 
 def _check_name(where: str, name: str, hint: str = "") -> None:
@@ -837,6 +856,27 @@ def _check_length(where: str, spec: Any, train_images: int | None) -> None:
         )
 
 
+def training_images(dataset: DatasetSpec) -> int | None:
+    """Images each step of a stage draws from, without reading the data: the training split
+    cut to ``train_subset``, less the validation split; None where the dataset's size is not
+    known here.
+
+    Raises:
+        SpaceError: a validation split that leaves no training or no validation image.
+    """
+    sizes = split_sizes(dataset)
+    if sizes is None:
+        return None
+    n = sizes[0] if dataset.train_subset is None else min(sizes[0], dataset.train_subset)
+    split = dataset.to_data_config().val_split
+    if split is None:
+        return n
+    try:
+        return n - val_count(split, n)
+    except ValueError as err:
+        raise SpaceError(f"dataset.val_split: {err}") from None
+
+
 def split_sizes(dataset: DatasetSpec) -> tuple[int, int] | None:
     """Images in the (train, test) splits of ``dataset`` before any subset, without reading
     it; None for a dataset whose size is not known here."""
@@ -848,22 +888,70 @@ def split_sizes(dataset: DatasetSpec) -> tuple[int, int] | None:
 
 def path_problems(space: Space) -> list[str]:
     """What this machine lacks to run ``space``, one line each (nothing is created):
-    a dataset root or backbone weights file that does not exist, a storage path that
-    cannot be written. A URI (``s3://...``) is not checked."""
+    a dataset folder or backbone weights file that is missing, of the other kind or not
+    readable; a storage folder that cannot be written; a tracking store MLflow does not
+    open, or a local one (sqlite) whose folder cannot be written. A URI (``s3://...``) is
+    not checked."""
     problems = []
     root = space.dataset.root
-    if root is not None and not URI_RE.match(root) and not os.path.exists(root):
-        problems.append(f"dataset.root: {root} does not exist; pass --data-root")
+    if root is not None and not URI_RE.match(root):
+        why = _readable_problem(root, folder=True)
+        if why:
+            problems.append(f"dataset.root: {why}; pass --data-root with the dataset's folder")
     for arch, path in space.backbone_weights.items():
-        if not URI_RE.match(path) and not os.path.isfile(path):
-            problems.append(f"backbone_weights.{arch}: {path} is not a file")
-    storage = _storage_problem(space.storage_path)
+        why = None if URI_RE.match(path) else _readable_problem(path, folder=False)
+        if why:
+            problems.append(f"backbone_weights.{arch}: {why}")
+    storage = _folder_problem(space.storage_path)
     if storage:
         problems.append(f"storage_path: {storage}; choose a folder you can write (--storage-path)")
+    store = _store_problem(space.mlflow.tracking_uri)
+    if store:
+        problems.append(store)
     return problems
 
 
-def _storage_problem(path: str) -> str | None:
+def _readable_problem(path: str, folder: bool) -> str | None:
+    """Why ``path`` is not a readable folder (``folder``) or file; None when it is."""
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if not os.path.exists(path):
+        return f"{path} does not exist"
+    if os.path.isdir(path) != folder:
+        return f"{path} is a {other}, not a {kind}"
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        return f"{path} is not readable by this user"
+    return None
+
+
+def _store_problem(configured: str | None) -> str | None:
+    """Why the MLflow store the sweep will use (``configured``, else the environment's, else
+    ``./mlflow.db``) cannot be: a scheme MLflow does not open, or a sqlite file (with
+    ``mlartifacts/`` beside it) whose folder cannot be written."""
+    from skipnet_sweep.sweep.tracking import default_tracking_uri, scheme_problem, sqlite_file
+
+    uri = default_tracking_uri(configured)
+    if configured:
+        where = "mlflow.tracking_uri"
+    elif env_tracking_uri():
+        where = "$MLFLOW_TRACKING_URI"
+    else:
+        where = "the default MLflow store"
+    fix = "choose another with --tracking-uri"
+    why = scheme_problem(uri)
+    if why:
+        return f"{where}: {why}"
+    db = sqlite_file(uri)
+    if db is None:
+        return None
+    if db.exists() and not (db.is_file() and os.access(db, os.R_OK | os.W_OK)):
+        return f"{where}: {db} is not a file this user can read and write; {fix}"
+    folder = _folder_problem(str(db.parent))
+    if folder:
+        return f"{where}: {folder} (for {db.name} and mlartifacts/); {fix}"
+    return None
+
+
+def _folder_problem(path: str) -> str | None:
     """Why ``path`` cannot become a writable folder, judged by its nearest existing
     ancestor (created later, by the driver, not here); None when it can."""
     if URI_RE.match(path):

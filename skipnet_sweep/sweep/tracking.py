@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as PARENT_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME as RUN_NAME_TAG
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
@@ -27,6 +28,12 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.mlflow_ui import runs_view_url, sweep_view_tags
 
 UI_BASE = "http://127.0.0.1:5000"  # `mlflow ui` as the README starts it
+# The code MLflow runs to load a logged network (models from code).
+LOGGED_MODEL_CODE = Path(__file__).with_name("logged_model.py")
+# The tracking stores MLflow 3.17 opens (the registry in mlflow/tracking/_tracking_service/
+# utils.py): a server, Databricks or a database; not its file store (./mlruns), which it now
+# refuses, nor Unity Catalog, which holds models, not runs.
+TRACKING_SCHEMES = ("http", "https", "databricks", *DATABASE_ENGINES)
 
 
 def default_tracking_uri(configured: str | None = None) -> str:
@@ -36,11 +43,33 @@ def default_tracking_uri(configured: str | None = None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def scheme_problem(uri: str) -> str | None:
+    """Why MLflow would not open ``uri`` as a tracking store (its scheme), in one line; None
+    when it would. Without this check a wrong scheme surfaces after Ray has started."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    # A database URI may name its driver: postgresql+psycopg2://
+    if scheme.split("+", 1)[0] in TRACKING_SCHEMES:
+        return None
+    shown = f"scheme {scheme}://" if scheme else "a path without a scheme"
+    return (
+        f"{uri}: {shown} is not a tracking store MLflow opens; allowed: "
+        f"{', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db)"
+    )
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder unless it
+    is absolute); None for any other store and for an in-memory one."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def _artifact_root(uri: str) -> str | None:
     """Artifacts of a local sqlite store go beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
-    return None
+    db = sqlite_file(uri)
+    return (db.parent / "mlartifacts").resolve().as_uri() if db else None
 
 
 class Tracker:
@@ -190,20 +219,22 @@ class Tracker:
     def log_model(
         self,
         run_id: str,
-        model: Any,
+        weights: Path,
         *,
         input_example: Any,
         registered_name: str,
         metadata: dict[str, Any],
     ) -> str:
-        """Log a torch module to the run with ``mlflow.pytorch`` (with an input example and
-        ``metadata``, e.g. its config) and register it under ``registered_name``.
+        """Log a network to the run as an MLflow model and register it under
+        ``registered_name``: ``weights`` (a checkpoint: weights and config, no code) with
+        ``logged_model.py``, which rebuilds it when the model is loaded, so loading it
+        unpickles nothing. With an input example and ``metadata`` (e.g. its config).
 
         Returns:
             the registered model version.
         """
         import mlflow
-        import mlflow.pytorch
+        import mlflow.pyfunc
         import torch
 
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -214,15 +245,16 @@ class Tracker:
             contextlib.redirect_stderr(said),
             mlflow.start_run(run_id=run_id),
         ):
-            info = mlflow.pytorch.log_model(
-                model,
+            info = mlflow.pyfunc.log_model(
                 name="model",
+                # Code and weights: a pickled module runs whatever its pickle says when it is
+                # loaded, and torch.export cannot trace a SkipNet's sparse path (which
+                # depends on the data: how many images run each block).
+                python_model=str(LOGGED_MODEL_CODE),
+                artifacts={M.MODEL_WEIGHTS: str(weights)},
                 input_example=input_example,
                 registered_model_name=registered_name,
                 metadata=metadata,
-                # Pickled, not exported: a SkipNet's sparse path depends on its data (how
-                # many images run each block), which torch.export cannot trace.
-                serialization_format="pickle",
                 # Named, not inferred (inference imports and scans the whole environment).
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",

@@ -1,0 +1,142 @@
+"""Ray's private API, behind one door: what the driver needs of a Ray instance that Ray 2.60
+has no option for. Each piece names the Ray source it relies on; ``check`` runs before Ray
+starts and refuses, in one line, a Ray that has moved any of it; tests/test_local_bind.py
+exercises each piece on a real instance; pyproject.toml keeps Ray below the next minor
+release, which has to be checked again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from skipnet_sweep.errors import SpaceError
+
+CHECKED_WITH = "2.60"
+_ray_printer = None  # Ray's own print_to_stdstream, once error_lines_to_log has replaced it
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"  # read by ray/dashboard/utils.py
+
+
+def check() -> None:
+    """Refuse a Ray without the private names used here.
+
+    Raises:
+        SpaceError: one line naming the first one missing.
+    """
+    import ray
+    from ray._private import node, ray_constants, services, worker
+
+    needs = [
+        (ray_constants, "ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
+        (services, "ray._private.services", "get_node_ip_address"),
+        (node.Node, "ray._private.node.Node", "start_api_server"),
+        (node.Node, "ray._private.node.Node", "get_session_dir_path"),
+        (worker, "ray._private.worker", "print_to_stdstream"),
+        (worker, "ray._private.worker", "_global_node"),
+    ]
+    for owner, where, name in needs:
+        if not hasattr(owner, name):
+            raise SpaceError(
+                f"Ray {ray.__version__} has no {where}.{name}, which skipnet_sweep uses "
+                f"(checked with Ray {CHECKED_WITH}); install ray=={CHECKED_WITH}.*"
+            )
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """Inside the block Ray takes 127.0.0.1 as this machine's address, so a local instance
+    started there listens on loopback only.
+
+    Ray 2.60 has no bind-address option. Each server binds to the node's address or to all
+    interfaces, and the node's address comes from ``ray._private.services.get_node_ip_address``:
+    the machine's outward address, or 127.0.0.1 when ``ray_constants.ENABLE_RAY_CLUSTER`` is
+    false (what Ray does on macOS and Windows; its variable RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+    is read once, when ray is imported, which the driver has done by now). ``ray.init``'s
+    ``_node_ip_address="127.0.0.1"`` does not help: ``ray.init`` turns a loopback address
+    back into the outward one (``services.resolve_ip_for_localhost``, ray/_private/worker.py).
+
+    With the node at 127.0.0.1 (measured with /proc/net/tcp, tests/test_faults.py):
+    the GCS, the raylet (node manager and object manager) and every worker's gRPC server,
+    the driver's too, listen on 127.0.0.1 (the GCS passes ``node_ip_address == "127.0.0.1"``
+    as ``GrpcServer``'s ``listen_to_localhost_only``, src/ray/gcs/gcs_server.cc and
+    src/ray/rpc/grpc_server.cc; the raylet and the workers were measured to do the same);
+    the runtime-env agent binds the node's address (ray/_private/runtime_env/agent/main.py).
+    On a host where localhost is IPv6 only, Ray's loopback is ::1, which that comparison
+    does not match: there the gRPC servers would still listen on all interfaces.
+    The rest listen on nothing: the dashboard is not started (``no_dashboard``), the raylet's
+    dashboard agent runs ``--minimal``, without an HTTP server, the agent's gRPC server or
+    the metrics export (ray/dashboard/agent.py, ``_init_non_minimal``), and the Ray client
+    server runs only with ``ray_client_server_port`` (ray/_private/parameter.py).
+
+    The flag is restored on exit: a driver that later joins a cluster must report its real
+    address.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextlib.contextmanager
+def no_dashboard() -> Iterator[None]:
+    """Inside the block a head node that Ray starts has no dashboard process.
+
+    ``include_dashboard=False`` does not do it: Ray 2.60 starts ``dashboard.py`` on every
+    head, then with only its usage-stats module (``--minimal`` too without the dashboard's
+    extra packages; ray/_private/services.py, ``start_api_server``). The sweep uses none of
+    it: usage stats are off, and the state API it would serve is not loaded.
+
+    It did one thing: publish an address for that API, where nothing answers. Ray Train's
+    watchers ask the API every second whether a run's controller lives; without any address
+    they block 20 s looking for one in the GCS, and a run's end then waits for them to time
+    out (measured, a 2-worker TorchTrainer run: 24.8 s; 15.1 s with the dashboard, 14.0 s
+    with this address). Inside the block,
+    ``$RAY_API_SERVER_ADDRESS`` (unless set) names a loopback port nothing listens on, which
+    the processes of the instance inherit: they are refused at once, as before.
+    """
+    from ray._private.node import Node
+
+    saved = Node.start_api_server
+    Node.start_api_server = lambda self, **kwargs: None
+    added = API_SERVER_VARIABLE not in os.environ
+    if added:
+        os.environ[API_SERVER_VARIABLE] = "http://127.0.0.1:1"  # a privileged port, unused
+    try:
+        yield
+    finally:
+        Node.start_api_server = saved
+        if added:
+            os.environ.pop(API_SERVER_VARIABLE, None)
+
+
+def error_lines_to_log(to_log: bool) -> None:
+    """Where this driver's Ray error lines go (``(raylet) A worker died ...``): to the "ray"
+    logger (the log file of ``driver.route_logs``) when ``to_log``, else to the terminal as
+    Ray prints them. The GCS publishes them and a thread of the driver prints them to
+    stdout whatever ``log_to_driver`` says (ray/_private/worker.py,
+    ``listen_error_messages``, which looks ``print_to_stdstream`` up at each line)."""
+    from ray._private import worker
+
+    global _ray_printer
+    if _ray_printer is None:
+        _ray_printer = worker.print_to_stdstream
+    worker.print_to_stdstream = _log_lines if to_log else _ray_printer
+
+
+def _log_lines(data: dict[str, Any], ignore_prefix: bool) -> None:
+    for line in data.get("lines", []):
+        logging.getLogger("ray").warning("(%s) %s", data.get("pid", "ray"), line)
+
+
+def session_dir() -> str:
+    """The session folder of the Ray instance this process started."""
+    from ray._private.worker import _global_node
+
+    return _global_node.get_session_dir_path()
