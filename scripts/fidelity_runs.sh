@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce every number in docs/fidelity.md with the `train` CLI (one process at a time, no Ray).
 #
-#   scripts/fidelity_runs.sh [quickstart|claims|claims_r20|all] [OUT]   (default: all, ./fidelity_runs)
+#   scripts/fidelity_runs.sh [quickstart|claims|claims_r20|routing|all] [OUT]   (default: all, ./fidelity_runs)
 #
 # Each run writes OUT/NAME.json (the stage's final metrics), OUT/NAME.pt (its checkpoint),
 # OUT/NAME.args (its arguments) and OUT/NAME.time (wall seconds, user+system CPU seconds,
@@ -22,9 +22,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # The groups to run, in order (claims_r20 starts from the quickstart group's checkpoints).
 case $GROUP in
 quickstart | claims) GROUPS_TO_RUN=("$GROUP") ;;
-claims_r20) GROUPS_TO_RUN=(quickstart claims_r20) ;;
-all) GROUPS_TO_RUN=(quickstart claims claims_r20) ;;
-*) echo "usage: $0 [quickstart|claims|claims_r20|all] [OUT]: no group '$GROUP'" >&2 && exit 2 ;;
+claims_r20 | routing) GROUPS_TO_RUN=(quickstart "$GROUP") ;;
+all) GROUPS_TO_RUN=(quickstart claims claims_r20 routing) ;;
+*) echo "usage: $0 [quickstart|claims|claims_r20|routing|all] [OUT]: no group '$GROUP'" >&2 && exit 2 ;;
 esac
 mkdir -p "$OUT"
 
@@ -112,6 +112,34 @@ claims_r20() {
     run r20_hrl_s_a2.0 46976 hrl --alpha 2.0 "${hrl_s[@]}"
     run r20_rl_a2.0 46976 hrl --alpha 2.0 --no-supervised "${hrl_s[@]}"
     run r20_hrl_s_a1.0 46976 hrl --alpha 1.0 "${hrl_s[@]}"
+}
+
+routing() {
+    # Issue 21: HRL at the official scale and SP that learns routes, with the routing measure.
+    # Needs the quickstart group's qs_base and qs_sp (SP from the plain ResNet, 0.1 epoch).
+    # HRL: the official CIFAR REINFORCE weight (0.01, summed over 128) and lr x steps (1e-2 x
+    # 150 against 1e-4 x 10k), lr /10 at 0.75; one thread per run, as a sweep's trials run.
+    local q=(--val-split 5000 --no-augment --dataset fashion_mnist)
+    local hrl=(--iterations 150 --batch-size 128 --lr 0.01 --lr-milestones 0.75 --rl-weight 0.01
+        "${q[@]}")
+    for a in 1.2 1.3 1.4 1.5 1.6; do
+        OMP_NUM_THREADS=1 run "rt_base_hrl_a$a" 19200 hrl --init "$OUT/qs_sp.pt" --alpha "$a" \
+            "${hrl[@]}"
+    done
+    # SP from scratch on the plain ResNet's 36k images and recipe (the claims group's r20_sp),
+    # with He-initialised gates (default) and with the official CIFAR RNNGate init (0.447).
+    local scratch=(--arch cifar_resnet20 --gate rnn --epochs 0.65 --batch-size 64 --lr 0.1
+        --lr-schedule one_cycle --nesterov --weight-decay 5e-4 "${q[@]}")
+    run rt_sp 35750 sp "${scratch[@]}"
+    run rt_sp_std0.447 35750 sp --gate-out-std 0.447 "${scratch[@]}"
+    for a in 0.0 0.2 0.5 1.0; do
+        OMP_NUM_THREADS=1 run "rt_sp_hrl_a$a" 19200 hrl --init "$OUT/rt_sp.pt" --alpha "$a" \
+            "${hrl[@]}"
+    done
+    for a in 0.0 0.2; do
+        OMP_NUM_THREADS=1 run "rt_sp0.447_hrl_a$a" 19200 hrl --init "$OUT/rt_sp_std0.447.pt" \
+            --alpha "$a" "${hrl[@]}"
+    done
 }
 
 # One command per group, not an && list: bash ignores `set -e` inside every command of an &&
