@@ -4,8 +4,8 @@
     python -m skipnet_sweep.run --space imagenet_alpha.yaml --address auto
     python -m skipnet_sweep.run --space my.yaml --dry-run
 
-Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad input
-(nothing was started or written).
+Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad input or
+another driver running the same sweep (nothing was started or written).
 """
 
 from __future__ import annotations
@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {problem}")
         return 0
     from skipnet_sweep.sweep.driver import frontier_table, run_sweep, tracker_for
+    from skipnet_sweep.sweep.lock import SweepLocked
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     start = time.time()
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             num_cpus=args.num_cpus,
             verbose=args.verbose,
         )
-    except SpaceError as err:
+    except (SpaceError, SweepLocked) as err:
         _error(err)
         return 2
     tracker = tracker_for(plan)

@@ -35,7 +35,7 @@ from skipnet_sweep.pareto import (
 from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
 from skipnet_sweep.stages import CheckpointError, load_model
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
-from skipnet_sweep.sweep import ray_private, reaper
+from skipnet_sweep.sweep import lock, ray_private, reaper
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
@@ -755,8 +755,20 @@ def run_sweep(
     num_cpus: int | None = None,
     verbose: bool = False,
 ) -> SweepResult:
-    """Run a whole sweep: every job, then the frontier. Ray must not be running yet."""
+    """Run a whole sweep: every job, then the frontier. Ray must not be running yet.
+
+    Raises:
+        SweepLocked: another driver runs this sweep (nothing was started).
+    """
     preflight(plan, address, num_cpus)  # before anything slow is imported or started
+    with lock.hold(plan.store, plan.sweep_id):
+        return _drive(plan, address, fresh, num_cpus, verbose)
+
+
+def _drive(
+    plan: Plan, address: str | None, fresh: bool, num_cpus: int | None, verbose: bool
+) -> SweepResult:
+    """``run_sweep`` once its checks passed and its lock is held."""
     import ray
 
     tracker = tracker_for(plan)
