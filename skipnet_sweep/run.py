@@ -5,7 +5,8 @@
     python -m skipnet_sweep.run --space my.yaml --dry-run
 
 Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad input or
-another driver running the same sweep (nothing was started or written).
+another driver running the same sweep (nothing was started or written), 130 stopped by
+Ctrl-C (the same command resumes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -297,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, SweepLocked) as err:
         _error(err)
         return 2
+    except KeyboardInterrupt:
+        command = _resume_command(sys.argv[1:] if argv is None else argv)
+        print(f"interrupted: run the same command to resume: {command}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
     tracker = tracker_for(plan)
     print()
     print(f"sweep {plan.sweep_id}: {result.trials} runs finished in {time.time() - start:.0f} s")
@@ -318,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"
     )
     return 1 if result.failed else 0
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command that resumes a sweep run with ``argv``: the same without ``--fresh`` (nor
+    a prefix of it, which argparse takes for it), which would start it over."""
+    kept = [a for a in argv if not (len(a) > 2 and "--fresh".startswith(a))]
+    return shlex.join(["python", "-m", "skipnet_sweep.run", *kept])
 
 
 def _error(err: Exception) -> None:

@@ -45,6 +45,11 @@ COMPARABLE_LATENCY = "latency_comparable_ms_b1"
 ROUTING = "routing"  # a row's ``routing_kind``: routes, prunes or no skip
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the sweep once Tune had stopped its trials and saved its state (a
+    second Ctrl-C is a plain KeyboardInterrupt); the same command resumes it."""
+
+
 @dataclass
 class SweepResult:
     """What a sweep ended with.
@@ -424,8 +429,10 @@ def run_jobs(
                 verbose=1 if verbose else 0,
             ),
         )
-    with _env_defaults(tune_settings(plan)):
+    with _env_defaults(tune_settings(plan)), ray_private.tune_stops_on_sigint() as interrupt:
         grid = tuner.fit()
+    if interrupt.received:
+        raise SweepInterrupted(f"Tune stopped the trials of {name} and saved its state")
     return _failures(grid, plan)
 
 
@@ -759,6 +766,8 @@ def run_sweep(
 
     Raises:
         SweepLocked: another driver runs this sweep (nothing was started).
+        KeyboardInterrupt: Ctrl-C (``SweepInterrupted`` once Tune saved its state); the
+            parent run and the runs that were running are KILLED.
     """
     preflight(plan, address, num_cpus)  # before anything slow is imported or started
     with lock.hold(plan.store, plan.sweep_id):
@@ -791,6 +800,10 @@ def _drive(
         result.failed = failed
         tracker.finish(parent, "FAILED" if failed else "FINISHED")
         return result
+    except KeyboardInterrupt:
+        if parent is not None:
+            tracker.end_killed(parent)
+        raise
     except BaseException:
         if parent is not None:  # a crash of the driver itself: the parent run says so
             tracker.finish(parent, "FAILED")
