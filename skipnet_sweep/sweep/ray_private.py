@@ -139,8 +139,12 @@ def tune_stops_on_sigint() -> Iterator[Interrupt]:
     handler there is no run to end: KeyboardInterrupt.
     """
     import signal
+    import threading
 
     interrupt = Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt  # handlers are the main thread's: Tune sets none from another either
+        return
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     variable = "TUNE_DISABLE_SIGINT_HANDLER"
     saved_variable = os.environ.get(variable)
