@@ -4,8 +4,9 @@
     python -m skipnet_sweep.run --space imagenet_alpha.yaml --address auto
     python -m skipnet_sweep.run --space my.yaml --dry-run
 
-Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad input
-(nothing was started or written).
+Exit codes: 0 all trials finished, 1 some failed (the summary says which), 2 bad input or
+another driver running the same sweep (nothing was started or written), 130 stopped by
+Ctrl-C (the same command resumes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -282,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {problem}")
         return 0
     from skipnet_sweep.sweep.driver import frontier_table, run_sweep, tracker_for
+    from skipnet_sweep.sweep.lock import SweepLocked
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     start = time.time()
@@ -293,9 +296,13 @@ def main(argv: list[str] | None = None) -> int:
             num_cpus=args.num_cpus,
             verbose=args.verbose,
         )
-    except SpaceError as err:
+    except (SpaceError, SweepLocked) as err:
         _error(err)
         return 2
+    except KeyboardInterrupt:
+        command = _resume_command(sys.argv[1:] if argv is None else argv)
+        print(f"interrupted: run the same command to resume: {command}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
     tracker = tracker_for(plan)
     print()
     print(f"sweep {plan.sweep_id}: {result.trials} runs finished in {time.time() - start:.0f} s")
@@ -317,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"
     )
     return 1 if result.failed else 0
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command that resumes a sweep run with ``argv``: the same without ``--fresh`` (nor
+    a prefix of it, which argparse takes for it), which would start it over."""
+    kept = [a for a in argv if not (len(a) > 2 and "--fresh".startswith(a))]
+    return shlex.join(["python", "-m", "skipnet_sweep.run", *kept])
 
 
 def _error(err: Exception) -> None:

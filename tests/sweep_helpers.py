@@ -157,10 +157,13 @@ def local_sweep(argv: list[str], ray_dir: str, **env: str) -> tuple[int, str, st
     return cli(argv, cwd=ray_dir, **local_ray_env(ray_dir), **env)
 
 
-def spawn_driver(space: Path, ray_dir: str, log: Path, **env: str) -> subprocess.Popen:
+def spawn_driver(
+    space: Path, ray_dir: str, log: Path, *, new_session: bool = False, **env: str
+) -> subprocess.Popen:
     """Start ``python -m skipnet_sweep.run --space SPACE --num-cpus 2`` as a subprocess on a
     local Ray instance of its own under ``ray_dir`` (output to ``log``), with ``env`` added:
-    for tests that kill a driver or one of its workers."""
+    for tests that kill a driver or one of its workers. ``new_session``: in a process group
+    of its own, which a test signals as a terminal's Ctrl-C does (``os.killpg``)."""
     full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     full.update(RAY_TMPDIR=ray_dir, RAY_USAGE_STATS_ENABLED="0", **env)
     with open(log, "w") as out:
@@ -170,6 +173,7 @@ def spawn_driver(space: Path, ray_dir: str, log: Path, **env: str) -> subprocess
             stderr=subprocess.STDOUT,
             env=full,
             cwd=ray_dir,
+            start_new_session=new_session,
         )
 
 

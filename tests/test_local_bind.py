@@ -47,6 +47,25 @@ def test_this_ray_has_the_private_names_the_driver_uses():
     ray_private.check()  # fails, naming the name, once Ray moves one
 
 
+def test_the_first_sigint_ends_tunes_run_and_is_recorded_the_second_raises():
+    from ray.tune import tune
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
+    with ray_private.tune_stops_on_sigint() as interrupt:
+        with pytest.raises(KeyboardInterrupt):  # no Tune run yet: nothing to end gracefully
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        ended = tune._setup_signal_catching()  # what tune.run does first (Tuner.fit)
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for(ended.is_set, 5, interval=0.01, what="Tune's run to be told to end")
+        assert interrupt.received
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)) == before
+    assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+
+
 @pytest.fixture
 def restored_logging():
     """The loggers ``route_logs`` rewires, as they were before the test."""

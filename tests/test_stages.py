@@ -736,6 +736,76 @@ def test_run_stage_reports_and_resumes_from_a_reported_checkpoint(tmp_path):
     assert resumed.metrics[M.LR] == pytest.approx(0.05 * 0.1)
 
 
+@pytest.mark.parametrize("stage", ["sp", "hrl"])
+def test_a_resumed_stage_ends_where_the_uninterrupted_one_ends(stage, sp_run, tmp_path):
+    # Reports every 3 steps of 8-step passes: the checkpoint at step 12 is in the middle of
+    # the second pass. HRL+SP samples its gate actions and starts from an SP checkpoint.
+    init = tmp_path / "sp.pt"
+    init.write_bytes(sp_run[1].read_bytes())
+    hrl = hrl_defaults(iterations=16, eval_every=3, batch_size=32, lr=0.05, rl_weight=1.0)
+    cfg = {
+        "sp": sp_config(iterations=16, eval_every=3),
+        "hrl": StageConfig(ModelConfig(ARCH, GATE), DATA, hrl, init=str(init)),
+    }[stage]
+    mid = tmp_path / "mid.pt"
+
+    def keep(step, metrics, save):
+        if step == 12:
+            save(mid)
+
+    whole = run_stage(cfg, tmp_path / "whole.pt", progress=False, on_report=keep)
+    # What the resume must not depend on: the initial checkpoint (its cache entry may have
+    # changed since) and the random state the resuming process starts in.
+    init.write_bytes(b"")
+    torch.manual_seed(123)
+    resumed = run_stage(cfg, tmp_path / "resumed.pt", progress=False, resume=mid)
+    assert [without_timing(h) for h in resumed.history] == [
+        without_timing(h) for h in whole.history[4:]
+    ]
+    assert without_timing(resumed.metrics) == without_timing(whole.metrics)
+    a = load_checkpoint(tmp_path / "whole.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed.pt")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_random_streams_round_trip_through_a_checkpoint_file(tmp_path):
+    import random
+
+    from skipnet_sweep.stages.streams import rng_state, set_rng_state
+
+    cpu, g = torch.device("cpu"), torch.Generator().manual_seed(5)
+    np.random.seed(1), random.seed(2), torch.manual_seed(3)
+    torch.save(rng_state(cpu, g), tmp_path / "streams.pt")
+
+    def draws():
+        return (
+            np.random.rand(3).tolist(),
+            random.random(),
+            torch.rand(3),
+            torch.rand(3, generator=g),
+        )
+
+    first = draws()
+    np.random.seed(9), random.seed(9), torch.manual_seed(9), g.manual_seed(9)
+    # As checkpoints are read: weights_only, so the state must hold no arbitrary objects.
+    set_rng_state(torch.load(tmp_path / "streams.pt", weights_only=True), cpu, g)
+    again = draws()
+    assert first[:2] == again[:2] and all(
+        torch.equal(a, b) for a, b in zip(first[2:], again[2:], strict=True)
+    )
+
+
+def test_a_checkpoint_without_streams_still_resumes(tmp_path):
+    cfg = sp_config(iterations=12, eval_every=3)
+    mid = tmp_path / "mid.pt"
+    run_stage(cfg, progress=False, on_report=lambda step, m, save: step == 6 and save(mid))
+    payload = load_checkpoint(mid)
+    del payload["streams"]  # as written before the random streams were saved
+    save_checkpoint(mid, payload)
+    resumed = run_stage(cfg, tmp_path / "end.pt", progress=False, resume=mid)
+    assert [h[M.EPOCH] for h in resumed.history] == [9 / 8, 12 / 8]
+
+
 def test_summary_line():
     metrics = {
         M.TOP1: 91.234,

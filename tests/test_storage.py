@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import BUCKET
 from sweep_helpers import patched_env
 
@@ -29,3 +30,18 @@ def test_storage_operations_on_s3(s3, tmp_path: Path) -> None:
         assert not store.exists(store.path("folder")) and store.exists(store.path("moved"))
         store.remove(store.path("moved"))
         assert not store.exists(store.path("moved"))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_small_text_files(where, request, tmp_path: Path) -> None:
+    env = request.getfixturevalue("s3") if where == "s3" else {}
+    with patched_env(**env):
+        store = Storage(tmp_path / "root" if where == "local" else f"s3://{BUCKET}/text")
+        path = store.path("locks", "a.json")
+        assert store.read_text(path) is None
+        assert store.create_text(path, "first") and store.read_text(path) == "first"
+        assert not store.create_text(path, "second") and store.read_text(path) == "first"
+        store.write_text(path, "third")
+        assert store.read_text(path) == "third"
+        if where == "local":  # no temporary file left beside it
+            assert [p.name for p in Path(path).parent.iterdir()] == ["a.json"]

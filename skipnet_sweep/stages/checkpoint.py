@@ -51,9 +51,11 @@ def make_payload(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     input_shape: tuple[int, int, int] | None = None,
+    streams: dict | None = None,
 ) -> dict[str, Any]:
     """Everything a checkpoint holds: the model config (to rebuild the network), the stage
-    config, weights, metrics and (for resuming) the optimiser state and step."""
+    config, weights, metrics and (for resuming) the optimiser state, the step and the random
+    streams with the data position (``LoopState.streams``)."""
     net = unwrap(model)
     payload = {
         "model_config": net.config.to_dict(),
@@ -67,6 +69,8 @@ def make_payload(
         payload["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         payload["scheduler"] = scheduler.state_dict()
+    if streams is not None:
+        payload["streams"] = streams
     return payload
 
 

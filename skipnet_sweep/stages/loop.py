@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +22,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.metrics import IMAGES_PER_S, PEAK_MEM_MB
 from skipnet_sweep.models import input_layout, model_input
 from skipnet_sweep.stages.config import TrainConfig
+from skipnet_sweep.stages.streams import rng_state, set_rng_state
 
 # Training-log names the loop adds (beside ``metrics.LR`` and ``metrics.EPOCH``).
 
@@ -44,6 +44,13 @@ class LoopState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     # The fp16 loss scaler (disabled in other precisions); its state resumes a run.
     scaler: torch.amp.GradScaler | None = None
+    # The loop's batches: where the data order stands and the streams it started from.
+    batches: _Batches | None = field(default=None, repr=False)
+
+    def streams(self) -> dict | None:
+        """The random streams and where the data order stands, for a checkpoint: ``resume``
+        (key ``"streams"``) then continues exactly as this run goes on."""
+        return None if self.batches is None else self.batches.streams()
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -106,15 +113,61 @@ def _load_scheduler(sched: torch.optim.lr_scheduler.LambdaLR, state: dict) -> No
     sched.load_state_dict({"lr_lambdas": [None] * len(sched.lr_lambdas), **state})
 
 
-def _batches(
-    loader: DataLoader, per_pass: int, epoch: int, set_epoch: Callable[[int], None] | None
-) -> Iterator:
-    """Batches without end: ``per_pass`` of each pass over ``loader``, ``set_epoch`` first."""
-    while True:
-        if set_epoch is not None:
-            set_epoch(epoch)
-        yield from itertools.islice(loader, per_pass)
-        epoch += 1
+class _Batches:
+    """Batches without end: ``per_pass`` of each pass over ``loader``, ``set_epoch`` first,
+    and what a checkpoint needs to draw them again (``streams``, ``resume``).
+
+    A pass's order and augmentation come from the random streams as they were when the pass
+    started (the loader's generator, or torch's without one), so the state at that moment is
+    kept until the pass ends.
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        per_pass: int,
+        epoch: int,
+        set_epoch: Callable[[int], None] | None,
+        device: torch.device,
+    ) -> None:
+        self.loader, self.per_pass, self.epoch, self.set_epoch = loader, per_pass, epoch, set_epoch
+        self.device = device
+        self.generator = getattr(loader, "generator", None)  # shuffles a DataLoader's passes
+        self.left = 0  # batches left in the pass in progress
+        self.started: dict | None = None  # the streams when that pass started
+        self.current: Iterator | None = None
+
+    def __next__(self):
+        if self.left == 0:
+            if self.set_epoch is not None:
+                self.set_epoch(self.epoch)
+            self.started = rng_state(self.device, self.generator)
+            self.current = iter(self.loader)
+            self.left = self.per_pass
+            self.epoch += 1
+        self.left -= 1
+        return next(self.current)
+
+    def streams(self) -> dict:
+        """The random streams now and when the pass in progress started (None between
+        passes): checkpoint data for ``resume``."""
+        return {
+            "now": rng_state(self.device, self.generator),
+            "pass_start": self.started if self.left else None,
+        }
+
+    def resume(self, streams: dict | None, done: int) -> None:
+        """Continue a run whose pass in progress had drawn ``done`` batches when ``streams``
+        were saved: draw that pass again from its start and drop its first ``done`` batches
+        (the data is read again, not trained on: workers and augmentation then draw what they
+        drew), then set the streams to where they were. Without ``streams`` (a checkpoint
+        from before they were saved) the pass's order is a new one."""
+        if streams is not None and streams["pass_start"] is not None:
+            set_rng_state(streams["pass_start"], self.device, self.generator)
+        for _ in range(done):
+            next(self)
+        if streams is not None:
+            set_rng_state(streams["now"], self.device, self.generator)
 
 
 class _DeviceLogs:
@@ -187,8 +240,11 @@ def train_loop(
             last step, with the loop state and the mean training logs since the last call
             (plus ``metrics.LR``, ``metrics.EPOCH``, ``IMAGES_PER_S`` and, on CUDA,
             ``PEAK_MEM_MB``).
-        resume: optimiser/scheduler (and optional ``scaler``) state and ``step`` from a
-            checkpoint, to continue a run.
+        resume: optimiser/scheduler (and optional ``scaler``) state, ``step`` and
+            ``streams`` (``LoopState.streams``) from a checkpoint, to continue a run: the
+            same batches in the same order and the same random draws as if it had not
+            stopped (without ``streams``, an older checkpoint's, the pass in progress is
+            shuffled anew).
         progress: show a progress bar.
         set_epoch: called with the epoch number before each pass (a DistributedSampler's
             ``set_epoch``).
@@ -229,11 +285,13 @@ def train_loop(
         step = int(resume["step"])
     elif hasattr(objective, "begin"):
         objective.begin(model)
-    state = LoopState(step, total, model, opt, sched, scaler)
+    batches = _Batches(loader, per_epoch * k, step // per_epoch, set_epoch, device)
+    if resume is not None:
+        batches.resume(resume.get("streams"), (step % per_epoch) * k)
+    state = LoopState(step, total, model, opt, sched, scaler, batches)
     logs = _DeviceLogs()
     no_sync = getattr(model, "no_sync", contextlib.nullcontext)
     model.train()
-    batches = _batches(loader, per_epoch * k, step // per_epoch, set_epoch)
     bar = tqdm(total=total, initial=step, desc=cfg.stage, disable=not progress, leave=False)
     images, since = 0, time.perf_counter()
     if cuda:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +115,13 @@ def run_stage(
     selection_set = cfg.data.selection_set
     if method is None:
         method = method_for_stage(cfg.train.stage)
-    model = method.build_model(cfg)
     resume_payload = None
-    if resume is not None:
+    if resume is None:
+        model = method.build_model(cfg)
+    else:
+        # The run's own state holds every weight: its initial checkpoint is not read (a
+        # resume must not depend on a cache entry that may have changed since).
+        model = method.build_model(replace(cfg, init=None, backbone_weights=None))
         resumed, resume_payload = load_model(resume, cfg.model)
         model.load_state_dict(resumed.state_dict())
     # The layout ``model_input`` gives the batches in; before any data-parallel wrapper,
@@ -161,6 +165,7 @@ def run_stage(
                 optimizer=state.optimizer,
                 scheduler=state.scheduler,
                 input_shape=input_shape,
+                streams=state.streams(),
             )
             return save_checkpoint(path, payload)
 

@@ -35,7 +35,7 @@ from skipnet_sweep.pareto import (
 from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
 from skipnet_sweep.stages import CheckpointError, load_model
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
-from skipnet_sweep.sweep import ray_private, reaper
+from skipnet_sweep.sweep import lock, ray_private, reaper
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
@@ -43,6 +43,11 @@ from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 # A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``).
 COMPARABLE_LATENCY = "latency_comparable_ms_b1"
 ROUTING = "routing"  # a row's ``routing_kind``: routes, prunes or no skip
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the sweep once Tune had stopped its trials and saved its state (a
+    second Ctrl-C is a plain KeyboardInterrupt); the same command resumes it."""
 
 
 @dataclass
@@ -424,8 +429,10 @@ def run_jobs(
                 verbose=1 if verbose else 0,
             ),
         )
-    with _env_defaults(tune_settings(plan)):
+    with _env_defaults(tune_settings(plan)), ray_private.tune_stops_on_sigint() as interrupt:
         grid = tuner.fit()
+    if interrupt.received:
+        raise SweepInterrupted(f"Tune stopped the trials of {name} and saved its state")
     return _failures(grid, plan)
 
 
@@ -755,8 +762,22 @@ def run_sweep(
     num_cpus: int | None = None,
     verbose: bool = False,
 ) -> SweepResult:
-    """Run a whole sweep: every job, then the frontier. Ray must not be running yet."""
+    """Run a whole sweep: every job, then the frontier. Ray must not be running yet.
+
+    Raises:
+        SweepLocked: another driver runs this sweep (nothing was started).
+        KeyboardInterrupt: Ctrl-C (``SweepInterrupted`` once Tune saved its state); the
+            parent run and the runs that were running are KILLED.
+    """
     preflight(plan, address, num_cpus)  # before anything slow is imported or started
+    with lock.hold(plan.store, plan.sweep_id):
+        return _drive(plan, address, fresh, num_cpus, verbose)
+
+
+def _drive(
+    plan: Plan, address: str | None, fresh: bool, num_cpus: int | None, verbose: bool
+) -> SweepResult:
+    """``run_sweep`` once its checks passed and its lock is held."""
     import ray
 
     tracker = tracker_for(plan)
@@ -779,6 +800,10 @@ def run_sweep(
         result.failed = failed
         tracker.finish(parent, "FAILED" if failed else "FINISHED")
         return result
+    except KeyboardInterrupt:
+        if parent is not None:
+            tracker.end_killed(parent)
+        raise
     except BaseException:
         if parent is not None:  # a crash of the driver itself: the parent run says so
             tracker.finish(parent, "FAILED")

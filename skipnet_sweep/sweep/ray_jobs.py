@@ -224,11 +224,11 @@ def shared_worker(config: dict) -> None:
 
     method: Method = config["method"]
     _adopt((method,))
-    with (
-        _local_init(StageConfig.from_dict(config["stage"]), Storage(config["storage"])) as stage,
-        _restored(ray.train.get_checkpoint()) as restored,
-    ):
-        _shared_stage(stage, method, config, _resume_file(restored))
+    with _restored(ray.train.get_checkpoint()) as restored:
+        resume = _resume_file(restored)
+        stage = StageConfig.from_dict(config["stage"])
+        with _local_init(stage, Storage(config["storage"]), resume) as stage:
+            _shared_stage(stage, method, config, resume)
 
 
 def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path | None) -> None:
@@ -418,7 +418,7 @@ def _train_trial(
 
     try:
         with (
-            _local_init(plan.stage_of(job), plan.store) as stage,
+            _local_init(plan.stage_of(job), plan.store, resume) as stage,
             tempfile.TemporaryDirectory() as d,
         ):
             result = run_stage(
@@ -444,10 +444,11 @@ def _train_trial(
 
 
 @contextlib.contextmanager
-def _local_init(stage: StageConfig, store: Storage):
+def _local_init(stage: StageConfig, store: Storage, resume: Path | None = None):
     """``stage`` with its initial checkpoint on the local disk (downloaded from object
-    storage for the duration of the block)."""
-    if stage.init is None:
+    storage for the duration of the block); not fetched for a job that resumes from its
+    own state (``resume``), which ``run_stage`` reads instead."""
+    if stage.init is None or resume is not None:
         yield stage
         return
     with store.local_copy(stage.init) as local:

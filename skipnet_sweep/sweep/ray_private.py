@@ -28,8 +28,10 @@ def check() -> None:
     """
     import ray
     from ray._private import node, ray_constants, services, worker
+    from ray.tune import tune
 
     needs = [
+        (tune, "ray.tune.tune", "_setup_signal_catching"),
         (ray_constants, "ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
         (services, "ray._private.services", "get_node_ip_address"),
         (node.Node, "ray._private.node.Node", "start_api_server"),
@@ -114,6 +116,57 @@ def no_dashboard() -> Iterator[None]:
         Node.start_api_server = saved
         if added:
             os.environ.pop(API_SERVER_VARIABLE, None)
+
+
+class Interrupt:
+    """Whether the first SIGINT came inside ``tune_stops_on_sigint``."""
+
+    received = False
+
+
+@contextlib.contextmanager
+def tune_stops_on_sigint() -> Iterator[Interrupt]:
+    """Around ``Tuner.fit``: the first SIGINT (Ctrl-C) ends Tune's run as Tune's own SIGINT
+    handler does (trials stopped where they are, the experiment state saved, ``fit``
+    returns) and is recorded in the ``Interrupt`` yielded; a second one raises
+    KeyboardInterrupt at once.
+
+    Tune's handler sets an event that only ``tune.run`` sees, so a driver cannot tell an
+    interrupted run from a finished one. ``tune.run`` installs that handler for SIGUSR1 too,
+    whatever ``TUNE_DISABLE_SIGINT_HANDLER`` says (ray/tune/tune.py,
+    ``_setup_signal_catching``): inside the block Tune leaves SIGINT alone and this
+    block's handler sends the process SIGUSR1. Before ``tune.run`` has installed its
+    handler there is no run to end: KeyboardInterrupt.
+    """
+    import signal
+    import threading
+
+    interrupt = Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt  # handlers are the main thread's: Tune sets none from another either
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    variable = "TUNE_DISABLE_SIGINT_HANDLER"
+    saved_variable = os.environ.get(variable)
+
+    def on_sigint(sig, frame) -> None:
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if interrupt.received or tune_handler is saved[signal.SIGUSR1]:
+            raise KeyboardInterrupt
+        interrupt.received = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ[variable] = "1"
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupt
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        if saved_variable is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved_variable
 
 
 def error_lines_to_log(to_log: bool) -> None:

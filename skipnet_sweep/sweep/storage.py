@@ -11,6 +11,7 @@ goes to a local folder named after the sweep (``local_dir``).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -97,6 +98,49 @@ class Storage:
         pafs.copy_files(s, d, source_filesystem=fs, destination_filesystem=fs)
         fs.delete_dir(s)
 
+    def read_text(self, path: str | Path) -> str | None:
+        """The text of a small file, or None if there is none."""
+        import pyarrow.fs as pafs
+
+        fs, p = self._fs(path)
+        try:
+            with fs.open_input_stream(p) as f:
+                return f.read().decode()
+        except FileNotFoundError:
+            return None
+        except OSError:  # pyarrow's S3 says "Path does not exist" in a plain OSError
+            if fs.get_file_info(p).type == pafs.FileType.NotFound:
+                return None
+            raise
+
+    def write_text(self, path: str | Path, text: str) -> None:
+        """Write a small file whole: a reader sees the old text or the new, never a part
+        (locally a complete temporary file renamed over it; an object is replaced whole)."""
+        if self.is_local:
+            with _complete_temp(Path(path), text) as tmp:
+                os.replace(tmp, path)
+            return
+        fs, p = self._fs(path)
+        with fs.open_output_stream(p) as f:
+            f.write(text.encode())
+
+    def create_text(self, path: str | Path, text: str) -> bool:
+        """Write a small file unless one is there; returns whether it was written. Atomic
+        on a local or NFS folder (a hard link of a complete temporary file fails if the name
+        exists); on object storage a check, then a write, which pyarrow cannot make one
+        operation: a caller that must be the only writer reads the file back."""
+        if self.is_local:
+            with _complete_temp(Path(path), text) as tmp:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            return True
+        if self.exists(path):
+            return False
+        self.write_text(path, text)
+        return True
+
     def upload(self, local: Path, dst: str | Path) -> None:
         """Copy a local file or folder to ``dst``."""
         if self.is_local:
@@ -132,3 +176,17 @@ class Storage:
             else:
                 pafs.copy_files(p, str(local), source_filesystem=fs)
             yield local
+
+
+@contextlib.contextmanager
+def _complete_temp(path: Path, text: str) -> Iterator[Path]:
+    """A temporary file holding ``text`` beside ``path`` (same filesystem, so it can be
+    renamed or linked there), removed after the block if it is still there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -298,6 +298,13 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def end_killed(self, parent: str) -> None:
+        """Mark ``parent`` and those of its children still RUNNING as KILLED (Ctrl-C)."""
+        for run in self.children(parent):
+            if run.info.status == "RUNNING":
+                self.finish(run.info.run_id, "KILLED")
+        self.finish(parent, "KILLED")
+
     def children(self, parent: str) -> list:
         """All child runs of ``parent`` (any status), paginated."""
         out, token = [], None
