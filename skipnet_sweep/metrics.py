@@ -43,7 +43,11 @@ EPOCH = "epoch"
 IMAGES_PER_S = "images_per_s"  # training images per second since the last evaluation
 PEAK_MEM_MB = "peak_mem_mb"  # peak CUDA memory allocated since the last evaluation (MiB)
 RL_LOSS = "rl_loss"
+# Gated networks, over the training batches since the last log point: the share of gated
+# blocks skipped and the mean multiply-adds per image (named for what it holds, unlike
+# ``flops_mean``, whose name predates the distinction).
 TRAIN_SKIP_RATIO = "train_skip_ratio"
+TRAIN_MACS_MEAN = "train_macs_mean"
 PONDER = "ponder"
 SAMPLED_TOP1 = "train_sampled_top1"  # pure RL: how often the sampled prediction is right
 

@@ -29,6 +29,9 @@ from skipnet_sweep.stages.network import build_stage_model, complete_model_confi
 # on_report(step, metrics, save) is called at every evaluation; save(path) writes a
 # resumable checkpoint of the current state there (None on non-main processes).
 Reporter = Callable[[int, dict[str, float], Callable[[str | os.PathLike], Path] | None], None]
+# on_log(step, total, logs) is called between evaluations with the training logs (the
+# curves) and the stage's total of steps; logs are empty on non-main processes.
+Logger = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass
@@ -73,6 +76,7 @@ def run_stage(
     is_main: bool = True,
     artifacts: str | os.PathLike | None = None,
     method: Method | None = None,
+    on_log: Logger | None = None,
 ) -> StageResult:
     """Train and evaluate one stage.
 
@@ -96,6 +100,10 @@ def run_stage(
         method: the registered method that owns ``cfg.train.stage`` (its network, objective
             and cost accounting); by default the one the registry names for the stage. A
             sweep passes the method it shipped with its plan (plugins included).
+        on_log: called every few steps between evaluations (``loop.log_interval``) as
+            ``on_log(step, total, logs)`` with the training logs since the last call: loss,
+            learning rate, throughput and, for gated networks, the running skip ratio and
+            MACs; on processes other than the main one with empty logs.
 
     Returns:
         a ``StageResult``.
@@ -167,6 +175,9 @@ def run_stage(
         if on_report is not None:
             on_report(state.step, merged, save)
 
+    def log(state: LoopState, logs: dict[str, float]) -> None:
+        on_log(state.step, state.total, logs if is_main else {})
+
     state = train_loop(
         train_model,
         objective,
@@ -177,6 +188,8 @@ def run_stage(
         resume=resume_payload,
         progress=progress and is_main,
         set_epoch=set_epoch,
+        on_log=log if on_log is not None else None,
+        cost=costs.per_sample,
     )
     net = unwrap(state.model)
     if not is_main:
