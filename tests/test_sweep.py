@@ -154,6 +154,19 @@ def children_rows(tiny: Sweep) -> list:
     ]
 
 
+def test_every_run_draws_training_curves(tiny: Sweep) -> None:
+    """The training logs between evaluations reach MLflow: every curve of every run has
+    more than one point, each step once (the tiny stages evaluate once or twice)."""
+    client = tiny.mlflow.client
+    for r in children_rows(tiny):
+        curves = [M.TRAIN_LOSS, M.LR, M.IMAGES_PER_S]
+        if r.data.tags[M.TAG_STAGE] in ("sp", "hrl"):  # gated networks
+            curves += [M.TRAIN_SKIP_RATIO, M.TRAIN_MACS_MEAN]
+        for key in curves:
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert len(steps) > 1 and steps == sorted(set(steps)), (r.info.run_name, key)
+
+
 def test_no_checkpoint_copy_is_left_in_the_temporary_folder(tiny: Sweep) -> None:
     """The trials read their checkpoints in place (local storage): Ray's
     ``Checkpoint.to_directory()`` left a copy of each finished trial's (its weights and

@@ -19,7 +19,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from skipnet_sweep.stages import NonFiniteLossError, StageConfig
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
-from skipnet_sweep.sweep.searcher import ERROR
+from skipnet_sweep.sweep.searcher import ERROR, EVALUATION
 from skipnet_sweep.sweep.storage import Storage
 
 if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it (~1.6 s)
@@ -42,6 +42,7 @@ FINAL_FILE = "final.json"  # a finished trial's final result
 METRICS_FILE = "metrics.json"  # the report (metrics, step) a checkpoint was made with
 MANIFEST_FILE = "manifest.json"  # every other file of a checkpoint and its size (``_seal``)
 STEP = "step"
+TOTAL_STEPS = "total_steps"  # the job's optimiser steps, with its training logs (progress)
 CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
 CACHE_REJECTED = "cache_rejected"  # why a shared job's cache entry was not reused
 TUNE_KEYS = frozenset(
@@ -50,6 +51,7 @@ TUNE_KEYS = frozenset(
         "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
         "timesteps_since_restore", "done", "final", "checkpoint_path", "node_ip", "hostname",
         "date", "trial_id", "experiment_tag", "config", CACHED, CACHE_REJECTED, STEP,
+        TOTAL_STEPS, EVALUATION,
     )
 )  # fmt: skip
 
@@ -251,6 +253,10 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path
     def prepare(model, loader):
         return ray.train.torch.prepare_model(model), ray.train.torch.prepare_data_loader(loader)
 
+    def on_log(step: int, total: int, logs: dict) -> None:
+        # A report is collective: every rank logs at the same steps, rank 0 with the logs.
+        ray.train.report({**logs, STEP: step, TOTAL_STEPS: total} if logs else {})
+
     def on_report(step: int, metrics: dict, save) -> None:
         last[STEP] = step
         if save is None:
@@ -274,6 +280,7 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path
             is_main=rank == 0,
             artifacts=Path(d) / M.ARTIFACT_DIR if rank == 0 else None,
             method=method,
+            on_log=on_log,
         )
         # One more report from every rank (a barrier): the final weights and evaluation
         # files, which the trial publishes to the cache. Its metrics carry no step: the
@@ -401,20 +408,30 @@ def _train_trial(
     res = plan.space.resources.sp if job.shared else plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
-    last: dict = {STEP: 0}
+    last: dict = {STEP: 0, EVALUATION: 0}
     resumed = _reported(resume)
     if resumed is not None:
         # Its final result carries the step it resumed at, even with no step left to train.
         last[STEP] = resumed[STEP]
+        last[EVALUATION] = resumed.get(EVALUATION, 0)
         if again:
             tune.report(resumed)
 
+    def on_log(step: int, total: int, logs: dict) -> None:
+        last[TOTAL_STEPS] = total
+        tune.report({**logs, STEP: step, TOTAL_STEPS: total})
+
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
+        last[EVALUATION] += 1
+        # ASHA's time: the evaluations so far (saved with the checkpoint, for a resume).
+        report = {**metrics, STEP: step, EVALUATION: last[EVALUATION]}
+        if TOTAL_STEPS in last:
+            report[TOTAL_STEPS] = last[TOTAL_STEPS]
         with tempfile.TemporaryDirectory() as d:
-            _write_state(Path(d), save, {**metrics, STEP: step})
+            _write_state(Path(d), save, report)
             _seal(Path(d))
-            tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
         with (
@@ -430,8 +447,15 @@ def _train_trial(
                 progress=False,
                 artifacts=Path(d) / M.ARTIFACT_DIR,
                 method=plan.method(job.method),
+                on_log=on_log,
             )
-            final = {**result.metrics, STEP: last[STEP], **(extra or {}), "final": 1}
+            final = {
+                **result.metrics,
+                STEP: last[STEP],
+                EVALUATION: last[EVALUATION],
+                **(extra or {}),
+                "final": 1,
+            }
             if job.shared:
                 _publish(Path(d), job, plan)
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
@@ -483,6 +507,10 @@ def trial_resources(config: dict, plan: Plan) -> dict:
 
 # --- the driver's MLflow callback -------------------------------------------------------
 
+# What every evaluation logs and what every training-log point logs: a resumed run's last
+# logged step is the later of the two.
+_CURVES = (M.TOP1, M.TRAIN_LOSS)
+
 
 def _tune_callback_base():
     from ray.tune import Callback
@@ -490,10 +518,22 @@ def _tune_callback_base():
     return Callback
 
 
+@dataclass
+class _Logged:
+    """What the tracker holds of one trial's MLflow run."""
+
+    run_id: str
+    step: int  # the last step logged (-1: none)
+    done: bool  # finished before this driver started: recorded in full
+    job: Job
+    keys: set[str]  # the metric keys logged at ``step``
+
+
 class TrackingCallback(_tune_callback_base()):
     """Logs every trial of the sweep to its own nested MLflow run: created when the trial
-    starts (RUNNING), each report logged as it comes (shared jobs' learning curves included),
-    marked finished or failed at the end, found again by the trial-id tag after a restore.
+    starts (RUNNING), each report logged as it comes (training curves between evaluations,
+    shared jobs' included), marked finished or failed at the end, found again by the
+    trial-id tag after a restore.
 
     Args:
         tracker: the MLflow tracker.
@@ -505,9 +545,7 @@ class TrackingCallback(_tune_callback_base()):
         self.tracker = tracker
         self.parent = parent
         self.plan = plan
-        # Tune trial id -> [run id, last logged step, finished before this driver started,
-        # its job, the metric keys logged at the last step]
-        self._runs: dict[str, list] = {}
+        self._runs: dict[str, _Logged] = {}  # by Tune trial id
 
     def __getstate__(self) -> dict:
         return {"tracker": self.tracker, "parent": self.parent, "plan": self.plan}
@@ -531,7 +569,7 @@ class TrackingCallback(_tune_callback_base()):
                 tags[M.TAG_SP_RUN_ID] = needed
         return job_params(job, self.plan), tags
 
-    def _run(self, trial) -> list:
+    def _run(self, trial) -> _Logged:
         if trial.trial_id not in self._runs:
             job = self.plan.job_of(trial.config)
             params, tags = self.describe(job)
@@ -542,9 +580,11 @@ class TrackingCallback(_tune_callback_base()):
             if not created and not done:
                 # A retried or resumed run: running again, and no longer failed.
                 self.tracker.clear_error(run_id)
-            last = -1 if created else self.tracker.last_step(run_id)
+            # A resumed trial re-reports what followed its checkpoint: evaluations and the
+            # training logs between them, each logged once.
+            last = -1 if created else max(self.tracker.last_step(run_id, k) for k in _CURVES)
             logged = set() if created else self.tracker.metric_keys(run_id)
-            self._runs[trial.trial_id] = [run_id, last, done, job, logged]
+            self._runs[trial.trial_id] = _Logged(run_id, last, done, job, logged)
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -553,31 +593,32 @@ class TrackingCallback(_tune_callback_base()):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         entry = self._run(trial)
         step = result.get(STEP)
-        if step is None or ERROR in result or entry[2]:
+        if step is None or ERROR in result or entry.done:
             return
-        if entry[1] < 0 and result.get("node_ip"):
+        if entry.step < 0 and result.get("node_ip"):
             # Where the trial ran: placement on a cluster is visible from MLflow.
-            self.tracker.set_tags(entry[0], {"node_ip": str(result["node_ip"])})
+            self.tracker.set_tags(entry.run_id, {"node_ip": str(result["node_ip"])})
         if result.get(CACHED):
-            self.tracker.set_tags(entry[0], {"cached": "true"})
+            self.tracker.set_tags(entry.run_id, {"cached": "true"})
         if result.get(CACHE_REJECTED):
-            self.tracker.set_tags(entry[0], {CACHE_REJECTED: str(result[CACHE_REJECTED])[:500]})
+            self.tracker.set_tags(entry.run_id, {CACHE_REJECTED: str(result[CACHE_REJECTED])[:500]})
         # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
         ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
-        if step > entry[1]:
-            self.tracker.log_metrics(entry[0], ours, step)
-            entry[1], entry[4] = step, set(ours)
+        if step > entry.step:
+            self.tracker.log_metrics(entry.run_id, ours, step)
+            entry.step, entry.keys = step, set(ours)
         elif result.get("final"):
             # The final result repeats the last evaluation: log only what it adds, once
             # (a resumed run's history has no point twice).
-            new = {k: v for k, v in ours.items() if k not in entry[4]}
-            if step == entry[1] and new:
-                self.tracker.log_metrics(entry[0], new, step)
-                entry[4] |= set(new)
+            new = {k: v for k, v in ours.items() if k not in entry.keys}
+            if step == entry.step and new:
+                self.tracker.log_metrics(entry.run_id, new, step)
+                entry.keys |= set(new)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id, _, done, job, _ = self._run(trial)
-        if done:  # recorded in full by an earlier driver
+        entry = self._run(trial)
+        run_id, job = entry.run_id, entry.job
+        if entry.done:  # recorded in full by an earlier driver
             return
         result = trial.last_result or {}
         if ERROR in result:
@@ -626,7 +667,7 @@ class TrackingCallback(_tune_callback_base()):
             yield local if local is not None and local.is_dir() else None
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run(trial)[0]
+        run_id = self._run(trial).run_id
         err = trial.get_error()
         msg = str(err).strip().splitlines()[-1] if err else "trial errored"
         self.tracker.set_tags(run_id, {M.TAG_ERROR: msg[:500]})
