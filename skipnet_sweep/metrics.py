@@ -167,8 +167,16 @@ TEST_EVAL_METRICS = tuple(final_test(m) for m in EVAL_METRICS)
 # Wall-clock latency of one forward pass over a batch of b images, in milliseconds (median
 # over repeats), of the run's network as deployed (eval mode, inference mode, thresholded
 # gates on the sparse path) and of the plain ResNet of the same backbone timed interleaved
-# with it in the same process; speed-up = plain / network (> 1: the network is faster).
-LATENCY_PREFIXES = ("latency_ms_b", "latency_plain_ms_b", "speedup_b")
+# with it in the same process, round by round; speed-up = plain / network per round (> 1:
+# the network is faster), its median and its quartiles over the rounds (the timing's noise:
+# a speed-up is only called faster or slower beyond them).
+LATENCY_PREFIXES = (
+    "latency_ms_b",
+    "latency_plain_ms_b",
+    "speedup_b",
+    "speedup_q1_b",
+    "speedup_q3_b",
+)
 
 
 def latency_ms(batch: int) -> str:
@@ -184,6 +192,16 @@ def latency_plain_ms(batch: int) -> str:
 def speedup(batch: int) -> str:
     """Metric name of the speed-up over the plain ResNet at batch size ``batch``."""
     return f"speedup_b{batch}"
+
+
+def speedup_q1(batch: int) -> str:
+    """Metric name of the speed-up's first quartile over the timed rounds."""
+    return f"speedup_q1_b{batch}"
+
+
+def speedup_q3(batch: int) -> str:
+    """Metric name of the speed-up's third quartile over the timed rounds."""
+    return f"speedup_q3_b{batch}"
 
 
 def is_latency(name: str) -> bool:

@@ -19,6 +19,7 @@ from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
 from skipnet_sweep.models import input_layout
+from skipnet_sweep.pareto import TOO_NOISY, speedup_verdict
 from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
 from skipnet_sweep.stages.config import StageConfig
@@ -264,13 +265,24 @@ def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
     if speedups:
         parts.append(
             "speed-up over plain "
-            + ", ".join(f"{metrics[M.speedup(b)]:.2f}x at batch {b}" for b in speedups)
+            + ", ".join(f"{_speedup(metrics, b)} at batch {b}" for b in speedups)
+            + f" (median and interquartile range of {cfg.latency.repeats} rounds)"
         )
     if cfg.model.gate:
         parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
         if M.ROUTING_SHARE in metrics:
             parts.append(describe_routing(metrics))
     return " | ".join(parts)
+
+
+def _speedup(metrics: dict[str, float], batch: int) -> str:
+    """``1.31x (1.10-1.52)``, with ``too noisy to tell`` when the range spans 1x."""
+    q1, q3 = metrics.get(M.speedup_q1(batch)), metrics.get(M.speedup_q3(batch))
+    text = f"{metrics[M.speedup(batch)]:.2f}x"
+    if q1 is None or q3 is None:
+        return text
+    verdict = speedup_verdict(metrics[M.speedup(batch)], q1, q3)
+    return f"{text} ({q1:.2f}-{q3:.2f}{', too noisy to tell' if verdict == TOO_NOISY else ''})"
 
 
 __all__ = [

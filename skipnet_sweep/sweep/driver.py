@@ -27,10 +27,14 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import short_hash
 from skipnet_sweep.pareto import (
-    comparable_latency,
+    NOT_FASTER,
+    TOO_NOISY,
     format_hypervolume,
+    interval_front,
+    latency_intervals,
     normalised_hypervolume,
     pareto_front,
+    speedup_verdict,
 )
 from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
 from skipnet_sweep.stages import CheckpointError, load_model
@@ -40,9 +44,12 @@ from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 
-# A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``).
+# A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``),
+# and the interval the timing's noise gives it (``latency_intervals``).
 COMPARABLE_LATENCY = "latency_comparable_ms_b1"
+LATENCY_INTERVAL = "latency_interval_ms_b1"
 ROUTING = "routing"  # a row's ``routing_kind``: routes, prunes or no skip
+VERDICT = "faster"  # a row's ``speedup_verdict`` at batch 1: faster, not faster, too noisy
 
 
 @dataclass
@@ -508,6 +515,11 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 M.latency_ms(1): m.get(M.latency_ms(1)),
                 M.latency_plain_ms(1): m.get(M.latency_plain_ms(1)),
                 M.speedup(1): m.get(M.speedup(1)),
+                M.speedup_q1(1): m.get(M.speedup_q1(1)),
+                M.speedup_q3(1): m.get(M.speedup_q3(1)),
+                VERDICT: speedup_verdict(
+                    m.get(M.speedup(1)), m.get(M.speedup_q1(1)), m.get(M.speedup_q3(1))
+                ),
                 M.SKIPPED_MEAN: m.get(M.SKIPPED_MEAN, 0.0),
                 M.ROUTING_SHARE: m.get(M.ROUTING_SHARE),
                 M.ROUTED_GATES: m.get(M.ROUTED_GATES),
@@ -519,16 +531,23 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         return result
     front = set(pareto_front([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows]))
     # The frontier in measured latency too (batch 1), over the runs that were timed, each
-    # against the plain ResNet timed beside it (``comparable_latency``).
-    lat = comparable_latency(
+    # against the plain ResNet timed beside it (``comparable_latency``); a run leaves it only
+    # for one at least as accurate and faster beyond the noise of both timings.
+    lat = latency_intervals(
         [r[M.latency_ms(1)] for r in rows],
         [r[M.latency_plain_ms(1)] for r in rows],
         [r["backbone"] for r in rows],  # one dataset per sweep
+        [(r[M.speedup_q1(1)], r[M.speedup_q3(1)]) for r in rows],
     )
-    for r, value in zip(rows, lat, strict=True):
-        r[COMPARABLE_LATENCY] = value
-    timed = [i for i, value in enumerate(lat) if math.isfinite(value)]
-    fast = {timed[j] for j in pareto_front([(lat[i], rows[i][M.TOP1]) for i in timed])}
+    for r, (lo, value, hi) in zip(rows, lat, strict=True):
+        r[COMPARABLE_LATENCY], r[LATENCY_INTERVAL] = value, (lo, hi)
+    timed = [i for i, (_, value, _) in enumerate(lat) if math.isfinite(value)]
+    fast = {
+        timed[j]
+        for j in interval_front(
+            [rows[i][LATENCY_INTERVAL] for i in timed], [rows[i][M.TOP1] for i in timed]
+        )
+    }
     for i, r in enumerate(rows):
         r["pareto"], r["pareto_latency"] = i in front, i in fast
         tags = {M.TAG_PARETO: str(i in front).lower(), M.TAG_ROUTING: r[ROUTING]}
@@ -602,8 +621,9 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
 def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -> str:
     """The frontiers as a titled table a person reads: the runs on the MACs frontier and
     on the measured-latency frontier, the plain ResNet as the reference and the best SkipNet
-    point; a run whose MACs are below the plain ResNet's but that runs no faster is flagged
-    (its savings are counted, not realised). Plain text, or Markdown for MLflow."""
+    point; a run whose MACs are below the plain ResNet's but that runs no faster beyond the
+    timing's noise is flagged (its savings are counted, not realised), and one whose timing
+    is too noisy to tell is marked so. Plain text, or Markdown for MLflow."""
     space = plan.space
     title = (
         f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
@@ -632,18 +652,24 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             rows[shown.index(best)] = ("best SkipNet", best)
         else:
             rows.append(("best SkipNet", best))
-    counted_only = False
+    flags: set[str] = set()
 
     def frontiers(r: dict) -> str:
         return "+".join(n for n, k in (("MACs", "pareto"), ("latency", "pareto_latency")) if r[k])
 
     def speed(r: dict) -> str:
-        nonlocal counted_only
         if r[M.speedup(1)] is None:
             return ""
-        flag = r[M.FLOPS_MEAN] < 0.95 * r[M.FLOPS_PLAIN] and r[M.speedup(1)] < 1.0
-        counted_only |= flag
-        return f"{r[M.speedup(1)]:.2f}x" + (" !" if flag else "")
+        text = f"{r[M.speedup(1)]:.2f}x"
+        q1, q3 = r.get(M.speedup_q1(1)), r.get(M.speedup_q3(1))
+        if q1 is not None and q3 is not None:
+            text += f" ({q1:.2f}-{q3:.2f})"
+        # Only a run that saves MACs has a saving to realise or not.
+        if r[M.FLOPS_MEAN] < 0.95 * r[M.FLOPS_PLAIN]:
+            flag = {NOT_FASTER: "!", TOO_NOISY: "?"}.get(r.get(VERDICT), "")
+            flags.add(flag)
+            text += f" {flag}" if flag else ""
+        return text
 
     def routing(r: dict) -> str:
         if r[ROUTING] == NO_SKIP or r[M.ROUTING_SHARE] is None:
@@ -675,10 +701,21 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
     ]
     if skipnet and not skipping:
         footer.append("no SkipNet run skips a block: every gate stays open")
-    if counted_only:
+    if any(r[M.speedup(1)] is not None for _, r in rows):
         footer.append(
-            "!: fewer MACs than the plain ResNet but no faster in measured latency (batch 1): "
-            "the saving is counted, not realised"
+            "speed-up: the plain ResNet's time over the run's, timed side by side at batch 1; "
+            f"median (interquartile range) over {space.latency.repeats} timed rounds"
+        )
+    if "!" in flags:
+        footer.append(
+            "!: fewer MACs than the plain ResNet but no faster beyond the timing's noise "
+            "(its interquartile range is at or below 1x): the saving is counted, not realised"
+        )
+    if "?" in flags:
+        footer.append(
+            "?: fewer MACs, but the timing is too noisy to tell whether it runs faster (its "
+            "interquartile range spans 1x); time it on a quiet machine or with more "
+            "latency.repeats"
         )
     if markdown:
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]

@@ -690,6 +690,8 @@ def job_params(job: Job, plan: Plan) -> dict:
         "iterations": t.iterations,
         "epochs": t.epochs,
         "batch_size": t.batch_size,
+        # How many rounds each speed-up's median and quartiles are over.
+        "latency_repeats": stage.latency.repeats if stage.latency.batch_sizes else None,
         "init": Path(stage.init).name if stage.init else None,
         M.PARAM_SP_KEY: job.key
         if job.shared
