@@ -165,8 +165,8 @@ def test_stage_config_round_trips_the_new_fields():
 def test_summary_line_names_the_sets_and_the_speedup(split_run):
     result, _, _, _, _ = split_run
     line = summary_line(config(val_split=0.25), result.metrics)
-    assert f"val top1 {result.metrics[M.TOP1]:.2f}%" in line
-    assert f"test top1 {result.metrics[M.TEST_TOP1]:.2f}%" in line
+    assert f"val top-1 {result.metrics[M.TOP1]:.2f}% | test top-1" in line
+    assert f"test top-1 {result.metrics[M.TEST_TOP1]:.2f}% | val top-5" in line
     m = result.metrics
     speed = f"{m[M.speedup(4)]:.2f}x ({m[M.speedup_q1(4)]:.2f}-{m[M.speedup_q3(4)]:.2f}"
     assert f"at batch 1, {speed}" in line

@@ -747,11 +747,11 @@ def test_summary_line():
     }
     line = summary_line(sp_config(), metrics)
     assert line == (
-        "sp cifar_resnet8+ff2 | top1 91.23% | top5 99.50% | MACs 1.50M ± 0.25M | "
+        "sp cifar_resnet8+ff2 | test top-1 91.23% | test top-5 99.50% | MACs 1.50M ± 0.25M | "
         "40.0% of the plain ResNet (reduction 60.0%) | skipped 1.20 blocks/sample"
     )
     base = StageConfig(ModelConfig(ARCH), DATA, TrainConfig(stage="baseline", iterations=1))
-    assert summary_line(base, metrics).startswith("baseline cifar_resnet8 | top1 91.23%")
+    assert summary_line(base, metrics).startswith("baseline cifar_resnet8 | test top-1 91.23%")
     assert "skipped" not in summary_line(base, metrics)
 
 

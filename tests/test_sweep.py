@@ -117,7 +117,8 @@ def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> N
     alphas = set()
     for r in stages["hrl"]:
         p = r.data.params
-        assert r.data.tags[M.TAG_SP_RUN_ID] == sp.info.run_id
+        assert r.data.tags[M.TAG_SP_RUN_ID] == r.data.tags[M.TAG_INIT_RUN_ID] == sp.info.run_id
+        assert p["init"].startswith("file:///") and p["init"].endswith(f"/{job.key}/model.pt")
         assert r.data.tags["node_ip"], "the node a trial ran on is recorded"
         assert p[M.PARAM_ARCH] == "cifar_resnet8"
         assert p[M.PARAM_GATE] == "rnn"
@@ -127,7 +128,10 @@ def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> N
         alphas.add(float(p[M.PARAM_ALPHA]))
     assert alphas == {0.0, 1.0, 2.0, 4.0}
     (base,) = stages["baseline"]
-    assert base.data.params[M.PARAM_GATE] == "none"
+    assert M.PARAM_GATE not in base.data.params  # a network without gates has no gate
+    for r in stages["smooth"]:  # fine-tunes of the baseline: what they start from, not SP
+        assert r.data.tags[M.TAG_INIT_RUN_ID] == base.info.run_id
+        assert M.TAG_SP_RUN_ID not in r.data.tags
 
 
 def test_final_metrics(tiny: Sweep) -> None:

@@ -336,7 +336,7 @@ def pareto_figure(
                 )  # fmt: skip
 
         ax.set_xlabel(S.macs_label(flops_unit))
-        ax.set_ylabel("Top-1 accuracy (%)")
+        ax.set_ylabel(S.top1_label(pts))
         if len(hidden):
             low = float(shown[M.TOP1].min())
             if len(plotted):
@@ -525,7 +525,7 @@ def latency_figure(
             f"Latency per batch of {batch} (ms, median)\neach run over the plain ResNet timed "
             "beside it, times the plain ResNet's median"
         )
-        ax.set_ylabel("Top-1 accuracy (%)")
+        ax.set_ylabel(S.top1_label(pts))
         what = f"all {len(pts)} finished runs, batch {batch}"
         if series is not None:
             what = f"{len(order)} studies, {len(pts)} runs, batch {batch}"

@@ -430,10 +430,10 @@ def _fmt(value: float, spec: str) -> str:
     )
 
 
-def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
+def _markdown(table: pd.DataFrame, flops_unit: str, accuracy: str) -> list[str]:
     unit = S.FLOPS_UNITS[flops_unit][1].strip() or "raw"
     lines = [
-        f"| Dataset | Backbone | Method | Variant | α / τ | Top-1 (%) | Δ top-1 vs plain | "
+        f"| Dataset | Backbone | Method | Variant | α / τ | {accuracy} | Δ top-1 vs plain | "
         f"MACs {unit} | Reduction vs plain (%) | Speed-up at batch 1 (measured, IQR) | "
         "Routed (% of images) "
         "| Pareto | Run |",
@@ -493,7 +493,7 @@ def _write_summary(
     if table.empty:
         lines.append("No finished run with top-1 and MACs.")
     else:
-        lines += _markdown(table, flops_unit)
+        lines += _markdown(table, flops_unit, S.top1_label(done))
         lines += [
             "",
             "MACs: mean multiply-adds per image, gates included. Reduction and Δ top-1: "

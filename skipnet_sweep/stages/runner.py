@@ -248,19 +248,18 @@ def _latency(
 
 
 def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
-    """One line a person reads at the end of a stage."""
+    """One line a person reads at the end of a stage, every accuracy with its split."""
+    split = cfg.data.selection_set
     parts = [
         f"{cfg.variant} {cfg.model.arch}" + (f"+{cfg.model.gate}" if cfg.model.gate else ""),
-        f"top1 {metrics[M.TOP1]:.2f}%",
-        f"top5 {metrics[M.TOP5]:.2f}%",
+        f"{M.accuracy_label(split)} {metrics[M.TOP1]:.2f}%",
+        f"{split} top-5 {metrics[M.TOP5]:.2f}%",
         f"MACs {metrics[M.FLOPS_MEAN] / 1e6:.2f}M ± {metrics[M.FLOPS_STD] / 1e6:.2f}M",
         f"{metrics[M.COMPUTATION_PCT]:.1f}% of the plain ResNet "
         f"(reduction {metrics[M.REDUCTION_PCT]:.1f}%)",
     ]
-    if cfg.data.selection_set == M.SELECTION_VAL:
-        parts[1] = f"val top1 {metrics[M.TOP1]:.2f}%"
-        if M.TEST_TOP1 in metrics:
-            parts.insert(2, f"test top1 {metrics[M.TEST_TOP1]:.2f}%")
+    if split == M.SELECTION_VAL and M.TEST_TOP1 in metrics:
+        parts.insert(2, f"{M.accuracy_label(M.SELECTION_TEST)} {metrics[M.TEST_TOP1]:.2f}%")
     speedups = [b for b in cfg.latency.batch_sizes if M.speedup(b) in metrics]
     if speedups:
         parts.append(

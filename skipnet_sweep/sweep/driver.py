@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -510,6 +511,7 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 "backbone": p.get(M.PARAM_ARCH, ""),
                 "weight": f"{weight}={float(p[weight]):g}" if weight else "",
                 M.TOP1: m[M.TOP1],
+                M.TEST_TOP1: m.get(M.TEST_TOP1),
                 M.FLOPS_MEAN: m[M.FLOPS_MEAN],
                 M.FLOPS_PLAIN: m.get(M.FLOPS_PLAIN, m[M.FLOPS_MEAN]),
                 M.latency_ms(1): m.get(M.latency_ms(1)),
@@ -562,10 +564,12 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         (r for r in rows if r["pareto_latency"]), key=lambda r: r[COMPARABLE_LATENCY]
     )
     cols = ["run_name", "method", "backbone", "weight", M.TOP1, M.FLOPS_MEAN]
+    # Rounded as a person reads them: top-1 to 0.01 point, MACs to one multiply-add.
+    shown = {M.TOP1: lambda v: f"{v:.2f}", M.FLOPS_MEAN: lambda v: f"{v:.0f}"}
     csv = (
         ",".join(cols)
         + "\n"
-        + "".join(",".join(str(r[c]) for c in cols) + "\n" for r in result.frontier)
+        + "".join(",".join(shown.get(c, str)(r[c]) for c in cols) + "\n" for r in result.frontier)
     )
     tracker.log_text(parent, csv, M.PARETO_CSV)
     tracker.set_description(parent, frontier_table(result, plan, markdown=True))
@@ -580,11 +584,13 @@ def registered_model_name(plan: Plan) -> str:
 
 def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> None:
     """Log each frontier run's network as an MLflow model (as it is deployed: thresholded
-    gates, sparse execution) and register it; once per run (a resumed sweep skips them)."""
+    gates, sparse execution) and register it, each version labelled with the point it is
+    (``model_version_labels``); once per run (a resumed sweep skips them)."""
     import tempfile
 
     import torch
 
+    name = registered_model_name(plan)
     for row in result.frontier:
         tags = tracker.client.get_run(row["run_id"]).data.tags
         weights = tags.get(M.TAG_CHECKPOINT)
@@ -607,15 +613,58 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
                 row["run_id"],
                 model,
                 input_example=torch.zeros(1, *shape).numpy(),
-                registered_name=registered_model_name(plan),
+                registered_name=name,
                 metadata={
                     "model_config": net.config.to_dict(),
                     "stage_config": stage,
-                    M.TOP1: row[M.TOP1],
-                    M.FLOPS_MEAN: row[M.FLOPS_MEAN],
+                    M.TOP1: round(row[M.TOP1], 2),
+                    M.FLOPS_MEAN: round(row[M.FLOPS_MEAN]),
                 },
             )
+        alias, description, version_tags = model_version_labels(row, plan)
+        tracker.label_model_version(
+            name,
+            version,
+            alias=alias,
+            description=description,
+            tags=version_tags,
+            model_description=(
+                f"The frontier of sweep {plan.sweep_id} ({plan.space.name}): one version per "
+                "run on the MACs frontier. Each version's description, tags and alias (its "
+                "run's name) say which point it is; load one with "
+                f"models:/{name}@<alias>."
+            ),
+        )
         tracker.set_tags(row["run_id"], {M.TAG_MODEL_VERSION: version})
+
+
+def model_version_labels(row: dict, plan: Plan) -> tuple[str, str, dict[str, str]]:
+    """(alias, description, tags) of a frontier run's registered version: its method,
+    backbone, cost weight, accuracy (split named) and MACs, rounded, so the versions of one
+    registered model tell their points apart."""
+    accuracy = M.accuracy_label(plan.data.selection_set)
+    top1 = f"{row[M.TOP1]:.2f}"
+    macs = row[M.FLOPS_MEAN]
+    tags = {
+        "method": row.get("method", ""),
+        "backbone": row.get("backbone", ""),
+        "cost_weight": row.get("weight", ""),
+        f"{plan.data.selection_set}_top1": top1,
+        "macs": f"{macs / 1e6:.2f} M",
+        "run_id": row["run_id"],
+    }
+    text = [f"{accuracy} {top1} %"]
+    if row.get(M.TEST_TOP1) is not None and accuracy != M.accuracy_label(M.SELECTION_TEST):
+        tags["test_top1"] = f"{row[M.TEST_TOP1]:.2f}"
+        text.append(f"test top-1 {row[M.TEST_TOP1]:.2f} %")
+    text.append(f"{macs / 1e6:.2f} M MACs")
+    if row.get(M.FLOPS_PLAIN):
+        text[-1] += f" ({100 * macs / row[M.FLOPS_PLAIN]:.1f} % of the plain ResNet's)"
+    what = " ".join(x for x in (row.get("method"), row.get("backbone"), row.get("weight")) if x)
+    description = f"{what or row['run_name']}: {', '.join(text)}; run {row['run_name']}"
+    # MLflow aliases take letters, digits, _ and - only.
+    alias = re.sub(r"[^\w-]", "_", row["run_name"])
+    return alias, description, {k: v for k, v in tags.items() if v}
 
 
 def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -> str:

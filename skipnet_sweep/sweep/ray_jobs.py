@@ -27,6 +27,7 @@ import torch
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
+from skipnet_sweep.models import GATE_DESIGNS
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache
@@ -566,8 +567,26 @@ class TrackingCallback(_tune_callback_base()):
         if job.needs:
             needed = self.tracker.find(M.TAG_TRIAL_ID, job.needs, self.parent)
             if needed:
-                tags[M.TAG_SP_RUN_ID] = needed
+                # What it starts from, by what it is: an SP run's id is also its sp_run_id
+                # (an ACT run's start is the plain baseline, not SP).
+                tags[M.TAG_INIT_RUN_ID] = needed
+                if self.plan.job(job.needs).stage.train.stage == "sp":
+                    tags[M.TAG_SP_RUN_ID] = needed
         return job_params(job, self.plan), tags
+
+    def note(self, job: Job, tags: dict) -> str:
+        """A run's description (Markdown, on its page): what it is, what it starts from and
+        what its metrics hold, the split of every accuracy named."""
+        method = self.plan.method(job.method)
+        what = f"{method.label or method.name} {job.stage.train.stage} of {job.backbone}"
+        if job.weight is not None:
+            what += f", {job.weight} {job.weight_value:g}"
+        if M.TAG_INIT_RUN_ID in tags:
+            what += f"; starts from run `{tags[M.TAG_INIT_RUN_ID]}` ({job.needs})"
+        lines = [what, "", "| metric | what it holds |", "|---|---|"]
+        described = M.describe_metrics(self.plan.stage_of(job).data.selection_set)
+        lines += [f"| `{name}` | {text} |" for name, text in described.items()]
+        return "\n".join(lines)
 
     def _run(self, trial) -> _Logged:
         if trial.trial_id not in self._runs:
@@ -576,6 +595,8 @@ class TrackingCallback(_tune_callback_base()):
             run_id, created = self.tracker.get_or_create(
                 M.TAG_TRIAL_ID, job.id, job.id, parent=self.parent, params=params, tags=tags
             )
+            if created:
+                self.tracker.set_description(run_id, self.note(job, tags))
             done = not created and self.tracker.status(run_id) == "FINISHED"
             if not created and not done:
                 # A retried or resumed run: running again, and no longer failed.
@@ -681,7 +702,9 @@ def job_params(job: Job, plan: Plan) -> dict:
     params = {
         M.PARAM_DATASET: stage.data.dataset,
         M.PARAM_ARCH: stage.model.arch,
-        M.PARAM_GATE: stage.model.gate or "none",
+        # Only a network with gates has a gate design (ACT's halting units and the plain
+        # ResNet have none; the method tag says what they are).
+        M.PARAM_GATE: stage.model.gate if stage.model.gate in GATE_DESIGNS else None,
         M.PARAM_SEED: t.seed,
         M.PARAM_VARIANT: stage.variant,
         M.SELECTION_SET: stage.data.selection_set,
@@ -692,7 +715,8 @@ def job_params(job: Job, plan: Plan) -> dict:
         "batch_size": t.batch_size,
         # How many rounds each speed-up's median and quartiles are over.
         "latency_repeats": stage.latency.repeats if stage.latency.batch_sizes else None,
-        "init": Path(stage.init).name if stage.init else None,
+        # Where its initial weights are (the run they come from: tag init_run_id).
+        "init": _uri(stage.init) if stage.init else None,
         M.PARAM_SP_KEY: job.key
         if job.shared
         else (Path(stage.init).parent.name if stage.init else None),
@@ -700,3 +724,8 @@ def job_params(job: Job, plan: Plan) -> dict:
     params.update({k: v for k, v in job.coords if k not in ("backbone", "gate")})
     params.update(plan.method(job.method).params(job))
     return params
+
+
+def _uri(path: str) -> str:
+    """A storage path as a URI: ``file://`` for a local one, object storage's as it is."""
+    return path if "://" in path else Path(path).resolve().as_uri()
