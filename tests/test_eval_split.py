@@ -171,3 +171,20 @@ def test_summary_line_names_the_sets_and_the_speedup(split_run):
     speed = f"{m[M.speedup(4)]:.2f}x ({m[M.speedup_q1(4)]:.2f}-{m[M.speedup_q3(4)]:.2f}"
     assert f"at batch 1, {speed}" in line
     assert f"at batch 4 (median and interquartile range of {FAST_LATENCY.repeats} rounds)" in line
+
+
+def test_with_a_progress_bar_each_step_after_training_is_announced(capsys, tmp_path):
+    """The train CLI's silence after its bar (minutes of evaluation and timing on a large
+    test set): a line on stderr before each evaluation, the test set and the timing."""
+    run_stage(config(val_split=0.25, iterations=2), progress=True, artifacts=tmp_path / "e")
+    err = capsys.readouterr().err
+    said = [line.strip() for line in err.replace("\r", "\n").splitlines() if "|" not in line]
+    said = [line for line in said if line]
+    assert said == [
+        "step 2/2: evaluating on the validation split (24 images)",
+        "evaluating on the test set (24 images)",
+        "timing latency beside the plain ResNet: batch 1, 4; 0 warm-up and 2 timed rounds each",
+        f"writing the test set's per-sample files to {tmp_path / 'e'}",
+    ]
+    run_stage(config(val_split=0.25, iterations=2), progress=False)
+    assert capsys.readouterr().err == ""

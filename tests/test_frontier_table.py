@@ -50,3 +50,33 @@ def test_no_faster_and_too_noisy_are_told_apart_by_the_timings_spread():
     assert "1.20x (1.10-1.30)" in by_run["fast"] and "!" not in by_run["fast"]
     assert "median (interquartile range) over 20 timed rounds" in table
     assert "too noisy to tell" in table and "counted, not realised" in table
+
+
+def test_every_column_is_headed_in_words_and_the_title_counts_the_rows():
+    plain = row("plain", "plain", 89.1, 100.0, 1.0, (0.9, 1.1), stage="baseline")
+    hrl = row("hrl", "skipnet-rnn", 85.0, 77.0, weight="alpha=2")
+    act = row("act", "act", 80.0, 60.0, weight="tau=0.05")
+    act["pareto_latency"] = True
+    sp = row("sp", "skipnet-rnn", 88.0, 99.0, stage="sp")
+    sp["pareto"] = False
+    result = SweepResult(
+        "p", frontier=[act, hrl], latency_frontier=[act], rows=[plain, hrl, act, sp], trials=4
+    )
+    title, header, *body = frontier_table(result, plan(M.SELECTION_VAL)).splitlines()
+    # Two frontier runs, the plain ResNet and the best SkipNet (sp): four rows of four runs.
+    assert title.endswith(
+        "(4 of 4 runs: 2 on a frontier (MACs 2, latency 1), the plain ResNet, the best SkipNet)"
+    )
+    table_rows = [line for line in body if line.split()[0] in {"plain", "hrl", "act", "sp"}]
+    assert len(table_rows) == 4
+    for words in ("alpha / tau", "val top-1 %", "% of plain MACs", "speed-up at batch 1 (IQR)",
+                  "note"):  # fmt: skip
+        assert words in header
+    assert "b1" not in header.split() and "weight" not in header.split()
+    by_run = lines_by_run("\n".join(table_rows))
+    assert "alpha 2" in by_run["hrl"] and "tau 0.05" in by_run["act"]
+    # One cost weight: its name heads the column, the rows give the value alone.
+    only = SweepResult("p", frontier=[hrl], rows=[hrl], trials=1)
+    title, header, *body = frontier_table(only, plan(M.SELECTION_TEST)).splitlines()
+    assert "alpha" in header.split() and "test top-1 %" in header
+    assert lines_by_run("\n".join(body))["hrl"].split()[2] == "2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import make_loaders
@@ -94,7 +96,8 @@ def run_stage(
             the selection metrics; on processes other than the main one with empty metrics
             and ``save=None``.
         resume: a checkpoint written by ``save`` in ``on_report``, to continue from.
-        progress: progress bar per epoch.
+        progress: a progress bar while training, then a line on stderr before each step
+            that follows it (evaluating, timing latency).
         prepare: wraps (model, train_loader) before training, e.g. for DDP.
         is_main: whether this process evaluates, reports and writes files.
         artifacts: folder for the final test evaluation's per-sample files.
@@ -138,6 +141,13 @@ def run_stage(
     stage_dict = cfg.to_dict()
     history: list[dict[str, float]] = []
     last: dict[str, float] = {}
+
+    def say(text: str) -> None:
+        # Above the bar, which stays put; the evaluations and timing after it take minutes
+        # on a large test set.
+        if progress and is_main:
+            tqdm.write(text, file=sys.stderr)
+
     last_eval: list[tuple[int, EvalResult]] = []
 
     train_model, loader = (model, train_loader)
@@ -152,6 +162,10 @@ def run_stage(
             if on_report is not None:
                 on_report(state.step, {}, None)
             return
+        say(
+            f"step {state.step}/{state.total}: evaluating on the "
+            f"{M.split_name(selection_set)} ({len(select_loader.dataset):,} images)"
+        )
         result = evaluate(
             train_model, select_loader, costs, path=cfg.train.eval_path, device=device
         )
@@ -202,7 +216,14 @@ def run_stage(
     if loaders.val is None:
         test = final  # the selection set is the test set: evaluated once already
     else:
+        say(f"evaluating on the test set ({len(test_loader.dataset):,} images)")
         test = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
+    if cfg.latency.batch_sizes:
+        say(
+            "timing latency beside the plain ResNet: batch "
+            + ", ".join(str(b) for b in cfg.latency.batch_sizes)
+            + f"; {cfg.latency.warmup} warm-up and {cfg.latency.repeats} timed rounds each"
+        )
     metrics = {
         **last,
         **final.metrics,
@@ -216,6 +237,7 @@ def run_stage(
         )
         path = save_checkpoint(out, payload)
     if artifacts is not None:
+        say(f"writing the test set's per-sample files to {artifacts}")
         test.write_artifacts(
             artifacts,
             test_loader.dataset,

@@ -252,10 +252,13 @@ def start_ray(
         # The raylet starts one Python worker per CPU when the first driver connects, for
         # tasks; Tune's trial actors start processes of their own beside them (measured: the
         # prestarted workers stayed idle in every sweep, about 1 s of CPU each at start-up).
+        # What Ray's start-up writes to file descriptor 2 (its token-authentication warning,
+        # C++ logs) goes to the log too unless -v.
         with (
             ray_private.loopback_node(),
             ray_private.no_dashboard(),
             _env_defaults({"RAY_prestart_worker_first_driver": "0"}),
+            _stderr_to(None if verbose else log_path(plan)),
         ):
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
         # Whatever happens to this driver (even SIGKILL), its instance does not outlive it.
@@ -674,16 +677,12 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
     timing's noise is flagged (its savings are counted, not realised), and one whose timing
     is too noisy to tell is marked so. Plain text, or Markdown for MLflow."""
     space = plan.space
-    title = (
-        f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
-        f" ({len(result.frontier)} of {result.trials} runs on the MACs frontier, "
-        f"{len(result.latency_frontier)} on the latency frontier)"
-    )
     shown = sorted(
         {r["run_id"]: r for r in [*result.frontier, *result.latency_frontier]}.values(),
         key=lambda r: r[M.FLOPS_MEAN],
     )
     rows = [("", r) for r in shown]
+    extra = []  # rows beyond the frontiers', named in the title
     plain = [r for r in result.rows if r["stage"] == "baseline"]
     if plain:
         reference = max(plain, key=lambda r: r[M.TOP1])
@@ -691,6 +690,7 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             rows[shown.index(reference)] = ("reference", reference)
         else:
             rows.append(("reference", reference))
+            extra.append("the plain ResNet")
     # The best SkipNet is a point that skips: one that closes no gate is the plain ResNet
     # with gates attached, whatever its accuracy.
     skipnet = [r for r in result.rows if r["method"].startswith("skipnet-")]
@@ -701,6 +701,21 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             rows[shown.index(best)] = ("best SkipNet", best)
         else:
             rows.append(("best SkipNet", best))
+            extra.append("the best SkipNet")
+    title = (
+        f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
+        f" ({len(rows)} of {result.trials} runs: {len(shown)} on a frontier (MACs "
+        f"{len(result.frontier)}, latency {len(result.latency_frontier)})"
+        + "".join(f", {what}" for what in extra)
+        + ")"
+    )
+    # The cost weight's column is headed by its name(s): alpha, tau, or both.
+    weights = sorted({r["weight"].partition("=")[0] for _, r in rows if r["weight"]})
+
+    def weight(r: dict) -> str:
+        name, _, value = r["weight"].partition("=")
+        return value if len(weights) == 1 else (f"{name} {value}" if value else "")
+
     flags: set[str] = set()
 
     def frontiers(r: dict) -> str:
@@ -726,13 +741,14 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
         mark = "" if r[ROUTING] == ROUTES else " (pruned)"
         return f"{r[M.ROUTING_SHARE]:.0f} %{mark}"
 
-    header = ("run", "method", "weight", "top-1 %", "MACs (M)", "% of plain", "speed-up b1",
-              "routed", "frontier", "")  # fmt: skip
+    header = ("run", "method", " / ".join(weights) or "cost weight",
+              f"{M.accuracy_label(plan.data.selection_set)} %", "MACs (M)", "% of plain MACs",
+              "speed-up at batch 1 (IQR)", "routed", "frontier", "note")  # fmt: skip
     table = [
         (
             r["run_name"][:44],
             r["method"],
-            r["weight"],
+            weight(r),
             f"{r[M.TOP1]:.2f}",
             f"{r[M.FLOPS_MEAN] / 1e6:.2f}",
             f"{100 * r[M.FLOPS_MEAN] / r[M.FLOPS_PLAIN]:.1f}",
@@ -745,6 +761,9 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
     ]
     footer = [
         format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)",
+        f"{M.accuracy_label(plan.data.selection_set)}: on the "
+        f"{M.split_name(plan.data.selection_set)}, where the frontiers were chosen; MACs: "
+        "multiply-adds per image",
         "routed: % of images whose blocks differ from the most common route; (pruned): the "
         "same blocks skipped for every image, a statically pruned ResNet",
     ]
@@ -845,10 +864,13 @@ def run_sweep(
     preflight(plan, address, num_cpus)  # before anything slow is imported or started
     import ray
 
+    from skipnet_sweep.sweep.progress import opening_line
+
     tracker = tracker_for(plan)
+    print(opening_line(plan), flush=True)
     if not verbose:
         route_logs(log_path(plan))
-        print(f"Ray, Tune and MLflow messages: {log_path(plan)}")
+        print(f"Ray, Tune and MLflow messages: {log_path(plan)}", flush=True)
     # The tracking store opens (a new sqlite store is created and migrated, ~3 s here) while
     # Ray starts (~4 s): both wait on start-ups that are not this process's work.
     with ThreadPoolExecutor(1) as pool:
