@@ -257,7 +257,7 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(tiny: Sweep, tmp_pat
         assert r.data.tags[M.TAG_METHOD_LABEL] == "Label smoothing"
         assert r.data.tags[M.TAG_METHOD_MARKER] == "P"
         assert r.data.tags[M.TAG_STAGE] == "smooth"
-        assert r.data.tags[M.TAG_SP_RUN_ID] == base_run
+        assert r.data.tags[M.TAG_INIT_RUN_ID] == base_run  # not SP: the plain baseline
         assert float(r.data.params["smoothing"]) in (0.0, 0.2)
         assert M.TOP1 in r.data.metrics and M.FLOPS_MEAN in r.data.metrics
         assert r.data.tags[M.TAG_PARETO] in ("true", "false")

@@ -79,7 +79,9 @@ def opening_line(plan: Plan) -> str:
     for job in ready:
         stage, what = job_label(plan, {"job": job.id})
         waiting = sum(1 for j in plan.jobs if j.needs == job.id)
-        tail = f", which {waiting} other{'s' if waiting > 1 else ''} start from" if waiting else ""
+        tail = ""
+        if waiting:
+            tail = f", which {waiting} other{'s start' if waiting > 1 else ' starts'} from"
         first.append(f"{stage} {what or job.backbone}{tail}")
     return f"{total} jobs ({', '.join(parts)}); runs first: {'; '.join(first) or 'sampled jobs'}"
 

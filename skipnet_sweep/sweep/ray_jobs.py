@@ -255,6 +255,7 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path
         return ray.train.torch.prepare_model(model), ray.train.torch.prepare_data_loader(loader)
 
     def on_log(step: int, total: int, logs: dict) -> None:
+        last[TOTAL_STEPS] = total
         # A report is collective: every rank logs at the same steps, rank 0 with the logs.
         ray.train.report({**logs, STEP: step, TOTAL_STEPS: total} if logs else {})
 
@@ -263,11 +264,12 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path
         if save is None:
             ray.train.report({}, checkpoint=None)
             return
+        report = {**metrics, STEP: step}
+        if TOTAL_STEPS in last:  # for the terminal's progress line
+            report[TOTAL_STEPS] = last[TOTAL_STEPS]
         with tempfile.TemporaryDirectory() as d:
-            _write_state(Path(d), save, {**metrics, STEP: step})
-            ray.train.report(
-                {**metrics, STEP: step}, checkpoint=ray.train.Checkpoint.from_directory(d)
-            )
+            _write_state(Path(d), save, report)
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     with tempfile.TemporaryDirectory() as d:
         run_stage(
