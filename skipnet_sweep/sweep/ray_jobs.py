@@ -183,10 +183,12 @@ class _RestoreSurviving:
     numbers it after the checkpoint its state names, ray/tune/experiment/trial.py
     ``on_checkpoint``, and would write the next ones into the newer folders.)
 
-    Tune counts the trial's iterations (ASHA's time) from the named checkpoint's result
-    (ray/tune/trainable/trainable.py, ``restore``). Every report of a trial carries a
-    checkpoint, so the newer one restored came that many reports later; its result, reported
-    again, takes the iteration it had."""
+    Tune counts the trial's iterations from the named checkpoint's result
+    (ray/tune/trainable/trainable.py, ``restore``). Every evaluation of a trial carries a
+    checkpoint, so the newer one restored came at least that many reports later; its result,
+    reported again, takes at least the iteration it had (the training logs reported between
+    evaluations, which carry none, are not counted; ASHA's time is the evaluation count each
+    result carries, ``searcher.EVALUATION``, not Tune's iterations)."""
 
     def restore(self, checkpoint_path):
         named = getattr(checkpoint_path, "checkpoint", None)  # a _TrainingResult
