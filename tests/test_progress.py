@@ -91,3 +91,25 @@ def test_the_sweep_eta_weighs_jobs_by_their_work(setup) -> None:
     left = (total - plan.work(base_job)) / rate
     assert line.endswith(f"sweep ETA {P.duration(left)}")
     assert P.duration(left) != P.duration(clock.t * 5)  # what one ETA per job would say
+
+
+def test_work_done_before_this_driver_does_not_speed_up_the_eta(setup) -> None:
+    """A cached shared job finishes at once and a resumed one had half its steps trained:
+    neither counts as this driver's work, so the time left stays exact."""
+    plan, callback, clock, out = setup
+    rate = 10.0
+    sp_job = plan.find("sp", "cifar_resnet8", "rnn")
+    base_job = plan.find("baseline", "cifar_resnet8")
+    sp, base = trial(sp_job), trial(base_job)
+    callback.on_trial_start(0, [sp, base], sp)
+    callback.on_trial_start(0, [sp, base], base)
+    sp.last_result = {M.TOP1: 70.0, M.FLOPS_MEAN: 1e6, "cached": 1}
+    callback.on_trial_complete(0, [sp, base], sp)
+    assert "sweep ETA" not in out.getvalue()  # nothing trained yet: no rate to tell
+    # The baseline resumed at step 3 of 6: its first report already says half is done.
+    callback.on_trial_result(0, [], base, {STEP: 3, TOTAL_STEPS: 6, M.TRAIN_LOSS: 1.0})
+    clock.t = plan.work(base_job) / 2 / rate
+    base.last_result = {M.TOP1: 70.0, M.FLOPS_MEAN: 2e6, "time_total_s": clock.t}
+    callback.on_trial_complete(0, [sp, base], base)
+    left = (sum(plan.work(j) for j in plan.trials)) / rate  # the four HRL trials
+    assert out.getvalue().splitlines()[-1].endswith(f"sweep ETA {P.duration(left)}")

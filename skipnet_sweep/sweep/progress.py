@@ -91,10 +91,10 @@ class _Running:
     """A trial this driver has seen report: where it is and when it said so."""
 
     work: float  # the job's share of the sweep (``Plan.work``)
-    started: float  # when it started (monotonic seconds)
+    said: float  # when its last line was printed (monotonic seconds)
     first: tuple[float, int] | None = None  # (time, step) of its first report
-    done: float = 0.0  # fraction of its steps trained
-    said: float = 0.0  # when its last line was printed
+    before: float = 0.0  # fraction of its steps trained before its first report
+    done: float = 0.0  # fraction of its steps trained since
 
 
 class ProgressCallback(_tune_callback_base()):
@@ -102,7 +102,9 @@ class ProgressCallback(_tune_callback_base()):
 
     The estimate of what is left weighs jobs by their work (``Plan.work``: a shared job of
     hours is not one job among many short trials), counts the steps of the jobs still
-    running, and extrapolates the time this driver has spent.
+    running, and extrapolates the time this driver has spent on the work it did: what
+    finished before it (a resumed sweep), the steps a resumed job had trained and a cached
+    job's are done but took it no time.
 
     Args:
         plan: the sweep plan (its job count is the total; an adaptive search adds its
@@ -153,8 +155,7 @@ class ProgressCallback(_tune_callback_base()):
             earlier = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
             self._restored = len(earlier)
             self._restored_work = sum(self._work_of(t.config) for t in earlier)
-        now = time.monotonic()
-        self._running[trial.trial_id] = _Running(self._work_of(trial.config), now, said=now)
+        self._running[trial.trial_id] = _Running(self._work_of(trial.config), time.monotonic())
 
     def _eta(self) -> str:
         """The sweep's time left: the time so far over the work done by this driver (the
@@ -171,9 +172,9 @@ class ProgressCallback(_tune_callback_base()):
         if run is None or step is None or not total or ERROR in result or result.get("final"):
             return
         now = time.monotonic()
-        run.done = min(1.0, step / total)
         if run.first is None:
-            run.first = (now, step)
+            run.first, run.before = (now, step), min(1.0, step / total)
+        run.done = min(1.0, step / total) - run.before
         evaluation = M.TOP1 in result
         # The last evaluation's line is the job's own, when it ends.
         if step >= total or (not evaluation and now - run.said < LINE_EVERY):
@@ -197,11 +198,14 @@ class ProgressCallback(_tune_callback_base()):
 
     def _line(self, trial, status: str) -> None:
         self._done.add(trial.trial_id)
+        result = trial.last_result or {}
         run = self._running.pop(trial.trial_id, None)
-        self._done_work += run.work if run is not None else self._work_of(trial.config)
+        work = run.work if run is not None else self._work_of(trial.config)
+        before = 1.0 if result.get(CACHED) else run.before if run is not None else 0.0
+        self._restored_work += work * before
+        self._done_work += work * (1.0 - before)
         done = len(self._done) + self._restored
         stage, what = job_label(self.plan, trial.config)
-        result = trial.last_result or {}
         took = duration(result.get("time_total_s", 0.0))
         eta = self._eta() if self.total - done > 0 else ""
         body = result_line(result, self.plan.data.selection_set) if status == "ok" else status
