@@ -50,7 +50,7 @@ from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 COMPARABLE_LATENCY = "latency_comparable_ms_b1"
 LATENCY_INTERVAL = "latency_interval_ms_b1"
 ROUTING = "routing"  # a row's ``routing_kind``: routes, prunes or no skip
-VERDICT = "faster"  # a row's ``speedup_verdict`` at batch 1: faster, not faster, too noisy
+VERDICT = "speed_verdict"  # a row's ``speedup_verdict`` at batch 1: faster, not faster, too noisy
 
 
 @dataclass
