@@ -113,3 +113,67 @@ def test_work_done_before_this_driver_does_not_speed_up_the_eta(setup) -> None:
     callback.on_trial_complete(0, [sp, base], base)
     left = (sum(plan.work(j) for j in plan.trials)) / rate  # the four HRL trials
     assert out.getvalue().splitlines()[-1].endswith(f"sweep ETA {P.duration(left)}")
+
+
+# The quickstart's jobs as measured on 2 cores (docs/fidelity.md, "The quickstart", the
+# 2026-11-28 20:15 run): each job's start and end in seconds, two trials at once after SP.
+QUICKSTART_TIMELINE = {
+    ("baseline",): (0, 131),
+    ("sp", "rnn"): (131, 163),
+    ("act", None): (163, 212),
+    ("hrl", 2.0): (163, 212),
+    ("hrl", 3.0): (212, 259),
+    ("sact", None): (212, 265),
+}
+
+
+def test_the_quickstart_eta_is_within_30_percent_once_a_third_is_done(monkeypatch) -> None:
+    """The measured timeline replayed: the ETA printed as each job ends, once a third of the
+    work is done and before the last job, is within 30 % of the time that was left (counting
+    jobs said 1.2-2.9x)."""
+    plan = make_plan(load_space("quickstart", check_paths=False))
+
+    def key(job) -> tuple:
+        stage = job.stage.train.stage
+        if stage == "baseline":
+            return (stage,)
+        if stage == "sp":
+            return (stage, job.stage.model.gate)
+        return (stage, job.coord("alpha"))
+
+    timeline = {job.id: QUICKSTART_TIMELINE[key(job)] for job in plan.jobs}
+    end = max(stop for _, stop in timeline.values())
+    clock, out = Clock(), io.StringIO()
+    monkeypatch.setattr(P.time, "monotonic", clock)
+    callback = P.ProgressCallback(plan, out=out)
+    callback.setup()
+    total = sum(plan.work(j) for j in plan.jobs)
+    events = sorted([(t0, 0, j) for j, (t0, _) in timeline.items()]
+                    + [(t1, 1, j) for j, (_, t1) in timeline.items()])  # fmt: skip
+    done, checked, started, started_trials = 0.0, 0, {}, {}
+    for t, ending, job_id in events:
+        clock.t = float(t)
+        # The running jobs' step reports: their steps advance with their time.
+        for other, t0 in started.items():
+            t1 = timeline[other][1]
+            step = max(1, min(100, int(100 * (t - t0) / (t1 - t0))))
+            callback.on_trial_result(0, [], started_trials[other], {STEP: step, TOTAL_STEPS: 100})
+        if not ending:
+            started[job_id] = t
+            started_trials[job_id] = trial(plan.job(job_id))
+            callback.on_trial_start(0, [], started_trials[job_id])
+            callback.on_trial_result(0, [], started_trials[job_id], {STEP: 1, TOTAL_STEPS: 100})
+            continue
+        running = started_trials[job_id]
+        del started[job_id]
+        running.last_result = {M.TOP1: 80.0, M.FLOPS_MEAN: 1e6, "time_total_s": 1}
+        callback.on_trial_complete(0, [], running)
+        done += plan.work(plan.job(job_id))
+        line = out.getvalue().splitlines()[-1]
+        if done >= total / 3 and "sweep ETA" in line and t < end - 30:
+            said = line.rsplit("sweep ETA ", 1)[1]
+            minutes, _, seconds = said.rstrip("s").rpartition("m")
+            eta = 60 * int(minutes or 0) + int(seconds)
+            assert 0.7 <= eta / (end - t) <= 1.3, (line, end - t)
+            checked += 1
+    assert checked == 4
