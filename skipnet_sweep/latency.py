@@ -8,8 +8,10 @@ mode, each BatchNorm folded into its convolution: ``models.folded``) under
 thresholded gates, sparse path), so SkipNets run only the blocks their gates open and
 ACT/SACT networks their own halting forward. Beside it, in the same process, the plain ResNet
 of the same backbone is timed call for call, the two alternating in an order that flips every
-round, so drift in the machine's speed hits both alike. The figure is the median over
-repeats, robust to the odd slow call (a page fault, another process's burst).
+round, so drift in the machine's speed hits both alike. The times are medians over repeats,
+robust to the odd slow call (a page fault, another process's burst); the speed-up is the
+median of each round's ratio, reported with its interquartile range, which says how far a
+loaded machine moves it (two identical runs once timed a network at 0.01x and 1.53x).
 """
 
 from __future__ import annotations
@@ -24,7 +26,22 @@ from torch import Tensor, nn
 from skipnet_sweep import metrics as M
 from skipnet_sweep.models import build_from_config, folded, input_layout, model_input
 
-__all__ = ["measure_latency", "plain_reference", "synchronizer", "time_interleaved"]
+__all__ = [
+    "measure_latency",
+    "plain_reference",
+    "quartiles",
+    "synchronizer",
+    "time_interleaved",
+]
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile) of ``values`` (all three the value itself
+    when there is one)."""
+    if len(values) == 1:
+        return (values[0],) * 3
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
 
 
 def synchronizer(device: str | torch.device) -> Callable[[], None]:
@@ -123,7 +140,7 @@ def measure_latency(
         device: where the model runs.
         batch_sizes: batch sizes to time; empty measures nothing.
         warmup: untimed rounds per batch size.
-        repeats: timed rounds per batch size (the median is reported).
+        repeats: timed rounds per batch size (medians and quartiles are over them).
         reference: the network to compare with; default ``plain_reference(model)``. It is
             called the same way; its copy is put on ``device``. Both are timed as folded copies
             (``models.folded``) in the layout the stages train and evaluate in
@@ -134,8 +151,9 @@ def measure_latency(
         clock: seconds, monotonic (a test may inject its own).
 
     Returns:
-        ``{latency_ms(b), latency_plain_ms(b), speedup(b)}`` for every batch size (names in
-        ``skipnet_sweep.metrics``); speed-up = plain / model.
+        ``{latency_ms(b), latency_plain_ms(b), speedup(b), speedup_q1(b), speedup_q3(b)}``
+        for every batch size (names in ``skipnet_sweep.metrics``): the median times, and the
+        median and quartiles over rounds of the round's plain / model.
 
     Raises:
         ValueError: a batch size < 1, warmup < 0, repeats < 1 or images of another shape.
@@ -168,9 +186,14 @@ def measure_latency(
                 sync=sync,
                 clock=clock,
             )
-            ms = statistics.median(times["model"]) * 1e3
-            plain_ms = statistics.median(times["plain"]) * 1e3
-            out[M.latency_ms(b)] = ms
-            out[M.latency_plain_ms(b)] = plain_ms
-            out[M.speedup(b)] = plain_ms / ms if ms > 0 else float("nan")
+            out[M.latency_ms(b)] = statistics.median(times["model"]) * 1e3
+            out[M.latency_plain_ms(b)] = statistics.median(times["plain"]) * 1e3
+            # Per round: the two calls ran side by side, so the ratio cancels the machine's
+            # drift between rounds.
+            ratios = [
+                p / m if m > 0 else float("nan")
+                for p, m in zip(times["plain"], times["model"], strict=True)
+            ]
+            q1, median, q3 = quartiles(ratios)
+            out[M.speedup(b)], out[M.speedup_q1(b)], out[M.speedup_q3(b)] = median, q1, q3
     return out

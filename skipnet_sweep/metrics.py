@@ -43,7 +43,11 @@ EPOCH = "epoch"
 IMAGES_PER_S = "images_per_s"  # training images per second since the last evaluation
 PEAK_MEM_MB = "peak_mem_mb"  # peak CUDA memory allocated since the last evaluation (MiB)
 RL_LOSS = "rl_loss"
+# Gated networks, over the training batches since the last log point: the share of gated
+# blocks skipped and the mean multiply-adds per image (named for what it holds, unlike
+# ``flops_mean``, whose name predates the distinction).
 TRAIN_SKIP_RATIO = "train_skip_ratio"
+TRAIN_MACS_MEAN = "train_macs_mean"
 PONDER = "ponder"
 SAMPLED_TOP1 = "train_sampled_top1"  # pure RL: how often the sampled prediction is right
 
@@ -80,7 +84,8 @@ def is_gate_skip_ratio(name: str) -> bool:
 TAG_STAGE = "stage"  # baseline / sp / hrl / act / sact
 TAG_TRIAL_ID = "skipnet.trial_id"  # idempotency key of a child run
 TAG_SWEEP_ID = "skipnet.sweep_id"  # idempotency key of a parent run
-TAG_SP_RUN_ID = "sp_run_id"
+TAG_SP_RUN_ID = "sp_run_id"  # an HRL run's SP run
+TAG_INIT_RUN_ID = "init_run_id"  # the run whose final weights a run starts from
 TAG_PARETO = "pareto"  # on the frontier of top-1 against MACs
 TAG_PARETO_LATENCY = "pareto_latency"  # ... against measured latency (batch 1)
 TAG_ROUTING = "routing"  # routes / prunes / no skip (skipnet_sweep.routing.routing_kind)
@@ -163,8 +168,16 @@ TEST_EVAL_METRICS = tuple(final_test(m) for m in EVAL_METRICS)
 # Wall-clock latency of one forward pass over a batch of b images, in milliseconds (median
 # over repeats), of the run's network as deployed (eval mode, inference mode, thresholded
 # gates on the sparse path) and of the plain ResNet of the same backbone timed interleaved
-# with it in the same process; speed-up = plain / network (> 1: the network is faster).
-LATENCY_PREFIXES = ("latency_ms_b", "latency_plain_ms_b", "speedup_b")
+# with it in the same process, round by round; speed-up = plain / network per round (> 1:
+# the network is faster), its median and its quartiles over the rounds (the timing's noise:
+# a speed-up is only called faster or slower beyond them).
+LATENCY_PREFIXES = (
+    "latency_ms_b",
+    "latency_plain_ms_b",
+    "speedup_b",
+    "speedup_q1_b",
+    "speedup_q3_b",
+)
 
 
 def latency_ms(batch: int) -> str:
@@ -182,6 +195,65 @@ def speedup(batch: int) -> str:
     return f"speedup_b{batch}"
 
 
+def speedup_q1(batch: int) -> str:
+    """Metric name of the speed-up's first quartile over the timed rounds."""
+    return f"speedup_q1_b{batch}"
+
+
+def speedup_q3(batch: int) -> str:
+    """Metric name of the speed-up's third quartile over the timed rounds."""
+    return f"speedup_q3_b{batch}"
+
+
 def is_latency(name: str) -> bool:
     """Whether ``name`` is a latency metric (a timing: it differs between identical runs)."""
     return name.startswith(LATENCY_PREFIXES)
+
+
+# =========================================================================================
+# What each metric holds, in words: the run pages' descriptions and the docs read these.
+# =========================================================================================
+
+# ``{split}`` is the selection set's name in words (``split_name``): every accuracy says
+# which images it was measured on.
+_DESCRIPTIONS = {
+    TOP1: "top-1 accuracy (%) on the {split}, at every evaluation",
+    TOP5: "top-5 accuracy (%) on the {split}",
+    FLOPS_MEAN: "mean multiply-adds (MACs) per image on the {split}, gates included (the "
+    "name predates the distinction: it holds MACs, not FLOPs)",
+    FLOPS_STD: "standard deviation of the MACs per image",
+    FLOPS_PLAIN: "MACs per image of the plain ResNet of the same backbone",
+    COMPUTATION_PCT: "MACs as a percentage of the plain ResNet's",
+    SKIP_RATIO: "share of the gated blocks skipped on the {split}",
+    ROUTING_SHARE: "% of {split} images whose executed blocks differ from the most common set",
+    TEST_TOP1: "top-1 accuracy (%) on the test set, once, at the end",
+    TEST_FLOPS_MEAN: "mean MACs per test image, once, at the end",
+    TRAIN_LOSS: "training cross-entropy, mean over the steps since the last point",
+    LR: "learning rate",
+    IMAGES_PER_S: "training throughput (images per second) since the last point",
+    TRAIN_SKIP_RATIO: "share of gated blocks skipped in the training batches since the last "
+    "point (gated networks)",
+    TRAIN_MACS_MEAN: "mean MACs per training image since the last point (gated networks)",
+    latency_ms(1): "latency of one image (ms, median of the timed rounds), as deployed",
+    speedup(1): "the plain ResNet's time over this network's at batch 1, timed side by side: "
+    "median of the rounds",
+    speedup_q1(1): "first and third quartiles of that speed-up over the rounds: its noise",
+}
+_DESCRIPTIONS[speedup_q3(1)] = _DESCRIPTIONS[speedup_q1(1)]
+
+
+def split_name(selection_set: str) -> str:
+    """``val`` -> "validation split", ``test`` -> "test set"."""
+    return "validation split" if selection_set == SELECTION_VAL else "test set"
+
+
+def accuracy_label(selection_set: str) -> str:
+    """How a person reads ``TOP1``: ``val top-1`` or ``test top-1``."""
+    return f"{selection_set} top-1"
+
+
+def describe_metrics(selection_set: str) -> dict[str, str]:
+    """Each key metric's meaning in words, for a run whose evaluations ran on
+    ``selection_set`` (``val`` or ``test``)."""
+    split = split_name(selection_set)
+    return {name: text.format(split=split) for name, text in _DESCRIPTIONS.items()}

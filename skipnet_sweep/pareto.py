@@ -1,5 +1,5 @@
 """Pareto frontier and hypervolume of (MACs, top-1) points, and the latency axis of the
-measured-latency frontier.
+measured-latency frontier, decided beyond the timings' noise.
 
 A point is ``(macs, top1)``: multiply-adds per image (lower is better) and top-1 accuracy
 in percent (higher is better). Pure functions over plain numbers, so the sweep (which
@@ -25,14 +25,43 @@ from collections.abc import Hashable, Iterable, Sequence
 Point = tuple[float, float]  # (macs, top1)
 
 __all__ = [
+    "FASTER",
+    "NOT_FASTER",
+    "TOO_NOISY",
     "Point",
     "comparable_latency",
     "format_hypervolume",
     "hypervolume",
+    "interval_front",
+    "latency_intervals",
     "normalised_hypervolume",
     "pareto_front",
     "pareto_mask",
+    "speedup_verdict",
 ]
+
+# Whether a network runs faster than the plain ResNet timed beside it, told beyond the noise
+# of the timing: the interquartile range of its round-by-round speed-up lies above 1 (faster),
+# at or below 1 (not faster), or spans 1 (too noisy to tell).
+FASTER, NOT_FASTER, TOO_NOISY = "faster", "not faster", "too noisy"
+
+
+def _finite(*values: float | None) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def speedup_verdict(speedup: float | None, q1: float | None, q3: float | None) -> str | None:
+    """``FASTER``, ``NOT_FASTER`` or ``TOO_NOISY`` from a speed-up and its quartiles over the
+    timed rounds (``latency.measure_latency``); runs timed before quartiles were kept are
+    told by their speed-up alone. None for a run that was not timed."""
+    if not _finite(speedup):
+        return None
+    lo, hi = (q1, q3) if _finite(q1, q3) else (speedup, speedup)
+    if lo > 1.0:
+        return FASTER
+    if hi <= 1.0:
+        return NOT_FASTER
+    return TOO_NOISY
 
 
 def comparable_latency(
@@ -73,6 +102,54 @@ def comparable_latency(
     ]
 
 
+def latency_intervals(
+    latency_ms: Sequence[float | None],
+    plain_ms: Sequence[float | None],
+    groups: Sequence[Hashable] | None = None,
+    spread: Sequence[tuple[float | None, float | None]] | None = None,
+) -> list[tuple[float, float, float]]:
+    """Each run's latency on the scale of ``comparable_latency`` with the interval its
+    timing's noise gives it: (low, value, high). A speed-up whose round-by-round quartiles are
+    ``(q1, q3)`` (``spread``, plain / network) puts the run's time over its reference between
+    1 / q3 and 1 / q1 of its plain time; the interval is widened to hold the value itself.
+    Without quartiles the interval is the value alone; NaN where the run lacks a timing."""
+    values = comparable_latency(latency_ms, plain_ms, groups)
+    spread = list(spread) if spread is not None else [(None, None)] * len(values)
+    out = []
+    for value, lat, ref, (q1, q3) in zip(values, latency_ms, plain_ms, spread, strict=True):
+        if not (math.isfinite(value) and _finite(q1, q3) and q1 > 0 and lat > 0):
+            out.append((value, value, value))
+            continue
+        scale = value * ref / lat  # the group's plain time: value = scale * lat / ref
+        out.append((min(value, scale / q3), value, max(value, scale / q1)))
+    return out
+
+
+def interval_front(intervals: Sequence[tuple[float, float]], top1: Sequence[float]) -> list[int]:
+    """Indices of the runs that no other run beats beyond the noise: ``q`` beats ``p`` when
+    it is at least as accurate and its whole latency interval lies below ``p``'s (or it is
+    more accurate and its interval ends where ``p``'s starts). Runs whose intervals overlap
+    stay on the frontier together: their timings cannot tell which is faster. Without noise
+    (intervals of one value) this is ``pareto_front``.
+
+    Args:
+        intervals: ``(low, high)`` latency of each run (``latency_intervals``).
+        top1: each run's accuracy.
+
+    Returns:
+        Indices by increasing low end of the interval, then by index; runs with a NaN
+        latency or accuracy are never on it.
+    """
+    rows = [(lo, hi, acc) for (lo, hi), acc in zip(intervals, top1, strict=True)]
+    ok = [i for i, r in enumerate(rows) if _finite(*r)]
+
+    def beats(q: tuple, p: tuple) -> bool:
+        return (q[2] >= p[2] and q[1] < p[0]) or (q[2] > p[2] and q[1] <= p[0])
+
+    front = [i for i in ok if not any(beats(rows[j], rows[i]) for j in ok if j != i)]
+    return sorted(front, key=lambda i: (rows[i][0], -rows[i][2], i))
+
+
 def _as_points(points: Iterable[Sequence[float]]) -> list[Point]:
     out = []
     for i, p in enumerate(points):
@@ -82,7 +159,7 @@ def _as_points(points: Iterable[Sequence[float]]) -> list[Point]:
     return out
 
 
-def _finite(p: Point) -> bool:
+def _finite_point(p: Point) -> bool:
     return math.isfinite(p[0]) and math.isfinite(p[1])
 
 
@@ -101,7 +178,7 @@ def pareto_front(points: Iterable[Sequence[float]]) -> list[int]:
     # Increasing MACs, and at equal MACs the most accurate first: every point that could
     # dominate a point comes before it in this order.
     order = sorted(
-        (i for i, p in enumerate(pts) if _finite(p)),
+        (i for i, p in enumerate(pts) if _finite_point(p)),
         key=lambda i: (pts[i][0], -pts[i][1], i),
     )
     front: list[int] = []
@@ -142,7 +219,7 @@ def hypervolume(points: Iterable[Sequence[float]], ref_macs: float, ref_top1: fl
     """
     if not (math.isfinite(ref_macs) and math.isfinite(ref_top1)):
         raise ValueError(f"reference point must be finite, got ({ref_macs}, {ref_top1})")
-    pts = [p for p in _as_points(points) if _finite(p)]
+    pts = [p for p in _as_points(points) if _finite_point(p)]
     inside = [p for p in pts if p[0] <= ref_macs and p[1] >= ref_top1]
     area = 0.0
     level = ref_top1

@@ -25,7 +25,6 @@ from skipnet_sweep.sweep.space import (
     bundled_spaces,
     load_space,
     path_problems,
-    training_images,
 )
 from skipnet_sweep.yamlio import MAX_LINE, OneLineParser, YamlError, one_line, read_yaml_value
 
@@ -182,20 +181,16 @@ def summary(plan) -> list[str]:
     Returns:
         The lines.
     """
-    from skipnet_sweep.stages.loop import total_steps
-
     space = plan.space
-    train_images = training_images(space.dataset)
     uncounted = 0
 
-    def cost(stage) -> tuple[int, int]:
+    def cost(job) -> tuple[int, int]:
         nonlocal uncounted
-        t = stage.train
-        if t.iterations is None and train_images is None:
+        steps = plan.steps(job)
+        if steps is None:
             uncounted += 1
             return 0, 0
-        steps = total_steps(t, (train_images or 0) // t.batch_size)
-        return steps, steps * t.batch_size
+        return steps, steps * job.stage.train.batch_size
 
     groups: dict[str, list] = {}
     for job in plan.jobs:
@@ -210,7 +205,7 @@ def summary(plan) -> list[str]:
         else:
             detail = _per_axis(jobs)
         lines.append(f"  {label}: {len(jobs)} = {detail}")
-        costs = [cost(j.stage) for j in jobs]
+        costs = [cost(j) for j in jobs]
         compute[label] = (sum(c[0] for c in costs), sum(c[1] for c in costs))
     adaptive = plan.adaptive
     if adaptive is not None:
@@ -220,7 +215,7 @@ def summary(plan) -> list[str]:
         lines.append(f"  {method.label} trials: {n} optuna samples over {names}")
         # Every sample trains as long; the first value of each axis stands for all.
         sample = {k: v[1][0] if v[0] == "categorical" else v[1] for k, v in axes.items()}
-        steps, images = cost(plan.sampled_job(method.name, sample).stage)
+        steps, images = cost(plan.sampled_job(method.name, sample))
         compute[f"{method.label} samples"] = (n * steps, n * images)
     steps = sum(s for s, _ in compute.values())
     images = sum(i for _, i in compute.values())

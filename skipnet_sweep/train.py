@@ -19,6 +19,7 @@ from dataclasses import MISSING, Field, fields
 
 from torch.utils.data import DataLoader
 
+from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.methods import method_for_stage, stage_names
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             metrics = _evaluate(args)
             line = (
-                f"eval {args.checkpoint}: top1 {metrics['top1']:.2f}% | "
+                f"eval {args.checkpoint}: test top-1 {metrics[M.TOP1]:.2f}% | "
                 f"{metrics['computation_pct']:.1f}% of the plain ResNet's MACs | "
                 + describe_routing(metrics)
             )

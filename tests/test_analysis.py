@@ -28,6 +28,7 @@ from skipnet_sweep.analysis.runs import (
     load_eval,
     load_runs,
 )
+from skipnet_sweep.pareto import pareto_front
 from skipnet_sweep.report import main as report_main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -344,6 +345,7 @@ def test_latency_frontier_compares_each_run_with_the_plain_resnet_timed_beside_i
     odd = candidates.index[0]
     pts.loc[odd, ref] = plain[ref] / 100
     pts.loc[odd, lat] = 2 * plain[ref] / 100
+    pts.loc[odd, M.speedup(1)] = 0.5
     assert pts.loc[odd, lat] == pts[lat].min()  # raw: the fastest run of the sweep
     data = F.latency_figure(pts, tmp_path / "latency")
     name = pts.loc[odd, "run_name"]
@@ -351,6 +353,31 @@ def test_latency_frontier_compares_each_run_with_the_plain_resnet_timed_beside_i
     assert point[lat] == pytest.approx(2 * plain[ref])  # all the others ran beside PLAIN/1e7
     assert name not in set(data.frontier["run_name"])
     assert name in set(data.counted_only["run_name"])
+
+
+def test_latency_frontier_and_flags_are_decided_beyond_the_timings_noise(
+    runs: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The same slow run, timed so noisily that its speed-up's interquartile range spans
+    1x: it is neither flagged as no faster nor left off the frontier by runs whose timings
+    overlap it."""
+    pts = runs.copy()
+    plain = pts.loc[pts[M.TAG_STAGE] == "baseline"].iloc[0]
+    lat, ref = M.latency_ms(1), M.latency_plain_ms(1)
+    candidates = pts[(pts[M.TOP1] < plain[M.TOP1]) & (pts[M.FLOPS_MEAN] < 0.9 * PLAIN)]
+    odd = candidates.index[0]
+    pts.loc[odd, lat] = 2 * plain[ref]
+    pts[M.speedup_q1(1)] = pts[M.speedup(1)]
+    pts[M.speedup_q3(1)] = pts[M.speedup(1)]
+    pts.loc[odd, [M.speedup(1), M.speedup_q1(1), M.speedup_q3(1)]] = [0.5, 0.01, 100.0]
+    data = F.latency_figure(pts, tmp_path / "latency")
+    name = pts.loc[odd, "run_name"]
+    assert name not in set(data.counted_only["run_name"])
+    assert name in set(data.frontier["run_name"])  # no run is faster beyond its bar
+    # Timed without noise, the others keep their classic frontier.
+    exact = F.latency_figure(pts.drop(index=odd), tmp_path / "exact")
+    front = pareto_front(exact.points[[lat, M.TOP1]].to_numpy(dtype=float))
+    assert set(exact.frontier["run_name"]) == set(exact.points["run_name"].iloc[front])
 
 
 def test_pareto_figure_without_matching_baseline(runs: pd.DataFrame, tmp_path: Path) -> None:

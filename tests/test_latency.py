@@ -23,7 +23,8 @@ def _one_thread(single_thread):
 
 
 def names(sizes) -> set[str]:
-    return {f(b) for b in sizes for f in (M.latency_ms, M.latency_plain_ms, M.speedup)}
+    kinds = (M.latency_ms, M.latency_plain_ms, M.speedup, M.speedup_q1, M.speedup_q3)
+    return {f(b) for b in sizes for f in kinds}
 
 
 @pytest.mark.parametrize("gate", [None, *GATE_DESIGNS, "act", "sact"])
@@ -33,7 +34,7 @@ def test_every_kind_of_network_gets_the_metrics(make_model, gate):
     assert out.keys() == names((1, 3))
     for b in (1, 3):
         assert out[M.latency_ms(b)] > 0 and out[M.latency_plain_ms(b)] > 0
-        assert out[M.speedup(b)] == pytest.approx(out[M.latency_plain_ms(b)] / out[M.latency_ms(b)])
+        assert 0 < out[M.speedup_q1(b)] <= out[M.speedup(b)] <= out[M.speedup_q3(b)]
     assert model.training  # the mode it was in is restored
 
 
@@ -100,8 +101,34 @@ def test_median_ignores_slow_calls_and_speedup_is_plain_over_model():
     assert out[M.latency_ms(1)] == pytest.approx(2.0)
     assert out[M.latency_plain_ms(1)] == pytest.approx(5.0)
     assert out[M.speedup(1)] == pytest.approx(2.5)
+    # Round by round: 2.5 four times, 5/1000 twice (the model's slow calls), 800/2 once (the
+    # plain one's): the quartiles show the slow rounds the median leaves out.
+    q1, q3 = out[M.speedup_q1(1)], out[M.speedup_q3(1)]
+    assert (q1, q3) == pytest.approx(((0.005 + 2.5) / 2, 2.5))
     # As evaluation runs a network: thresholded gates, sparse path, eval and inference mode.
     assert {c[1:] for c in model.calls + plain.calls} == {("threshold", "sparse", False, True)}
+
+
+def test_the_speed_up_carries_the_spread_of_its_rounds():
+    """A machine whose speed drifts between rounds moves both networks alike: the paired
+    ratio stays put. Noise within a round shows in the quartiles."""
+    clock = FakeClock()
+    drift = {i: 2.0 * (1 + i) for i in range(12)}  # each call slower than the last
+    model = Costly(clock, 2.0, slow=drift)
+    plain = Costly(clock, 4.0, slow={i: 2 * v for i, v in drift.items()})
+    out = measure_latency(
+        model, SHAPE, batch_sizes=(1,), warmup=0, repeats=12, reference=plain, clock=clock
+    )
+    spread = (out[M.speedup_q1(1)], out[M.speedup(1)], out[M.speedup_q3(1)])
+    assert spread == pytest.approx((2.0, 2.0, 2.0))
+    noisy = Costly(clock, 2.0, slow={0: 1.0, 1: 1.0, 2: 4.0, 3: 4.0})  # 4 rounds
+    out = measure_latency(
+        noisy, SHAPE, batch_sizes=(1,), warmup=0, repeats=4, reference=Costly(clock, 2.0),
+        clock=clock,
+    )  # fmt: skip
+    # Ratios 2, 2, 0.5, 0.5: the median 1.25 with quartiles 0.5 and 2.
+    assert out[M.speedup(1)] == pytest.approx(1.25)
+    assert (out[M.speedup_q1(1)], out[M.speedup_q3(1)]) == pytest.approx((0.5, 2.0))
 
 
 def test_batch_sizes_are_honoured_and_images_used():

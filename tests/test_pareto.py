@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 
 from skipnet_sweep.pareto import (
+    FASTER,
+    NOT_FASTER,
+    TOO_NOISY,
     comparable_latency,
     format_hypervolume,
     hypervolume,
+    interval_front,
+    latency_intervals,
     normalised_hypervolume,
     pareto_front,
     pareto_mask,
+    speedup_verdict,
 )
 
 
@@ -146,3 +152,38 @@ def test_comparable_latency_keeps_each_backbone_on_its_own_scale() -> None:
     assert comparable_latency(lat, ref) == pytest.approx([25.0, 15.0, 25.0, 15.0])
     with pytest.raises(ValueError, match="3 groups for 4 runs"):
         comparable_latency(lat, ref, arch[:3])
+
+
+# --- timings with their noise -------------------------------------------------------------
+
+
+def test_a_speed_up_is_called_only_beyond_its_interquartile_range() -> None:
+    assert speedup_verdict(1.3, 1.1, 1.5) == FASTER
+    assert speedup_verdict(0.9, 0.8, 1.0) == NOT_FASTER
+    # The identical runs (0.01x and 1.53x): one noisy timing decides nothing.
+    assert speedup_verdict(1.53, 0.01, 2.0) == TOO_NOISY
+    assert speedup_verdict(0.8, None, None) == NOT_FASTER  # timed before quartiles: the median
+    assert speedup_verdict(None, None, None) is None
+
+
+def test_latency_intervals_put_the_quartiles_on_the_frontiers_scale() -> None:
+    # Two runs beside plain times 10 and 20 ms (the scale: their median, 15 ms).
+    (lo, value, hi), (_, other, _) = latency_intervals(
+        [5.0, 40.0], [10.0, 20.0], None, [(1.6, 2.5), (None, None)]
+    )
+    assert value == pytest.approx(7.5) and other == pytest.approx(30.0)
+    assert (lo, hi) == pytest.approx((15.0 / 2.5, 15.0 / 1.6))
+    assert latency_intervals([40.0], [20.0])[0] == pytest.approx((40.0, 40.0, 40.0))
+
+
+def test_the_latency_frontier_drops_only_runs_beaten_beyond_the_noise() -> None:
+    top1 = [90.0, 89.0, 88.0, 91.0]
+    # Run 1 is slower than run 0 on its median but their intervals overlap: both stay.
+    # Run 2 is less accurate and slower than run 0 beyond both intervals: dropped.
+    intervals = [(10.0, 12.0), (11.0, 14.0), (13.0, 15.0), (20.0, 21.0)]
+    assert interval_front(intervals, top1) == [0, 1, 3]
+    # Without noise, the classic frontier.
+    points = [(10.0, 90.0), (11.0, 89.0), (13.0, 88.0), (20.0, 91.0)]
+    exact = [(x, x) for x, _ in points]
+    assert interval_front(exact, top1) == pareto_front(points) == [0, 3]
+    assert interval_front([(math.nan, math.nan)], [90.0]) == []

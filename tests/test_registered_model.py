@@ -63,10 +63,30 @@ def test_registered_frontier_model_loads_without_unpickling(tmp_path, monkeypatc
         M.TAG_TRIAL_ID, "hrl-1", "hrl-1", tags={M.TAG_CHECKPOINT: str(trained)}
     )
     tracker.finish(run_id)
-    row = {"run_id": run_id, "run_name": "hrl-1", M.TOP1: 50.0, M.FLOPS_MEAN: 1e6}
+    row = {
+        "run_id": run_id, "run_name": "hrl-1+a0.5", "method": "skipnet-rnn",
+        "backbone": "cifar_resnet8", "weight": "alpha=0.5", M.TOP1: 50.004,
+        M.TEST_TOP1: 48.5, M.FLOPS_MEAN: 1_234_567.8, M.FLOPS_PLAIN: 2_469_135.6,
+    }  # fmt: skip
     log_frontier_models(tracker, plan, SweepResult(run_id, frontier=[row]))
     version = tracker.client.get_run(run_id).data.tags[M.TAG_MODEL_VERSION]
     assert tracker.status(run_id) == "FINISHED"  # logging a model leaves the run as it was
+    # The version says which point it is (the tiny space has no validation split: its
+    # top-1 is the test set's), rounded, and its alias is its run's name.
+    name = registered_model_name(plan)
+    labelled = tracker.client.get_model_version(name, version)
+    assert labelled.description == (
+        "skipnet-rnn cifar_resnet8 alpha=0.5: test top-1 50.00 %, 1.23 M MACs (50.0 % of the "
+        "plain ResNet's); run hrl-1+a0.5"
+    )
+    assert labelled.tags == {
+        "method": "skipnet-rnn", "backbone": "cifar_resnet8", "cost_weight": "alpha=0.5",
+        "test_top1": "50.00", "macs": "1.23 M", "run_id": run_id,
+    }  # fmt: skip
+    assert str(tracker.client.get_model_version_by_alias(name, "hrl-1_a0_5").version) == version
+    assert "one version per run on the MACs frontier" in (
+        tracker.client.get_registered_model(name).description
+    )
 
     _forbid_unpickling(monkeypatch)
     mlflow.set_tracking_uri(tracking_uri(tmp_path))

@@ -141,7 +141,8 @@ def test_the_table_marks_pruning_and_names_a_skipping_run_best():
         r["pareto"] = True
     result = SweepResult("p", frontier=[routed, plain], rows=rows, trials=4)
     plan = SimpleNamespace(
-        space=SimpleNamespace(name="s", dataset=SimpleNamespace(name="d"), backbones=["b"])
+        space=SimpleNamespace(name="s", dataset=SimpleNamespace(name="d"), backbones=["b"]),
+        data=SimpleNamespace(selection_set="test"),
     )
     lines = frontier_table(result, plan).splitlines()
     header = lines[1]
@@ -163,7 +164,8 @@ def test_no_best_skipnet_when_no_run_skips():
     plain["pareto"] = True
     result = SweepResult("p", frontier=[plain], rows=[plain, sp], trials=2)
     plan = SimpleNamespace(
-        space=SimpleNamespace(name="s", dataset=SimpleNamespace(name="d"), backbones=["b"])
+        space=SimpleNamespace(name="s", dataset=SimpleNamespace(name="d"), backbones=["b"]),
+        data=SimpleNamespace(selection_set="test"),
     )
     table = frontier_table(result, plan)
     assert "best SkipNet" not in table

@@ -212,3 +212,40 @@ def test_asha_stops_trials_by_rung_not_by_report_count(tmp_path: Path) -> None:
                 stopped[name] = it
     assert "good" not in stopped and "shared" not in stopped
     assert stopped["bad"] <= 2
+
+
+def test_asha_counts_evaluations_not_the_training_logs_reported_between_them(
+    tmp_path: Path,
+) -> None:
+    """Training curves reach Tune as reports between evaluations; ASHA's rungs stay at
+    evaluation counts (grace period 4: the worse trial is compared, and stopped, at its 4th
+    evaluation, not at its 4th report, which is a training log)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from skipnet_sweep.sweep.searcher import EVALUATION, SharedAwareASHA
+
+    plan = _plan(tmp_path)
+    asha = SharedAwareASHA(plan, metric=M.TOP1, mode="max", grace_period=4, reduction_factor=2)
+    trials = {
+        name: SimpleNamespace(trial_id=name, config={"job": job.id})
+        for name, job in (("good", plan.trials[0]), ("bad", plan.trials[1]))
+    }
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+    top1 = {"good": 80.0, "bad": 10.0}
+    stopped, reports = {}, 0
+    for evaluation in range(1, 9):
+        for kind in ("log",) * 4 + ("eval",):
+            reports += 1
+            for name, trial in trials.items():
+                if name in stopped:
+                    continue
+                result = {"training_iteration": reports, M.TRAIN_LOSS: 1.0}
+                if kind == "eval":
+                    result.update({M.TOP1: top1[name], EVALUATION: evaluation})
+                if asha.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                    assert kind == "eval"
+                    stopped[name] = evaluation
+    assert stopped == {"bad": 4}

@@ -117,7 +117,8 @@ def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> N
     alphas = set()
     for r in stages["hrl"]:
         p = r.data.params
-        assert r.data.tags[M.TAG_SP_RUN_ID] == sp.info.run_id
+        assert r.data.tags[M.TAG_SP_RUN_ID] == r.data.tags[M.TAG_INIT_RUN_ID] == sp.info.run_id
+        assert p["init"].startswith("file:///") and p["init"].endswith(f"/{job.key}/model.pt")
         assert r.data.tags["node_ip"], "the node a trial ran on is recorded"
         assert p[M.PARAM_ARCH] == "cifar_resnet8"
         assert p[M.PARAM_GATE] == "rnn"
@@ -127,7 +128,10 @@ def test_hrl_runs_point_to_their_sp_run_and_carry_their_params(tiny: Sweep) -> N
         alphas.add(float(p[M.PARAM_ALPHA]))
     assert alphas == {0.0, 1.0, 2.0, 4.0}
     (base,) = stages["baseline"]
-    assert base.data.params[M.PARAM_GATE] == "none"
+    assert M.PARAM_GATE not in base.data.params  # a network without gates has no gate
+    for r in stages["smooth"]:  # fine-tunes of the baseline: what they start from, not SP
+        assert r.data.tags[M.TAG_INIT_RUN_ID] == base.info.run_id
+        assert M.TAG_SP_RUN_ID not in r.data.tags
 
 
 def test_final_metrics(tiny: Sweep) -> None:
@@ -152,6 +156,19 @@ def children_rows(tiny: Sweep) -> list:
         for r in tiny.mlflow.children(tiny.mlflow.parent().info.run_id)
         if r.info.status == "FINISHED"
     ]
+
+
+def test_every_run_draws_training_curves(tiny: Sweep) -> None:
+    """The training logs between evaluations reach MLflow: every curve of every run has
+    more than one point, each step once (the tiny stages evaluate once or twice)."""
+    client = tiny.mlflow.client
+    for r in children_rows(tiny):
+        curves = [M.TRAIN_LOSS, M.LR, M.IMAGES_PER_S]
+        if r.data.tags[M.TAG_STAGE] in ("sp", "hrl"):  # gated networks
+            curves += [M.TRAIN_SKIP_RATIO, M.TRAIN_MACS_MEAN]
+        for key in curves:
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert len(steps) > 1 and steps == sorted(set(steps)), (r.info.run_name, key)
 
 
 def test_no_checkpoint_copy_is_left_in_the_temporary_folder(tiny: Sweep) -> None:
@@ -240,7 +257,7 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(tiny: Sweep, tmp_pat
         assert r.data.tags[M.TAG_METHOD_LABEL] == "Label smoothing"
         assert r.data.tags[M.TAG_METHOD_MARKER] == "P"
         assert r.data.tags[M.TAG_STAGE] == "smooth"
-        assert r.data.tags[M.TAG_SP_RUN_ID] == base_run
+        assert r.data.tags[M.TAG_INIT_RUN_ID] == base_run  # not SP: the plain baseline
         assert float(r.data.params["smoothing"]) in (0.0, 0.2)
         assert M.TOP1 in r.data.metrics and M.FLOPS_MEAN in r.data.metrics
         assert r.data.tags[M.TAG_PARETO] in ("true", "false")

@@ -107,7 +107,7 @@ def test_hrl_from_sp_prints_the_summary_line(runs):
     line = out.strip()
     assert "\n" not in line
     assert line.startswith("hrl+sp cifar_resnet8+ff2 | ")  # arch and gate from --init
-    assert f"top1 {m[M.TOP1]:.2f}%" in line
+    assert f"test top-1 {m[M.TOP1]:.2f}%" in line  # no validation split: the test set
     assert f"{m[M.COMPUTATION_PCT]:.1f}% of the plain ResNet" in line
     assert re.search(r"skipped \d+\.\d\d blocks/sample \| ", line)
     assert line.endswith(describe_routing(m))  # routes, prunes or skips nothing, in words
@@ -128,7 +128,7 @@ def test_eval_reproduces_the_training_metrics(runs):
     trained = load_checkpoint(sp)["metrics"]
     assert code == 0 and err == ""
     assert out.strip() == (
-        f"eval {sp}: top1 {trained[M.TOP1]:.2f}% | "
+        f"eval {sp}: test top-1 {trained[M.TOP1]:.2f}% | "
         f"{trained[M.COMPUTATION_PCT]:.1f}% of the plain ResNet's MACs | "
         + describe_routing(trained)
     )

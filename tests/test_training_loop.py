@@ -18,7 +18,9 @@ from skipnet_sweep.models import SkipOutput, SkipResNet, build_model, input_layo
 from skipnet_sweep.models.gates import GATE_DESIGNS, RNNGate, build_gates, gate_heads
 from skipnet_sweep.stages import TrainConfig
 from skipnet_sweep.stages.loop import (
+    _DeviceLogs,
     _load_scheduler,
+    log_interval,
     make_optimizer,
     resolve_precision,
     train_loop,
@@ -349,3 +351,90 @@ def test_channels_last_except_where_torch_corrupts_the_heap():
         memory_format=torch.channels_last
     )
     assert model_input(x, "cpu", input_layout(tiny)).is_contiguous()
+
+
+# --- training curves between evaluations ---------------------------------------------------
+
+
+def test_log_interval_gives_short_stages_ten_points_and_long_ones_a_point_every_100_steps():
+    assert [log_interval(n) for n in (1, 30, 45, 200, 64_000)] == [1, 2, 3, 10, 100]
+    assert 30 // log_interval(30) >= 10  # the quickstart's shortest stage (ACT, 30 steps)
+
+
+def test_curves_are_logged_between_evaluations_with_one_device_read_per_point(monkeypatch):
+    """``on_log`` gets the training logs every ``log_every`` steps, never at an evaluation
+    (which carries its own); each point reads the device once, no step in between does."""
+    reads = []
+    real_read = _DeviceLogs.read
+    monkeypatch.setattr(
+        _DeviceLogs, "read", lambda self: reads.append(1) or real_read(self), raising=True
+    )
+    model = tiny_net("rnn")
+    cfg = hrl(iterations=12, eval_every=6)
+    logged, evals = [], []
+    train_loop(
+        model,
+        objective(model, cfg),
+        image_loader(),
+        cfg,
+        on_eval=lambda s, logs: evals.append(s.step),
+        on_log=lambda s, logs: logged.append((s.step, logs)),
+        log_every=2,
+        cost=count_costs(model, SHAPE).per_sample,
+        progress=False,
+    )
+    assert [s for s, _ in logged] == [2, 4, 8, 10] and evals == [6, 12]
+    assert len(reads) == len(logged) + len(evals)
+    full = count_costs(model, SHAPE).full_total
+    for _, logs in logged:
+        assert {M.TRAIN_LOSS, M.LR, M.EPOCH, M.IMAGES_PER_S, M.REWARD} <= set(logs)
+        # The running skip ratio and MACs of the sampled gates, MACs within the network's.
+        assert 0.0 <= logs[M.TRAIN_SKIP_RATIO] <= 1.0
+        assert 0 < logs[M.TRAIN_MACS_MEAN] <= full
+        assert logs[M.IMAGES_PER_S] > 0
+
+
+def test_running_macs_are_the_mean_of_the_batches_per_sample_macs():
+    """What the curve shows equals the per-sample count averaged over the interval's
+    batches (a SkipNet's MACs are linear in its decisions)."""
+    model = tiny_net("ff1")
+    costs = count_costs(model, SHAPE)
+    cfg = hrl(iterations=2, eval_every=2)
+    seen, executed = [], []
+
+    class Recording(HybridRL):
+        def __call__(self, out, target):
+            executed.append(out.executed.detach())
+            return super().__call__(out, target)
+
+    train_loop(
+        model,
+        Recording(cfg, gate_costs(None, model.num_gates)),
+        image_loader(),
+        cfg,
+        on_log=lambda s, logs: seen.append(logs),
+        log_every=2,
+        on_eval=lambda s, logs: seen.append(logs),
+        cost=costs.per_sample,
+        progress=False,
+    )
+    (logs,) = seen  # step 2 is the evaluation: it carries the logs of both steps
+    expected = torch.cat([costs.per_sample(e) for e in executed]).mean().item()
+    assert logs[M.TRAIN_MACS_MEAN] == pytest.approx(expected, rel=1e-6)
+    skipped = torch.cat([(~e).float() for e in executed]).mean().item()
+    assert logs[M.TRAIN_SKIP_RATIO] == pytest.approx(skipped, rel=1e-6)
+
+
+def test_a_network_without_gates_logs_no_skip_ratio():
+    seen = []
+    train_loop(
+        Linear(),
+        Supervised(),
+        DataLoader(TensorDataset(torch.randn(8, 6), torch.randint(0, 3, (8,))), batch_size=4),
+        TrainConfig(stage="baseline", iterations=4, lr=0.1, eval_every=4),
+        on_log=lambda s, logs: seen.append(logs),
+        log_every=1,
+        progress=False,
+    )
+    assert len(seen) == 3
+    assert all(M.TRAIN_SKIP_RATIO not in logs and M.TRAIN_LOSS in logs for logs in seen)

@@ -28,10 +28,13 @@ from skipnet_sweep.analysis.common import (
 )
 from skipnet_sweep.analysis.labels import place_labels
 from skipnet_sweep.pareto import (
-    comparable_latency,
+    NOT_FASTER,
     format_hypervolume,
+    interval_front,
+    latency_intervals,
     normalised_hypervolume,
     pareto_front,
+    speedup_verdict,
 )
 
 __all__ = ["LatencyData", "ParetoData", "latency_figure", "pareto_figure"]
@@ -39,6 +42,8 @@ __all__ = ["LatencyData", "ParetoData", "latency_figure", "pareto_figure"]
 # The ring around a frontier point, and how faint a related-backbone published point is.
 _RING = {"marker": "o", "s": 120, "facecolors": "none", "edgecolors": "0.1", "linewidths": 0.9}
 _RELATED_ALPHA = 0.6
+# The columns of a latency point's noise interval (``pareto.latency_intervals``).
+_LOW, _HIGH = "latency_low_ms", "latency_high_ms"
 
 
 @dataclass
@@ -105,14 +110,21 @@ def _own(pts: pd.DataFrame, series: str | None, name: Any) -> pd.DataFrame:
     return pts if series is None else pts[pts[series] == name]
 
 
-def _frontier_rows(pts: pd.DataFrame, x: str, series: str | None) -> pd.DataFrame:
-    """Marks each run ``on_frontier`` of its own series (top-1 against ``x``) and returns
-    those runs, by series and increasing ``x``."""
+def _frontier_rows(
+    pts: pd.DataFrame, x: str, series: str | None, interval: tuple[str, str] | None = None
+) -> pd.DataFrame:
+    """Marks each run ``on_frontier`` of its own series (top-1 against ``x``; with
+    ``interval``, the columns of ``x``'s low and high ends, beyond their noise:
+    ``pareto.interval_front``) and returns those runs, by series and increasing ``x``."""
     pts["on_frontier"] = False
     order = _series_order(pts, series)
     for name in order:
         grp = _own(pts, series, name)
-        front = pareto_front(grp[[x, M.TOP1]].to_numpy(dtype=float))
+        if interval is None:
+            front = pareto_front(grp[[x, M.TOP1]].to_numpy(dtype=float))
+        else:
+            bounds = grp[list(interval)].to_numpy(dtype=float).tolist()
+            front = interval_front(bounds, grp[M.TOP1].astype(float).tolist())
         pts.loc[grp.index[front], "on_frontier"] = True
     rank = 0 if series is None else pts[series].map({n: i for i, n in enumerate(order)})
     # Stable, so ties keep pareto_front's order (duplicates by index).
@@ -324,7 +336,7 @@ def pareto_figure(
                 )  # fmt: skip
 
         ax.set_xlabel(S.macs_label(flops_unit))
-        ax.set_ylabel("Top-1 accuracy (%)")
+        ax.set_ylabel(S.top1_label(pts))
         if len(hidden):
             low = float(shown[M.TOP1].min())
             if len(plotted):
@@ -395,9 +407,10 @@ def latency_figure(
     latency is put on one scale, its time over the plain ResNet timed beside it in its own
     process times the median plain time of its dataset and backbone
     (``pareto.comparable_latency``, as the sweep's latency frontier); those medians are the
-    dashed references. A run whose MACs are below the
-    plain ResNet's but that is not faster than its reference is drawn with a cross and named
-    in the caption.
+    dashed references. Each run's bar is the interquartile range of its round-by-round
+    speed-up on that scale, and the frontier leaves out only runs beaten beyond it, as the
+    sweep's does. A run whose MACs are below the plain ResNet's but that is not faster than
+    its reference beyond that noise is drawn with a cross and named in the caption.
 
     With ``series`` (a comparison), each series keeps its own scale (its own plain ResNet's
     median: sweeps timed on different hardware stay on their own) and has its own frontier
@@ -420,16 +433,32 @@ def latency_figure(
     # dataset and backbone (raw milliseconds of separate processes carry their own load); the
     # same scale as the sweep's latency frontier.
     plain_ms = pd.to_numeric(pts[plain_lat], errors="coerce")
-    # Not faster than the plain ResNet timed beside it: in the same process, so in raw ms.
-    slower = pts[lat] >= plain_ms
+
+    def column(name: str) -> list[float | None]:
+        if name not in pts.columns:  # runs timed before quartiles were kept
+            return [None] * len(pts)
+        return [None if pd.isna(v) else float(v) for v in pd.to_numeric(pts[name], "coerce")]
+
+    q1, q3 = column(M.speedup_q1(batch)), column(M.speedup_q3(batch))
+    # Not faster than the plain ResNet timed beside it, beyond the timing's noise (in the
+    # same process, so on the raw times; runs without a speed-up metric: by those alone).
+    speed = [
+        s if s is not None else r / v
+        for s, r, v in zip(column(M.speedup(batch)), plain_ms, pts[lat].astype(float), strict=True)
+    ]
+    slower = pd.Series([speedup_verdict(*v) == NOT_FASTER for v in zip(speed, q1, q3, strict=True)])
     keys = [*([series] if series is not None else []), M.PARAM_DATASET, M.PARAM_ARCH]
     groups = list(pts[keys].itertuples(index=False, name=None))
-    pts[lat] = comparable_latency(pts[lat].astype(float).tolist(), plain_ms.tolist(), groups)
+    bounds = latency_intervals(
+        pts[lat].astype(float).tolist(), plain_ms.tolist(), groups, list(zip(q1, q3, strict=True))
+    )
+    pts[lat] = [v for _, v, _ in bounds]
+    pts[_LOW], pts[_HIGH] = [lo for lo, _, _ in bounds], [hi for *_, hi in bounds]
     keep = [math.isfinite(v) for v in pts[lat]]
     pts, slower = pts[keep].reset_index(drop=True), slower[keep].reset_index(drop=True)
     if pts.empty:
         raise NotEnoughData(f"no finished run has both {lat} and {plain_lat}")
-    frontier = _frontier_rows(pts, lat, series)
+    frontier = _frontier_rows(pts, lat, series, interval=(_LOW, _HIGH))
     macs_saved = pd.to_numeric(pts[M.FLOPS_MEAN], errors="coerce") < 0.95 * pd.to_numeric(
         pts[M.FLOPS_PLAIN], errors="coerce"
     )
@@ -452,6 +481,9 @@ def latency_figure(
                 st = S.method_style(method, grp)
                 slow = grp.index.isin(counted_only.index)
                 face = st.color if series is None else colour
+                ax.errorbar(grp[lat], grp[M.TOP1], xerr=[grp[lat] - grp[_LOW],
+                            grp[_HIGH] - grp[lat]], fmt="none", ecolor=face, alpha=0.5,
+                            linewidth=0.8, zorder=2)  # fmt: skip
                 ax.scatter(grp[lat][~slow], grp[M.TOP1][~slow], marker=st.marker, s=36,
                            color=face, edgecolors="white", linewidths=0.5, zorder=3,
                            gid=f"runs:{name}:{method}")  # fmt: skip
@@ -493,7 +525,7 @@ def latency_figure(
             f"Latency per batch of {batch} (ms, median)\neach run over the plain ResNet timed "
             "beside it, times the plain ResNet's median"
         )
-        ax.set_ylabel("Top-1 accuracy (%)")
+        ax.set_ylabel(S.top1_label(pts))
         what = f"all {len(pts)} finished runs, batch {batch}"
         if series is not None:
             what = f"{len(order)} studies, {len(pts)} runs, batch {batch}"
@@ -509,7 +541,9 @@ def latency_figure(
         notes = [
             "Latency measured after each run's final evaluation, as deployed (thresholded "
             "gates, blocks skipped for real; ACT halting; SACT as it runs), beside the plain "
-            "ResNet timed in the same process."
+            "ResNet timed in the same process. Bars: the interquartile range of its "
+            "round-by-round speed-up; a run leaves the frontier only for one at least as "
+            "accurate and faster beyond both bars."
         ]
         if series is not None:
             notes.append(
@@ -521,8 +555,9 @@ def latency_figure(
         if len(counted_only):
             names = ", ".join(str(n) for n in counted_only["run_name"].head(6))
             notes.append(
-                f"X: MACs below the plain ResNet's but no faster in wall time (savings counted, "
-                f"not realised): {names}" + (" ..." if len(counted_only) > 6 else "")
+                f"X: MACs below the plain ResNet's but no faster in wall time beyond the noise "
+                f"(savings counted, not realised): {names}"
+                + (" ..." if len(counted_only) > 6 else "")
             )
         note(fig, notes)
         files = save(fig, out_stem)

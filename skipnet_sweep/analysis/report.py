@@ -364,6 +364,8 @@ def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
                 "pareto": on_front[r["run_id"]],
                 # Measured, not counted: the plain ResNet's latency over this run's (batch 1).
                 "speedup_b1": r.get(M.speedup(1), math.nan),
+                "speedup_q1_b1": r.get(M.speedup_q1(1), math.nan),
+                "speedup_q3_b1": r.get(M.speedup_q3(1), math.nan),
                 # Per-image routing or static pruning (skipnet_sweep.routing).
                 "routing_share": r.get(M.ROUTING_SHARE, math.nan),
                 "routing": routing_kind(
@@ -411,6 +413,15 @@ def _routed(r: pd.Series) -> str:
     return f"{r.routing_share:.0f}" + (" (pruned)" if r.routing == PRUNES else "")
 
 
+def _speedup(r: pd.Series) -> str:
+    """``1.31 (1.10-1.52)``: the median and the interquartile range of the timed rounds."""
+    text = _fmt(r.speedup_b1, ".2f")
+    q1, q3 = r.get("speedup_q1_b1", math.nan), r.get("speedup_q3_b1", math.nan)
+    if text and math.isfinite(q1) and math.isfinite(q3):
+        text += f" ({q1:.2f}-{q3:.2f})"
+    return text
+
+
 def _fmt(value: float, spec: str) -> str:
     return (
         ""
@@ -419,11 +430,12 @@ def _fmt(value: float, spec: str) -> str:
     )
 
 
-def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
+def _markdown(table: pd.DataFrame, flops_unit: str, accuracy: str) -> list[str]:
     unit = S.FLOPS_UNITS[flops_unit][1].strip() or "raw"
     lines = [
-        f"| Dataset | Backbone | Method | Variant | α / τ | Top-1 (%) | Δ top-1 vs plain | "
-        f"MACs {unit} | Reduction vs plain (%) | Speed-up b1 (measured) | Routed (% of images) "
+        f"| Dataset | Backbone | Method | Variant | α / τ | {accuracy} | Δ top-1 vs plain | "
+        f"MACs {unit} | Reduction vs plain (%) | Speed-up at batch 1 (measured, IQR) | "
+        "Routed (% of images) "
         "| Pareto | Run |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|:-:|---|",
     ]
@@ -432,7 +444,7 @@ def _markdown(table: pd.DataFrame, flops_unit: str) -> list[str]:
             f"| {S.dataset_label(r.dataset)} | {S.backbone_label(r.backbone)} "
             f"| {r.method_label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
             f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
-            f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {_fmt(r.speedup_b1, '.2f')} "
+            f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {_speedup(r)} "
             f"| {_routed(r)} | {'✓' if r.pareto else ''} "
             f"| `{r.run_id[:8]}` |"
         )
@@ -481,12 +493,14 @@ def _write_summary(
     if table.empty:
         lines.append("No finished run with top-1 and MACs.")
     else:
-        lines += _markdown(table, flops_unit)
+        lines += _markdown(table, flops_unit, S.top1_label(done))
         lines += [
             "",
             "MACs: mean multiply-adds per image, gates included. Reduction and Δ top-1: "
             "against the plain ResNet of the same backbone (its baseline run, else the "
-            "`flops_plain` metric). Pareto: non-dominated over all finished runs of the dataset. "
+            "`flops_plain` metric). Speed-up: the plain ResNet's time over the run's, timed "
+            "side by side; the median and the interquartile range (IQR) over the timed rounds. "
+            "Pareto: non-dominated over all finished runs of the dataset. "
             "Routed: the share of images whose executed blocks differ from the most common "
             "set; (pruned): blocks are skipped, but the same ones for every image, which is a "
             "statically pruned ResNet rather than per-image routing.",

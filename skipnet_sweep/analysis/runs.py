@@ -57,6 +57,7 @@ RUN_COLUMNS = (
     M.SELECTION_SET,
     M.TAG_TRIAL_ID,
     M.TAG_SP_RUN_ID,
+    M.TAG_INIT_RUN_ID,
     M.TAG_PARETO,
     "status",
     "error",
@@ -162,6 +163,8 @@ def _row(run: Run) -> dict[str, Any]:
         M.SELECTION_SET: params.get(M.SELECTION_SET, M.SELECTION_TEST),
         M.TAG_TRIAL_ID: tags.get(M.TAG_TRIAL_ID),
         M.TAG_SP_RUN_ID: tags.get(M.TAG_SP_RUN_ID),
+        # Stores from before init_run_id put what a run starts from under sp_run_id.
+        M.TAG_INIT_RUN_ID: tags.get(M.TAG_INIT_RUN_ID, tags.get(M.TAG_SP_RUN_ID)),
         M.TAG_PARETO: _pareto(tags.get(M.TAG_PARETO)),
         "status": run.info.status,
         "error": tags.get(M.TAG_ERROR),

@@ -80,7 +80,7 @@ def per_class_figure(
         ax.bar(x + 0.2, data["hrl_median"], 0.38, color=colour, label=labels[1])
         ticks = [f"{n}\n{a:.0f}%" for n, a in zip(data["name"], data["top1"], strict=True)]
         ax.set_xticks(x, ticks, fontsize=7 if len(data) > 8 else 8)
-        ax.set_xlabel("Class (top-1 accuracy of HRL+SP), easiest on the right")
+        ax.set_xlabel("Class (test top-1 accuracy of HRL+SP), easiest on the right")
         ax.set_ylabel("Median skipped blocks")
         ax.set_title(
             title

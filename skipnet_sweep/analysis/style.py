@@ -20,10 +20,13 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.analysis.baselines import parse_resnet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DATASET_LABELS",
@@ -43,6 +46,7 @@ __all__ = [
     "fmt_number",
     "fmt_param",
     "macs_label",
+    "top1_label",
     "method_style",
     "point_label",
     "register_method_style",
@@ -282,6 +286,17 @@ def unit_prefix(flops_unit: str) -> str:
 def macs_label(flops_unit: str, what: str = "Mean MACs per image") -> str:
     """An axis label for MACs in ``flops_unit``."""
     return what + check_unit(flops_unit)[1]
+
+
+def top1_label(runs: pd.DataFrame) -> str:
+    """An axis label for ``top1`` that names the images it was measured on: the validation
+    split, the test set (runs without a split), or both when the runs drawn differ."""
+    sets = set(runs[M.SELECTION_SET].dropna()) if M.SELECTION_SET in runs else set()
+    if sets == {M.SELECTION_VAL}:
+        return "Validation top-1 accuracy (%)"
+    if sets <= {M.SELECTION_TEST}:
+        return "Test top-1 accuracy (%)"
+    return "Top-1 accuracy (%): validation split, or test set for runs without one"
 
 
 # --------------------------------------------------------------------------- names

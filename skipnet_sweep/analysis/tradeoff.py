@@ -78,7 +78,7 @@ def alpha_tradeoff_figure(
                        alpha=0.7)  # fmt: skip
             ax_acc.axhline(p[M.TOP1], **ref)
             ax_cost.axhline(p[M.FLOPS_MEAN] / scale, **ref)
-        ax_acc.set_ylabel("Top-1 accuracy (%)")
+        ax_acc.set_ylabel(S.top1_label(hrl))
         ax_cost.set_ylabel(S.macs_label(flops_unit))
         for ax in (ax_acc, ax_cost):
             ax.set_xlabel("Cost weight α")
@@ -139,7 +139,7 @@ def variants_figure(runs: pd.DataFrame, out_stem: str | Path) -> FigureData:
                            linewidth=0.9, label="plain ResNet")  # fmt: skip
             ax.set_title(S.skipnet_label(backbone))
             ax.set_xlabel("Cost weight α")
-        axes[0].set_ylabel("Top-1 accuracy (%)")
+        axes[0].set_ylabel(S.top1_label(sel))
         fig.suptitle(
             S.title(
                 "Training variants: HRL+SP, HRL+S, RL",

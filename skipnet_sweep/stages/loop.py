@@ -24,7 +24,11 @@ from skipnet_sweep.models import input_layout, model_input
 from skipnet_sweep.stages.config import TrainConfig
 from skipnet_sweep.stages.streams import rng_state, set_rng_state
 
-# Training-log names the loop adds (beside ``metrics.LR`` and ``metrics.EPOCH``).
+# Training curves get at least this many points whatever a stage's length (the quickstart's
+# 30-step stages draw 15), and a point at least every LOG_EVERY_MAX steps on long stages;
+# each point is one device sync and one report, so never every step.
+LOG_POINTS = 20
+LOG_EVERY_MAX = 100
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,6 +62,11 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     if cfg.iterations is not None:
         return cfg.iterations
     return max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+
+def log_interval(total: int) -> int:
+    """Steps between two training-log points of a stage of ``total`` steps (``on_log``)."""
+    return max(1, min(LOG_EVERY_MAX, math.ceil(total / LOG_POINTS)))
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -174,14 +183,28 @@ class _DeviceLogs:
     """Training logs and the non-finite-loss watch, kept on the device between reads.
 
     Summing 0-dim tensors queues additions; reading them (``read``, ``check``) waits for the
-    device, which the loop does once per evaluation and once per ``nan_check_every`` steps.
+    device, which the loop does at every log point and evaluation and once per
+    ``nan_check_every`` steps.
+
+    Args:
+        cost: per-sample MACs from a batch's execution decisions (``CostTable.per_sample``);
+            with it, a gated network's running skip ratio and MACs are logged too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cost: Callable[[Tensor], Tensor] | None = None) -> None:
         self.sums: dict[str, Tensor] = {}
         self.count = 0
         self.bad_step: Tensor | None = None  # first step with a non-finite loss, 0 if none
         self.bad_value: Tensor | None = None
+        self.cost = cost
+        self.executed: Tensor | None = None  # per gate, the summed share of samples it ran
+
+    def add_executed(self, executed: Tensor) -> None:
+        """One batch's decisions (B, G); a network without gates (G = 0) adds nothing."""
+        if executed.dim() != 2 or executed.shape[1] == 0:
+            return
+        share = executed.detach().float().mean(0)
+        self.executed = share if self.executed is None else self.executed + share
 
     def add(self, loss: Tensor, logs: dict[str, Tensor], step: int) -> None:
         loss = loss.detach().float()
@@ -206,7 +229,16 @@ class _DeviceLogs:
         keys = list(self.sums)
         values = torch.stack([self.sums[k] for k in keys]).tolist() if keys else []
         out = {k: v / self.count for k, v in zip(keys, values, strict=True)}
-        self.sums, self.count = {}, 0
+        if self.executed is not None:
+            # ``add`` counts micro-batches, as ``add_executed`` does.
+            share = (self.executed / self.count).cpu()
+            out[M.TRAIN_SKIP_RATIO] = 1.0 - share.mean().item()
+            if self.cost is not None:
+                # A SkipNet's MACs are linear in its decisions: the MACs of the mean decisions
+                # are the mean MACs (for ACT/SACT, whose halting heads count once a unit
+                # runs at all, a close estimate).
+                out[M.TRAIN_MACS_MEAN] = self.cost(share[None]).item()
+        self.sums, self.count, self.executed = {}, 0, None
         return out
 
 
@@ -221,6 +253,9 @@ def train_loop(
     resume: dict | None = None,
     progress: bool = True,
     set_epoch: Callable[[int], None] | None = None,
+    on_log: Callable[[LoopState, dict[str, float]], None] | None = None,
+    log_every: int | None = None,
+    cost: Callable[[Tensor], Tensor] | None = None,
 ) -> LoopState:
     """Train ``model`` with ``objective`` for ``cfg``'s number of steps.
 
@@ -238,7 +273,7 @@ def train_loop(
         device: where to run.
         on_eval: called every ``cfg.eval_every`` steps (default once per epoch) and at the
             last step, with the loop state and the mean training logs since the last call
-            (plus ``metrics.LR``, ``metrics.EPOCH``, ``IMAGES_PER_S`` and, on CUDA,
+            or log point (plus ``metrics.LR``, ``metrics.EPOCH``, ``IMAGES_PER_S`` and, on CUDA,
             ``PEAK_MEM_MB``).
         resume: optimiser/scheduler (and optional ``scaler``) state, ``step`` and
             ``streams`` (``LoopState.streams``) from a checkpoint, to continue a run: the
@@ -248,6 +283,13 @@ def train_loop(
         progress: show a progress bar.
         set_epoch: called with the epoch number before each pass (a DistributedSampler's
             ``set_epoch``).
+        on_log: called every ``log_every`` steps between evaluations with the mean training
+            logs since the last call or evaluation (the same keys ``on_eval`` gets); the
+            training curves. The model stays in training mode.
+        log_every: steps between ``on_log`` calls; default ``log_interval(total)``.
+        cost: per-sample MACs from execution decisions (the stage's cost table's
+            ``per_sample``): gated networks then log ``TRAIN_SKIP_RATIO`` and
+            ``TRAIN_MACS_MEAN``, the running skip ratio and MACs of the training batches.
 
     Returns:
         the final loop state.
@@ -289,7 +331,8 @@ def train_loop(
     if resume is not None:
         batches.resume(resume.get("streams"), (step % per_epoch) * k)
     state = LoopState(step, total, model, opt, sched, scaler, batches)
-    logs = _DeviceLogs()
+    logs = _DeviceLogs(cost)
+    log_every = log_every or log_interval(total)
     no_sync = getattr(model, "no_sync", contextlib.nullcontext)
     model.train()
     bar = tqdm(total=total, initial=step, desc=cfg.stage, disable=not progress, leave=False)
@@ -314,6 +357,7 @@ def train_loop(
                         raise NonFiniteLossError(
                             f"{cfg.stage} loss became non-finite at step {step + 1} ({err})"
                         ) from None
+                logs.add_executed(out.executed)
                 # The objective runs outside autocast and casts to float32 itself.
                 res = objective(out, y)
                 # Mean losses over k batches of b equal the mean over one batch of k * b.
@@ -325,9 +369,10 @@ def train_loop(
         step += 1
         bar.update(1)
         evaluate = step % every == 0 or step == total
-        if evaluate or step % cfg.nan_check_every == 0:
+        log = on_log is not None and not evaluate and step % log_every == 0
+        if evaluate or log or step % cfg.nan_check_every == 0:
             logs.check(cfg.stage)
-        if evaluate:
+        if evaluate or log:
             state.step = step
             means = logs.read()  # waits for the device: the interval's time is complete
             elapsed = time.perf_counter() - since
@@ -338,11 +383,14 @@ def train_loop(
                 means[PEAK_MEM_MB] = torch.cuda.max_memory_allocated(device) / 2**20
             if M.TRAIN_LOSS in means:
                 bar.set_postfix(loss=f"{means[M.TRAIN_LOSS]:.3f}")
-            if on_eval is not None:
+            if log:
+                on_log(state, means)
+            elif on_eval is not None:
                 model.eval()
                 on_eval(state, means)
                 model.train()
-            # Evaluation is not part of the next interval's throughput or memory peak.
+            # Neither evaluation nor reporting is part of the next interval's throughput or
+            # memory peak.
             images, since = 0, time.perf_counter()
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)

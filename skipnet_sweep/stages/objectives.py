@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.metrics import RL_LOSS, SAMPLED_TOP1, TRAIN_SKIP_RATIO
+from skipnet_sweep.metrics import RL_LOSS, SAMPLED_TOP1
 from skipnet_sweep.models import SkipOutput
 from skipnet_sweep.models.gates import sharpen_gates
 from skipnet_sweep.stages.config import TrainConfig
@@ -172,7 +172,6 @@ class HybridRL:
                 M.TRAIN_LOSS: ce.mean().detach(),
                 M.REWARD: total_reward.mean(),
                 RL_LOSS: rl_loss.detach(),
-                TRAIN_SKIP_RATIO: skipped.mean(),
             }
         )
         return LossResult(loss, logs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import make_loaders
@@ -19,6 +21,7 @@ from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
 from skipnet_sweep.models import input_layout
+from skipnet_sweep.pareto import TOO_NOISY, speedup_verdict
 from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
 from skipnet_sweep.stages.config import StageConfig
@@ -29,6 +32,9 @@ from skipnet_sweep.stages.network import build_stage_model, complete_model_confi
 # on_report(step, metrics, save) is called at every evaluation; save(path) writes a
 # resumable checkpoint of the current state there (None on non-main processes).
 Reporter = Callable[[int, dict[str, float], Callable[[str | os.PathLike], Path] | None], None]
+# on_log(step, total, logs) is called between evaluations with the training logs (the
+# curves) and the stage's total of steps; logs are empty on non-main processes.
+Logger = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass
@@ -73,6 +79,7 @@ def run_stage(
     is_main: bool = True,
     artifacts: str | os.PathLike | None = None,
     method: Method | None = None,
+    on_log: Logger | None = None,
 ) -> StageResult:
     """Train and evaluate one stage.
 
@@ -89,13 +96,18 @@ def run_stage(
             the selection metrics; on processes other than the main one with empty metrics
             and ``save=None``.
         resume: a checkpoint written by ``save`` in ``on_report``, to continue from.
-        progress: progress bar per epoch.
+        progress: a progress bar while training, then a line on stderr before each step
+            that follows it (evaluating, timing latency).
         prepare: wraps (model, train_loader) before training, e.g. for DDP.
         is_main: whether this process evaluates, reports and writes files.
         artifacts: folder for the final test evaluation's per-sample files.
         method: the registered method that owns ``cfg.train.stage`` (its network, objective
             and cost accounting); by default the one the registry names for the stage. A
             sweep passes the method it shipped with its plan (plugins included).
+        on_log: called every few steps between evaluations (``loop.log_interval``) as
+            ``on_log(step, total, logs)`` with the training logs since the last call: loss,
+            learning rate, throughput and, for gated networks, the running skip ratio and
+            MACs; on processes other than the main one with empty logs.
 
     Returns:
         a ``StageResult``.
@@ -133,6 +145,13 @@ def run_stage(
     stage_dict = cfg.to_dict()
     history: list[dict[str, float]] = []
     last: dict[str, float] = {}
+
+    def say(text: str) -> None:
+        # Above the bar, which stays put; the evaluations and timing after it take minutes
+        # on a large test set.
+        if progress and is_main:
+            tqdm.write(text, file=sys.stderr)
+
     last_eval: list[tuple[int, EvalResult]] = []
 
     train_model, loader = (model, train_loader)
@@ -147,6 +166,10 @@ def run_stage(
             if on_report is not None:
                 on_report(state.step, {}, None)
             return
+        say(
+            f"step {state.step}/{state.total}: evaluating on the "
+            f"{M.split_name(selection_set)} ({len(select_loader.dataset):,} images)"
+        )
         result = evaluate(
             train_model, select_loader, costs, path=cfg.train.eval_path, device=device
         )
@@ -172,6 +195,9 @@ def run_stage(
         if on_report is not None:
             on_report(state.step, merged, save)
 
+    def log(state: LoopState, logs: dict[str, float]) -> None:
+        on_log(state.step, state.total, logs if is_main else {})
+
     state = train_loop(
         train_model,
         objective,
@@ -182,6 +208,8 @@ def run_stage(
         resume=resume_payload,
         progress=progress and is_main,
         set_epoch=set_epoch,
+        on_log=log if on_log is not None else None,
+        cost=costs.per_sample,
     )
     net = unwrap(state.model)
     if not is_main:
@@ -193,7 +221,14 @@ def run_stage(
     if loaders.val is None:
         test = final  # the selection set is the test set: evaluated once already
     else:
+        say(f"evaluating on the test set ({len(test_loader.dataset):,} images)")
         test = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
+    if cfg.latency.batch_sizes:
+        say(
+            "timing latency beside the plain ResNet: batch "
+            + ", ".join(str(b) for b in cfg.latency.batch_sizes)
+            + f"; {cfg.latency.warmup} warm-up and {cfg.latency.repeats} timed rounds each"
+        )
     metrics = {
         **last,
         **final.metrics,
@@ -207,6 +242,7 @@ def run_stage(
         )
         path = save_checkpoint(out, payload)
     if artifacts is not None:
+        say(f"writing the test set's per-sample files to {artifacts}")
         test.write_artifacts(
             artifacts,
             test_loader.dataset,
@@ -239,30 +275,40 @@ def _latency(
 
 
 def summary_line(cfg: StageConfig, metrics: dict[str, float]) -> str:
-    """One line a person reads at the end of a stage."""
+    """One line a person reads at the end of a stage, every accuracy with its split."""
+    split = cfg.data.selection_set
     parts = [
         f"{cfg.variant} {cfg.model.arch}" + (f"+{cfg.model.gate}" if cfg.model.gate else ""),
-        f"top1 {metrics[M.TOP1]:.2f}%",
-        f"top5 {metrics[M.TOP5]:.2f}%",
+        f"{M.accuracy_label(split)} {metrics[M.TOP1]:.2f}%",
+        f"{split} top-5 {metrics[M.TOP5]:.2f}%",
         f"MACs {metrics[M.FLOPS_MEAN] / 1e6:.2f}M ± {metrics[M.FLOPS_STD] / 1e6:.2f}M",
         f"{metrics[M.COMPUTATION_PCT]:.1f}% of the plain ResNet "
         f"(reduction {metrics[M.REDUCTION_PCT]:.1f}%)",
     ]
-    if cfg.data.selection_set == M.SELECTION_VAL:
-        parts[1] = f"val top1 {metrics[M.TOP1]:.2f}%"
-        if M.TEST_TOP1 in metrics:
-            parts.insert(2, f"test top1 {metrics[M.TEST_TOP1]:.2f}%")
+    if split == M.SELECTION_VAL and M.TEST_TOP1 in metrics:
+        parts.insert(2, f"{M.accuracy_label(M.SELECTION_TEST)} {metrics[M.TEST_TOP1]:.2f}%")
     speedups = [b for b in cfg.latency.batch_sizes if M.speedup(b) in metrics]
     if speedups:
         parts.append(
             "speed-up over plain "
-            + ", ".join(f"{metrics[M.speedup(b)]:.2f}x at batch {b}" for b in speedups)
+            + ", ".join(f"{_speedup(metrics, b)} at batch {b}" for b in speedups)
+            + f" (median and interquartile range of {cfg.latency.repeats} rounds)"
         )
     if cfg.model.gate:
         parts.append(f"skipped {metrics[M.SKIPPED_MEAN]:.2f} blocks/sample")
         if M.ROUTING_SHARE in metrics:
             parts.append(describe_routing(metrics))
     return " | ".join(parts)
+
+
+def _speedup(metrics: dict[str, float], batch: int) -> str:
+    """``1.31x (1.10-1.52)``, with ``too noisy to tell`` when the range spans 1x."""
+    q1, q3 = metrics.get(M.speedup_q1(batch)), metrics.get(M.speedup_q3(batch))
+    text = f"{metrics[M.speedup(batch)]:.2f}x"
+    if q1 is None or q3 is None:
+        return text
+    verdict = speedup_verdict(metrics[M.speedup(batch)], q1, q3)
+    return f"{text} ({q1:.2f}-{q3:.2f}{', too noisy to tell' if verdict == TOO_NOISY else ''})"
 
 
 __all__ = [

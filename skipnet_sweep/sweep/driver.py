@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -27,10 +28,14 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import short_hash
 from skipnet_sweep.pareto import (
-    comparable_latency,
+    NOT_FASTER,
+    TOO_NOISY,
     format_hypervolume,
+    interval_front,
+    latency_intervals,
     normalised_hypervolume,
     pareto_front,
+    speedup_verdict,
 )
 from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
 from skipnet_sweep.stages import CheckpointError, load_model
@@ -40,9 +45,12 @@ from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.space import SpaceError, space_to_yaml
 from skipnet_sweep.sweep.tracking import Tracker, default_tracking_uri
 
-# A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``).
+# A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``),
+# and the interval the timing's noise gives it (``latency_intervals``).
 COMPARABLE_LATENCY = "latency_comparable_ms_b1"
+LATENCY_INTERVAL = "latency_interval_ms_b1"
 ROUTING = "routing"  # a row's ``routing_kind``: routes, prunes or no skip
+VERDICT = "speed_verdict"  # a row's ``speedup_verdict`` at batch 1: faster, not faster, too noisy
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -249,10 +257,13 @@ def start_ray(
         # The raylet starts one Python worker per CPU when the first driver connects, for
         # tasks; Tune's trial actors start processes of their own beside them (measured: the
         # prestarted workers stayed idle in every sweep, about 1 s of CPU each at start-up).
+        # What Ray's start-up writes to file descriptor 2 (its token-authentication warning,
+        # C++ logs) goes to the log too unless -v.
         with (
             ray_private.loopback_node(),
             ray_private.no_dashboard(),
             _env_defaults({"RAY_prestart_worker_first_driver": "0"}),
+            _stderr_to(None if verbose else log_path(plan)),
         ):
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
         # Whatever happens to this driver (even SIGKILL), its instance does not outlive it.
@@ -510,11 +521,17 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
                 "backbone": p.get(M.PARAM_ARCH, ""),
                 "weight": f"{weight}={float(p[weight]):g}" if weight else "",
                 M.TOP1: m[M.TOP1],
+                M.TEST_TOP1: m.get(M.TEST_TOP1),
                 M.FLOPS_MEAN: m[M.FLOPS_MEAN],
                 M.FLOPS_PLAIN: m.get(M.FLOPS_PLAIN, m[M.FLOPS_MEAN]),
                 M.latency_ms(1): m.get(M.latency_ms(1)),
                 M.latency_plain_ms(1): m.get(M.latency_plain_ms(1)),
                 M.speedup(1): m.get(M.speedup(1)),
+                M.speedup_q1(1): m.get(M.speedup_q1(1)),
+                M.speedup_q3(1): m.get(M.speedup_q3(1)),
+                VERDICT: speedup_verdict(
+                    m.get(M.speedup(1)), m.get(M.speedup_q1(1)), m.get(M.speedup_q3(1))
+                ),
                 M.SKIPPED_MEAN: m.get(M.SKIPPED_MEAN, 0.0),
                 M.ROUTING_SHARE: m.get(M.ROUTING_SHARE),
                 M.ROUTED_GATES: m.get(M.ROUTED_GATES),
@@ -526,16 +543,23 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         return result
     front = set(pareto_front([(r[M.FLOPS_MEAN], r[M.TOP1]) for r in rows]))
     # The frontier in measured latency too (batch 1), over the runs that were timed, each
-    # against the plain ResNet timed beside it (``comparable_latency``).
-    lat = comparable_latency(
+    # against the plain ResNet timed beside it (``comparable_latency``); a run leaves it only
+    # for one at least as accurate and faster beyond the noise of both timings.
+    lat = latency_intervals(
         [r[M.latency_ms(1)] for r in rows],
         [r[M.latency_plain_ms(1)] for r in rows],
         [r["backbone"] for r in rows],  # one dataset per sweep
+        [(r[M.speedup_q1(1)], r[M.speedup_q3(1)]) for r in rows],
     )
-    for r, value in zip(rows, lat, strict=True):
-        r[COMPARABLE_LATENCY] = value
-    timed = [i for i, value in enumerate(lat) if math.isfinite(value)]
-    fast = {timed[j] for j in pareto_front([(lat[i], rows[i][M.TOP1]) for i in timed])}
+    for r, (lo, value, hi) in zip(rows, lat, strict=True):
+        r[COMPARABLE_LATENCY], r[LATENCY_INTERVAL] = value, (lo, hi)
+    timed = [i for i, (_, value, _) in enumerate(lat) if math.isfinite(value)]
+    fast = {
+        timed[j]
+        for j in interval_front(
+            [rows[i][LATENCY_INTERVAL] for i in timed], [rows[i][M.TOP1] for i in timed]
+        )
+    }
     for i, r in enumerate(rows):
         r["pareto"], r["pareto_latency"] = i in front, i in fast
         tags = {M.TAG_PARETO: str(i in front).lower(), M.TAG_ROUTING: r[ROUTING]}
@@ -550,10 +574,12 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         (r for r in rows if r["pareto_latency"]), key=lambda r: r[COMPARABLE_LATENCY]
     )
     cols = ["run_name", "method", "backbone", "weight", M.TOP1, M.FLOPS_MEAN]
+    # Rounded as a person reads them: top-1 to 0.01 point, MACs to one multiply-add.
+    shown = {M.TOP1: lambda v: f"{v:.2f}", M.FLOPS_MEAN: lambda v: f"{v:.0f}"}
     csv = (
         ",".join(cols)
         + "\n"
-        + "".join(",".join(str(r[c]) for c in cols) + "\n" for r in result.frontier)
+        + "".join(",".join(shown.get(c, str)(r[c]) for c in cols) + "\n" for r in result.frontier)
     )
     tracker.log_text(parent, csv, M.PARETO_CSV)
     tracker.set_description(parent, frontier_table(result, plan, markdown=True))
@@ -568,11 +594,13 @@ def registered_model_name(plan: Plan) -> str:
 
 def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> None:
     """Log each frontier run's network as an MLflow model (as it is deployed: thresholded
-    gates, sparse execution) and register it; once per run (a resumed sweep skips them)."""
+    gates, sparse execution) and register it, each version labelled with the point it is
+    (``model_version_labels``); once per run (a resumed sweep skips them)."""
     import tempfile
 
     import torch
 
+    name = registered_model_name(plan)
     for row in result.frontier:
         tags = tracker.client.get_run(row["run_id"]).data.tags
         weights = tags.get(M.TAG_CHECKPOINT)
@@ -595,33 +623,73 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
                 row["run_id"],
                 model,
                 input_example=torch.zeros(1, *shape).numpy(),
-                registered_name=registered_model_name(plan),
+                registered_name=name,
                 metadata={
                     "model_config": net.config.to_dict(),
                     "stage_config": stage,
-                    M.TOP1: row[M.TOP1],
-                    M.FLOPS_MEAN: row[M.FLOPS_MEAN],
+                    M.TOP1: round(row[M.TOP1], 2),
+                    M.FLOPS_MEAN: round(row[M.FLOPS_MEAN]),
                 },
             )
+        alias, description, version_tags = model_version_labels(row, plan)
+        tracker.label_model_version(
+            name,
+            version,
+            alias=alias,
+            description=description,
+            tags=version_tags,
+            model_description=(
+                f"The frontier of sweep {plan.sweep_id} ({plan.space.name}): one version per "
+                "run on the MACs frontier. Each version's description, tags and alias (its "
+                "run's name) say which point it is; load one with "
+                f"models:/{name}@<alias>."
+            ),
+        )
         tracker.set_tags(row["run_id"], {M.TAG_MODEL_VERSION: version})
+
+
+def model_version_labels(row: dict, plan: Plan) -> tuple[str, str, dict[str, str]]:
+    """(alias, description, tags) of a frontier run's registered version: its method,
+    backbone, cost weight, accuracy (split named) and MACs, rounded, so the versions of one
+    registered model tell their points apart."""
+    accuracy = M.accuracy_label(plan.data.selection_set)
+    top1 = f"{row[M.TOP1]:.2f}"
+    macs = row[M.FLOPS_MEAN]
+    tags = {
+        "method": row.get("method", ""),
+        "backbone": row.get("backbone", ""),
+        "cost_weight": row.get("weight", ""),
+        f"{plan.data.selection_set}_top1": top1,
+        "macs": f"{macs / 1e6:.2f} M",
+        "run_id": row["run_id"],
+    }
+    text = [f"{accuracy} {top1} %"]
+    if row.get(M.TEST_TOP1) is not None and accuracy != M.accuracy_label(M.SELECTION_TEST):
+        tags["test_top1"] = f"{row[M.TEST_TOP1]:.2f}"
+        text.append(f"test top-1 {row[M.TEST_TOP1]:.2f} %")
+    text.append(f"{macs / 1e6:.2f} M MACs")
+    if row.get(M.FLOPS_PLAIN):
+        text[-1] += f" ({100 * macs / row[M.FLOPS_PLAIN]:.1f} % of the plain ResNet's)"
+    what = " ".join(x for x in (row.get("method"), row.get("backbone"), row.get("weight")) if x)
+    description = f"{what or row['run_name']}: {', '.join(text)}; run {row['run_name']}"
+    # MLflow aliases take letters, digits, _ and - only.
+    alias = re.sub(r"[^\w-]", "_", row["run_name"])
+    return alias, description, {k: v for k, v in tags.items() if v}
 
 
 def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -> str:
     """The frontiers as a titled table a person reads: the runs on the MACs frontier and
     on the measured-latency frontier, the plain ResNet as the reference and the best SkipNet
-    point; a run whose MACs are below the plain ResNet's but that runs no faster is flagged
-    (its savings are counted, not realised). Plain text, or Markdown for MLflow."""
+    point; a run whose MACs are below the plain ResNet's but that runs no faster beyond the
+    timing's noise is flagged (its savings are counted, not realised), and one whose timing
+    is too noisy to tell is marked so. Plain text, or Markdown for MLflow."""
     space = plan.space
-    title = (
-        f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
-        f" ({len(result.frontier)} of {result.trials} runs on the MACs frontier, "
-        f"{len(result.latency_frontier)} on the latency frontier)"
-    )
     shown = sorted(
         {r["run_id"]: r for r in [*result.frontier, *result.latency_frontier]}.values(),
         key=lambda r: r[M.FLOPS_MEAN],
     )
     rows = [("", r) for r in shown]
+    extra = []  # rows beyond the frontiers', named in the title
     plain = [r for r in result.rows if r["stage"] == "baseline"]
     if plain:
         reference = max(plain, key=lambda r: r[M.TOP1])
@@ -629,6 +697,7 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             rows[shown.index(reference)] = ("reference", reference)
         else:
             rows.append(("reference", reference))
+            extra.append("the plain ResNet")
     # The best SkipNet is a point that skips: one that closes no gate is the plain ResNet
     # with gates attached, whatever its accuracy.
     skipnet = [r for r in result.rows if r["method"].startswith("skipnet-")]
@@ -639,18 +708,39 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
             rows[shown.index(best)] = ("best SkipNet", best)
         else:
             rows.append(("best SkipNet", best))
-    counted_only = False
+            extra.append("the best SkipNet")
+    title = (
+        f"Pareto frontier of {space.name}: {space.dataset.name}, {', '.join(space.backbones)}"
+        f" ({len(rows)} of {result.trials} runs: {len(shown)} on a frontier (MACs "
+        f"{len(result.frontier)}, latency {len(result.latency_frontier)})"
+        + "".join(f", {what}" for what in extra)
+        + ")"
+    )
+    # The cost weight's column is headed by its name(s): alpha, tau, or both.
+    weights = sorted({r["weight"].partition("=")[0] for _, r in rows if r["weight"]})
+
+    def weight(r: dict) -> str:
+        name, _, value = r["weight"].partition("=")
+        return value if len(weights) == 1 else (f"{name} {value}" if value else "")
+
+    flags: set[str] = set()
 
     def frontiers(r: dict) -> str:
         return "+".join(n for n, k in (("MACs", "pareto"), ("latency", "pareto_latency")) if r[k])
 
     def speed(r: dict) -> str:
-        nonlocal counted_only
         if r[M.speedup(1)] is None:
             return ""
-        flag = r[M.FLOPS_MEAN] < 0.95 * r[M.FLOPS_PLAIN] and r[M.speedup(1)] < 1.0
-        counted_only |= flag
-        return f"{r[M.speedup(1)]:.2f}x" + (" !" if flag else "")
+        text = f"{r[M.speedup(1)]:.2f}x"
+        q1, q3 = r.get(M.speedup_q1(1)), r.get(M.speedup_q3(1))
+        if q1 is not None and q3 is not None:
+            text += f" ({q1:.2f}-{q3:.2f})"
+        # Only a run that saves MACs has a saving to realise or not.
+        if r[M.FLOPS_MEAN] < 0.95 * r[M.FLOPS_PLAIN]:
+            flag = {NOT_FASTER: "!", TOO_NOISY: "?"}.get(r.get(VERDICT), "")
+            flags.add(flag)
+            text += f" {flag}" if flag else ""
+        return text
 
     def routing(r: dict) -> str:
         if r[ROUTING] == NO_SKIP or r[M.ROUTING_SHARE] is None:
@@ -658,13 +748,14 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
         mark = "" if r[ROUTING] == ROUTES else " (pruned)"
         return f"{r[M.ROUTING_SHARE]:.0f} %{mark}"
 
-    header = ("run", "method", "weight", "top-1 %", "MACs (M)", "% of plain", "speed-up b1",
-              "routed", "frontier", "")  # fmt: skip
+    header = ("run", "method", " / ".join(weights) or "cost weight",
+              f"{M.accuracy_label(plan.data.selection_set)} %", "MACs (M)", "% of plain MACs",
+              "speed-up at batch 1 (IQR)", "routed", "frontier", "note")  # fmt: skip
     table = [
         (
             r["run_name"][:44],
             r["method"],
-            r["weight"],
+            weight(r),
             f"{r[M.TOP1]:.2f}",
             f"{r[M.FLOPS_MEAN] / 1e6:.2f}",
             f"{100 * r[M.FLOPS_MEAN] / r[M.FLOPS_PLAIN]:.1f}",
@@ -677,15 +768,29 @@ def frontier_table(result: SweepResult, plan: Plan, *, markdown: bool = False) -
     ]
     footer = [
         format_hypervolume(result.hypervolume) + " (share of the plain ResNet's box)",
+        f"{M.accuracy_label(plan.data.selection_set)}: on the "
+        f"{M.split_name(plan.data.selection_set)}, where the frontiers were chosen; MACs: "
+        "multiply-adds per image",
         "routed: % of images whose blocks differ from the most common route; (pruned): the "
         "same blocks skipped for every image, a statically pruned ResNet",
     ]
     if skipnet and not skipping:
         footer.append("no SkipNet run skips a block: every gate stays open")
-    if counted_only:
+    if any(r[M.speedup(1)] is not None for _, r in rows):
         footer.append(
-            "!: fewer MACs than the plain ResNet but no faster in measured latency (batch 1): "
-            "the saving is counted, not realised"
+            "speed-up: the plain ResNet's time over the run's, timed side by side at batch 1; "
+            f"median (interquartile range) over {space.latency.repeats} timed rounds"
+        )
+    if "!" in flags:
+        footer.append(
+            "!: fewer MACs than the plain ResNet but no faster beyond the timing's noise "
+            "(its interquartile range is at or below 1x): the saving is counted, not realised"
+        )
+    if "?" in flags:
+        footer.append(
+            "?: fewer MACs, but the timing is too noisy to tell whether it runs faster (its "
+            "interquartile range spans 1x); time it on a quiet machine or with more "
+            "latency.repeats"
         )
     if markdown:
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]
@@ -780,10 +885,13 @@ def _drive(
     """``run_sweep`` once its checks passed and its lock is held."""
     import ray
 
+    from skipnet_sweep.sweep.progress import opening_line
+
     tracker = tracker_for(plan)
+    print(opening_line(plan), flush=True)
     if not verbose:
         route_logs(log_path(plan))
-        print(f"Ray, Tune and MLflow messages: {log_path(plan)}")
+        print(f"Ray, Tune and MLflow messages: {log_path(plan)}", flush=True)
     # The tracking store opens (a new sqlite store is created and migrated, ~3 s here) while
     # Ray starts (~4 s): both wait on start-ups that are not this process's work.
     with ThreadPoolExecutor(1) as pool:

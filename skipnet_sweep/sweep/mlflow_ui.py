@@ -22,7 +22,7 @@ SWEEP_VIEW_KEY = "skipnet-sweep"
 SWEEP_VIEW_NAME = "SkipNet sweep"
 # Columns the study is read by, in table order: what a run is, then what it scored.
 VIEW_PARAMS = (M.PARAM_ARCH, M.PARAM_GATE, M.PARAM_VARIANT, M.PARAM_ALPHA, M.PARAM_TAU)
-VIEW_METRICS = (M.TOP1, M.FLOPS_MEAN)
+VIEW_METRICS = (M.TOP1, M.TEST_TOP1, M.FLOPS_MEAN)  # top1: the selection set
 VIEW_TAGS = (M.TAG_STAGE, M.TAG_METHOD, M.TAG_PARETO)
 
 

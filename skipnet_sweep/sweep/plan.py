@@ -8,15 +8,21 @@ tests can inspect a plan, and the plan travels to the Ray workers with the metho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from skipnet_sweep.data import val_count
 from skipnet_sweep.methods import Job, Method, PlanContext, get_method, list_methods, short_hash
 from skipnet_sweep.stages.config import DataConfig, StageConfig
-from skipnet_sweep.sweep.space import Space
+from skipnet_sweep.stages.loop import total_steps
+from skipnet_sweep.sweep.space import Space, split_sizes, training_images
 from skipnet_sweep.sweep.storage import Storage
 
 MODEL_FILE = "model.pt"
+# An evaluated image costs about a third of a trained one (one forward pass against a forward
+# and a backward): how a job's evaluations weigh in its share of a sweep's work (``Plan.work``).
+EVAL_COST = 1 / 3
 # The Optuna study's port in the printed command: optuna-dashboard's default, apart from
 # MLflow's 5000 and Ray's dashboard's 8265.
 OPTUNA_DASHBOARD_PORT = 8080
@@ -104,6 +110,35 @@ class Plan:
         in ``storage``): a ``Path``, or a URI on object storage."""
         store = Storage(storage) if storage is not None else self.store
         return store.path("cache", job.stage.train.stage, job.key, MODEL_FILE)
+
+    def steps(self, job: Job) -> int | None:
+        """Optimiser steps of a job; None for one given in epochs of a dataset whose size is
+        not known here."""
+        t = job.stage.train
+        if t.iterations is not None:
+            return t.iterations
+        images = training_images(self.space.dataset)
+        if images is None:
+            return None
+        return total_steps(t, images // t.batch_size // t.accum_steps)
+
+    def work(self, job: Job) -> float | None:
+        """How much computing a job is, in trained images: the images its steps train on,
+        plus ``EVAL_COST`` of each image it evaluates (the selection set at every evaluation,
+        the test set once more at the end when they differ). What the sweep's progress
+        weighs jobs by; None where the dataset's size is not known here."""
+        steps, sizes = self.steps(job), split_sizes(self.space.dataset)
+        if steps is None or sizes is None:
+            return None
+        t, d = job.stage.train, self.space.dataset
+        test = sizes[1] if d.test_subset is None else min(sizes[1], d.test_subset)
+        split = self.data.val_split
+        train = sizes[0] if d.train_subset is None else min(sizes[0], d.train_subset)
+        selection = test if split is None else val_count(split, train)
+        per_epoch = max(1, (training_images(d) or 0) // t.batch_size // t.accum_steps)
+        evaluations = math.ceil(steps / (t.eval_every or per_epoch))
+        evaluated = evaluations * selection + (0 if split is None else test)
+        return steps * t.batch_size * t.accum_steps + EVAL_COST * evaluated
 
     def find(self, stage: str, backbone: str, gate: str | None = None) -> Job:
         """The shared job of ``stage`` (``sp``, ``baseline``) on a backbone (and gate)."""

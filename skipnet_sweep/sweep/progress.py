@@ -1,15 +1,23 @@
-"""What the terminal shows while a sweep runs: a header when a stage first starts, one line
-per finished or failed job with its top-1, MACs and time, and an estimate of what is left.
-Ray's own output goes to a log file (``-v`` shows it live instead)."""
+"""What the terminal shows while a sweep runs: a line at once saying what runs first, a line
+per evaluation inside a job (and at least one a minute while it trains) with its images/s and
+the time it has left, one line per finished or failed job with its top-1, MACs and time, and
+an estimate of what the sweep has left. Ray's own output goes to a log file (``-v`` shows it
+live instead)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
+from skipnet_sweep.sweep.ray_jobs import CACHED, STEP, TOTAL_STEPS
 from skipnet_sweep.sweep.searcher import ERROR
+
+# A job that trains without evaluating says where it is at least this often (seconds).
+LINE_EVERY = 60.0
 
 
 def _tune_callback_base():
@@ -44,20 +52,59 @@ def job_label(plan: Plan, config: dict) -> tuple[str, str]:
     return job.stage.train.stage, "  ".join(parts)
 
 
-def result_line(result: dict) -> str:
-    """``top-1 86.7 %  21.9 M MACs (70.7 %)`` from a job's final metrics."""
+def result_line(result: dict, selection_set: str = M.SELECTION_TEST) -> str:
+    """``val top-1 86.7 %  21.90 M MACs (70.7 %)`` from a job's final metrics, its accuracy
+    named by the set it was measured on (``selection_set``)."""
     if M.TOP1 not in result or M.FLOPS_MEAN not in result:
         return ""
     macs = result[M.FLOPS_MEAN]
-    text = f"top-1 {result[M.TOP1]:5.1f} %  {macs / 1e6:6.2f} M MACs"
+    text = f"{M.accuracy_label(selection_set)} {result[M.TOP1]:5.1f} %  {macs / 1e6:6.2f} M MACs"
     plain = result.get(M.FLOPS_PLAIN)
     if plain:
         text += f" ({100 * macs / plain:5.1f} %)"
     return text
 
 
+def opening_line(plan: Plan) -> str:
+    """What the sweep runs and what runs first, said before Ray starts: ``7 jobs (1
+    baseline, 1 sp, 2 hrl, ...); first: baseline cifar_resnet20, which 5 others start
+    from``."""
+    counts = Counter(j.stage.train.stage for j in plan.jobs)
+    parts = [f"{n} {stage}" for stage, n in counts.items()]
+    if plan.adaptive is not None:
+        parts.append(f"{plan.space.search.num_samples} sampled by Optuna")
+    total = len(plan.jobs) + (plan.space.search.num_samples if plan.adaptive else 0)
+    ready = [j for j in plan.jobs if j.needs is None][: plan.space.max_concurrent_trials or None]
+    first = []
+    for job in ready:
+        stage, what = job_label(plan, {"job": job.id})
+        waiting = sum(1 for j in plan.jobs if j.needs == job.id)
+        tail = ""
+        if waiting:
+            tail = f", which {waiting} other{'s start' if waiting > 1 else ' starts'} from"
+        first.append(f"{stage} {what or job.backbone}{tail}")
+    return f"{total} jobs ({', '.join(parts)}); runs first: {'; '.join(first) or 'sampled jobs'}"
+
+
+@dataclass
+class _Running:
+    """A trial this driver has seen report: where it is and when it said so."""
+
+    work: float  # the job's share of the sweep (``Plan.work``)
+    said: float  # when its last line was printed (monotonic seconds)
+    first: tuple[float, int] | None = None  # (time, step) of its first report
+    before: float = 0.0  # fraction of its steps trained before its first report
+    done: float = 0.0  # fraction of its steps trained since
+
+
 class ProgressCallback(_tune_callback_base()):
     """Prints the sweep's progress (see the module docstring).
+
+    The estimate of what is left weighs jobs by their work (``Plan.work``: a shared job of
+    hours is not one job among many short trials), counts the steps of the jobs still
+    running, and extrapolates the time this driver has spent on the work it did: what
+    finished before it (a resumed sweep), the steps a resumed job had trained and a cached
+    job's are done but took it no time.
 
     Args:
         plan: the sweep plan (its job count is the total; an adaptive search adds its
@@ -68,11 +115,24 @@ class ProgressCallback(_tune_callback_base()):
     def __init__(self, plan: Plan, out=None):
         self.plan = plan
         self.out = out
-        self.total = len(plan.jobs) + (plan.space.search.num_samples if plan.adaptive else 0)
+        samples = plan.space.search.num_samples if plan.adaptive else 0
+        self.total = len(plan.jobs) + samples
         self._start = time.monotonic()
         self._done: set[str] = set()
-        self._seen_stages: set[str] = set()
         self._restored = 0
+        self._restored_work = 0.0
+        self._done_work = 0.0
+        self._running: dict[str, _Running] = {}
+        work = {j.id: plan.work(j) for j in plan.jobs}
+        if plan.adaptive is not None:
+            method, axes = plan.adaptive
+            # Every sample trains as long; the first value of each axis stands for all.
+            sample = {k: v[1][0] if v[0] == "categorical" else v[1] for k, v in axes.items()}
+            work["sample"] = plan.work(plan.sampled_job(method.name, sample))
+        # Where a dataset's size is unknown every job weighs the same.
+        self._work = work if all(v is not None for v in work.values()) else dict.fromkeys(work, 1.0)
+        self._total_work = sum(v for k, v in self._work.items() if k != "sample")
+        self._total_work += samples * self._work.get("sample", 0.0)
 
     def __getstate__(self) -> dict:
         return {"plan": self.plan}
@@ -83,30 +143,73 @@ class ProgressCallback(_tune_callback_base()):
     def _print(self, text: str) -> None:
         print(text, file=self.out or sys.stdout, flush=True)
 
+    def _work_of(self, config: dict) -> float:
+        return self._work.get(config.get("job") or "sample", 0.0)
+
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         self._start = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if not self._done and not self._restored:
             # A resumed sweep: what finished before this driver counts as done.
-            self._restored = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
-        stage, _ = job_label(self.plan, trial.config)
-        if stage not in self._seen_stages:
-            self._seen_stages.add(stage)
-            count = sum(1 for j in self.plan.jobs if j.stage.train.stage == stage)
-            self._print(f"-- {stage} ({count or 'sampled'} job{'s' if count != 1 else ''})")
+            earlier = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+            self._restored = len(earlier)
+            self._restored_work = sum(self._work_of(t.config) for t in earlier)
+        self._running[trial.trial_id] = _Running(self._work_of(trial.config), time.monotonic())
+
+    def _eta(self) -> str:
+        """The sweep's time left: the time so far over the work done by this driver (the
+        trained part of running jobs included), times the work left."""
+        done = self._done_work + sum(r.work * r.done for r in self._running.values())
+        left = self._total_work - self._restored_work - done
+        if done <= 0 or left <= 0:
+            return ""
+        return f"  sweep ETA {duration((time.monotonic() - self._start) * left / done)}"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run = self._running.get(trial.trial_id)
+        step, total = result.get(STEP), result.get(TOTAL_STEPS)
+        if run is None or step is None or not total or ERROR in result or result.get("final"):
+            return
+        now = time.monotonic()
+        if run.first is None:
+            run.first, run.before = (now, step), min(1.0, step / total)
+        run.done = min(1.0, step / total) - run.before
+        evaluation = M.TOP1 in result
+        # The last evaluation's line is the job's own, when it ends.
+        if step >= total or (not evaluation and now - run.said < LINE_EVERY):
+            return
+        run.said = now
+        stage, what = job_label(self.plan, trial.config)
+        parts = [f"step {step}/{total} ({100 * step // total} %)"]
+        if evaluation:
+            accuracy = M.accuracy_label(self.plan.data.selection_set)
+            parts.append(f"{accuracy} {result[M.TOP1]:.1f} %")
+        elif M.TRAIN_LOSS in result:
+            parts.append(f"train loss {result[M.TRAIN_LOSS]:.3f}")
+        if result.get(M.IMAGES_PER_S):
+            parts.append(f"{result[M.IMAGES_PER_S]:,.0f} images/s")
+        since, first_step = run.first
+        if step > first_step:
+            left = (now - since) / (step - first_step) * (total - step)
+            parts.append(f"job ETA {duration(left)}")
+        width = len(str(self.total))
+        self._print(f" {' ' * (2 * width + 2)} {stage:<8} {what:<22} {'  '.join(parts)}")
 
     def _line(self, trial, status: str) -> None:
         self._done.add(trial.trial_id)
+        result = trial.last_result or {}
+        run = self._running.pop(trial.trial_id, None)
+        work = run.work if run is not None else self._work_of(trial.config)
+        before = 1.0 if result.get(CACHED) else run.before if run is not None else 0.0
+        self._restored_work += work * before
+        self._done_work += work * (1.0 - before)
         done = len(self._done) + self._restored
         stage, what = job_label(self.plan, trial.config)
-        result = trial.last_result or {}
         took = duration(result.get("time_total_s", 0.0))
-        elapsed = time.monotonic() - self._start
-        left = self.total - done
-        eta = f"  ETA {duration(elapsed / len(self._done) * left)}" if left > 0 else ""
-        body = result_line(result) if status == "ok" else status
-        if result.get("cached"):
+        eta = self._eta() if self.total - done > 0 else ""
+        body = result_line(result, self.plan.data.selection_set) if status == "ok" else status
+        if result.get(CACHED):
             body += "  (cached)"
         if result.get("cache_rejected"):
             self._print(f"   cache entry not reused: {str(result['cache_rejected'])[:200]}")

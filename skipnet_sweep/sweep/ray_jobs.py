@@ -19,7 +19,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,11 +27,12 @@ import torch
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
+from skipnet_sweep.models import GATE_DESIGNS
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
-from skipnet_sweep.sweep.searcher import ERROR
+from skipnet_sweep.sweep.searcher import ERROR, EVALUATION
 from skipnet_sweep.sweep.storage import Storage
 
 if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it (~1.6 s)
@@ -42,6 +43,7 @@ FINAL_FILE = "final.json"  # a finished trial's final result
 METRICS_FILE = "metrics.json"  # the report (metrics, step) a checkpoint was made with
 MANIFEST_FILE = "manifest.json"  # every other file of a checkpoint and its size (``_seal``)
 STEP = "step"
+TOTAL_STEPS = "total_steps"  # the job's optimiser steps, with its training logs (progress)
 CACHED = "cached"  # 1 in the final result of a shared job whose cache entry was reused
 CACHE_REJECTED = "cache_rejected"  # why a shared job's cache entry was not reused
 TUNE_KEYS = frozenset(
@@ -50,6 +52,7 @@ TUNE_KEYS = frozenset(
         "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
         "timesteps_since_restore", "done", "final", "checkpoint_path", "node_ip", "hostname",
         "date", "trial_id", "experiment_tag", "config", CACHED, CACHE_REJECTED, STEP,
+        TOTAL_STEPS, EVALUATION,
     )
 )  # fmt: skip
 
@@ -180,10 +183,12 @@ class _RestoreSurviving:
     numbers it after the checkpoint its state names, ray/tune/experiment/trial.py
     ``on_checkpoint``, and would write the next ones into the newer folders.)
 
-    Tune counts the trial's iterations (ASHA's time) from the named checkpoint's result
-    (ray/tune/trainable/trainable.py, ``restore``). Every report of a trial carries a
-    checkpoint, so the newer one restored came that many reports later; its result, reported
-    again, takes the iteration it had."""
+    Tune counts the trial's iterations from the named checkpoint's result
+    (ray/tune/trainable/trainable.py, ``restore``). Every evaluation of a trial carries a
+    checkpoint, so the newer one restored came at least that many reports later; its result,
+    reported again, takes at least the iteration it had (the training logs reported between
+    evaluations, which carry none, are not counted; ASHA's time is the evaluation count each
+    result carries, ``searcher.EVALUATION``, not Tune's iterations)."""
 
     def restore(self, checkpoint_path):
         named = getattr(checkpoint_path, "checkpoint", None)  # a _TrainingResult
@@ -251,16 +256,22 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path
     def prepare(model, loader):
         return ray.train.torch.prepare_model(model), ray.train.torch.prepare_data_loader(loader)
 
+    def on_log(step: int, total: int, logs: dict) -> None:
+        last[TOTAL_STEPS] = total
+        # A report is collective: every rank logs at the same steps, rank 0 with the logs.
+        ray.train.report({**logs, STEP: step, TOTAL_STEPS: total} if logs else {})
+
     def on_report(step: int, metrics: dict, save) -> None:
         last[STEP] = step
         if save is None:
             ray.train.report({}, checkpoint=None)
             return
+        report = {**metrics, STEP: step}
+        if TOTAL_STEPS in last:  # for the terminal's progress line
+            report[TOTAL_STEPS] = last[TOTAL_STEPS]
         with tempfile.TemporaryDirectory() as d:
-            _write_state(Path(d), save, {**metrics, STEP: step})
-            ray.train.report(
-                {**metrics, STEP: step}, checkpoint=ray.train.Checkpoint.from_directory(d)
-            )
+            _write_state(Path(d), save, report)
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     with tempfile.TemporaryDirectory() as d:
         run_stage(
@@ -274,6 +285,7 @@ def _shared_stage(stage: StageConfig, method: Method, config: dict, resume: Path
             is_main=rank == 0,
             artifacts=Path(d) / M.ARTIFACT_DIR if rank == 0 else None,
             method=method,
+            on_log=on_log,
         )
         # One more report from every rank (a barrier): the final weights and evaluation
         # files, which the trial publishes to the cache. Its metrics carry no step: the
@@ -401,20 +413,30 @@ def _train_trial(
     res = plan.space.resources.sp if job.shared else plan.space.resources.trial
     _threads(res.cpu)
     device = "cuda" if res.gpu > 0 and torch.cuda.is_available() else "cpu"
-    last: dict = {STEP: 0}
+    last: dict = {STEP: 0, EVALUATION: 0}
     resumed = _reported(resume)
     if resumed is not None:
         # Its final result carries the step it resumed at, even with no step left to train.
         last[STEP] = resumed[STEP]
+        last[EVALUATION] = resumed.get(EVALUATION, 0)
         if again:
             tune.report(resumed)
 
+    def on_log(step: int, total: int, logs: dict) -> None:
+        last[TOTAL_STEPS] = total
+        tune.report({**logs, STEP: step, TOTAL_STEPS: total})
+
     def on_report(step: int, metrics: dict, save) -> None:
         last.update({STEP: step, M.TOP1: metrics[M.TOP1], M.FLOPS_MEAN: metrics[M.FLOPS_MEAN]})
+        last[EVALUATION] += 1
+        # ASHA's time: the evaluations so far (saved with the checkpoint, for a resume).
+        report = {**metrics, STEP: step, EVALUATION: last[EVALUATION]}
+        if TOTAL_STEPS in last:
+            report[TOTAL_STEPS] = last[TOTAL_STEPS]
         with tempfile.TemporaryDirectory() as d:
-            _write_state(Path(d), save, {**metrics, STEP: step})
+            _write_state(Path(d), save, report)
             _seal(Path(d))
-            tune.report({**metrics, STEP: step}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
         with (
@@ -430,8 +452,15 @@ def _train_trial(
                 progress=False,
                 artifacts=Path(d) / M.ARTIFACT_DIR,
                 method=plan.method(job.method),
+                on_log=on_log,
             )
-            final = {**result.metrics, STEP: last[STEP], **(extra or {}), "final": 1}
+            final = {
+                **result.metrics,
+                STEP: last[STEP],
+                EVALUATION: last[EVALUATION],
+                **(extra or {}),
+                "final": 1,
+            }
             if job.shared:
                 _publish(Path(d), job, plan)
             (Path(d) / FINAL_FILE).write_text(json.dumps(final))
@@ -484,6 +513,10 @@ def trial_resources(config: dict, plan: Plan) -> dict:
 
 # --- the driver's MLflow callback -------------------------------------------------------
 
+# What every evaluation logs and what every training-log point logs: a resumed run's last
+# logged step is the later of the two.
+_CURVES = (M.TOP1, M.TRAIN_LOSS)
+
 
 def _tune_callback_base():
     from ray.tune import Callback
@@ -491,10 +524,22 @@ def _tune_callback_base():
     return Callback
 
 
+@dataclass
+class _Logged:
+    """What the tracker holds of one trial's MLflow run."""
+
+    run_id: str
+    step: int  # the last step logged (-1: none)
+    done: bool  # finished before this driver started: recorded in full
+    job: Job
+    keys: set[str]  # the metric keys logged at ``step``
+
+
 class TrackingCallback(_tune_callback_base()):
     """Logs every trial of the sweep to its own nested MLflow run: created when the trial
-    starts (RUNNING), each report logged as it comes (shared jobs' learning curves included),
-    marked finished or failed at the end, found again by the trial-id tag after a restore.
+    starts (RUNNING), each report logged as it comes (training curves between evaluations,
+    shared jobs' included), marked finished or failed at the end, found again by the
+    trial-id tag after a restore.
 
     Args:
         tracker: the MLflow tracker.
@@ -506,9 +551,7 @@ class TrackingCallback(_tune_callback_base()):
         self.tracker = tracker
         self.parent = parent
         self.plan = plan
-        # Tune trial id -> [run id, last logged step, finished before this driver started,
-        # its job, the metric keys logged at the last step]
-        self._runs: dict[str, list] = {}
+        self._runs: dict[str, _Logged] = {}  # by Tune trial id
 
     def __getstate__(self) -> dict:
         return {"tracker": self.tracker, "parent": self.parent, "plan": self.plan}
@@ -529,23 +572,45 @@ class TrackingCallback(_tune_callback_base()):
         if job.needs:
             needed = self.tracker.find(M.TAG_TRIAL_ID, job.needs, self.parent)
             if needed:
-                tags[M.TAG_SP_RUN_ID] = needed
+                # What it starts from, by what it is: an SP run's id is also its sp_run_id
+                # (an ACT run's start is the plain baseline, not SP).
+                tags[M.TAG_INIT_RUN_ID] = needed
+                if self.plan.job(job.needs).stage.train.stage == "sp":
+                    tags[M.TAG_SP_RUN_ID] = needed
         return job_params(job, self.plan), tags
 
-    def _run(self, trial) -> list:
+    def note(self, job: Job, tags: dict) -> str:
+        """A run's description (Markdown, on its page): what it is, what it starts from and
+        what its metrics hold, the split of every accuracy named."""
+        method = self.plan.method(job.method)
+        what = f"{method.label or method.name} {job.stage.train.stage} of {job.backbone}"
+        if job.weight is not None:
+            what += f", {job.weight} {job.weight_value:g}"
+        if M.TAG_INIT_RUN_ID in tags:
+            what += f"; starts from run `{tags[M.TAG_INIT_RUN_ID]}` ({job.needs})"
+        lines = [what, "", "| metric | what it holds |", "|---|---|"]
+        described = M.describe_metrics(self.plan.stage_of(job).data.selection_set)
+        lines += [f"| `{name}` | {text} |" for name, text in described.items()]
+        return "\n".join(lines)
+
+    def _run(self, trial) -> _Logged:
         if trial.trial_id not in self._runs:
             job = self.plan.job_of(trial.config)
             params, tags = self.describe(job)
             run_id, created = self.tracker.get_or_create(
                 M.TAG_TRIAL_ID, job.id, job.id, parent=self.parent, params=params, tags=tags
             )
+            if created:
+                self.tracker.set_description(run_id, self.note(job, tags))
             done = not created and self.tracker.status(run_id) == "FINISHED"
             if not created and not done:
                 # A retried or resumed run: running again, and no longer failed.
                 self.tracker.clear_error(run_id)
-            last = -1 if created else self.tracker.last_step(run_id)
+            # A resumed trial re-reports what followed its checkpoint: evaluations and the
+            # training logs between them, each logged once.
+            last = -1 if created else max(self.tracker.last_step(run_id, k) for k in _CURVES)
             logged = set() if created else self.tracker.metric_keys(run_id)
-            self._runs[trial.trial_id] = [run_id, last, done, job, logged]
+            self._runs[trial.trial_id] = _Logged(run_id, last, done, job, logged)
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -554,31 +619,32 @@ class TrackingCallback(_tune_callback_base()):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         entry = self._run(trial)
         step = result.get(STEP)
-        if step is None or ERROR in result or entry[2]:
+        if step is None or ERROR in result or entry.done:
             return
-        if entry[1] < 0 and result.get("node_ip"):
+        if entry.step < 0 and result.get("node_ip"):
             # Where the trial ran: placement on a cluster is visible from MLflow.
-            self.tracker.set_tags(entry[0], {"node_ip": str(result["node_ip"])})
+            self.tracker.set_tags(entry.run_id, {"node_ip": str(result["node_ip"])})
         if result.get(CACHED):
-            self.tracker.set_tags(entry[0], {"cached": "true"})
+            self.tracker.set_tags(entry.run_id, {"cached": "true"})
         if result.get(CACHE_REJECTED):
-            self.tracker.set_tags(entry[0], {CACHE_REJECTED: str(result[CACHE_REJECTED])[:500]})
+            self.tracker.set_tags(entry.run_id, {CACHE_REJECTED: str(result[CACHE_REJECTED])[:500]})
         # Tune's bookkeeping (times, pid, iteration counters) is not a metric of the run.
         ours = {k: v for k, v in result.items() if k not in TUNE_KEYS}
-        if step > entry[1]:
-            self.tracker.log_metrics(entry[0], ours, step)
-            entry[1], entry[4] = step, set(ours)
+        if step > entry.step:
+            self.tracker.log_metrics(entry.run_id, ours, step)
+            entry.step, entry.keys = step, set(ours)
         elif result.get("final"):
             # The final result repeats the last evaluation: log only what it adds, once
             # (a resumed run's history has no point twice).
-            new = {k: v for k, v in ours.items() if k not in entry[4]}
-            if step == entry[1] and new:
-                self.tracker.log_metrics(entry[0], new, step)
-                entry[4] |= set(new)
+            new = {k: v for k, v in ours.items() if k not in entry.keys}
+            if step == entry.step and new:
+                self.tracker.log_metrics(entry.run_id, new, step)
+                entry.keys |= set(new)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id, _, done, job, _ = self._run(trial)
-        if done:  # recorded in full by an earlier driver
+        entry = self._run(trial)
+        run_id, job = entry.run_id, entry.job
+        if entry.done:  # recorded in full by an earlier driver
             return
         result = trial.last_result or {}
         if ERROR in result:
@@ -627,7 +693,7 @@ class TrackingCallback(_tune_callback_base()):
             yield local if local is not None and local.is_dir() else None
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run(trial)[0]
+        run_id = self._run(trial).run_id
         err = trial.get_error()
         msg = str(err).strip().splitlines()[-1] if err else "trial errored"
         self.tracker.set_tags(run_id, {M.TAG_ERROR: msg[:500]})
@@ -641,7 +707,9 @@ def job_params(job: Job, plan: Plan) -> dict:
     params = {
         M.PARAM_DATASET: stage.data.dataset,
         M.PARAM_ARCH: stage.model.arch,
-        M.PARAM_GATE: stage.model.gate or "none",
+        # Only a network with gates has a gate design (ACT's halting units and the plain
+        # ResNet have none; the method tag says what they are).
+        M.PARAM_GATE: stage.model.gate if stage.model.gate in GATE_DESIGNS else None,
         M.PARAM_SEED: t.seed,
         M.PARAM_VARIANT: stage.variant,
         M.SELECTION_SET: stage.data.selection_set,
@@ -650,7 +718,10 @@ def job_params(job: Job, plan: Plan) -> dict:
         "iterations": t.iterations,
         "epochs": t.epochs,
         "batch_size": t.batch_size,
-        "init": Path(stage.init).name if stage.init else None,
+        # How many rounds each speed-up's median and quartiles are over.
+        "latency_repeats": stage.latency.repeats if stage.latency.batch_sizes else None,
+        # Where its initial weights are (the run they come from: tag init_run_id).
+        "init": _uri(stage.init) if stage.init else None,
         M.PARAM_SP_KEY: job.key
         if job.shared
         else (Path(stage.init).parent.name if stage.init else None),
@@ -658,3 +729,8 @@ def job_params(job: Job, plan: Plan) -> dict:
     params.update({k: v for k, v in job.coords if k not in ("backbone", "gate")})
     params.update(plan.method(job.method).params(job))
     return params
+
+
+def _uri(path: str) -> str:
+    """A storage path as a URI: ``file://`` for a local one, object storage's as it is."""
+    return path if "://" in path else Path(path).resolve().as_uri()

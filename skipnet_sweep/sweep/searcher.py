@@ -26,6 +26,9 @@ from skipnet_sweep.sweep.space import MAX_STEPS
 
 PENDING, RUNNING, DONE, FAILED, BLOCKED = "pending", "running", "done", "failed", "blocked"
 ERROR = "error"  # key of a trial's result when the stage stopped itself (e.g. NaN loss)
+# Key of a trial's evaluation results: how many evaluations it has reported. ASHA's time is
+# this count, not Tune's report count, which training logs between evaluations advance too.
+EVALUATION = "evaluation"
 OBJECTIVES = ((M.TOP1, "maximize"), (M.FLOPS_MEAN, "minimize"))
 
 
@@ -203,4 +206,14 @@ class SharedAwareASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if trial.config.get("job") in self._shared:
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        return super().on_trial_result(tune_controller, trial, self._timed(result))
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, self._timed(result))
+
+    def _timed(self, result: dict) -> dict:
+        """``result`` with ASHA's time set to its evaluation count (a sweep resumed from
+        before training logs has none: its report count stands)."""
+        if EVALUATION not in result:
+            return result
+        return {**result, self._time_attr: result[EVALUATION]}

@@ -267,6 +267,25 @@ class Tracker:
             logging.getLogger("mlflow").info(said.getvalue().strip())
         return str(info.registered_model_version)
 
+    def label_model_version(
+        self,
+        name: str,
+        version: str,
+        *,
+        alias: str,
+        description: str,
+        tags: dict[str, Any],
+        model_description: str,
+    ) -> None:
+        """Say which point a registered model's version is: its tags, its description and an
+        alias (``models:/<name>@<alias>`` loads it), beside the registered model's own
+        description."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+        self.client.update_model_version(name, version, description=description)
+        self.client.set_registered_model_alias(name, alias, version)
+        self.client.update_registered_model(name, description=model_description)
+
     def log_dataset(self, run_id: str, name: str, uri: str, digest: str, context: str) -> None:
         """Record the data a run reads (MLflow's dataset inputs: name, where, a digest of
         what selects it, and the context such as ``train``)."""
