@@ -145,7 +145,8 @@ def test_a_trial_resumed_from_a_newer_checkpoint_reports_its_evaluation_first(
     _run_trial(job, plan)
     assert resumed_from == [folder / STATE_FILE]
     assert [m for m, _ in reports[:-1]] == ([{"step": 20}] if swapped else [])
-    assert reports[-1][0] == {"top1": 80.0, "step": 20, "final": 1}
+    # The checkpoint predates evaluation counting (searcher.EVALUATION): it counts from 0.
+    assert reports[-1][0] == {"top1": 80.0, "step": 20, "evaluation": 0, "final": 1}
 
 
 _TUNE_RUN = """

@@ -79,6 +79,20 @@ class ParetoData:
     series_hypervolume: dict[str, float] = field(default_factory=dict)
 
 
+def _method_handles(pts: pd.DataFrame, series: str | None) -> list[Line2D]:
+    """One legend entry per method drawn (plain first); grey when colour marks the series."""
+    methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
+    handles = []
+    for m in methods:
+        st = S.method_style(m, pts)
+        handles.append(
+            Line2D([], [], linestyle="none", marker=st.marker,
+                   color=st.color if series is None else "0.35", markeredgecolor="white",
+                   markersize=6, label=st.label)
+        )  # fmt: skip
+    return handles
+
+
 def _published_notes(published: pd.DataFrame, listed: pd.DataFrame) -> list[str]:
     notes = []
     related = published[published["match"] == RELATED]
@@ -299,14 +313,7 @@ def pareto_figure(
             Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none",
                    markeredgecolor="0.1", label="on the frontier")
         )  # fmt: skip
-        methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
-        for m in methods:
-            st = S.method_style(m, pts)
-            handles.append(
-                Line2D([], [], linestyle="none", marker=st.marker,
-                       color=st.color if series is None else "0.35", markeredgecolor="white",
-                       markersize=6, label=st.label)
-            )  # fmt: skip
+        handles += _method_handles(pts, series)
 
         groups = plotted.groupby(["method", "source", "backbone", "match"], sort=True)
         for (method, source, backbone, match), grp in groups:
@@ -513,14 +520,7 @@ def latency_figure(
                                linestyle=":", label=f"{which}, {reference:.3g} ms")
                     )  # fmt: skip
         ax.scatter(frontier[lat], frontier[M.TOP1], zorder=4, **_RING)
-        methods = sorted(pts[M.TAG_METHOD].dropna().unique(), key=lambda m: (m != "plain", m))
-        for m in methods:
-            st = S.method_style(m, pts)
-            handles.append(
-                Line2D([], [], linestyle="none", marker=st.marker,
-                       color=st.color if series is None else "0.35", markeredgecolor="white",
-                       markersize=6, label=st.label)
-            )  # fmt: skip
+        handles += _method_handles(pts, series)
         ax.set_xlabel(
             f"Latency per batch of {batch} (ms, median)\neach run over the plain ResNet timed "
             "beside it, times the plain ResNet's median"
