@@ -99,11 +99,17 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(sp_cache, tmp_path, r
     for run in by_stage(children)["hrl"]:
         steps = [m.step for m in mlflow.client.get_metric_history(run.info.run_id, M.TOP1)]
         assert steps == list(range(EVAL_EVERY, HRL_STEPS + 1, EVAL_EVERY)), steps
-    # The stopped trial went on from its last checkpoint: no step was trained twice.
+    # The stopped trial went on from its last checkpoint. A checkpoint written after Tune last
+    # saved its state is reported once more when the trial resumes from it (the driver may
+    # never have logged it; test_restore), so at most the step it resumed at appears twice,
+    # in a row; any other repeat would be a step trained twice.
     for result in (plan.storage / "tune").glob("*/hrl-*/result.json"):
         rows = [json.loads(row) for row in result.read_text().splitlines()]
-        trained = [row["step"] for row in rows if not row.get("final")]
-        assert trained == list(range(EVAL_EVERY, HRL_STEPS + 1, EVAL_EVERY)), trained
+        trained = [row["step"] for row in rows if not row.get("final") and "evaluation" in row]
+        repeats = [a for a, b in zip(trained, trained[1:], strict=False) if a == b]
+        assert len(repeats) <= 1, trained
+        assert sorted(set(trained)) == list(range(EVAL_EVERY, HRL_STEPS + 1, EVAL_EVERY))
+        assert trained == sorted(trained), trained
 
 
 def test_the_resume_command_does_not_start_over():
