@@ -47,6 +47,47 @@ def test_this_ray_has_the_private_names_the_driver_uses():
     ray_private.check()  # fails, naming the name, once Ray moves one
 
 
+@pytest.mark.parametrize(
+    ("moved", "named"),
+    [
+        ("__mixins__", "wrap_function's __mixins__"),
+        ("self._iteration", "Trainable._iteration"),
+        ("self._storage", "Trainable._storage"),
+        ("self.current_checkpoint_index", "StorageContext.current_checkpoint_index"),
+    ],
+)
+def test_a_ray_whose_trainable_internals_moved_is_refused(monkeypatch, moved, named):
+    """Tune's trainable internals that the restore relies on are read from Ray's source at
+    start-up: a Ray that renamed one is refused in one line naming it."""
+    import inspect
+
+    from skipnet_sweep.errors import SpaceError
+
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda f: real(f).replace(moved, "renamed"))
+    with pytest.raises(SpaceError, match=f"has no ray.(tune|train) {named}, which"):
+        ray_private.check()
+
+
+def test_the_trainable_helpers_change_what_tune_reads():
+    from types import SimpleNamespace
+
+    def fn():
+        pass
+
+    class Mixin:
+        pass
+
+    ray_private.mix_into_trainable(fn, Mixin)
+    assert fn.__mixins__ == (Mixin,)
+    trainable = SimpleNamespace(_iteration=3, _storage=SimpleNamespace(current_checkpoint_index=2))
+    ray_private.advance_iteration(trainable, 2)
+    ray_private.number_checkpoints_after(trainable, 5)
+    assert trainable._iteration == 5 and trainable._storage.current_checkpoint_index == 5
+    ray_private.number_checkpoints_after(trainable, 1)  # never lowered
+    assert trainable._storage.current_checkpoint_index == 5
+
+
 def test_the_first_sigint_ends_tunes_run_and_is_recorded_the_second_raises():
     from ray.tune import tune
 

@@ -30,7 +30,7 @@ from skipnet_sweep.methods import Job, Method, register_method
 from skipnet_sweep.models import GATE_DESIGNS
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
 from skipnet_sweep.stages.runner import run_stage
-from skipnet_sweep.sweep import cache
+from skipnet_sweep.sweep import cache, ray_private
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.searcher import ERROR, EVALUATION
 from skipnet_sweep.sweep.storage import Storage
@@ -177,8 +177,8 @@ def _index(checkpoint) -> int:
 
 
 class _RestoreSurviving:
-    """Mixed into ``stage_trial``'s Tune trainable (``__mixins__``, read by Tune's
-    ``wrap_function``): restores a trial from ``_surviving`` of the checkpoint Tune's state
+    """Mixed into ``stage_trial``'s Tune trainable (``ray_private.mix_into_trainable``):
+    restores a trial from ``_surviving`` of the checkpoint Tune's state
     names, and numbers its next checkpoint after every folder the trial has written. (Tune
     numbers it after the checkpoint its state names, ray/tune/experiment/trial.py
     ``on_checkpoint``, and would write the next ones into the newer folders.)
@@ -198,11 +198,10 @@ class _RestoreSurviving:
         restored = super().restore(checkpoint_path)
         if found is not named:
             _SWAPPED.add(found.path)
-            self._iteration += _index(found) - _index(named) - 1
+            ray_private.advance_iteration(self, _index(found) - _index(named) - 1)
         written = _written(named)
-        if written and self._storage is not None:  # ray/tune/trainable/trainable.py, save()
-            index = max(self._storage.current_checkpoint_index, written[0][0])
-            self._storage.current_checkpoint_index = index
+        if written:
+            ray_private.number_checkpoints_after(self, written[0][0])
         return restored
 
 
@@ -494,7 +493,7 @@ def stage_trial(config: dict, plan: Plan) -> None:
         _run_trial(job, plan)
 
 
-stage_trial.__mixins__ = (_RestoreSurviving,)
+ray_private.mix_into_trainable(stage_trial, _RestoreSurviving)
 
 
 def trial_resources(config: dict, plan: Plan) -> dict:

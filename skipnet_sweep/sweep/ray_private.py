@@ -41,10 +41,55 @@ def check() -> None:
     ]
     for owner, where, name in needs:
         if not hasattr(owner, name):
-            raise SpaceError(
-                f"Ray {ray.__version__} has no {where}.{name}, which skipnet_sweep uses "
-                f"(checked with Ray {CHECKED_WITH}); install ray=={CHECKED_WITH}.*"
-            )
+            _refuse(ray.__version__, f"{where}.{name}")
+    # Names read inside Tune's functions (instance attributes, not on any class).
+    import inspect
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.trainable import function_trainable, trainable
+
+    read = [
+        (function_trainable.wrap_function, "ray.tune wrap_function's __mixins__", "__mixins__"),
+        (trainable.Trainable.__init__, "ray.tune Trainable._iteration", "self._iteration"),
+        (trainable.Trainable.__init__, "ray.tune Trainable._storage", "self._storage"),
+        (
+            StorageContext.__init__,
+            "ray.train StorageContext.current_checkpoint_index",
+            "self.current_checkpoint_index",
+        ),
+    ]
+    for function, what, text in read:
+        if text not in inspect.getsource(function):
+            _refuse(ray.__version__, what)
+
+
+def _refuse(version: str, what: str) -> None:
+    raise SpaceError(
+        f"Ray {version} has no {what}, which skipnet_sweep uses "
+        f"(checked with Ray {CHECKED_WITH}); install ray=={CHECKED_WITH}.*"
+    )
+
+
+def mix_into_trainable(function: Any, *classes: type) -> None:
+    """Tune's ``wrap_function`` makes a function trainable's class with the function's
+    ``__mixins__`` as bases (ray/tune/trainable/function_trainable.py): how ``restore`` is
+    overridden for a function."""
+    function.__mixins__ = classes
+
+
+def advance_iteration(trainable: Any, by: int) -> None:
+    """Add ``by`` to Tune's count of a trainable's reports (``Trainable._iteration``, set
+    from the restored checkpoint's result in ray/tune/trainable/trainable.py ``restore``)."""
+    trainable._iteration += by
+
+
+def number_checkpoints_after(trainable: Any, index: int) -> None:
+    """Make a trainable's next checkpoint folder come after ``index``
+    (``_storage.current_checkpoint_index``, ray/train/_internal/storage.py, which names the
+    folder ``save`` writes); never lowers it."""
+    storage = trainable._storage
+    if storage is not None:
+        storage.current_checkpoint_index = max(storage.current_checkpoint_index, index)
 
 
 @contextlib.contextmanager
