@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets, list_datasets
-from skipnet_sweep.flops import count_costs
-from skipnet_sweep.methods import method_for_stage, stage_names
+from skipnet_sweep.methods import load_trained, method_for_stage, stage_names
 from skipnet_sweep.models import EXEC_PATHS, ModelConfig
 from skipnet_sweep.routing import describe_routing
+from skipnet_sweep.runner import run_stage, summary_line
 from skipnet_sweep.stages import (
     CheckpointError,
     DataConfig,
@@ -32,11 +32,9 @@ from skipnet_sweep.stages import (
     TrainConfig,
     evaluate,
     load_checkpoint,
-    load_model,
 )
-from skipnet_sweep.stages.config import SP_GATINGS, hrl_defaults
+from skipnet_sweep.stages.config import SP_GATINGS
 from skipnet_sweep.stages.evaluate import check_gating
-from skipnet_sweep.stages.runner import run_stage, summary_line
 from skipnet_sweep.yamlio import OneLineParser
 
 # The TrainConfig fields each registered stage reads (its method says which). A stage's flags
@@ -45,9 +43,12 @@ from skipnet_sweep.yamlio import OneLineParser
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     stage: method_for_stage(stage).train_fields(stage) for stage in stage_names()
 }
-# Stages that choose a gate design; the others train the plain ResNet or their own halting
-# units.
-GATED_STAGES = ("sp", "hrl")
+
+
+def _gate_of(stage: str) -> str | tuple[str, ...] | None:
+    """The network a stage trains (its method's ``stage_gate``): a fixed kind or designs to
+    choose from with ``--gate`` (the first is the default)."""
+    return method_for_stage(stage).stage_gate(stage)
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -129,7 +130,7 @@ def _train_config(stage: str, given: dict) -> TrainConfig:
     kw = dict(given)
     if "iterations" not in kw and "epochs" not in kw:
         kw["epochs"] = 1.0
-    return hrl_defaults(**kw) if stage == "hrl" else TrainConfig(stage=stage, **kw)
+    return method_for_stage(stage).train_config(stage, kw)
 
 
 def _data_fields() -> list[Field]:
@@ -156,9 +157,12 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
         default=None,
         help="registered architecture (default: from --init, else cifar_resnet20)",
     )
-    if stage in GATED_STAGES:
+    gates = _gate_of(stage)
+    if isinstance(gates, tuple):
         model.add_argument(
-            "--gate", default=None, help="ff1, ff2 or rnn (default: from --init, else rnn)"
+            "--gate",
+            default=None,
+            help=f"{', '.join(gates)} (default: from --init, else {gates[0]})",
         )
         model.add_argument(
             "--gate-out-std",
@@ -256,10 +260,11 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
     if args.init:
         init_model = ModelConfig(**load_checkpoint(args.init)["model_config"])
     arch = args.arch or (init_model.arch if init_model else "cifar_resnet20")
-    if args.command in GATED_STAGES:
-        gate = args.gate or (init_model.gate if init_model and init_model.gate else "rnn")
+    gates = _gate_of(args.command)
+    if isinstance(gates, tuple):
+        gate = args.gate or (init_model.gate if init_model and init_model.gate else gates[0])
     else:
-        gate = None if args.command == "baseline" else args.command
+        gate = gates
     given = {
         k: getattr(args, k) for k in STAGE_FIELDS[args.command] if getattr(args, k) is not None
     }
@@ -287,7 +292,10 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    model, payload = load_model(args.checkpoint)
+    model, payload = load_trained(args.checkpoint)
+    method = method_for_stage(
+        payload.get("stage_config", {}).get("train", {}).get("stage", "baseline")
+    )
     path = check_gating(model, args.gating, args.path)  # refused before any data is read
     stage = payload.get("stage_config") or {}
     # Rebuild the data the checkpoint was trained on (seed and synthetic sizes included),
@@ -303,7 +311,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     kwargs.pop("num_workers")
     _, test_set, info = build_datasets(data.dataset, seed=seed, **kwargs)
     test_loader = DataLoader(test_set, batch_size=args.batch_size, shuffle=False)
-    costs = count_costs(model, (info.in_channels, *info.input_size))
+    costs = method.count_costs(model, (info.in_channels, *info.input_size))
     result = evaluate(model, test_loader, costs, path=path, gating=args.gating)
     if args.artifacts:
         result.write_artifacts(

@@ -497,7 +497,7 @@ def train_shared_jobs(space: Path) -> None:
     evaluation files, the job's record): a sweep of ``space`` then finds them verified and
     only runs its trials. Seconds for TINY, against about a minute per Ray Train job."""
     from skipnet_sweep import metrics as M
-    from skipnet_sweep.stages.runner import run_stage
+    from skipnet_sweep.runner import run_stage
     from skipnet_sweep.sweep import cache, load_space, make_plan
     from skipnet_sweep.sweep.plan import MODEL_FILE
 

@@ -204,7 +204,7 @@ def test_gate_init_is_not_part_of_a_checkpoints_identity(tmp_path):
     assert loaded.config == drawn
     for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match=r"gate_out_std initialises SkipNet gates .*plain"):
+    with pytest.raises(ValueError, match=r"gate_out_std initialises gates .*plain"):
         ModelConfig("cifar_resnet8", None, gate_out_std=0.447)
     with pytest.raises(ValueError, match="gate_out_std must be a finite number > 0, got -1"):
         ModelConfig("cifar_resnet8", "ff1", gate_out_std=-1)

@@ -41,7 +41,7 @@ from skipnet_sweep.stages.objectives import (
     discounted_returns,
     gate_costs,
 )
-from skipnet_sweep.stages.runner import complete_model_config, run_stage, summary_line
+from skipnet_sweep.runner import complete_model_config, run_stage, summary_line
 
 # A tiny synthetic task: 1x16x16 images, 4 classes, 256 training and 64 test images.
 SYN = {"size": 256, "channels": 1, "image_size": 16, "classes": 4}

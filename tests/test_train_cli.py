@@ -26,7 +26,7 @@ from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, load_model
 from skipnet_sweep.stages.checkpoint import save_checkpoint
-from skipnet_sweep.stages.runner import run_stage
+from skipnet_sweep.runner import run_stage
 from skipnet_sweep.train import STAGE_FIELDS, _parser, _stage_config, field_help, main, stage_parser
 
 DATA = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32"]

@@ -11,16 +11,22 @@ file); ``get_method`` fails loudly on an unknown name.
 from __future__ import annotations
 
 import importlib
+import os
+from typing import Any
+
+from torch import nn
 
 from skipnet_sweep.methods.base import (
     CostAccounting,
     Job,
     Method,
-    Objective,
     PlanContext,
     make_job,
     short_hash,
 )
+from skipnet_sweep.stages.checkpoint import CheckpointError, load_checkpoint
+from skipnet_sweep.stages.config import register_stages, unregister_stages
+from skipnet_sweep.stages.objective import LossResult, Objective
 
 _METHODS: dict[str, Method] = {}
 
@@ -39,12 +45,8 @@ def register_method(method: type[Method] | Method, *, replace: bool = False):
         raise ValueError(f"{type(obj).__name__}: a method needs a name and at least one stage")
     if obj.name in _METHODS and not replace:
         raise ValueError(f"a method named {obj.name!r} is already registered")
-    for other in _METHODS.values():
-        clash = set(other.stages) & set(obj.stages)
-        if other.name != obj.name and clash:
-            raise ValueError(
-                f"method {obj.name!r}: stage {sorted(clash)[0]!r} belongs to method {other.name!r}"
-            )
+    register_stages(obj.name, obj.stages)
+    obj.register_parts()
     _METHODS[obj.name] = obj
     return method
 
@@ -52,6 +54,7 @@ def register_method(method: type[Method] | Method, *, replace: bool = False):
 def unregister_method(name: str) -> None:
     """Remove a registered method (plugins and tests that clean up after themselves)."""
     _METHODS.pop(name, None)
+    unregister_stages(name)
 
 
 def list_methods() -> list[str]:
@@ -89,6 +92,25 @@ def build_objective(cfg, costs: CostAccounting) -> Objective:
     return method_for_stage(cfg.train.stage).objective(cfg, costs)
 
 
+def load_trained(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The network a checkpoint holds, rebuilt by the method that trained it (the one that
+    owns the checkpoint's stage), and the checkpoint's payload.
+
+    Raises:
+        CheckpointError: unreadable, not a skipnet_sweep checkpoint, or a stage no
+            registered method trains.
+    """
+    payload = load_checkpoint(path)
+    stage = (payload.get("stage_config") or {}).get("train", {}).get("stage")
+    if stage is None:
+        return get_method("plain").load_network(path)
+    try:
+        method = method_for_stage(stage)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
+    return method.load_network(path)
+
+
 def stage_names() -> tuple[str, ...]:
     """Every stage a registered method trains."""
     return tuple(s for m in _METHODS.values() for s in m.stages)
@@ -111,12 +133,14 @@ _register_builtins()
 __all__ = [
     "CostAccounting",
     "Job",
+    "LossResult",
     "Method",
     "Objective",
     "PlanContext",
     "build_objective",
     "get_method",
     "list_methods",
+    "load_trained",
     "make_job",
     "method_for_stage",
     "plugin_keys",

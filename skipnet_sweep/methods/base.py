@@ -9,42 +9,44 @@ the ``train`` CLI and the report iterate the registry instead of naming methods.
 
 A method may live outside this package (a plugin, or a test file): ``register_method`` takes
 any ``Method`` subclass, and a sweep ships the methods it uses to its Ray workers with the
-plan, so nothing has to be installed on the nodes.
+plan, so nothing has to be installed on the nodes. A method that brings its own gate design
+or network kind registers them in ``register_parts``, which ``register_method`` calls (in
+the driver, and in every worker that adopts the shipped method).
+
+Every network of a method, fresh or from a checkpoint (resume, model logging, ``train
+eval``, FLOPs, latency), is made by its ``build_network``; its loss, optimiser and training
+hooks are its ``Objective`` (``skipnet_sweep.stages.objective``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
+
+from torch import Tensor, nn
 
 from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.flops import count_costs
+from skipnet_sweep.models import ModelConfig, build_from_config
+from skipnet_sweep.stages.checkpoint import load_model
 from skipnet_sweep.stages.config import OPTIM, FieldError, StageConfig, TrainConfig, group_fields
 from skipnet_sweep.stages.network import build_stage_model
+from skipnet_sweep.stages.objective import Objective
 
-if TYPE_CHECKING:
-    from torch import Tensor, nn
-
-    from skipnet_sweep.models import SkipOutput
-    from skipnet_sweep.sweep.space import Space
+# A parsed search space (``skipnet_sweep.sweep.space.Space``). Methods sit below the sweep
+# layer, which plans through them: they read the space, they never import it.
+Space = Any
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
     """A stable short hash of a JSON-able object (sweep ids, trial ids)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
-
-
-class Objective(Protocol):
-    """A stage's loss: ``objective(out, target) -> LossResult`` and how gates decide."""
-
-    gate_mode: str
-
-    def __call__(self, out: SkipOutput, target: Tensor) -> Any: ...
 
 
 class CostAccounting(Protocol):
@@ -207,6 +209,17 @@ class Method(ABC):
 
     # --- the stage ----------------------------------------------------------------------
 
+    def stage_gate(self, stage: str) -> str | tuple[str, ...] | None:
+        """The ``ModelConfig.gate`` of the network ``stage`` trains: a fixed kind (None: the
+        plain ResNet), or the gate designs it may choose from, the default first (the
+        ``train`` CLI's ``--gate``)."""
+        return None
+
+    def train_config(self, stage: str, given: dict[str, Any]) -> TrainConfig:
+        """The ``TrainConfig`` of ``stage`` from the fields given (the ``train`` CLI's flags),
+        the rest at this method's defaults."""
+        return TrainConfig(stage=stage, **given)
+
     def train_fields(self, stage: str) -> tuple[str, ...]:
         """The ``TrainConfig`` fields ``stage`` reads (the ``train`` CLI's flags): by default
         the optimiser's, as a space's optimisation section has them."""
@@ -214,12 +227,30 @@ class Method(ABC):
 
     @abstractmethod
     def objective(self, cfg: StageConfig, costs: CostAccounting) -> Objective:
-        """The loss of one of this method's stages (``cfg.train.stage``)."""
+        """The objective of one of this method's stages (``cfg.train.stage``): its loss and
+        training hooks (an ``Objective``; a plain ``(out, target)`` callable also works)."""
+
+    def register_parts(self) -> None:  # noqa: B027 (optional hook, nothing by default)
+        """Register the gate designs (``models.register_gate``) and network kinds
+        (``models.register_network``) this method brings, in this process. Called by
+        ``register_method``: in the driver and in every Ray worker the method is shipped to."""
+
+    def build_network(self, model: ModelConfig) -> nn.Module:
+        """The network of ``model``, freshly initialised: every network of this method,
+        fresh or rebuilt from a checkpoint, is made here. By default the model registry's."""
+        return build_from_config(model)
 
     def build_model(self, cfg: StageConfig) -> nn.Module:
         """The stage's network with its initial weights (fresh, from ``cfg.init``, or from
         torchvision-format backbone weights)."""
-        return build_stage_model(cfg)
+        return build_stage_model(cfg, build=self.build_network)
+
+    def load_network(
+        self, path: str | os.PathLike, expect: ModelConfig | None = None
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The network a checkpoint of this method holds, and the checkpoint's payload
+        (``stages.checkpoint.load_model``, built by ``build_network``)."""
+        return load_model(path, expect, build=self.build_network)
 
     def count_costs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> CostAccounting:
         """The network's exact per-sample MAC table at ``input_shape``."""

@@ -66,6 +66,9 @@ class Halting(Method):
                 )
         return jobs
 
+    def stage_gate(self, stage: str) -> str:
+        return self.kind
+
     def train_fields(self, stage: str) -> tuple[str, ...]:
         return (*optimiser_fields(), "tau")
 

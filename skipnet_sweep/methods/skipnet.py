@@ -23,7 +23,14 @@ from skipnet_sweep.methods.base import (
 )
 from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES, baseline_job
 from skipnet_sweep.models import ModelConfig
-from skipnet_sweep.stages.config import HRL, SP, StageConfig, group_fields
+from skipnet_sweep.stages.config import (
+    HRL,
+    SP,
+    StageConfig,
+    TrainConfig,
+    group_fields,
+    hrl_defaults,
+)
 from skipnet_sweep.stages.network import complete_model_config
 from skipnet_sweep.stages.objectives import HybridRL, Supervised, gate_costs
 
@@ -160,6 +167,12 @@ class SkipNet(Method):
 
     def sampled_job(self, ctx: PlanContext, sample: dict) -> Job:
         return self._trial(ctx, sample["backbone"], sample["gate"], "hrl+sp", sample["alpha"])
+
+    def stage_gate(self, stage: str) -> tuple[str, ...]:
+        return ("rnn", "ff1", "ff2")  # the paper's designs; RNNGate its default (§4.1)
+
+    def train_config(self, stage: str, given: dict) -> TrainConfig:
+        return hrl_defaults(**given) if stage == "hrl" else TrainConfig(stage=stage, **given)
 
     def train_fields(self, stage: str) -> tuple[str, ...]:
         if stage == "sp":

@@ -1,14 +1,24 @@
 """Registered ResNets, SkipNet gates and the gated executor."""
 
-from skipnet_sweep.models.gates import GATE_DESIGNS, GATE_MODES, decide
+from skipnet_sweep.models.gates import (
+    GATE_DESIGNS,
+    GATE_MODES,
+    GateDesign,
+    decide,
+    get_gate_design,
+    list_gates,
+    register_gate,
+)
 from skipnet_sweep.models.registry import (
     ModelConfig,
     build_from_config,
     build_halting,
     build_model,
     list_models,
+    list_networks,
     load_backbone,
     register_model,
+    register_network,
 )
 from skipnet_sweep.models.resnet import (
     EXEC_PATHS,
@@ -23,6 +33,7 @@ __all__ = [
     "EXEC_PATHS",
     "GATE_DESIGNS",
     "GATE_MODES",
+    "GateDesign",
     "ModelConfig",
     "SkipOutput",
     "SkipResNet",
@@ -31,9 +42,14 @@ __all__ = [
     "build_model",
     "decide",
     "folded",
+    "get_gate_design",
     "input_layout",
+    "list_gates",
     "list_models",
+    "list_networks",
     "load_backbone",
     "model_input",
+    "register_gate",
     "register_model",
+    "register_network",
 ]

@@ -9,6 +9,14 @@ design (one implementation per idea, not a class per mode):
 - ``sample``: ``g ~ Bernoulli(p)``, with ``log P(g)`` returned for REINFORCE. HRL.
 - ``threshold``: ``1[p >= 0.5]``, no gradient. Inference.
 - ``soft``: ``g = p``, continuous mixing (the Table 3 ablation; inference then thresholds).
+- ``gumbel``: straight-through Gumbel-softmax over {skip, execute} (ConvNet-AIG): forward
+  ``1[logit + noise >= 0]`` with logistic noise (the difference of two Gumbels), backward
+  through ``sigmoid(logit + noise)``.
+
+Gate designs are a registry (``register_gate``): a design is a builder from the gated
+blocks' input widths to either one module per block (called as ``gate(x) -> logit``) or one
+recurrent module shared by all blocks (``gate(x, state, index) -> (logit, state)``). A
+method that brings its own gate (ConvNet-AIG) registers it; the executor never names one.
 
 Gates hold no state between calls: the recurrent gate's LSTM state is passed in and
 returned by the caller (the network's forward), so two forward passes never interfere.
@@ -16,13 +24,15 @@ returned by the caller (the network's forward), so two forward passes never inte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GATE_MODES = ("hard", "sample", "threshold", "soft")
+GATE_MODES = ("hard", "sample", "threshold", "soft", "gumbel")
+# The SkipNet paper's designs (Fig. 3); ``list_gates()`` has every registered one.
 GATE_DESIGNS = ("ff1", "ff2", "rnn")
 
 
@@ -79,6 +89,15 @@ def decide(logit: Tensor, mode: str) -> Decision:
         return Decision(gate=action, executed=action.bool(), prob=prob, log_prob=log_prob)
     if mode == "soft":
         return Decision(gate=prob, executed=prob >= 0.5, prob=prob)
+    if mode == "gumbel":
+        # Gumbel-softmax over two classes is a sigmoid of the logit difference plus the
+        # difference of two Gumbel draws, which is logistic: log(u) - log(1 - u).
+        with torch.no_grad():
+            u = torch.rand_like(logit).clamp_(1e-6, 1 - 1e-6)
+            noise = torch.log(u) - torch.log1p(-u)
+        soft = torch.sigmoid(logit + noise)
+        hard = (soft >= 0.5).to(soft.dtype)
+        return Decision(gate=hard - soft.detach() + soft, executed=hard.bool(), prob=prob)
     check_gate_mode(mode)
     raise AssertionError("unreachable")
 
@@ -221,10 +240,11 @@ class RNNGate(nn.Module):
 
 
 def gate_heads(gates: nn.Module) -> list[nn.Linear]:
-    """The layer that outputs each gate's logit (one, shared, for the recurrent gate)."""
-    if isinstance(gates, RNNGate):
-        return [gates.fc]
-    return [g.fc for g in gates]
+    """The layer that outputs each gate's logit (one, shared, for a recurrent gate): every
+    design names it ``fc``."""
+    if isinstance(gates, nn.ModuleList):
+        return [g.fc for g in gates]
+    return [gates.fc]
 
 
 @torch.no_grad()
@@ -246,29 +266,90 @@ def sharpen_gates(gates: nn.Module, factor: float) -> None:
             head.bias.mul_(factor)
 
 
+@dataclass(frozen=True)
+class GateDesign:
+    """A registered gate design.
+
+    Attributes:
+        name: the checked string a config names it by (``ModelConfig.gate``).
+        build: ``build(widths, **options) -> nn.Module``; ``widths`` is the input channel
+            count of each gated block.
+        recurrent: one module shared by every gated block, called ``gate(x, state, index)
+            -> (logit, state)``; otherwise an ``nn.ModuleList`` of per-block ``gate(x) ->
+            logit`` modules.
+        label: the name figures print (``FFGate-I``).
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    recurrent: bool = False
+    label: str = ""
+
+
+_GATES: dict[str, GateDesign] = {}
+
+
+def register_gate(
+    name: str, *, recurrent: bool = False, label: str = "", replace: bool = False
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a gate design's builder under ``name`` (a decorator).
+
+    Raises:
+        ValueError: ``name`` is taken (unless ``replace``) or names a network kind.
+    """
+
+    def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _GATES and not replace and _GATES[name].build is not build:
+            raise ValueError(f"a gate design named {name!r} is already registered")
+        _GATES[name] = GateDesign(name, build, recurrent, label or name)
+        return build
+
+    return deco
+
+
+def list_gates() -> tuple[str, ...]:
+    """Names of the registered gate designs, in registration order."""
+    return tuple(_GATES)
+
+
+def get_gate_design(name: str) -> GateDesign:
+    """The registered design ``name``; a one-line ``ValueError`` listing them otherwise."""
+    try:
+        return _GATES[name]
+    except KeyError:
+        raise ValueError(f"unknown gate {name!r}; allowed: {', '.join(_GATES)}") from None
+
+
+def per_block(design: Callable[[int], nn.Module]) -> Callable[[list[int]], nn.Module]:
+    """The builder of a design with one gate per block, ``design(width)``."""
+    return lambda widths: nn.ModuleList(design(w) for w in widths)
+
+
+register_gate("ff1", label="FFGate-I")(per_block(FFGateI))
+register_gate("ff2", label="FFGate-II")(per_block(FFGateII))
+register_gate("rnn", recurrent=True, label="RNNGate")(
+    lambda widths, rnn_projections="per_block": RNNGate(widths, projections=rnn_projections)
+)
+
+
 def build_gates(design: str, widths: list[int], rnn_projections: str = "per_block") -> nn.Module:
     """Build the gates of a network whose gated blocks read features of ``widths`` channels.
 
     Args:
-        design: ``ff1``, ``ff2`` or ``rnn``.
+        design: a registered gate design (``list_gates()``).
         widths: channel count of each gate's input, one entry per gated block.
         rnn_projections: the recurrent gate's input projections, ``per_block`` (official)
-            or ``shared`` per feature width. Feed-forward gates are one module per block, so
-            for them only ``per_block`` is accepted.
+            or ``shared`` per feature width; other designs accept only ``per_block``.
 
     Returns:
-        an ``nn.ModuleList`` with one feed-forward gate per gated block, or a single
-        shared ``RNNGate``.
+        the design's module: per-block gates in an ``nn.ModuleList``, or one recurrent gate.
     """
-    if design in ("ff1", "ff2") and rnn_projections != "per_block":
+    spec = get_gate_design(design)
+    if spec.recurrent:
+        return spec.build(widths, rnn_projections=rnn_projections)
+    if rnn_projections != "per_block":
         raise ValueError(
             f"rnn_projections {rnn_projections!r} applies to the rnn gate only; "
             f"{design} gates are one per block (per_block)"
         )
-    if design == "ff1":
-        return nn.ModuleList(FFGateI(w) for w in widths)
-    if design == "ff2":
-        return nn.ModuleList(FFGateII(w) for w in widths)
-    if design == "rnn":
-        return RNNGate(widths, projections=rnn_projections)
-    raise ValueError(f"unknown gate {design!r}; allowed: {', '.join(GATE_DESIGNS)}")
+    return spec.build(widths)

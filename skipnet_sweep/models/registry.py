@@ -2,6 +2,11 @@
 
 ``build_model(arch, num_classes=..., in_channels=..., gate=...)`` is the one way to make a
 network; an unknown name or gate fails with the list of what is allowed.
+
+A ``ModelConfig``'s ``gate`` names either a registered gate design (``models.gates``:
+SkipNet's, ConvNet-AIG's; the ResNet's blocks gated one by one) or a registered *network
+kind* (``register_network``: ACT and SACT's halting ResNets, BlockDrop's policy plus
+ResNet), whose builder makes the whole network from the config.
 """
 
 from __future__ import annotations
@@ -12,13 +17,36 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 
 from skipnet_sweep.identity import HASH_WHEN_SET
-from skipnet_sweep.models.gates import GATE_DESIGNS
-from skipnet_sweep.models.halting import HALTING_KINDS, HaltingResNet, check_halting_kind
+from skipnet_sweep.models.gates import list_gates
+from skipnet_sweep.models.halting import HaltingResNet, check_halting_kind
 from skipnet_sweep.models.resnet import SkipResNet
 
 _REGISTRY: dict[str, Callable[..., SkipResNet]] = {}
+_NETWORKS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+def register_network(
+    kind: str, build: Callable[[ModelConfig], nn.Module], *, replace: bool = False
+) -> None:
+    """Register a network kind: ``build(cfg)`` makes the whole network of a ``ModelConfig``
+    whose ``gate`` is ``kind`` (fresh weights; ``cfg.arch`` names its backbone).
+
+    Raises:
+        ValueError: ``kind`` is taken (unless ``replace``) or is a gate design's name.
+    """
+    if kind in list_gates():
+        raise ValueError(f"{kind!r} is a gate design; a network kind needs another name")
+    if kind in _NETWORKS and not replace and _NETWORKS[kind] is not build:
+        raise ValueError(f"a network kind named {kind!r} is already registered")
+    _NETWORKS[kind] = build
+
+
+def list_networks() -> tuple[str, ...]:
+    """Registered network kinds (beyond the gated ResNet)."""
+    return tuple(_NETWORKS)
 
 
 def register_model(fn: Callable[..., SkipResNet]) -> Callable[..., SkipResNet]:
@@ -43,8 +71,9 @@ class ModelConfig:
 
     Attributes:
         arch: registered architecture name, e.g. ``cifar_resnet38`` or ``resnet101``.
-        gate: ``ff1``, ``ff2``, ``rnn`` (SkipNet gates), ``act`` or ``sact`` (the halting
-            baselines on the same backbone), or None for the plain ResNet.
+        gate: a registered gate design (``ff1``, ``ff2``, ``rnn``: SkipNet's; ``aig``:
+            ConvNet-AIG's), a registered network kind (``act``, ``sact``: the halting
+            baselines; ``blockdrop``) on the same backbone, or None for the plain ResNet.
         num_classes: classifier outputs.
         in_channels: input image channels (1 for Fashion-MNIST).
         gate_out_std: std of the normal init of each SkipNet gate's logit layer; None for He
@@ -67,15 +96,15 @@ class ModelConfig:
             raise ValueError(
                 f"unknown architecture {self.arch!r}; allowed: {', '.join(list_models())}"
             )
-        allowed = GATE_DESIGNS + HALTING_KINDS
+        allowed = list_gates() + list_networks()
         if self.gate is not None and self.gate not in allowed:
             raise ValueError(f"unknown gate {self.gate!r}; allowed: {', '.join(allowed)} or none")
         if self.num_classes < 1 or self.in_channels < 1:
             raise ValueError("num_classes and in_channels must be positive")
         if self.gate_out_std is not None:
-            if self.gate not in GATE_DESIGNS:
+            if self.gate not in list_gates():
                 raise ValueError(
-                    f"gate_out_std initialises SkipNet gates ({', '.join(GATE_DESIGNS)}); "
+                    f"gate_out_std initialises gates ({', '.join(list_gates())}); "
                     f"the {self.gate or 'plain'} network has none"
                 )
             if not (math.isfinite(self.gate_out_std) and self.gate_out_std > 0):
@@ -109,12 +138,10 @@ def build_model(
     return build_from_config(cfg)
 
 
-def build_from_config(cfg: ModelConfig) -> SkipResNet | HaltingResNet:
+def build_from_config(cfg: ModelConfig) -> nn.Module:
     """Build the network a ``ModelConfig`` describes."""
-    if cfg.gate in HALTING_KINDS:
-        model = build_halting(
-            cfg.arch, cfg.gate, num_classes=cfg.num_classes, in_channels=cfg.in_channels
-        )
+    if cfg.gate in _NETWORKS:
+        model = _NETWORKS[cfg.gate](cfg)
     else:
         model = _REGISTRY[cfg.arch](
             num_classes=cfg.num_classes,
@@ -144,6 +171,15 @@ def build_halting(
     check_halting_kind(kind)
     backbone = build_model(arch, num_classes=num_classes, in_channels=in_channels)
     return HaltingResNet(backbone, kind, eps=eps)
+
+
+for _kind in ("act", "sact"):
+    register_network(
+        _kind,
+        lambda cfg: build_halting(
+            cfg.arch, cfg.gate, num_classes=cfg.num_classes, in_channels=cfg.in_channels
+        ),
+    )
 
 
 def _cifar(depth: int, **kw) -> SkipResNet:

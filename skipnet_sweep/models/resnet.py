@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from skipnet_sweep.models.gates import (
-    RNNGate,
     build_gates,
     check_gate_mode,
     decide,
     gate_heads,
+    get_gate_design,
     global_pool,
 )
 
@@ -113,6 +113,11 @@ class SkipOutput(NamedTuple):
         log_probs: (B, G) log-probabilities of the sampled actions (``sample`` mode) else None.
         ponder: (B,) ponder cost of halting networks (ACT/SACT), else None. Their
             ``executed`` is a float fraction of positions at which each unit ran.
+        gate_values: (B, G) the values that multiplied each block's output (Eq. 1), with
+            the straight-through gradient where the mode has one (``hard``, ``gumbel``):
+            what a loss on the execution rate differentiates (ConvNet-AIG). None without
+            gates and on the lean inference path.
+        extras: what a method's network returns beside these (named tensors), else None.
     """
 
     logits: Tensor
@@ -120,6 +125,8 @@ class SkipOutput(NamedTuple):
     probs: Tensor
     log_probs: Tensor | None
     ponder: Tensor | None = None
+    gate_values: Tensor | None = None
+    extras: dict[str, Tensor] | None = None
 
 
 class BasicBlock(nn.Module):
@@ -241,6 +248,8 @@ class SkipResNet(nn.Module):
         # Gate i decides block i + 1 and reads block i's output.
         gate_widths = [b.conv1.in_channels for b in self.blocks[1:]]
         self.gates = build_gates(gate, gate_widths, rnn_projections) if gate is not None else None
+        # One module for every gate, stepped with a state (the RNNGate), or one per block.
+        self.recurrent_gates = gate is not None and get_gate_design(gate).recurrent
         self._init_weights(gate_out_std)
 
     @property
@@ -318,14 +327,14 @@ class SkipResNet(nn.Module):
             return self._forward_lean(x, force)
         blocks = self.blocks
         x = run_block(blocks[0], x)
-        executed, probs, log_probs = [], [], []
+        executed, probs, log_probs, values = [], [], [], []
         state = None
         forced = force.to(torch.bool).unbind(1) if force is not None else None
         for i, block in enumerate(blocks[1:]):
             if self.gates is None:
                 x = run_block(block, x)
                 continue
-            if isinstance(self.gates, RNNGate):
+            if self.recurrent_gates:
                 logit, state = self.gates(x, state, i)
             else:
                 logit = self.gates[i](x)
@@ -336,6 +345,7 @@ class SkipResNet(nn.Module):
                 gate_value = run.to(x.dtype)
             executed.append(run)
             probs.append(d.prob)
+            values.append(gate_value)
             if d.log_prob is not None:
                 log_probs.append(d.log_prob)
             if path == "sparse":
@@ -349,7 +359,44 @@ class SkipResNet(nn.Module):
             executed=torch.stack(executed, 1) if executed else logits.new_zeros(batch, 0).bool(),
             probs=torch.stack(probs, 1) if probs else logits.new_zeros(batch, 0),
             log_probs=torch.stack(log_probs, 1) if log_probs else None,
+            gate_values=torch.stack(values, 1) if values else None,
         )
+
+    def run_decided(
+        self,
+        x: Tensor,
+        executed: Tensor,
+        gate_values: Tensor | None = None,
+        path: str = "masked",
+    ) -> Tensor:
+        """The logits of the network run on decisions made elsewhere (a policy network that
+        reads the image up front, BlockDrop), by the same executor as the gates' decisions.
+
+        Args:
+            x: images (B, C, H, W).
+            executed: (B, nblocks - 1) bool: block ``i + 1`` runs for the sample (the first
+                block always runs, as under the gates).
+            gate_values: (B, nblocks - 1) values that mix each block's output with its
+                shortcut on the masked path (gradients flow through them); default the
+                decisions as 0/1.
+            path: ``masked`` or ``sparse``.
+        """
+        n = len(self.blocks) - 1
+        if executed.shape != (x.shape[0], n):
+            raise ValueError(
+                f"executed must have shape {(x.shape[0], n)}, got {tuple(executed.shape)}"
+            )
+        if path not in EXEC_PATHS:
+            raise ValueError(f"unknown execution path {path!r}; allowed: {', '.join(EXEC_PATHS)}")
+        runs = executed.to(torch.bool).unbind(1)
+        x = run_block(self.blocks[0], self.stem(x))
+        for i, block in enumerate(self.blocks[1:]):
+            if path == "sparse":
+                x, _ = _run_block_sparse(block, x, runs[i])
+            else:
+                g = gate_values[:, i] if gate_values is not None else runs[i].to(x.dtype)
+                x = _run_block_masked(block, x, g)
+        return self._head(x)
 
     def _head(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
@@ -369,13 +416,16 @@ class SkipResNet(nn.Module):
         x = run_block(blocks[0], x)
         forced = force.to(torch.bool).unbind(1) if force is not None else None
         counts = force.sum(0).tolist() if force is not None and not force.is_meta else None
-        rnn = isinstance(self.gates, RNNGate)
+        # The RNNGate steps on pooled features; another recurrent design on the feature map.
+        rnn = hasattr(self.gates, "pooled_step")
         pooled = global_pool(x) if rnn else None
         state = None
         gate_logits, executed = [], []
         for i, block in enumerate(blocks[1:]):
             if rnn:
                 logit, state = self.gates.pooled_step(pooled, state, i)
+            elif self.recurrent_gates:
+                logit, state = self.gates(x, state, i)
             else:
                 logit = self.gates[i](x)
             run = forced[i] if forced is not None else logit >= 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,12 @@ def make_payload(
     scheduler: Any = None,
     input_shape: tuple[int, int, int] | None = None,
     streams: dict | None = None,
+    objective: dict | None = None,
 ) -> dict[str, Any]:
     """Everything a checkpoint holds: the model config (to rebuild the network), the stage
     config, weights, metrics and (for resuming) the optimiser state, the step and the random
-    streams with the data position (``LoopState.streams``)."""
+    streams with the data position (``LoopState.streams``) and the state of what the
+    objective owns (``LoopState.objective_state``)."""
     net = unwrap(model)
     payload = {
         "model_config": net.config.to_dict(),
@@ -71,6 +74,8 @@ def make_payload(
         payload["scheduler"] = scheduler.state_dict()
     if streams is not None:
         payload["streams"] = streams
+    if objective is not None:
+        payload["objective"] = objective
     return payload
 
 
@@ -117,8 +122,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(
-    path: str | os.PathLike, expect: ModelConfig | None = None, *, backbone_only: bool | None = None
-) -> tuple[SkipResNet, dict[str, Any]]:
+    path: str | os.PathLike,
+    expect: ModelConfig | None = None,
+    *,
+    backbone_only: bool | None = None,
+    build: Callable[[ModelConfig], nn.Module] = build_from_config,
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network stored in a checkpoint.
 
     Args:
@@ -127,6 +136,8 @@ def load_model(
         backbone_only: build ``expect`` and load only the backbone (and classifier) from the
             checkpoint: how a gated network starts from a plain-ResNet checkpoint. None
             decides by itself: backbone only when the checkpoint is plain and ``expect`` gated.
+        build: what makes the network of a ``ModelConfig``: the method that owns it
+            (``Method.build_network``); the model registry by default.
 
     Returns:
         the network (in eval mode) and the payload.
@@ -150,7 +161,7 @@ def load_model(
         if diffs:
             raise CheckpointError(f"checkpoint {path}: config mismatch: {'; '.join(diffs)}")
     cfg = expect if (backbone_only and expect is not None) else stored
-    model = build_from_config(cfg)
+    model = build(cfg)
     state = payload["state_dict"]
     if backbone_only:
         state = {k: v for k, v in state.items() if not k.startswith("gates.")}

@@ -15,7 +15,7 @@ from typing import Any
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import check_val_split
 from skipnet_sweep.identity import hashed_dict
-from skipnet_sweep.models import GATE_DESIGNS, ModelConfig
+from skipnet_sweep.models import ModelConfig, list_gates
 from skipnet_sweep.yamlio import show
 
 SP_GATINGS = ("hard", "soft")
@@ -104,6 +104,31 @@ class DataConfig:
 # group (``sweep.space``), the ``train`` CLI a stage's groups (its method's
 # ``train_fields``): a field declared here is in both, with no second declaration.
 OPTIM, SP, HRL, JOB = "optim", "sp", "hrl", "job"
+
+
+# Stage name -> the method that trains it. The method registry fills it (``register_method``):
+# a stage is a method's, and a config below the registry checks its name here.
+_STAGES: dict[str, str] = {}
+
+
+def register_stages(method: str, stages: tuple[str, ...]) -> None:
+    """Record that ``method`` trains ``stages`` (replacing what it trained before).
+
+    Raises:
+        ValueError: a stage that belongs to another method.
+    """
+    for stage in stages:
+        owner = _STAGES.get(stage, method)
+        if owner != method:
+            raise ValueError(f"method {method!r}: stage {stage!r} belongs to method {owner!r}")
+    unregister_stages(method)
+    _STAGES.update(dict.fromkeys(stages, method))
+
+
+def unregister_stages(method: str) -> None:
+    """Forget the stages of ``method``."""
+    for stage in [s for s, m in _STAGES.items() if m == method]:
+        del _STAGES[stage]
 
 
 def _field(default: Any, group: str = OPTIM, *, recipe: bool = False) -> Any:
@@ -207,15 +232,8 @@ class TrainConfig:
     accum_steps: int = 1
 
     def __post_init__(self) -> None:
-        # Which stages exist is the method registry's business: plugins add their own.
-        from skipnet_sweep.methods import method_for_stage
-
-        try:
-            method_for_stage(self.stage)
-        except ValueError:
-            from skipnet_sweep.methods import stage_names
-
-            allowed = ", ".join(stage_names())
+        if self.stage not in _STAGES:
+            allowed = ", ".join(_STAGES)
             raise FieldError(
                 "stage", f"{self.stage!r} is not registered; allowed: {allowed}"
             ) from None
@@ -346,8 +364,10 @@ class StageConfig:
     def __post_init__(self) -> None:
         if self.train.stage == "baseline" and self.model.gate is not None:
             raise ValueError("the baseline stage trains the plain ResNet: set gate to none")
-        if self.train.stage in ("sp", "hrl") and self.model.gate not in GATE_DESIGNS:
-            raise ValueError(f"the {self.train.stage} stage needs a gate (ff1, ff2 or rnn)")
+        if self.train.stage in ("sp", "hrl") and self.model.gate not in list_gates():
+            raise ValueError(
+                f"the {self.train.stage} stage needs a gate ({', '.join(list_gates())})"
+            )
         if self.train.stage in ("act", "sact") and self.model.gate != self.train.stage:
             raise ValueError(
                 f"the {self.train.stage} stage trains a {self.train.stage} network: set gate to "

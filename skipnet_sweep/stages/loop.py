@@ -10,7 +10,7 @@ import bisect
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.metrics import IMAGES_PER_S, PEAK_MEM_MB
 from skipnet_sweep.models import input_layout, model_input
 from skipnet_sweep.stages.config import TrainConfig
+from skipnet_sweep.stages.objective import Objective, as_objective
 from skipnet_sweep.stages.streams import rng_state, set_rng_state
 
 # Training curves get at least this many points whatever a stage's length (the quickstart's
@@ -50,6 +51,13 @@ class LoopState:
     scaler: torch.amp.GradScaler | None = None
     # The loop's batches: where the data order stands and the streams it started from.
     batches: _Batches | None = field(default=None, repr=False)
+    # The stage's objective; what it owns (``Objective.owned``) is checkpointed too.
+    objective: Objective | None = field(default=None, repr=False)
+
+    def objective_state(self) -> dict | None:
+        """The state of the parameters the objective owns, for a checkpoint (None if none)."""
+        owned = self.objective.owned() if self.objective is not None else None
+        return None if owned is None else owned.state_dict()
 
     def streams(self) -> dict | None:
         """The random streams and where the data order stands, for a checkpoint: ``resume``
@@ -83,8 +91,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp32"
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, total: int):
-    """SGD with momentum, an optional constant warm-up, then the ``lr_schedule``: step decay
+def make_optimizer(model: nn.Module | Iterable[nn.Parameter], cfg: TrainConfig, total: int):
+    """SGD with momentum (over ``model``'s parameters, or the parameters given), an optional constant warm-up, then the ``lr_schedule``: step decay
     at ``lr_milestones`` (fractions of ``total``) or a one-cycle triangle.
 
     Step ``s`` (0-based) runs at ``warmup_lr`` while ``s < warmup_iterations``, as the
@@ -94,7 +102,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total: int):
     (total - peak)`` after it (the last step's rate is ``lr / (total - peak)``, not 0).
     """
     opt = torch.optim.SGD(
-        model.parameters(),
+        model.parameters() if isinstance(model, nn.Module) else model,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -266,8 +274,9 @@ def train_loop(
     Args:
         model: the network (possibly DDP-wrapped); it is put in training mode. On CUDA an
             unwrapped model is converted to channels-last (convert before wrapping in DDP).
-        objective: maps (SkipOutput, targets) to a ``LossResult``; its ``gate_mode`` says how
-            gates decide, and its optional ``begin(model)`` runs once before a fresh run.
+        objective: the stage's ``Objective`` (or a plain ``objective(out, targets) ->
+            LossResult`` callable with a ``gate_mode``): its forward, loss, optimiser,
+            owned parameters, and the hooks before a fresh run and before each step.
         loader: training batches.
         cfg: optimisation settings.
         device: where to run.
@@ -279,7 +288,7 @@ def train_loop(
             ``streams`` (``LoopState.streams``) from a checkpoint, to continue a run: the
             same batches in the same order and the same random draws as if it had not
             stopped (without ``streams``, an older checkpoint's, the pass in progress is
-            shuffled anew).
+            shuffled anew); ``objective``: the state of what the objective owns.
         progress: show a progress bar.
         set_epoch: called with the epoch number before each pass (a DistributedSampler's
             ``set_epoch``).
@@ -316,7 +325,15 @@ def train_loop(
         # Fixed input sizes: let cuDNN pick the fastest kernels once.
         torch.backends.cudnn.benchmark = True
     layout = input_layout(model)
-    opt, sched = make_optimizer(model, cfg, total)
+    objective = as_objective(objective)
+    owned = objective.owned()
+    params = list(model.parameters())
+    if owned is not None:
+        owned.to(device).train()
+        params += list(owned.parameters())
+    opt, sched = objective.configure_optimizer(model, params, cfg, total) or make_optimizer(
+        params, cfg, total
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step = 0
     if resume is not None:
@@ -325,12 +342,14 @@ def train_loop(
         if resume.get("scaler") is not None:
             scaler.load_state_dict(resume["scaler"])
         step = int(resume["step"])
-    elif hasattr(objective, "begin"):
+        if owned is not None and resume.get("objective") is not None:
+            owned.load_state_dict(resume["objective"])
+    else:
         objective.begin(model)
     batches = _Batches(loader, per_epoch * k, step // per_epoch, set_epoch, device)
     if resume is not None:
         batches.resume(resume.get("streams"), (step % per_epoch) * k)
-    state = LoopState(step, total, model, opt, sched, scaler, batches)
+    state = LoopState(step, total, model, opt, sched, scaler, batches, objective)
     logs = _DeviceLogs(cost)
     log_every = log_every or log_interval(total)
     no_sync = getattr(model, "no_sync", contextlib.nullcontext)
@@ -340,6 +359,7 @@ def train_loop(
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     while step < total:
+        objective.at_step(step, total, step / per_epoch)
         opt.zero_grad(set_to_none=True)
         for micro in range(k):
             x, y = next(batches)
@@ -352,7 +372,7 @@ def train_loop(
             with no_sync() if micro < k - 1 else contextlib.nullcontext():
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     try:
-                        out = model(x, mode=objective.gate_mode, path="masked")
+                        out = objective.forward(model, x)
                     except FloatingPointError as err:
                         raise NonFiniteLossError(
                             f"{cfg.stage} loss became non-finite at step {step + 1} ({err})"

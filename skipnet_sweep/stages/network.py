@@ -6,10 +6,13 @@ Below both the method registry (a method builds its network with these) and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+from torch import nn
+
 from skipnet_sweep.data import DatasetInfo, dataset_info, synthetic_info
-from skipnet_sweep.models import SkipResNet, build_from_config
+from skipnet_sweep.models import ModelConfig, build_from_config
 from skipnet_sweep.stages.checkpoint import load_model, load_torchvision_weights
 from skipnet_sweep.stages.config import StageConfig
 
@@ -31,13 +34,16 @@ def _data_info(cfg: StageConfig) -> DatasetInfo:
     return dataset_info(cfg.data.dataset)
 
 
-def build_stage_model(cfg: StageConfig) -> SkipResNet:
+def build_stage_model(
+    cfg: StageConfig, build: Callable[[ModelConfig], nn.Module] = build_from_config
+) -> nn.Module:
     """The stage's network with its initial weights: fresh, or from ``cfg.init``. A gated
     checkpoint (SP for HRL+SP) is loaded whole after checking it is the same network; a
-    plain-ResNet checkpoint initialises the backbone only."""
+    plain-ResNet checkpoint initialises the backbone only. ``build`` makes the network of a
+    ``ModelConfig`` (its method's ``build_network``)."""
     if cfg.init is None:
-        model = build_from_config(cfg.model)
+        model = build(cfg.model)
         if cfg.backbone_weights is not None:
             load_torchvision_weights(model, cfg.backbone_weights)
         return model
-    return load_model(cfg.init, cfg.model)[0]
+    return load_model(cfg.init, cfg.model, build=build)[0]

@@ -14,7 +14,6 @@ The model returns data (logits, decisions, log-probabilities); these objectives 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,25 +24,10 @@ from skipnet_sweep.metrics import RL_LOSS, SAMPLED_TOP1
 from skipnet_sweep.models import SkipOutput
 from skipnet_sweep.models.gates import sharpen_gates
 from skipnet_sweep.stages.config import TrainConfig
-
-# Training-log names these objectives add (the loop reports them beside ``metrics`` names).
-# Pure RL only: top-1 of the sampled predictions (the mean reward of the prediction action).
+from skipnet_sweep.stages.objective import LossResult, Objective
 
 
-@dataclass
-class LossResult:
-    """A stage's loss for one batch and the scalars worth logging.
-
-    ``logs`` hold detached 0-dim tensors on the loss's device: reading them as numbers would
-    wait for the device at every step, so the loop sums them there and reads them once per
-    evaluation.
-    """
-
-    loss: Tensor
-    logs: dict[str, Tensor]
-
-
-class Supervised:
+class Supervised(Objective):
     """Cross-entropy on the gated (or plain) network: the baseline and SP stages."""
 
     def __init__(self, gate_mode: str = "hard"):
@@ -94,7 +78,7 @@ def sample_prediction(logits: Tensor) -> tuple[Tensor, Tensor]:
     return pred.squeeze(1), log_p.gather(1, pred).squeeze(1)
 
 
-class HybridRL:
+class HybridRL(Objective):
     """The HRL objective (Eq. 8), or pure REINFORCE when ``supervised`` is False.
 
     Pure RL (§4.3.1, Fig. 9) samples the class from the softmax as one more action and

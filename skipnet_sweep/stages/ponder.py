@@ -9,12 +9,10 @@ from torch import Tensor
 from skipnet_sweep import metrics as M
 from skipnet_sweep.metrics import PONDER
 from skipnet_sweep.models import SkipOutput
-from skipnet_sweep.stages.objectives import LossResult
-
-# Mean ponder cost per sample over the batch (sum over stages of N + R).
+from skipnet_sweep.stages.objective import LossResult, Objective
 
 
-class PonderObjective:
+class PonderObjective(Objective):
     """``mean CE + tau * mean ponder``.
 
     Args:

@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
-from skipnet_sweep.methods import short_hash
+from skipnet_sweep.methods import load_trained, short_hash
 from skipnet_sweep.pareto import (
     NOT_FASTER,
     TOO_NOISY,
@@ -38,7 +38,7 @@ from skipnet_sweep.pareto import (
     speedup_verdict,
 )
 from skipnet_sweep.routing import NO_SKIP, ROUTES, routing_kind
-from skipnet_sweep.stages import CheckpointError, load_model
+from skipnet_sweep.stages import CheckpointError
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
 from skipnet_sweep.sweep import lock, ray_private, reaper
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
@@ -608,7 +608,7 @@ def log_frontier_models(tracker: Tracker, plan: Plan, result: SweepResult) -> No
             continue
         try:
             with plan.store.local_copy(weights) as local:
-                net, payload = load_model(local)
+                net, payload = load_trained(local)
         except (CheckpointError, OSError) as err:
             print(f"warning: {row['run_name']}: no model logged ({err})")
             continue

@@ -16,9 +16,9 @@ import torch
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from skipnet_sweep.methods import load_trained
 from skipnet_sweep.metrics import MODEL_WEIGHTS
 from skipnet_sweep.models.deploy import Deployed
-from skipnet_sweep.stages.checkpoint import load_model
 
 
 class FrontierModel(PythonModel):
@@ -27,7 +27,7 @@ class FrontierModel(PythonModel):
     network: Deployed | None = None
 
     def load_context(self, context) -> None:
-        net, _ = load_model(context.artifacts[MODEL_WEIGHTS])
+        net, _ = load_trained(context.artifacts[MODEL_WEIGHTS])
         self.network = Deployed(net)
 
     def predict(self, context, model_input, params=None) -> np.ndarray:

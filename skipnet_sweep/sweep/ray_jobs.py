@@ -28,8 +28,8 @@ import torch
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import Job, Method, register_method
 from skipnet_sweep.models import GATE_DESIGNS
+from skipnet_sweep.runner import run_stage
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
-from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache, ray_private
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.searcher import ERROR, EVALUATION

@@ -1,5 +1,8 @@
 """Run one stage end to end on one machine: data, model, initial weights, the training loop,
-evaluation and the final checkpoint. Ray wraps this; it never imports Ray itself."""
+evaluation and the final checkpoint. Ray wraps this; it never imports Ray itself.
+
+Above the method registry (it asks the registry for the stage's method) and the stages'
+building blocks it puts together."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from skipnet_sweep.methods import Method, method_for_stage
 from skipnet_sweep.models import input_layout
 from skipnet_sweep.pareto import TOO_NOISY, speedup_verdict
 from skipnet_sweep.routing import describe_routing
-from skipnet_sweep.stages.checkpoint import load_model, make_payload, save_checkpoint, unwrap
+from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint, unwrap
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.evaluate import EvalResult, evaluate
 from skipnet_sweep.stages.loop import LoopState, train_loop
@@ -134,7 +137,7 @@ def run_stage(
         # The run's own state holds every weight: its initial checkpoint is not read (a
         # resume must not depend on a cache entry that may have changed since).
         model = method.build_model(replace(cfg, init=None, backbone_weights=None))
-        resumed, resume_payload = load_model(resume, cfg.model)
+        resumed, resume_payload = method.load_network(resume, cfg.model)
         model.load_state_dict(resumed.state_dict())
     # The layout ``model_input`` gives the batches in; before any data-parallel wrapper,
     # which keeps the layout it is handed.
@@ -189,6 +192,7 @@ def run_stage(
                 scheduler=state.scheduler,
                 input_shape=input_shape,
                 streams=state.streams(),
+                objective=state.objective_state(),
             )
             return save_checkpoint(path, payload)
 
