@@ -15,7 +15,7 @@ import re
 import sys
 import types
 import typing
-from dataclasses import MISSING, Field, fields
+from dataclasses import MISSING, Field, asdict, fields
 
 from torch.utils.data import DataLoader
 
@@ -196,6 +196,13 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
         _add_field_flag(
             train, f, train_hints[name], train_help.get(name, ""), getattr(defaults, name)
         )
+    own = method_for_stage(stage).stage_options(stage)
+    if own is not None:
+        group = s.add_argument_group(f"{stage} options")
+        own_help, own_hints = field_help(own), typing.get_type_hints(own)
+        for f in fields(own):
+            default = f.default if f.default is not MISSING else None
+            _add_field_flag(group, f, own_hints[f.name], own_help.get(f.name, ""), default)
     out = s.add_argument_group("output")
     out.add_argument("--out", default=None, help="where to write the final checkpoint")
     out.add_argument("--artifacts", default=None, help="folder for per-sample evaluation files")
@@ -282,12 +289,18 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
             f"--gate-out-std draws fresh gates, but --init {args.init} brings its own "
             f"({init_model.gate} gates); drop one of the two"
         )
+    own = method_for_stage(args.command).stage_options(args.command)
+    options = {}
+    if own is not None:
+        chosen = {f.name: getattr(args, f.name) for f in fields(own)}
+        options = asdict(own(**{k: v for k, v in chosen.items() if v is not None}))
     return StageConfig(
         ModelConfig(arch, gate, gate_out_std=gate_out_std),
         data,
         train,
         init=args.init,
         backbone_weights=args.backbone_weights,
+        options=options,
     )
 
 

@@ -215,6 +215,12 @@ class Method(ABC):
         ``train`` CLI's ``--gate``)."""
         return None
 
+    def stage_options(self, stage: str) -> type | None:
+        """The dataclass of ``stage``'s own settings beyond ``TrainConfig`` (a target rate, a
+        penalty), held in ``StageConfig.options`` as its ``asdict``; the ``train`` CLI offers
+        its fields as flags (type, default and help from the dataclass). None: no options."""
+        return None
+
     def train_config(self, stage: str, given: dict[str, Any]) -> TrainConfig:
         """The ``TrainConfig`` of ``stage`` from the fields given (the ``train`` CLI's flags),
         the rest at this method's defaults."""
