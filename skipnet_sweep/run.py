@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 
+from skipnet_sweep.methods.plugins import PluginError, load_plugins
 from skipnet_sweep.sweep.space import (
     Space,
     SpaceError,
@@ -75,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         help="show Ray's and Tune's own output live (by default it goes to a log file)",
     )
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="a module or .py file that registers methods (repeatable); loaded before the "
+        "space is read and shipped to the Ray workers",
+    )
     p.add_argument(
         "--address",
         default=None,
@@ -249,6 +258,11 @@ def _per_axis(jobs) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        load_plugins(sys.argv[1:] if argv is None else argv)
+    except PluginError as err:
+        _error(err)
+        return 2
     try:
         from skipnet_sweep.sweep.plan import make_plan
 

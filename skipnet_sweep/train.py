@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets, list_datasets
 from skipnet_sweep.methods import load_trained, method_for_stage, stage_names
+from skipnet_sweep.methods.plugins import PluginError, load_plugins
 from skipnet_sweep.models import EXEC_PATHS, ModelConfig
 from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.runner import run_stage, summary_line
@@ -37,12 +38,13 @@ from skipnet_sweep.stages.config import SP_GATINGS
 from skipnet_sweep.stages.evaluate import check_gating
 from skipnet_sweep.yamlio import OneLineParser
 
+
 # The TrainConfig fields each registered stage reads (its method says which). A stage's flags
 # are built from exactly these: type and default from the field, help from TrainConfig's
 # docstring, so a flag of another stage is an error, not a silent no-op.
-STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    stage: method_for_stage(stage).train_fields(stage) for stage in stage_names()
-}
+def stage_fields() -> dict[str, tuple[str, ...]]:
+    """Each registered stage's TrainConfig fields (plugins loaded by ``--plugin`` included)."""
+    return {stage: method_for_stage(stage).train_fields(stage) for stage in stage_names()}
 
 
 def _gate_of(stage: str) -> str | tuple[str, ...] | None:
@@ -141,10 +143,10 @@ def _data_fields() -> list[Field]:
 
 def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
     """The flags of one training stage: the model, the data (DataConfig's fields), the
-    stage's ``STAGE_FIELDS`` and the outputs, each with its help.
+    stage's ``stage_fields()`` and the outputs, each with its help.
 
     Args:
-        stage: one of ``STAGE_FIELDS``.
+        stage: one of ``stage_fields()``.
         parser: the (sub)parser to fill; a new one by default.
 
     Returns:
@@ -191,7 +193,7 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
     train_hints = typing.get_type_hints(TrainConfig)
     defaults = _train_config(stage, {})
     by_name = {f.name: f for f in fields(TrainConfig)}
-    for name in STAGE_FIELDS[stage]:
+    for name in stage_fields()[stage]:
         f = by_name[name]
         _add_field_flag(
             train, f, train_hints[name], train_help.get(name, ""), getattr(defaults, name)
@@ -218,7 +220,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for stage in STAGE_FIELDS:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="a module or .py file that registers methods (repeatable), before the command",
+    )
+    for stage in stage_fields():
         stage_parser(stage, sub.add_parser(stage, help=f"train the {stage} stage"))
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("--checkpoint", required=True, help="the checkpoint to evaluate")
@@ -254,7 +263,9 @@ def _refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str
     name = token.split("=", 1)[0]
     if not name.startswith("-"):
         raise ValueError(f"unexpected argument {token!r} for the {command} command")
-    owners = [stage for stage in STAGE_FIELDS if name in stage_parser(stage)._option_string_actions]
+    owners = [
+        stage for stage in stage_fields() if name in stage_parser(stage)._option_string_actions
+    ]
     if owners:
         raise ValueError(
             f"{name} does not apply to the {command} stage (a flag of {', '.join(owners)})"
@@ -273,7 +284,7 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
     else:
         gate = gates
     given = {
-        k: getattr(args, k) for k in STAGE_FIELDS[args.command] if getattr(args, k) is not None
+        k: getattr(args, k) for k in stage_fields()[args.command] if getattr(args, k) is not None
     }
     train = _train_config(args.command, given)
     data = DataConfig(
@@ -338,6 +349,11 @@ def _evaluate(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_plugins(sys.argv[1:] if argv is None else argv)
+    except PluginError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     try:

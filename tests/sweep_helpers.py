@@ -158,17 +158,33 @@ def local_sweep(argv: list[str], ray_dir: str, **env: str) -> tuple[int, str, st
 
 
 def spawn_driver(
-    space: Path, ray_dir: str, log: Path, *, new_session: bool = False, **env: str
+    space: Path,
+    ray_dir: str,
+    log: Path,
+    *,
+    new_session: bool = False,
+    args: tuple[str, ...] = (),
+    **env: str,
 ) -> subprocess.Popen:
     """Start ``python -m skipnet_sweep.run --space SPACE --num-cpus 2`` as a subprocess on a
     local Ray instance of its own under ``ray_dir`` (output to ``log``), with ``env`` added:
     for tests that kill a driver or one of its workers. ``new_session``: in a process group
-    of its own, which a test signals as a terminal's Ctrl-C does (``os.killpg``)."""
+    of its own, which a test signals as a terminal's Ctrl-C does (``os.killpg``); ``args``:
+    more command-line arguments (``--plugin FILE``)."""
     full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     full.update(RAY_TMPDIR=ray_dir, RAY_USAGE_STATS_ENABLED="0", **env)
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "skipnet_sweep.run", "--space", str(space), "--num-cpus", "2"],
+            [
+                sys.executable,
+                "-m",
+                "skipnet_sweep.run",
+                "--space",
+                str(space),
+                "--num-cpus",
+                "2",
+                *args,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full,
@@ -404,19 +420,22 @@ class Mlflow:
         return {r.info.run_id: self.info(r) for r in self.runs()}
 
 
-def seed_sp_cache(src_storage: Path, dst_storage: Path, space: Path) -> int:
-    """Copy the cached SP/baseline results that ``space``'s plan needs from a finished
-    sweep's storage, through the plan's own cache paths (``Plan.checkpoint``): a sweep
-    that only differs in alpha finds them under the same keys. Returns how many were
-    copied; a missing one fails the calling test."""
+def seed_sp_cache(
+    src_storage: Path, dst_storage: Path, space: Path, stages: tuple[str, ...] | None = None
+) -> int:
+    """Copy the cached SP/baseline results that ``space``'s plan needs (those of ``stages``
+    only, if given) from a finished sweep's storage, through the plan's own cache paths
+    (``Plan.checkpoint``): a sweep that only differs in alpha finds them under the same keys.
+    Returns how many were copied; a missing one fails the calling test."""
     from skipnet_sweep.sweep import load_space, make_plan
 
     plan = make_plan(load_space(str(space)))
-    for job in plan.shared_jobs:
+    jobs = [j for j in plan.shared_jobs if stages is None or j.stage.train.stage in stages]
+    for job in jobs:
         src = plan.checkpoint(job, src_storage)
         assert src.is_file(), f"no cached {job.id} under {src_storage}"
         shutil.copytree(src.parent, plan.checkpoint(job, dst_storage).parent)
-    return len(plan.shared_jobs)
+    return len(jobs)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):

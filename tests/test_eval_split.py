@@ -12,10 +12,10 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import make_loaders
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.runner import run_stage, summary_line
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, evaluate, load_model
 from skipnet_sweep.stages.checkpoint import load_checkpoint
 from skipnet_sweep.stages.config import LatencyConfig
-from skipnet_sweep.runner import run_stage, summary_line
 
 SYN = {"size": 96, "channels": 1, "image_size": 8, "classes": 4}
 FAST_LATENCY = LatencyConfig(batch_sizes=(1, 4), warmup=0, repeats=2)

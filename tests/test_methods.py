@@ -4,12 +4,14 @@ through Ray Tune, MLflow and the report in ``tests/test_sweep.py``'s tiny sweep.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from sweep_helpers import write_space
-from toy_method import LabelSmoothing, SmoothSettings
+from toy_method import LabelSmoothing, RoutedObjective, SmoothSettings, ToyRouted
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import (
@@ -29,6 +31,14 @@ def toy():
     register_method(LabelSmoothing)
     yield get_method("smooth")
     unregister_method("smooth")
+
+
+@pytest.fixture
+def routed():
+    """The toy that brings its own gate design, network kind and parameter-owning objective."""
+    register_method(ToyRouted)
+    yield get_method("toyroute")
+    unregister_method("toyroute")
 
 
 # --- the registry -----------------------------------------------------------------------
@@ -144,3 +154,90 @@ def test_sp_can_start_from_the_plain_baseline(tmp_path: Path) -> None:
     # Starting from the baseline is part of what SP is: another cache key than from scratch.
     assert sp.key != scratch.find("sp", "cifar_resnet8", "rnn").key
     assert sp.stage.options == {"from": base.key}
+
+
+# --- a plugin with its own gate, network and parameter-owning objective --------------------
+
+
+def test_a_plugin_registers_its_gate_and_network_kind(routed) -> None:
+    from skipnet_sweep.models import ModelConfig, list_gates, list_networks
+
+    assert "toygate" in list_gates() and "toynet" in list_networks()
+    net = routed.build_network(ModelConfig("cifar_resnet8", "toynet", 4, 1))
+    out = net(torch.randn(3, 1, 8, 8), mode="hard")
+    assert out.gate_values.shape == (3, 2) and out.gate_values.requires_grad
+    # The straight-through values are the decisions in the forward pass.
+    assert torch.equal(out.gate_values.detach().bool(), out.executed)
+
+
+def test_a_plugin_plans_trains_resumes_and_evaluates_through_its_own_parts(
+    routed, tmp_path: Path, capsys
+) -> None:
+    from skipnet_sweep.methods import load_trained
+    from skipnet_sweep.runner import run_stage
+    from skipnet_sweep.stages import load_checkpoint
+    from skipnet_sweep.train import main as train_main
+
+    path = write_space(tmp_path, changes={"toyroute": {"rate": [0.1, 0.9], "iterations": 2}})
+    plan = make_plan(load_space(str(path)))
+    toys = [j for j in plan.trials if j.method == "toyroute"]
+    assert [j.weight_value for j in toys] == [0.1, 0.9]
+    assert all(j.stage.model.gate == "toynet" for j in toys)
+    assert all(j.needs == plan.find("baseline", "cifar_resnet8").id for j in toys)
+
+    # The train CLI offers the method's own option and builds through the method.
+    ckpt = tmp_path / "toy.pt"
+    argv = ["toyroute", "--arch", "cifar_resnet8", "--dataset", "synthetic", "--iterations", "4"]
+    argv += ["--batch-size", "16", "--rate", "0.3", "--out", str(ckpt), "--no-progress"]
+    assert train_main(argv) == 0
+    payload = load_checkpoint(ckpt)
+    assert payload["stage_config"]["options"] == {"rate": 0.3}
+    net, _ = load_trained(ckpt)
+    assert type(net.gates[0]).__name__ == "ToyGate"
+    capsys.readouterr()
+    assert train_main(["eval", "--checkpoint", str(ckpt), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated[M.TOP1] == pytest.approx(payload["metrics"][M.TEST_TOP1])
+
+    # The objective's own parameter is trained by its own optimiser, checkpointed and resumed;
+    # it saw every step.
+    cfg = StageConfig.from_dict(payload["stage_config"])
+    saved = {}
+
+    def keep(step, metrics, save):
+        if step == 2:
+            saved["path"] = save(tmp_path / "at2.pt")
+
+    seen = []
+    original = RoutedObjective.at_step
+    RoutedObjective.at_step = lambda self, s, t, e: (seen.append(s), original(self, s, t, e))
+    try:
+        cfg = replace(cfg, train=replace(cfg.train, eval_every=2))
+        full = run_stage(cfg, progress=False, on_report=keep, method=routed)
+        state = load_checkpoint(saved["path"])
+        assert float(state["objective"]["log_t"]) != 0.0
+        assert state["optimizer"]["param_groups"][1]["lr"] == 0.1  # the objective's Adam
+        resumed = run_stage(cfg, progress=False, resume=saved["path"], method=routed)
+    finally:
+        RoutedObjective.at_step = original
+    assert seen == [0, 1, 2, 3, 2, 3]
+    assert resumed.metrics[M.TOP1] == full.metrics[M.TOP1]
+    assert resumed.metrics[M.TRAIN_LOSS] == pytest.approx(full.metrics[M.TRAIN_LOSS])
+
+
+def test_plugin_flag_loads_a_file_and_refuses_a_missing_one(tmp_path: Path, capsys) -> None:
+    from skipnet_sweep.methods.plugins import PluginError, load_plugin
+    from skipnet_sweep.run import main as run_main
+
+    with pytest.raises(PluginError, match=r"--plugin nowhere\.py: no such file"):
+        load_plugin("nowhere.py")
+    assert run_main(["--plugin", "no_such_module_x", "--dry-run"]) == 2
+    assert "--plugin no_such_module_x: No module named" in capsys.readouterr().err
+    plugin = Path(__file__).parent / "toy_plugin.py"
+    path = write_space(tmp_path, changes={"toyroute": {"rate": [0.5]}})
+    try:
+        assert run_main(["--plugin", str(plugin), "--space", str(path), "--dry-run"]) == 0
+        assert "toyroute" in capsys.readouterr().out
+    finally:
+        unregister_method("toyroute")
+        unregister_method("smooth")

@@ -21,6 +21,7 @@ from skipnet_sweep.data import build_loaders, dataset_info
 from skipnet_sweep.flops import count_costs
 from skipnet_sweep.methods import build_objective
 from skipnet_sweep.models import ModelConfig, SkipOutput
+from skipnet_sweep.runner import complete_model_config, run_stage, summary_line
 from skipnet_sweep.stages import (
     DataConfig,
     NonFiniteLossError,
@@ -41,7 +42,6 @@ from skipnet_sweep.stages.objectives import (
     discounted_returns,
     gate_costs,
 )
-from skipnet_sweep.runner import complete_model_config, run_stage, summary_line
 
 # A tiny synthetic task: 1x16x16 images, 4 classes, 256 training and 64 test images.
 SYN = {"size": 256, "channels": 1, "image_size": 16, "classes": 4}

@@ -26,7 +26,7 @@ from sweep_helpers import (
     tune_result_rows,
     write_space,
 )
-from toy_method import LabelSmoothing
+from toy_method import LabelSmoothing, ToyRouted
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import register_method, unregister_method
@@ -37,15 +37,20 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 
 @pytest.fixture(scope="module", autouse=True)
 def toy():
-    """The toy plugin method (tests/toy_method.py), registered for this module: the tiny
-    sweep runs it beside SkipNet (its ``smooth`` section); the other sweeps have none."""
+    """The toy plugin methods (tests/toy_method.py), registered for this module: the tiny
+    sweep runs them beside SkipNet (their ``smooth`` and ``toyroute`` sections); the other
+    sweeps have none."""
     register_method(LabelSmoothing)
+    register_method(ToyRouted)
     yield
     unregister_method(LabelSmoothing.name)
+    unregister_method(ToyRouted.name)
 
 
 # The toy method's section of the tiny sweep: two label-smoothing fine-tunes of the baseline.
 SMOOTH = {"smoothing": [0.0, 0.2], "iterations": 2}
+# ... and one run of the toy with its own gate, network and parameter-owning objective.
+ROUTED = {"rate": [0.5], "iterations": 2}
 
 
 # The tiny sweep's temporary folder (``TMPDIR`` for its Ray processes): what it holds after
@@ -55,11 +60,13 @@ TINY_TMP: list[Path] = []
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, ray_dir) -> Sweep:
-    """The tiny sweep (baseline + SP, 4 HRL trials, 2 trials of the toy method), run once
-    for the module."""
+    """The tiny sweep (baseline + SP, 4 HRL trials, 2 + 1 trials of the toy methods), run
+    once for the module."""
     tmp = tmp_path_factory.mktemp("tiny_tmp")
     TINY_TMP.append(tmp)
-    space = write_space(tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH})
+    space = write_space(
+        tmp_path_factory.mktemp("tiny"), changes={"smooth": SMOOTH, "toyroute": ROUTED}
+    )
     driver_tmp, tempfile.tempdir = tempfile.tempdir, str(tmp)  # the driver: this process
     try:
         sweep = run_sweep(space, ray_dir, TMPDIR=str(tmp))
@@ -74,7 +81,7 @@ def tiny(tmp_path_factory, ray_dir) -> Sweep:
 
 def test_exit_code_and_summary(tiny: Sweep) -> None:
     assert tiny.code == 0
-    assert f"sweep {tiny.plan.sweep_id}: 8 runs finished" in tiny.out
+    assert f"sweep {tiny.plan.sweep_id}: 9 runs finished" in tiny.out
     assert "failed" not in tiny.out.split(f"sweep {tiny.plan.sweep_id}:")[1]
 
 
@@ -97,7 +104,13 @@ def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
     # Nothing outside the parent/child tree (no flat runs from a Tune logger).
     assert len(tiny.mlflow.runs()) == 1 + len(children)
     stages = by_stage(children)
-    assert {k: len(v) for k, v in stages.items()} == {"baseline": 1, "sp": 1, "hrl": 4, "smooth": 2}
+    assert {k: len(v) for k, v in stages.items()} == {
+        "baseline": 1,
+        "sp": 1,
+        "hrl": 4,
+        "smooth": 2,
+        "toyroute": 1,
+    }
     expected = {j.id for j in tiny.plan.shared_jobs} | {j.id for j in tiny.plan.trials}
     ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
     assert sorted(ids) == sorted(expected)
@@ -105,7 +118,9 @@ def test_children_one_per_job_and_trial(tiny: Sweep) -> None:
         tags = r.data.tags
         assert r.info.status == "FINISHED", tags
         assert tags["mlflow.runName"] == tags[M.TAG_TRIAL_ID]
-        method = {"baseline": "plain", "smooth": "smooth"}.get(tags[M.TAG_STAGE], "skipnet-rnn")
+        method = {"baseline": "plain", "smooth": "smooth", "toyroute": "toyroute"}.get(
+            tags[M.TAG_STAGE], "skipnet-rnn"
+        )
         assert tags[M.TAG_METHOD] == method
 
 
@@ -276,6 +291,43 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(tiny: Sweep, tmp_pat
     assert "smooth" in summary
     assert "Label smoothing" in summary  # the report names it by its declared label
     assert (out_dir / "pareto.png").is_file()
+
+
+def test_a_plugin_with_its_own_gate_network_and_objective_runs_end_to_end(
+    tiny: Sweep, capsys
+) -> None:
+    """The routed toy (its own gate design, network kind and an objective with parameters and
+    its own optimiser) through Tune and MLflow, model registration, ``train eval`` on its
+    checkpoint and the report; its kill and resume: tests/test_sweep_resume.py."""
+    import types
+
+    import mlflow as mlflow_lib
+    import torch
+
+    from skipnet_sweep.sweep.driver import log_frontier_models, registered_model_name, tracker_for
+    from skipnet_sweep.train import main as train_main
+
+    children = tiny.mlflow.children(tiny.mlflow.parent().info.run_id)
+    (run,) = [r for r in children if r.data.tags[M.TAG_METHOD_NAME] == "toyroute"]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[M.TAG_METHOD_LABEL] == "Toy routing"
+    assert float(run.data.params["rate"]) == 0.5
+    assert 0 <= run.data.metrics[M.gate_skip_ratio(0)] <= 1  # its own gates decided
+    assert M.ROUTING_SHARE in run.data.metrics
+    # Registered as a frontier model is (rebuilt through the method's own network).
+    tracker = tracker_for(tiny.plan)
+    row = {"run_id": run.info.run_id, "run_name": run.info.run_name}
+    log_frontier_models(tracker, tiny.plan, types.SimpleNamespace(frontier=[row]))
+    version = tracker.client.get_run(run.info.run_id).data.tags[M.TAG_MODEL_VERSION]
+    mlflow_lib.set_tracking_uri(tracker.tracking_uri)
+    model = mlflow_lib.pyfunc.load_model(f"models:/{registered_model_name(tiny.plan)}/{version}")
+    logits = model.predict(torch.randn(2, 1, 12, 12).numpy())
+    assert logits.shape == (2, 4)
+    # train eval on its checkpoint, through the method that trained it.
+    with tiny.plan.store.local_copy(run.data.tags[M.TAG_CHECKPOINT]) as local:
+        capsys.readouterr()
+        assert train_main(["eval", "--checkpoint", str(local)]) == 0
+    assert "eval " in capsys.readouterr().out
 
 
 # --- the same command again ------------------------------------------------------------

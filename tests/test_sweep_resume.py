@@ -33,7 +33,12 @@ from sweep_helpers import (
 )
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.methods import register_method, unregister_method
 from skipnet_sweep.sweep import Plan, load_space, make_plan
+
+# The toy plugin with its own gate, network and objective (tests/toy_method.py), loaded by
+# the killed driver with ``--plugin`` and by the resuming one the same way.
+PLUGIN = str(Path(__file__).parent / "toy_plugin.py")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 
@@ -52,6 +57,16 @@ class Killed:
     after: dict
 
 
+@pytest.fixture(scope="module", autouse=True)
+def routed_toy():
+    from toy_method import ToyRouted
+
+    register_method(ToyRouted, replace=True)
+    yield
+    unregister_method(ToyRouted.name)
+    unregister_method("smooth")  # the plugin file registers both toys
+
+
 @pytest.fixture(scope="module")
 def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
     """A 4-trial sweep (one trial at a time) whose driver is killed with SIGKILL once two
@@ -60,10 +75,15 @@ def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
     space = write_space(
         folder,
         "resume",
-        {"baseline": False, "alpha": [0.0, 1.0, 2.0, 4.0], "max_concurrent_trials": 1},
+        {
+            "baseline": False,
+            "alpha": [0.0, 1.0, 2.0, 4.0],
+            "max_concurrent_trials": 1,
+            "toyroute": {"rate": [0.5], "iterations": 2},
+        },
     )
     plan = make_plan(load_space(str(space)))
-    seed_sp_cache(sp_cache, plan.storage, space)
+    seed_sp_cache(sp_cache, plan.storage, space, stages=("sp",))  # the toy's baseline trains
     migrated_store(folder)
     mlflow = Mlflow(tracking_uri(folder), "resume")
 
@@ -81,7 +101,7 @@ def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
         return runs if len(runs) >= 2 else None
 
     with ray_tmpdir("skk") as kill_dir:
-        driver = spawn_driver(space, kill_dir, folder / "driver.log")
+        driver = spawn_driver(space, kill_dir, folder / "driver.log", args=("--plugin", PLUGIN))
         try:
             wait_for(finished_hrl, 240, interval=0.5, what="two finished HRL runs")
         finally:
@@ -107,7 +127,9 @@ def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
         strays = instance()
         stop_ray_processes(kill_dir, also=tree)
         remaining = instance()
-    code, out, err = local_sweep(["--space", str(space), "--num-cpus", "2"], ray_dir)
+    code, out, err = local_sweep(
+        ["--space", str(space), "--num-cpus", "2", "--plugin", PLUGIN], ray_dir
+    )
     return Killed(
         plan, mlflow, finished_before, rows_before, status, strays, remaining, code, out + err,
         mlflow.snapshot(),
@@ -121,12 +143,15 @@ def test_resume_after_kill_finishes_every_trial_once(killed: Killed) -> None:
     ids = [r.data.tags[M.TAG_TRIAL_ID] for r in children]
     expected = [j.id for j in killed.plan.shared_jobs] + [j.id for j in killed.plan.trials]
     assert sorted(ids) == sorted(expected)  # one run per trial id, no duplicates
-    assert len(killed.after) == 1 + 1 + 4  # the parent, SP and the HRL trials
+    # The parent, SP, the toy's baseline, the HRL trials and the toy's trial.
+    assert len(killed.after) == 1 + 1 + 1 + 4 + 1
     assert all(r.info.status == "FINISHED" for r in children)
     # The runs that existed when the driver died were found again, not recreated.
     assert set(killed.finished_before) <= set(killed.after)
     (sp,) = by_stage(children)["sp"]
     assert sp.data.tags["cached"] == "true"  # seeded from another sweep's cache
+    (toy,) = by_stage(children)["toyroute"]  # the plugin's trial, in both drivers' plans
+    assert toy.data.tags[M.TAG_METHOD_LABEL] == "Toy routing"
 
 
 def test_resume_does_not_rerun_trials_tune_recorded_as_finished(killed: Killed) -> None:

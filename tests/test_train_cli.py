@@ -24,10 +24,10 @@ from skipnet_sweep.data import build_datasets
 from skipnet_sweep.methods import stage_names
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.routing import describe_routing
+from skipnet_sweep.runner import run_stage
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, load_model
 from skipnet_sweep.stages.checkpoint import save_checkpoint
-from skipnet_sweep.runner import run_stage
-from skipnet_sweep.train import STAGE_FIELDS, _parser, _stage_config, field_help, main, stage_parser
+from skipnet_sweep.train import _parser, _stage_config, field_help, main, stage_fields, stage_parser
 
 DATA = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32"]
 FAST = [*DATA, "--batch-size", "32", "--iterations", "2", "--no-progress"]
@@ -317,11 +317,11 @@ def test_bad_flag_value_is_one_line():
 HRL_ONLY = {"--alpha", "--gamma", "--rl-weight", "--supervised", "--cost", "--reward-baseline"}
 
 
-@pytest.mark.parametrize("stage", list(STAGE_FIELDS))
+@pytest.mark.parametrize("stage", list(stage_fields()))
 def test_stage_help_lists_only_its_own_flags_each_with_help(stage):
     parser = stage_parser(stage)
     flags = set(parser._option_string_actions)
-    expected = {"--" + name.replace("_", "-") for name in STAGE_FIELDS[stage]}
+    expected = {"--" + name.replace("_", "-") for name in stage_fields()[stage]}
     assert expected <= flags
     assert flags & HRL_ONLY == (HRL_ONLY if stage == "hrl" else set())
     assert ("--tau" in flags) == (stage in ("act", "sact"))
@@ -350,8 +350,8 @@ def test_hrl_help_shows_the_hrl_recipe_defaults():
 
 def test_every_train_config_field_is_a_flag_of_some_stage():
     """A new TrainConfig field must get a STAGE_FIELDS entry (and a docstring line)."""
-    assert set(STAGE_FIELDS) <= set(stage_names())
-    used = {name for names in STAGE_FIELDS.values() for name in names}
+    assert set(stage_fields()) <= set(stage_names())
+    used = {name for names in stage_fields().values() for name in names}
     assert used == {f.name for f in fields(TrainConfig)} - {"stage"}
     described = field_help(TrainConfig)
     assert used <= described.keys()
