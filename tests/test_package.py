@@ -98,7 +98,7 @@ def _probe(pythonpath: Path, cwd: Path) -> tuple[dict, str]:
 
 def _expected_data() -> set[str]:
     return {
-        *(f"skipnet_sweep/spaces/{p.name}" for p in (PACKAGE / "spaces").glob("*.yaml")),
+        *(f"skipnet_sweep/search_spaces/{p.name}" for p in (PACKAGE / "search_spaces").glob("*.yaml")),
         *(
             f"skipnet_sweep/analysis/baselines/{p.name}"
             for p in (PACKAGE / "analysis" / "baselines").glob("*.csv")
@@ -109,7 +109,7 @@ def _expected_data() -> set[str]:
 def test_wheel_holds_every_space_and_baseline(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = _expected_data()
-    assert "skipnet_sweep/spaces/quickstart.yaml" in expected
+    assert "skipnet_sweep/search_spaces/quickstart.yaml" in expected
     assert "skipnet_sweep/analysis/baselines/sact.csv" in expected
     assert expected <= names, sorted(expected - names)
 
@@ -133,7 +133,7 @@ def test_installed_wheel_runs_the_default_space_and_loads_baselines(
     site: Path, tmp_path: Path
 ) -> None:
     info, dry_run = _probe(site, tmp_path)
-    spaces = f"{site / 'skipnet_sweep' / 'spaces' / 'quickstart.yaml'}"
+    spaces = f"{site / 'skipnet_sweep' / 'search_spaces' / 'quickstart.yaml'}"
     _check(info, dry_run, str(site), spaces, tmp_path)
 
 

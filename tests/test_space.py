@@ -346,7 +346,7 @@ def test_bundled_space_found_by_name_and_plans(folder: Path, bundled: Path) -> N
 def test_bundled_spaces_are_package_data(folder: Path) -> None:
     # Found through the package, never through the checkout's folders.
     assert {"quickstart", "fashion_mnist"} <= {p.stem for p in BUNDLED}
-    assert Path(skipnet_sweep.__file__).parent / "spaces" == SPACES_DIR
+    assert Path(skipnet_sweep.__file__).parent / "search_spaces" == SPACES_DIR
     # The folder's former name still works: a path that is not a file falls back to the
     # bundled space of that name (the README used to say search_spaces/NAME.yaml).
     assert not (folder / "search_spaces").exists()

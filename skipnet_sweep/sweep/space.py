@@ -157,7 +157,7 @@ SYNTHETIC_BOUNDS: dict[str, tuple[int, int]] = {
 # Bundled spaces are package data (pyproject's package-data), read through importlib.resources:
 # an installed wheel has them as well as a checkout. pip installs a wheel as files, so this is
 # a ``Path`` there; from a zip archive it is not, and ``load_space`` copes with both.
-SPACES_DIR: Traversable = files("skipnet_sweep") / "spaces"
+SPACES_DIR: Traversable = files("skipnet_sweep") / "search_spaces"
 BUNDLED_PREFIX = "bundled:"  # how a bundled space that is not a file on disk is named
 
 
