@@ -95,6 +95,8 @@ TAG_METHOD_NAME = "skipnet.method"  # the registered method (skipnet, plain, act
 # style of its own for (a plugin registered in another process), see analysis.style.
 TAG_METHOD_LABEL = "skipnet.method_label"
 TAG_METHOD_MARKER = "skipnet.method_marker"
+# The param that holds the run's cost weight (alpha, tau, a target rate, a penalty).
+TAG_COST_WEIGHT = "skipnet.cost_weight"
 TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 TAG_CHECKPOINT = "checkpoint_uri"  # where a run's final weights are (train eval --checkpoint)

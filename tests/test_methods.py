@@ -97,7 +97,7 @@ def test_toy_method_plans_from_its_own_space_section(toy, tmp_path: Path) -> Non
     plan = make_plan(load_space(str(path)))
     assert [m.name for m in plan.methods] == ["plain", "skipnet", "smooth"]
     toys = [j for j in plan.trials if j.method == "smooth"]
-    assert [j.weight_value for j in toys] == [0.0, 0.2]
+    assert [j.cost_weight_value for j in toys] == [0.0, 0.2]
     base = plan.find("baseline", "cifar_resnet8")
     assert all(j.needs == base.id for j in toys)
     assert plan.stage_of(toys[0]).init == str(plan.checkpoint(base))
@@ -181,7 +181,7 @@ def test_a_plugin_plans_trains_resumes_and_evaluates_through_its_own_parts(
     path = write_space(tmp_path, changes={"toyroute": {"rate": [0.1, 0.9], "iterations": 2}})
     plan = make_plan(load_space(str(path)))
     toys = [j for j in plan.trials if j.method == "toyroute"]
-    assert [j.weight_value for j in toys] == [0.1, 0.9]
+    assert [j.cost_weight_value for j in toys] == [0.1, 0.9]
     assert all(j.stage.model.gate == "toynet" for j in toys)
     assert all(j.needs == plan.find("baseline", "cifar_resnet8").id for j in toys)
 

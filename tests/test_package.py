@@ -98,7 +98,10 @@ def _probe(pythonpath: Path, cwd: Path) -> tuple[dict, str]:
 
 def _expected_data() -> set[str]:
     return {
-        *(f"skipnet_sweep/search_spaces/{p.name}" for p in (PACKAGE / "search_spaces").glob("*.yaml")),
+        *(
+            f"skipnet_sweep/search_spaces/{p.name}"
+            for p in (PACKAGE / "search_spaces").glob("*.yaml")
+        ),
         *(
             f"skipnet_sweep/analysis/baselines/{p.name}"
             for p in (PACKAGE / "analysis" / "baselines").glob("*.csv")

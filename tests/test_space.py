@@ -415,7 +415,7 @@ def test_hrl_trials_start_from_their_sp_checkpoint(folder: Path) -> None:
     sp = plan.find("sp", "cifar_resnet8", "rnn")
     for job in plan.trials:
         stage = plan.stage_of(job)
-        assert stage.train.alpha == job.weight_value
+        assert stage.train.alpha == job.cost_weight_value
         if job.coord("variant") == "hrl+sp":
             assert job.needs == sp.id
             assert stage.init == str(plan.checkpoint(sp))

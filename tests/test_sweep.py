@@ -274,6 +274,7 @@ def test_toy_method_runs_through_tune_mlflow_and_the_report(tiny: Sweep, tmp_pat
         assert r.data.tags[M.TAG_STAGE] == "smooth"
         assert r.data.tags[M.TAG_INIT_RUN_ID] == base_run  # not SP: the plain baseline
         assert float(r.data.params["smoothing"]) in (0.0, 0.2)
+        assert r.data.tags[M.TAG_COST_WEIGHT] == "smoothing"  # the table's cost-weight column
         assert M.TOP1 in r.data.metrics and M.FLOPS_MEAN in r.data.metrics
         assert r.data.tags[M.TAG_PARETO] in ("true", "false")
     skipnet = [r for r in children if r.data.tags[M.TAG_METHOD_NAME] == "skipnet"]

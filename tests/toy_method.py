@@ -55,7 +55,7 @@ class LabelSmoothing(Method):
     label = "Label smoothing"
     marker = "P"
     stages = ("smooth",)
-    weight = "smoothing"
+    cost_weight = "smoothing"
     space_key = "smooth"
     settings = SmoothSettings
 
@@ -82,7 +82,7 @@ class LabelSmoothing(Method):
                         [("backbone", arch), ("smoothing", s)],
                         curve="smooth",
                         needs=base.id,
-                        weight="smoothing",
+                        cost_weight="smoothing",
                         sweep_id=ctx.sweep_id,
                     )
                 )
@@ -177,7 +177,7 @@ class ToyRouted(Method):
     label = "Toy routing"
     marker = "X"
     stages = ("toyroute",)
-    weight = "rate"
+    cost_weight = "rate"
     space_key = "toyroute"
     settings = RoutedSettings
 
@@ -215,7 +215,7 @@ class ToyRouted(Method):
                         [("backbone", arch), ("rate", rate)],
                         curve="toyroute",
                         needs=base.id,
-                        weight="rate",
+                        cost_weight="rate",
                         sweep_id=ctx.sweep_id,
                     )
                 )

@@ -80,8 +80,8 @@ class Job:
             cached in storage and reused by every sweep whose job has the same key.
         needs: the id of the shared job whose final weights this job starts from.
         curve: the curve the run belongs to in figures (MLflow ``method`` tag).
-        weight: the name of the coordinate that trades accuracy for cost (``alpha``, ``tau``),
-            if the job has one.
+        cost_weight: the name of the coordinate that trades accuracy for cost (``alpha``,
+            ``tau``, a target rate), if the job has one.
         id: stable id: MLflow idempotency tag, Tune trial name, Ray Train run name.
     """
 
@@ -91,7 +91,7 @@ class Job:
     shared: bool
     needs: str | None
     curve: str
-    weight: str | None
+    cost_weight: str | None
     id: str
 
     @property
@@ -107,8 +107,8 @@ class Job:
         return self.stage.model.arch
 
     @property
-    def weight_value(self) -> float | None:
-        return None if self.weight is None else float(self.coord(self.weight))
+    def cost_weight_value(self) -> float | None:
+        return None if self.cost_weight is None else float(self.coord(self.cost_weight))
 
 
 def make_job(
@@ -119,21 +119,21 @@ def make_job(
     curve: str,
     shared: bool = False,
     needs: str | None = None,
-    weight: str | None = None,
+    cost_weight: str | None = None,
     sweep_id: str = "",
 ) -> Job:
     """A ``Job`` with its stable id: a shared job is named by its stage key (so every sweep
     finds the same cache entry); a trial by its coordinates and the sweep."""
     coords = tuple(coords)
     words = [stage.train.stage] + [
-        f"{k}{v:g}" if k == weight else str(v) for k, v in coords if v is not None
+        f"{k}{v:g}" if k == cost_weight else str(v) for k, v in coords if v is not None
     ]
     if shared:
         tail = stage.key()[:8]
     else:
         tail = short_hash([sweep_id, method, [list(c) for c in coords]], 6)
     job_id = "-".join([*words, tail])
-    return Job(method, stage, coords, shared, needs, curve, weight, job_id)
+    return Job(method, stage, coords, shared, needs, curve, cost_weight, job_id)
 
 
 @dataclass
@@ -165,7 +165,7 @@ class Method(ABC):
         marker: matplotlib marker in figures.
         stages: the ``TrainConfig.stage`` values this method trains (the ``train`` CLI's
             subcommands).
-        weight: the coordinate that trades accuracy for cost (MLflow param), if any.
+        cost_weight: the coordinate that trades accuracy for cost (MLflow param), if any.
         space_key: the search-space key holding this method's settings (plugins); None for
             the built-in methods, whose settings are the space's own fields.
         settings: the dataclass the ``space_key`` section is read into (typed, validated
@@ -176,7 +176,7 @@ class Method(ABC):
     label: ClassVar[str] = ""
     marker: ClassVar[str] = "o"
     stages: ClassVar[tuple[str, ...]] = ()
-    weight: ClassVar[str | None] = None
+    cost_weight: ClassVar[str | None] = None
     space_key: ClassVar[str | None] = None
     settings: ClassVar[type | None] = None
 

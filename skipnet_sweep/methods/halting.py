@@ -26,7 +26,7 @@ class Halting(Method):
     """ACT (per sample) or SACT (per position): ``kind`` is the network's halting kind."""
 
     stages: tuple[str, ...]
-    weight = "tau"
+    cost_weight = "tau"
 
     @property
     def kind(self) -> str:
@@ -60,7 +60,7 @@ class Halting(Method):
                         [("backbone", arch), ("tau", tau)],
                         curve=self.name,
                         needs=base.id,
-                        weight="tau",
+                        cost_weight="tau",
                         sweep_id=ctx.sweep_id,
                     )
                 )

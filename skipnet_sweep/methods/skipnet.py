@@ -93,7 +93,7 @@ class SkipNet(Method):
     label = "SkipNet"
     marker = "o"
     stages = ("sp", "hrl")
-    weight = "alpha"
+    cost_weight = "alpha"
 
     def enabled(self, space) -> bool:
         return True  # the platform's subject: every space trains SkipNets
@@ -141,7 +141,7 @@ class SkipNet(Method):
             [("backbone", arch), ("gate", gate), ("variant", variant), ("alpha", alpha)],
             curve=f"skipnet-{gate}",
             needs=needs,
-            weight="alpha",
+            cost_weight="alpha",
             sweep_id=ctx.sweep_id,
         )
 

@@ -511,7 +511,11 @@ def update_frontier(tracker: Tracker, parent: str, plan: Plan) -> SweepResult:
         m, p, t = run.data.metrics, run.data.params, run.data.tags
         if run.info.status != "FINISHED" or M.TOP1 not in m or M.FLOPS_MEAN not in m:
             continue
-        weight = next((k for k in (M.PARAM_ALPHA, M.PARAM_TAU) if k in p), "")
+        # Runs logged before the tag carry alpha or tau.
+        weight = t.get(M.TAG_COST_WEIGHT) or next(
+            (k for k in (M.PARAM_ALPHA, M.PARAM_TAU) if k in p), ""
+        )
+        weight = weight if weight in p else ""
         rows.append(
             {
                 "run_id": run.info.run_id,

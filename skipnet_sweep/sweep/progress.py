@@ -47,8 +47,8 @@ def job_label(plan: Plan, config: dict) -> tuple[str, str]:
         parts.append(variant)
     if len(plan.space.backbones) > 1:
         parts.insert(0, job.backbone)
-    if job.weight is not None:
-        parts.append(f"{job.weight}={job.weight_value:g}")
+    if job.cost_weight is not None:
+        parts.append(f"{job.cost_weight}={job.cost_weight_value:g}")
     return job.stage.train.stage, "  ".join(parts)
 
 

@@ -568,6 +568,8 @@ class TrackingCallback(_tune_callback_base()):
             M.TAG_METHOD_LABEL: method.label or method.name,
             M.TAG_METHOD_MARKER: method.marker,
         }
+        if job.cost_weight is not None:
+            tags[M.TAG_COST_WEIGHT] = job.cost_weight
         if job.needs:
             needed = self.tracker.find(M.TAG_TRIAL_ID, job.needs, self.parent)
             if needed:
@@ -583,8 +585,8 @@ class TrackingCallback(_tune_callback_base()):
         what its metrics hold, the split of every accuracy named."""
         method = self.plan.method(job.method)
         what = f"{method.label or method.name} {job.stage.train.stage} of {job.backbone}"
-        if job.weight is not None:
-            what += f", {job.weight} {job.weight_value:g}"
+        if job.cost_weight is not None:
+            what += f", {job.cost_weight} {job.cost_weight_value:g}"
         if M.TAG_INIT_RUN_ID in tags:
             what += f"; starts from run `{tags[M.TAG_INIT_RUN_ID]}` ({job.needs})"
         lines = [what, "", "| metric | what it holds |", "|---|---|"]
