@@ -23,16 +23,18 @@ import sys
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from skipnet_sweep.models import SkipResNet, build_model, list_models
+from skipnet_sweep.models.costs import MacTable, trace_macs
 from skipnet_sweep.models.gates import GATE_DESIGNS
 from skipnet_sweep.models.halting import HaltingResNet, count_halting_costs
 
 
 @dataclass
-class CostTable:
-    """Per-sample MACs of every part of a network at one input size.
+class CostTable(MacTable):
+    """Per-sample MACs of every part of a SkipNet at one input size; the totals
+    (``plain_total``, ``full_total``...) are ``MacTable``'s.
 
     Attributes:
         stem: convolution MACs of the stem.
@@ -50,32 +52,12 @@ class CostTable:
     gate_linear: list[int]
     head: int
 
+    def _parts(self) -> tuple[list[int], list[int], list[int]]:
+        return self.block, self.gate_conv, self.gate_linear
+
     @property
     def num_gates(self) -> int:
         return len(self.gate_conv)
-
-    @property
-    def gate_total(self) -> int:
-        """MACs of all gates of one sample (every gate is always evaluated)."""
-        return sum(self.gate_conv) + sum(self.gate_linear)
-
-    @property
-    def plain_conv(self) -> int:
-        """Convolution MACs of the same ResNet without gates."""
-        return self.stem + sum(self.block)
-
-    @property
-    def plain_total(self) -> int:
-        return self.plain_conv + self.head
-
-    @property
-    def full_conv(self) -> int:
-        """Convolution MACs with every block executed, gates included."""
-        return self.plain_conv + sum(self.gate_conv)
-
-    @property
-    def full_total(self) -> int:
-        return self.plain_total + self.gate_total
 
     def skip_savings(self) -> list[int]:
         """MACs saved by skipping each gated block (its convolutions less its shortcut)."""
@@ -103,36 +85,7 @@ class CostTable:
         return fixed + e @ block + (1 - e) @ short
 
     def to_dict(self) -> dict:
-        return {
-            "conv_macs": self.full_conv,
-            "total_macs": self.full_total,
-            "gate_macs": self.gate_total,
-            "gate_conv_macs": sum(self.gate_conv),
-            "plain_conv_macs": self.plain_conv,
-            "plain_total_macs": self.plain_total,
-            "gate_share_pct": 100.0 * self.gate_total / self.full_total,
-            "num_blocks": len(self.block),
-            "num_gates": self.num_gates,
-            "block_macs": self.block,
-            "shortcut_macs": self.shortcut,
-            "gate_macs_each": [
-                c + lin for c, lin in zip(self.gate_conv, self.gate_linear, strict=True)
-            ],
-            "head_macs": self.head,
-            "stem_macs": self.stem,
-        }
-
-
-def _conv_macs(module: nn.Conv2d, out: Tensor) -> int:
-    per_out = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
-    return out[0].numel() * per_out
-
-
-def _linear_macs(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.in_features * module.out_features
-    # LSTMCell: input-to-hidden and hidden-to-hidden matmuls for the four gates.
-    return 4 * module.hidden_size * (module.input_size + module.hidden_size)
+        return self._to_dict(after_blocks={"shortcut_macs": self.shortcut})
 
 
 def count_costs(model: SkipResNet, input_shape: tuple[int, int, int]) -> CostTable:
@@ -146,32 +99,12 @@ def count_costs(model: SkipResNet, input_shape: tuple[int, int, int]) -> CostTab
     """
     if isinstance(model, HaltingResNet):
         return count_halting_costs(model, input_shape)
-    names = {m: n for n, m in model.named_modules()}
-    events: list[tuple[str, bool, int]] = []  # (owner name, is_conv, macs)
 
-    def hook(module: nn.Module, _inp, out) -> None:
-        if isinstance(module, nn.Conv2d):
-            events.append((names[module], True, _conv_macs(module, out)))
-        else:
-            events.append((names[module], False, _linear_macs(module)))
+    def run_all_open(model: SkipResNet, x: Tensor) -> None:
+        force = torch.ones(1, model.num_gates, dtype=torch.bool, device=x.device)
+        model(x, mode="threshold", path="masked", force=force)
 
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Linear | nn.LSTMCell)
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-            force = torch.ones(1, model.num_gates, dtype=torch.bool, device=x.device)
-            model(x, mode="threshold", path="masked", force=force)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-
+    events = trace_macs(model, input_shape, run_all_open)
     stage_sizes = [len(s) for s in model.stages]
     n_blocks = sum(stage_sizes)
     stem = head = 0

@@ -11,7 +11,7 @@ of the same backbone is timed call for call, the two alternating in an order tha
 round, so drift in the machine's speed hits both alike. The times are medians over repeats,
 robust to the odd slow call (a page fault, another process's burst); the speed-up is the
 median of each round's ratio, reported with its interquartile range, which says how far a
-loaded machine moves it (two identical runs once timed a network at 0.01x and 1.53x).
+loaded machine moves it (docs/benchmarks.md section 6).
 """
 
 from __future__ import annotations

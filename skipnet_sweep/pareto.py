@@ -52,8 +52,8 @@ def _finite(*values: float | None) -> bool:
 
 def speedup_verdict(speedup: float | None, q1: float | None, q3: float | None) -> str | None:
     """``FASTER``, ``NOT_FASTER`` or ``TOO_NOISY`` from a speed-up and its quartiles over the
-    timed rounds (``latency.measure_latency``); runs timed before quartiles were kept are
-    told by their speed-up alone. None for a run that was not timed."""
+    timed rounds (``latency.measure_latency``); a run without quartiles is told by its
+    speed-up alone. None for a run that was not timed."""
     if not _finite(speedup):
         return None
     lo, hi = (q1, q3) if _finite(q1, q3) else (speedup, speedup)
@@ -74,9 +74,8 @@ def comparable_latency(
     times the median of the plain timings of its group (its backbone and dataset: a ResNet-110
     stays on ResNet-110's scale, a ResNet-38 on its own). The raw milliseconds are not
     comparable across runs: each carries its process's load (trials share the machine, or
-    not) and the machine's drift, which the in-process ratio cancels; measured on the
-    quickstart, a run 0.87x as fast as its plain reference had fewer raw milliseconds than the
-    plain run's own. NaN where a run lacks either timing.
+    not) and the machine's drift, which the in-process ratio cancels (docs/benchmarks.md
+    section 6). NaN where a run lacks either timing.
 
     Args:
         latency_ms: each run's own time.

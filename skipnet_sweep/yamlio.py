@@ -2,8 +2,8 @@
 error format of the command lines (``one_line``, ``OneLineParser``).
 
 ``yaml.safe_load`` is safe against code execution but not against the other ways a file
-can go wrong, and each of them used to end in a traceback or a line of hundreds of
-megabytes. This reader:
+can go wrong, each of which would end in a traceback or a line of hundreds of megabytes.
+This reader:
 
 - decodes the file as UTF-8 itself, so a stray byte is reported with its offset;
 - refuses a key given twice in one mapping (YAML 1.1 keeps the last one silently);
@@ -32,8 +32,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 # A space file is a few kilobytes; a megabyte is a mistake (a data file passed as --space).
 MAX_FILE_BYTES = 1 << 20
 # Values (nodes) in a document, counted as written and again with every alias expanded:
-# the bundled spaces have about 150. The bound also bounds the time: the pure-Python
-# parser needs about 0.1 ms per value.
+# the bundled spaces have about 150. The bound also bounds the parse time (the pure-Python
+# parser's time per value: docs/benchmarks.md section 7).
 MAX_NODES = 10_000
 # Nesting of mappings and lists: the schema nests four levels deep.
 MAX_DEPTH = 64
@@ -109,8 +109,8 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         # The composer recurses once per level: stop at MAX_DEPTH, long before Python's
-        # recursion limit (whose RecursionError takes seconds to unwind 1000 frames); and
-        # stop at MAX_NODES values, before parsing a megabyte of them takes a minute.
+        # recursion limit (a RecursionError is slow to unwind); and stop at MAX_NODES values,
+        # long before the parse time grows to minutes (docs/benchmarks.md section 7).
         self._depth = getattr(self, "_depth", 0) + 1
         self._nodes = getattr(self, "_nodes", 0) + 1
         try:

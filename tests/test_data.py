@@ -20,9 +20,11 @@ from skipnet_sweep.data import (
     DatasetNotFoundError,
     build_datasets,
     build_loaders,
+    builders,
     dataset_info,
     list_datasets,
     read_idx,
+    registry,
 )
 
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
@@ -160,7 +162,7 @@ def test_classes_are_named_as_their_datasets_name_them() -> None:
     assert dataset_info("synthetic").class_name(3) == "3"
     assert fashion.class_name(10) == "10"
     with pytest.raises(ValueError, match="2 class names for 10"):
-        data._register(dataset_info("cifar10"), ("a", "b"))
+        registry.register(dataset_info("cifar10"), ("a", "b"))
 
 
 def test_unknown_name_lists_allowed_names() -> None:
@@ -264,7 +266,7 @@ def test_fashion_mnist_download_falls_back_to_torchvision(tmp_path: Path, monkey
 
 @pytest.fixture(scope="module")
 def real_fashion_mnist():
-    if data._find_fmnist([data.FASHION_MNIST_ROOT]) is None:
+    if builders.find_fmnist([data.FASHION_MNIST_ROOT]) is None:
         pytest.skip(
             f"Fashion-MNIST not installed at {data.FASHION_MNIST_ROOT} (apt-get install dataset-fashion-mnist)"
         )

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from skipnet_sweep.models.costs import MacTable, trace_macs
 from skipnet_sweep.models.gates import check_gate_mode
 from skipnet_sweep.models.resnet import EXEC_PATHS, SkipOutput, SkipResNet, run_block
 
@@ -340,9 +341,9 @@ def _score(branch: HaltingBranch, x: Tensor, active: Tensor, sparse: bool) -> Te
 
 
 @dataclass
-class HaltingCostTable:
-    """Per-sample MACs of a halting network at one input size; the interface of
-    ``flops.CostTable`` that evaluation uses.
+class HaltingCostTable(MacTable):
+    """Per-sample MACs of a halting network at one input size; the totals (``plain_total``,
+    ``full_total``...) are ``MacTable``'s, as for a SkipNet's ``flops.CostTable``.
 
     What a sample costs (``per_sample``), counted as ``flops.py`` counts (convolution MACs
     ``out_elements * C_in/groups * kh * kw``, linear ``in * out``; BN, activations, pooling
@@ -376,32 +377,17 @@ class HaltingCostTable:
     halt_linear: list[int]
     head: int
 
+    def _parts(self) -> tuple[list[int], list[int], list[int]]:
+        return self.unit, self.halt_conv, self.halt_linear
+
     @property
     def num_units(self) -> int:
         return len(self.unit)
 
     @property
-    def gate_total(self) -> int:
-        """MACs of all halting branches of one sample with every unit run everywhere."""
-        return sum(self.halt_conv) + sum(self.halt_linear)
-
-    @property
-    def plain_conv(self) -> int:
-        """Convolution MACs of the same ResNet without halting branches."""
-        return self.stem + sum(self.unit)
-
-    @property
-    def plain_total(self) -> int:
-        return self.plain_conv + self.head
-
-    @property
-    def full_conv(self) -> int:
-        """Convolution MACs with every unit run everywhere, halting branches included."""
-        return self.plain_conv + sum(self.halt_conv)
-
-    @property
-    def full_total(self) -> int:
-        return self.plain_total + self.gate_total
+    def num_gates(self) -> int:
+        """Halting branches: every unit but a stage's last has one."""
+        return sum(1 for lin in self.halt_linear if lin)
 
     def skip_savings(self) -> list[int]:
         """MACs a sample saves when unit ``i`` does not run at all (the unit and its halting
@@ -436,24 +422,7 @@ class HaltingCostTable:
         return macs + self.head + (e > 0).to(torch.float64) @ linear
 
     def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "conv_macs": self.full_conv,
-            "total_macs": self.full_total,
-            "gate_macs": self.gate_total,
-            "gate_conv_macs": sum(self.halt_conv),
-            "plain_conv_macs": self.plain_conv,
-            "plain_total_macs": self.plain_total,
-            "gate_share_pct": 100.0 * self.gate_total / self.full_total,
-            "num_blocks": self.num_units,
-            "num_gates": sum(1 for lin in self.halt_linear if lin),
-            "block_macs": self.unit,
-            "gate_macs_each": [
-                c + lin for c, lin in zip(self.halt_conv, self.halt_linear, strict=True)
-            ],
-            "head_macs": self.head,
-            "stem_macs": self.stem,
-        }
+        return self._to_dict(lead={"kind": self.kind})
 
 
 def count_halting_costs(
@@ -466,39 +435,14 @@ def count_halting_costs(
     each call is attributed to the stem, a unit, a halting branch or the classifier by the
     layer's name.
     """
-    names = {m: n for n, m in model.named_modules()}
-    events: list[tuple[str, int]] = []
-
-    def hook(module: nn.Module, _inp, out: Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            per_out = (module.in_channels // module.groups) * module.kernel_size[0]
-            events.append((names[module], out[0].numel() * per_out * module.kernel_size[1]))
-        else:
-            events.append((names[module], module.in_features * module.out_features))
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Linear)
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-            model(x, path="masked")
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-
+    events = trace_macs(model, input_shape, lambda model, x: model(x, path="masked"))
     offsets = [0]
     for stage in model.stages:
         offsets.append(offsets[-1] + len(stage))
     n = offsets[-1]
     stem = head = 0
     unit, halt_conv, halt_linear = [0] * n, [0] * n, [0] * n
-    for name, macs in events:
+    for name, _is_conv, macs in events:
         parts = name.split(".")
         if parts[0] == "stem":
             stem += macs

@@ -40,11 +40,10 @@ EXEC_PATHS = ("masked", "sparse")
 
 def input_layout(model: nn.Module) -> torch.memory_format:
     """The memory layout the stages keep ``model`` and its batches in (``model_input``):
-    channels-last, for faster convolutions on GPUs with tensor cores and on the CPU (measured
-    here, ResNet-20 on 28x28, 1-2 threads: training steps 1.1-1.3x, evaluation 1.2-1.6x;
-    ``benchmarks/bench_layout.py``). Contiguous for a network with a strided 1x1 convolution
-    of 2-7 input channels (toy sizes only): torch 2.14.1's CPU backward of that convolution
-    in channels-last corrupts the heap (measured: ``free(): invalid size`` within 30 steps)."""
+    channels-last, for faster convolutions on GPUs with tensor cores and on the CPU. Contiguous
+    for a network with a strided 1x1 convolution of 2-7 input channels (toy sizes only), whose
+    CPU backward in channels-last corrupts the heap in torch 2.14.1. Figures and the crash:
+    docs/benchmarks.md section 4."""
     for m in model.modules():
         if (
             isinstance(m, nn.Conv2d)
@@ -59,10 +58,8 @@ def input_layout(model: nn.Module) -> torch.memory_format:
 def folded(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for inference: in eval mode, each BatchNorm folded into the
     convolution it normalises (the convolution's weights scaled and a bias added; the
-    BatchNorm becomes the identity). The same function to float rounding (logits within
-    ~1e-5 here), in one pass over each activation instead of two: an evaluation forward of
-    ResNet-20 on 28x28, batch 128, ran 1.06-1.16x faster on this 2-core CPU (paired medians;
-    ``benchmarks/bench_fold.py``, docs/benchmarks.md section 5).
+    BatchNorm becomes the identity). The same function to float rounding, in one pass over
+    each activation instead of two (the gain: docs/benchmarks.md section 5).
 
     Folded: the convolution/BatchNorm neighbours of an ``nn.Sequential`` (which applies its
     modules in order) and the pairs a module's own class names in ``BN_FOLDS`` (the residual
@@ -269,25 +266,14 @@ class SkipResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.gates is not None:
-            # The reference implementation's FF and ImageNet recurrent gate outputs are 1x1
-            # convolutions with the same He (fan-out) init as every conv: std sqrt(2) on the
-            # one-logit output (CIFAR's recurrent gate differs, see below). That
-            # spread makes decisions input-dependent from the start. With PyTorch's small
-            # default Linear init every logit sits near 0 and SP collapses (measured on
-            # Fashion-MNIST, ResNet-20: all gates closed within 32 steps; open bias: none close).
+            # He fan-out, as the official code initialises its gate outputs: the spread makes
+            # decisions input-dependent from the start, where PyTorch's small default Linear
+            # init leaves every logit near 0 and SP collapses. The official code's std per
+            # design (CIFAR's recurrent gate: ``gate_out_std=0.447``) and the measurement:
+            # docs/fidelity.md, "gate logit init".
             for m in self.gates.modules():
                 if isinstance(m, nn.Linear):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            # What the official code does per design (He fan-out ``normal_(0, sqrt(2 / n))``):
-            # - FF gates: ``Conv2d(C, 2, 1)`` with n = 2, two logits of std 1 whose difference
-            #   (the sigmoid's argument) has std sqrt 2 = 1.41 (cifar/models.py L193, L376-379),
-            #   the same as the default here.
-            # - RNNGate, ImageNet: ``Conv2d(hidden, 1, 1)``, n = 1, std 1.41 (imagenet/
-            #   models.py L251, L318-321): the default here.
-            # - RNNGate, CIFAR: ``nn.Linear(hidden, 1)`` initialised with n = out * in = 10,
-            #   std sqrt(0.2) = 0.45 (cifar/models.py L549, L657-659): ``gate_out_std=0.447``.
-            # The input projections (1x1 conv to embed_dim = 10, n = 10, std 0.45) match He
-            # fan-out here in both datasets. The LSTM keeps PyTorch's init, as there.
             if gate_out_std is not None:
                 for head in gate_heads(self.gates):
                     nn.init.normal_(head.weight, 0.0, gate_out_std)
@@ -404,13 +390,12 @@ class SkipResNet(nn.Module):
     def _forward_lean(self, x: Tensor, force: Tensor | None) -> SkipOutput:
         """Thresholded gates on the sparse path (inference), after the stem.
 
-        Per-gate work is per-call overhead that FLOPs do not show (45-55 us of a 170 us block
-        at batch 1 before this path existed, docs/benchmarks.md), so this path does as few
-        calls per gate as it can: ``sigmoid(l) >= 0.5`` is decided as ``l >= 0`` with the
-        probabilities computed once at the end; the recurrent gate steps on pooled features
-        that are carried along (a skipped identity block leaves its input, and so the pooled
-        input of the next gate, unchanged; an executed block's rows are pooled where they
-        are computed).
+        Per-gate work is per-call overhead that FLOPs do not show (docs/benchmarks.md, "Where
+        the time goes"), so this path does as few calls per gate as it can: ``sigmoid(l) >=
+        0.5`` is decided as ``l >= 0`` with the probabilities computed once at the end; the
+        recurrent gate steps on pooled features that are carried along (a skipped identity
+        block leaves its input, and so the pooled input of the next gate, unchanged; an
+        executed block's rows are pooled where they are computed).
         """
         blocks = self.blocks
         x = run_block(blocks[0], x)
@@ -544,10 +529,9 @@ def _run_block_sparse(
 
 def _copy_rows_(dst: Tensor, idx: Tensor, src: Tensor) -> Tensor:
     """``dst[idx] = src`` in place, for sorted ``idx``. On CPU one ``copy_`` per run of
-    consecutive rows: there ``index_copy_`` takes about 3.5 times as long as copying the same
-    bytes (measured at 64x16x32x32, half the rows), and half a batch of random rows forms
-    about a quarter as many runs as rows. On an accelerator one ``index_copy_`` (one kernel
-    launch rather than one per run)."""
+    consecutive rows, which is faster there than ``index_copy_`` (docs/benchmarks.md, "Scatter
+    by runs of rows"); on an accelerator one ``index_copy_`` (one kernel launch rather than one
+    per run)."""
     if dst.device.type != "cpu":
         return dst.index_copy_(0, idx, src)
     rows = idx.tolist()

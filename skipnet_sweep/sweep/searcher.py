@@ -195,10 +195,8 @@ class SharedAwareASHA(ASHAScheduler):
     def __init__(self, plan: Plan, **kwargs):
         # Ray's max_t (100 reports by default) stops every trial at that report, whatever is
         # left of its schedule: a 10k-step HRL run evaluated every 50 steps would end half
-        # trained. A trial here ends with its schedule, so no report count stops it. The
-        # rungs stay at grace_period x reduction_factor^k, now also past 100 (128, 256, ...,
-        # where a long trial is compared like any other). A sweep started before this and
-        # resumed keeps the scheduler Tune saved with it, max_t 100 included.
+        # trained. A trial here ends with its schedule; the rungs (grace_period x
+        # reduction_factor^k) go on past 100. A resumed sweep keeps the scheduler Tune saved.
         kwargs.setdefault("max_t", MAX_STEPS)
         super().__init__(**kwargs)
         self._shared = {j.id for j in plan.shared_jobs}
@@ -212,8 +210,8 @@ class SharedAwareASHA(ASHAScheduler):
         super().on_trial_complete(tune_controller, trial, self._timed(result))
 
     def _timed(self, result: dict) -> dict:
-        """``result`` with ASHA's time set to its evaluation count (a sweep resumed from
-        before training logs has none: its report count stands)."""
+        """``result`` with ASHA's time set to its evaluation count (a result without one, from
+        a sweep saved before evaluations were counted, keeps its report count)."""
         if EVALUATION not in result:
             return result
         return {**result, self._time_attr: result[EVALUATION]}

@@ -115,7 +115,7 @@ NAME_RULE = "1 to 100 of A-Z a-z 0-9 . _ + -, starting with a letter or digit"
 # checked here.
 URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
-# Images per split of each dataset, as data.py builds it, for the checks and estimates that
+# Images per split of each dataset, as data/ builds it, for the checks and estimates that
 # must not read the data (DatasetInfo does not carry sizes).
 SPLIT_SIZES: dict[str, tuple[int, int]] = {
     "fashion_mnist": (60_000, 10_000),
