@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(result.failed)} failed:")
         for tid, why in sorted(result.failed.items()):
             print(f"  {tid}: {why}")
+        print("  run the same command to retry them (it runs every job that has not finished)")
     print(
         f"MLflow: {tracker.tracking_uri} (experiment {tracker.experiment!r}, parent run {result.parent_run_id})"
     )

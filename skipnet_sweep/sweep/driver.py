@@ -376,7 +376,8 @@ def _storage_for_job(plan: Plan, job) -> list[Path | str]:
 def _trial_dirname(trial, plan: Plan) -> str:
     config = trial.config
     if config.get("job"):
-        return config["job"][:120]
+        again = f"-again{config['attempt']}" if config.get("attempt") else ""
+        return config["job"][:120] + again
     return f"{config['method']}-optuna{config.get('optuna_trial', '')}"
 
 
@@ -389,7 +390,7 @@ def run_jobs(
 
     from skipnet_sweep.sweep.progress import ProgressCallback
     from skipnet_sweep.sweep.ray_jobs import TrackingCallback, stage_trial, trial_resources
-    from skipnet_sweep.sweep.searcher import JobSearcher, SharedAwareASHA
+    from skipnet_sweep.sweep.searcher import JobSearch, JobSearcher, SharedAwareASHA
 
     space = plan.space
     name = f"sweep-{plan.sweep_id}"
@@ -419,7 +420,7 @@ def run_jobs(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=JobSearcher(plan, space.max_concurrent_trials),
+                search_alg=JobSearch(JobSearcher(plan, space.max_concurrent_trials)),
                 num_samples=-1,
                 scheduler=scheduler,
                 trial_dirname_creator=partial(_trial_dirname, plan=plan),
@@ -486,21 +487,33 @@ def _env_defaults(settings: dict[str, str]) -> Iterator[None]:
 
 
 def _failures(grid, plan: Plan) -> dict[str, str]:
-    """Why each job failed, and which jobs never ran because a job they need failed."""
-    from skipnet_sweep.sweep.searcher import ERROR
+    """Why each job of the plan has not finished: its trial failed, or it never ran (what
+    it starts from failed, or it waits to be trained again). A job counts as finished once
+    one of its trials did, so a job retried by a later run is failed only until it succeeds."""
+    from skipnet_sweep.sweep.searcher import AGAIN, ERROR
 
     out: dict[str, str] = {}
-    ran = set()
+    done = set()
     for r in grid:
         job = plan.job_of(r.config)
-        ran.add(job.id)
+        metrics = r.metrics or {}
         if r.error is not None:
-            out[job.id] = str(r.error).strip().splitlines()[-1][:300]
-        elif r.metrics and ERROR in r.metrics:
-            out[job.id] = str(r.metrics[ERROR])
-    for job in plan.jobs:
-        if job.id not in ran and job.needs in out:
-            out[job.id] = f"not run: it starts from {job.needs}, which failed"
+            out.setdefault(job.id, str(r.error).strip().splitlines()[-1][:300])
+        elif ERROR in metrics:
+            out.setdefault(job.id, str(metrics[ERROR]))
+        elif AGAIN in metrics:
+            out.setdefault(job.id, f"waits for {metrics[AGAIN]}, whose cache entry was set aside")
+        else:
+            done.add(job.id)
+    for job_id in done:
+        out.pop(job_id, None)
+    for job in plan.jobs:  # in plan order: what a job needs is listed before it
+        if job.id in done or job.id in out:
+            continue
+        if job.needs in out:
+            out[job.id] = f"not run: it starts from {job.needs}, which has not finished"
+        else:
+            out[job.id] = "not run"
     return out
 
 

@@ -18,6 +18,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from skipnet_sweep.stages import NonFiniteLossError, StageConfig
 from skipnet_sweep.stages.runner import run_stage
 from skipnet_sweep.sweep import cache, ray_private
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
-from skipnet_sweep.sweep.searcher import ERROR, EVALUATION
+from skipnet_sweep.sweep.searcher import AGAIN, ERROR, EVALUATION
 from skipnet_sweep.sweep.storage import Storage
 
 if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it (~1.6 s)
@@ -52,7 +53,7 @@ TUNE_KEYS = frozenset(
         "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
         "timesteps_since_restore", "done", "final", "checkpoint_path", "node_ip", "hostname",
         "date", "trial_id", "experiment_tag", "config", CACHED, CACHE_REJECTED, STEP,
-        TOTAL_STEPS, EVALUATION,
+        TOTAL_STEPS, EVALUATION, AGAIN,
     )
 )  # fmt: skip
 
@@ -381,11 +382,39 @@ def _run_shared(job: Job, plan: Plan) -> None:
 # --- trials -------------------------------------------------------------------------------
 
 
+def rejected_start(job: Job, plan: Plan) -> str | None:
+    """Check the cache entry ``job`` starts from (its shared job's) where it is loaded: None
+    when it is that job's own; else it is set aside (a wrong or damaged entry: swapped for
+    another checkpoint, cut short, gone), with the shared job's Ray Train run, so that job
+    trains again, and the reason is returned in one line."""
+    if job.needs is None or not plan.job(job.needs).shared:
+        return None
+    needed = plan.job(job.needs)
+    entry = plan.checkpoint(needed)
+    payload, why = cache.verify(entry, needed, plan.store)
+    if payload is not None:
+        return None
+    where = "moved aside"
+    try:
+        if plan.store.exists(str(entry).rsplit("/", 1)[0]):
+            where = f"moved to {cache.set_aside(entry, plan.store)}"
+    except OSError:  # another trial that starts from it moved it first
+        pass
+    plan.store.remove(plan.store.path("train", needed.id))  # not resumed: trained anew
+    return f"{why}; {where}; {needed.id} is trained again, then this job"
+
+
 def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
     """One job in one process, resumed from its last checkpoint. A shared job publishes its
-    final weights to the cache before its final report; ``extra`` goes with that report."""
+    final weights to the cache before its final report; ``extra`` goes with that report. A
+    job whose start (a shared job's cache entry) is wrong or damaged reports ``AGAIN`` and
+    ends: the searcher runs that shared job again, then this job."""
     from ray import tune
 
+    why = rejected_start(job, plan)
+    if why is not None:
+        tune.report({AGAIN: job.needs, CACHE_REJECTED: why, STEP: 0})
+        return
     checkpoint = tune.get_checkpoint()
     # Restored from a newer checkpoint than Tune's state named: its result may never have
     # reached the driver (nor MLflow, which logs a step once, so a repeat is harmless).
@@ -618,7 +647,7 @@ class TrackingCallback(_tune_callback_base()):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         entry = self._run(trial)
         step = result.get(STEP)
-        if step is None or ERROR in result or entry.done:
+        if step is None or ERROR in result or AGAIN in result or entry.done:
             return
         if entry.step < 0 and result.get("node_ip"):
             # Where the trial ran: placement on a cluster is visible from MLflow.
@@ -650,6 +679,15 @@ class TrackingCallback(_tune_callback_base()):
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})
             self.tracker.finish(run_id, "FAILED")
             return
+        if AGAIN in result:
+            # Both runs again from the start, as new runs: these are kept, retired.
+            why = str(result.get(CACHE_REJECTED, ""))[:400]
+            self.retire(run_id, job.id, f"its start was rejected: {why}")
+            needed = self.tracker.find(M.TAG_TRIAL_ID, result[AGAIN], self.parent)
+            if needed is not None and self.tracker.status(needed) == "FINISHED":
+                self.retire(needed, result[AGAIN], f"its cache entry was rejected: {why}")
+            self._runs.pop(trial.trial_id, None)
+            return
         # Its final checkpoint, which Tune's restored state may name after its deletion.
         ckpt = _surviving(trial.checkpoint) if trial.checkpoint is not None else None
         try:
@@ -662,6 +700,14 @@ class TrackingCallback(_tune_callback_base()):
         if weights is not None:
             self.tracker.set_tags(run_id, {M.TAG_CHECKPOINT: weights})
         self.tracker.finish(run_id, "FINISHED")
+
+    def retire(self, run_id: str, job_id: str, why: str) -> None:
+        """Keep a run that will run again from the start but no longer find it by its job
+        (its trial-id tag renamed), FAILED with the reason: the rerun is a run of its own."""
+        self.tracker.set_tags(
+            run_id, {M.TAG_TRIAL_ID: f"{job_id}-retired-{int(time.time())}", M.TAG_ERROR: why}
+        )
+        self.tracker.finish(run_id, "FAILED")
 
     def _weights(self, ckpt, job: Job) -> str | None:
         """Where the run's final weights are (the cache for a shared job, the trial's final
