@@ -445,7 +445,14 @@ def run_jobs(
         grid = tuner.fit()
     if interrupt.received:
         raise SweepInterrupted(f"Tune stopped the trials of {name} and saved its state")
-    return _failures(grid, plan)
+    failed = _failures(grid, plan)
+    catching_up = TrackingCallback(tracker, parent, plan)  # Tune's copy saved what it missed
+    if not catching_up.catch_up():
+        failed["tracking"] = (
+            f"{len(catching_up._backlog)} events not logged to {tracker.tracking_uri} (kept in "
+            f"{catching_up.backlog_path}); run the same command once the store answers"
+        )
+    return failed
 
 
 def tune_settings(plan: Plan) -> dict[str, str]:
@@ -896,9 +903,27 @@ def _drive(
     plan: Plan, address: str | None, fresh: bool, num_cpus: int | None, verbose: bool
 ) -> SweepResult:
     """``run_sweep`` once its checks passed and its lock is held."""
+    with _env_defaults(MLFLOW_FAIL_FAST):
+        return _drive_tracked(plan, address, fresh, num_cpus, verbose)
+
+
+# A tracking server that stops answering fails a call in about 30 s (3 tries of 10 s), not
+# MLflow's 8 minutes of retries (7 tries, 120 s each, backoff 2): the sweep says so and goes
+# on (``TrackingCallback``).
+MLFLOW_FAIL_FAST = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def _drive_tracked(
+    plan: Plan, address: str | None, fresh: bool, num_cpus: int | None, verbose: bool
+) -> SweepResult:
     import ray
 
     from skipnet_sweep.sweep.progress import opening_line
+    from skipnet_sweep.sweep.ray_jobs import store_errors
 
     tracker = tracker_for(plan)
     print(opening_line(plan), flush=True)
@@ -917,17 +942,27 @@ def _drive(
         parent = open_parent(plan, tracker, fresh)
         tracker.client.update_run(parent, status="RUNNING")
         failed = run_jobs(plan, tracker, parent, fresh, verbose)
-        result = update_frontier(tracker, parent, plan)
+        try:
+            result = update_frontier(tracker, parent, plan)
+            tracker.finish(parent, "FAILED" if failed else "FINISHED")
+        except store_errors() as err:
+            # Every job's result is in storage: the next run logs them and the frontier.
+            result = SweepResult(parent)
+            failed["frontier"] = (
+                f"not computed: the tracking store failed ({type(err).__name__}); run the "
+                "same command once it answers"
+            )
         result.failed = failed
-        tracker.finish(parent, "FAILED" if failed else "FINISHED")
         return result
     except KeyboardInterrupt:
         if parent is not None:
-            tracker.end_killed(parent)
+            with contextlib.suppress(*store_errors()):
+                tracker.end_killed(parent)
         raise
     except BaseException:
         if parent is not None:  # a crash of the driver itself: the parent run says so
-            tracker.finish(parent, "FAILED")
+            with contextlib.suppress(*store_errors()):
+                tracker.finish(parent, "FAILED")
         raise
     finally:
         ray.shutdown()
