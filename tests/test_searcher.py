@@ -358,3 +358,17 @@ def test_a_rejected_start_trains_the_shared_job_again_then_the_job(tmp_path) -> 
     assert [c for _, c in again] == [{"job": sp, "attempt": 1}]
     searcher.on_trial_complete(again[0][0], RESULT)
     assert [c for _, c in _drain(searcher, "w")] == [{"job": hrl[0][1]["job"], "attempt": 1}]
+
+
+def test_dry_run_says_how_many_worker_groups_run_at_once_and_in_which_order(tmp_path) -> None:
+    from sweep_helpers import cli
+
+    space = write_space(tmp_path, changes={"resources": {"sp": {"workers": 2, "cpu": 1}}})
+    plan = make_plan(load_space(str(space)))
+    code, out, _ = cli(["--space", str(space), "--dry-run", "--num-cpus", "3"])
+    assert code == 0
+    order = ", ".join(j.id for j in plan.shared_jobs)
+    assert (
+        f"  shared worker groups (2 workers x 1 CPU each): 1 at a time on 3 CPUs (--num-cpus), "
+        f"in this order: {order}; the trials use what they leave"
+    ) in out.splitlines()

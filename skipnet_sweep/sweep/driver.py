@@ -132,6 +132,30 @@ def _requests(plan: Plan) -> list[tuple[str, float, str]]:
     ]
 
 
+def worker_group_order(plan: Plan, cpus: float | None, gpus: float, where: str) -> str | None:
+    """One line for ``--dry-run``: how many data-parallel shared jobs run at once on
+    ``cpus``/``gpus`` (None: a cluster's, unknown before it is joined) and in which order
+    (the searcher's, ``JobSearcher.footprint``); None when shared jobs are not data-parallel."""
+    res = plan.space.resources.sp
+    if not res.data_parallel or not plan.shared_jobs:
+        return None
+    order = ", ".join(j.id for j in plan.shared_jobs)
+    group = f"{res.workers} workers x {res.cpu:g} CPU" + (f", {res.gpu:g} GPU" if res.gpu else "")
+    if cpus is None:
+        at_once = "as many at once as the cluster's CPUs and GPUs hold"
+    else:
+        fit = [cpus // (res.workers * res.cpu) if res.cpu else math.inf]
+        if res.gpu:
+            fit.append(gpus // (res.workers * res.gpu))
+        n = int(min(fit))
+        gpu = f", {gpus:g} GPUs" if res.gpu else ""
+        at_once = f"{n} at a time on {cpus:g} CPUs{gpu} ({where})"
+    return (
+        f"  shared worker groups ({group} each): {at_once}, in this order: {order}; "
+        "the trials use what they leave"
+    )
+
+
 def check_fits(plan: Plan, cpus: float, gpus: float, where: str) -> None:
     """Refuse a trial or a shared job's worker group that ``cpus``/``gpus`` cannot hold: Tune
     or Ray Train would wait for it forever."""
