@@ -280,11 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         _error(err)
         return 2
     if args.dry_run:
-        from skipnet_sweep.sweep.driver import tracker_for
+        from skipnet_sweep.sweep.driver import tracker_for, worker_group_order
 
         if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
             print("\n".join(summary(plan)))
         print(plan.describe())
+        cluster = args.address or os.environ.get("RAY_ADDRESS")
+        order = worker_group_order(
+            plan,
+            None if cluster else (args.num_cpus or os.cpu_count() or 1),
+            0 if cluster else _local_gpus(),
+            "--num-cpus" if args.num_cpus else "this machine",
+        )
+        if order:
+            print(order)
         t = tracker_for(plan)
         print(f"  MLflow: {t.tracking_uri}, experiment {t.experiment!r}")
         if missing:
@@ -320,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(result.failed)} failed:")
         for tid, why in sorted(result.failed.items()):
             print(f"  {tid}: {why}")
+        print("  run the same command to retry them (it runs every job that has not finished)")
     print(
         f"MLflow: {tracker.tracking_uri} (experiment {tracker.experiment!r}, parent run {result.parent_run_id})"
     )
@@ -333,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"
     )
     return 1 if result.failed else 0
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _resume_command(argv: list[str]) -> str:

@@ -15,7 +15,8 @@ from sweep_helpers import write_space
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
-from skipnet_sweep.sweep.searcher import ERROR, JobSearcher
+from skipnet_sweep.sweep.ray_jobs import STEP
+from skipnet_sweep.sweep.searcher import AGAIN, ERROR, JobSearcher
 
 RESULT = {M.TOP1: 50.0, M.FLOPS_MEAN: 1e6}
 
@@ -249,3 +250,125 @@ def test_asha_counts_evaluations_not_the_training_logs_reported_between_them(
                     assert kind == "eval"
                     stopped[name] = evaluation
     assert stopped == {"bad": 4}
+
+
+# --- shared jobs scheduled to fit (issue 24, item 1) -------------------------------------
+
+
+def _data_parallel_plan(folder: Path):
+    # fashion_mnist's shape: baseline and SP each on a worker group of 2 x 1 CPU.
+    return _plan(
+        folder,
+        **{
+            "resources": {"sp": {"workers": 2, "cpu": 1}, "trial": {"cpu": 1}},
+            "max_concurrent_trials": 2,
+            "baselines": {"act": {"tau": [0.1], "iterations": 2}},
+        },
+    )
+
+
+def test_data_parallel_shared_jobs_start_only_when_their_worker_group_fits(tmp_path) -> None:
+    plan = _data_parallel_plan(tmp_path)
+    cpus = {"CPU": 2.0}
+    searcher = JobSearcher(plan, 2, capacity=lambda: cpus)
+    first = _drain(searcher)
+    # Tune would start both (each trial reserves no CPU): 2 worker groups of 2 on 2 CPUs.
+    assert [c["job"] for _, c in first] == [plan.shared_jobs[0].id]
+    searcher.on_trial_complete(first[0][0], RESULT)
+    second = _drain(searcher, "u")
+    # The SP's group fits once the baseline's is gone; ACT (from the baseline) waits
+    # behind it rather than take one of the CPUs it needs.
+    assert [c["job"] for _, c in second] == [plan.shared_jobs[1].id]
+    searcher.on_trial_complete(second[0][0], RESULT)
+    # Then the trials use the CPUs: two at a time on 2 CPUs.
+    assert len(_drain(searcher, "v")) == 2
+
+
+def test_trials_use_what_the_worker_groups_leave(tmp_path) -> None:
+    plan = _data_parallel_plan(tmp_path)
+    searcher = JobSearcher(plan, None, capacity=lambda: {"CPU": 3.0})
+    first = _drain(searcher)
+    assert [c["job"] for _, c in first] == [plan.shared_jobs[0].id]  # 2 of 3 CPUs
+    searcher.on_trial_complete(first[0][0], RESULT)
+    sp, act = (c["job"] for _, c in _drain(searcher, "u"))
+    # SP's group (2 CPUs) and ACT's trial (1 CPU) together fill the 3 CPUs.
+    assert sp == plan.shared_jobs[1].id and plan.job(act).method == "act"
+
+
+def test_a_worker_group_larger_than_the_cluster_waits_with_one_line(tmp_path, capsys) -> None:
+    plan = _data_parallel_plan(tmp_path)
+    cluster = {"CPU": 1.0}
+    searcher = JobSearcher(plan, 2, capacity=lambda: cluster)
+    assert _drain(searcher) == [] and _drain(searcher) == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"waiting: {plan.shared_jobs[0].id} needs 2 CPUs at once (its worker group), the "
+        "cluster has 1; it starts when the cluster grows"
+    ]
+    cluster["CPU"] = 4.0  # a node joined: both groups fit
+    searcher._seen = None  # (read again at once, not after the few seconds' cache)
+    assert [c["job"] for _, c in _drain(searcher)] == [j.id for j in plan.shared_jobs]
+
+
+# --- failed jobs are failed until they succeed (issue 24, item 3) ------------------------
+
+
+def test_a_resumed_search_retries_errored_jobs_and_what_they_blocked(tmp_path) -> None:
+    plan = _plan(tmp_path)
+    searcher = JobSearcher(plan)
+    first = dict((c["job"].split("-")[0], t) for t, c in _drain(searcher))
+    searcher.on_trial_complete(first["baseline"], RESULT)
+    searcher.on_trial_complete(first["sp"], error=True)  # e.g. the disk was full
+    assert searcher.suggest("x") == Searcher.FINISHED and len(searcher.blocked()) == 4
+    state = tmp_path / "searcher.json"
+    searcher.save(str(state))
+    resumed = JobSearcher(plan)
+    resumed.restore(str(state))
+    # Tune resumes the errored SP trial (resume_errored); the HRL jobs wait for it again.
+    assert resumed.blocked() == {} and resumed.suggest("y") is None
+    resumed.on_trial_complete(first["sp"], RESULT)
+    assert len(_drain(resumed, "z")) == 4
+
+
+def test_a_job_that_stopped_itself_stays_failed_on_resume(tmp_path) -> None:
+    plan = _plan(tmp_path)
+    searcher = JobSearcher(plan)
+    first = dict((c["job"].split("-")[0], t) for t, c in _drain(searcher))
+    searcher.on_trial_complete(first["baseline"], RESULT)
+    searcher.on_trial_complete(first["sp"], {ERROR: "loss became nan at step 3"})
+    _drain(searcher)
+    state = tmp_path / "searcher.json"
+    searcher.save(str(state))
+    resumed = JobSearcher(plan)
+    resumed.restore(str(state))
+    assert resumed.suggest("y") == Searcher.FINISHED and len(resumed.blocked()) == 4
+
+
+def test_a_rejected_start_trains_the_shared_job_again_then_the_job(tmp_path) -> None:
+    plan = _plan(tmp_path)
+    searcher = JobSearcher(plan)
+    first = dict((c["job"].split("-")[0], t) for t, c in _drain(searcher))
+    for trial in first.values():
+        searcher.on_trial_complete(trial, RESULT)
+    hrl = _drain(searcher, "u")
+    sp = plan.shared_jobs[1].id
+    searcher.on_trial_complete(hrl[0][0], {AGAIN: sp, STEP: 0})
+    again = _drain(searcher, "v")
+    # The SP first (in a trial folder of its own), the HRL job only once it is done.
+    assert [c for _, c in again] == [{"job": sp, "attempt": 1}]
+    searcher.on_trial_complete(again[0][0], RESULT)
+    assert [c for _, c in _drain(searcher, "w")] == [{"job": hrl[0][1]["job"], "attempt": 1}]
+
+
+def test_dry_run_says_how_many_worker_groups_run_at_once_and_in_which_order(tmp_path) -> None:
+    from sweep_helpers import cli
+
+    space = write_space(tmp_path, changes={"resources": {"sp": {"workers": 2, "cpu": 1}}})
+    plan = make_plan(load_space(str(space)))
+    code, out, _ = cli(["--space", str(space), "--dry-run", "--num-cpus", "3"])
+    assert code == 0
+    order = ", ".join(j.id for j in plan.shared_jobs)
+    assert (
+        f"  shared worker groups (2 workers x 1 CPU each): 1 at a time on 3 CPUs (--num-cpus), "
+        f"in this order: {order}; the trials use what they leave"
+    ) in out.splitlines()

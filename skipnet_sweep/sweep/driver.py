@@ -132,6 +132,30 @@ def _requests(plan: Plan) -> list[tuple[str, float, str]]:
     ]
 
 
+def worker_group_order(plan: Plan, cpus: float | None, gpus: float, where: str) -> str | None:
+    """One line for ``--dry-run``: how many data-parallel shared jobs run at once on
+    ``cpus``/``gpus`` (None: a cluster's, unknown before it is joined) and in which order
+    (the searcher's, ``JobSearcher.footprint``); None when shared jobs are not data-parallel."""
+    res = plan.space.resources.sp
+    if not res.data_parallel or not plan.shared_jobs:
+        return None
+    order = ", ".join(j.id for j in plan.shared_jobs)
+    group = f"{res.workers} workers x {res.cpu:g} CPU" + (f", {res.gpu:g} GPU" if res.gpu else "")
+    if cpus is None:
+        at_once = "as many at once as the cluster's CPUs and GPUs hold"
+    else:
+        fit = [cpus // (res.workers * res.cpu) if res.cpu else math.inf]
+        if res.gpu:
+            fit.append(gpus // (res.workers * res.gpu))
+        n = int(min(fit))
+        gpu = f", {gpus:g} GPUs" if res.gpu else ""
+        at_once = f"{n} at a time on {cpus:g} CPUs{gpu} ({where})"
+    return (
+        f"  shared worker groups ({group} each): {at_once}, in this order: {order}; "
+        "the trials use what they leave"
+    )
+
+
 def check_fits(plan: Plan, cpus: float, gpus: float, where: str) -> None:
     """Refuse a trial or a shared job's worker group that ``cpus``/``gpus`` cannot hold: Tune
     or Ray Train would wait for it forever."""
@@ -376,7 +400,8 @@ def _storage_for_job(plan: Plan, job) -> list[Path | str]:
 def _trial_dirname(trial, plan: Plan) -> str:
     config = trial.config
     if config.get("job"):
-        return config["job"][:120]
+        again = f"-again{config['attempt']}" if config.get("attempt") else ""
+        return config["job"][:120] + again
     return f"{config['method']}-optuna{config.get('optuna_trial', '')}"
 
 
@@ -389,7 +414,7 @@ def run_jobs(
 
     from skipnet_sweep.sweep.progress import ProgressCallback
     from skipnet_sweep.sweep.ray_jobs import TrackingCallback, stage_trial, trial_resources
-    from skipnet_sweep.sweep.searcher import JobSearcher, SharedAwareASHA
+    from skipnet_sweep.sweep.searcher import JobSearch, JobSearcher, SharedAwareASHA
 
     space = plan.space
     name = f"sweep-{plan.sweep_id}"
@@ -419,7 +444,7 @@ def run_jobs(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=JobSearcher(plan, space.max_concurrent_trials),
+                search_alg=JobSearch(JobSearcher(plan, space.max_concurrent_trials)),
                 num_samples=-1,
                 scheduler=scheduler,
                 trial_dirname_creator=partial(_trial_dirname, plan=plan),
@@ -444,7 +469,14 @@ def run_jobs(
         grid = tuner.fit()
     if interrupt.received:
         raise SweepInterrupted(f"Tune stopped the trials of {name} and saved its state")
-    return _failures(grid, plan)
+    failed = _failures(grid, plan)
+    catching_up = TrackingCallback(tracker, parent, plan)  # Tune's copy saved what it missed
+    if not catching_up.catch_up():
+        failed["tracking"] = (
+            f"{len(catching_up._backlog)} events not logged to {tracker.tracking_uri} (kept in "
+            f"{catching_up.backlog_path}); run the same command once the store answers"
+        )
+    return failed
 
 
 def tune_settings(plan: Plan) -> dict[str, str]:
@@ -486,21 +518,33 @@ def _env_defaults(settings: dict[str, str]) -> Iterator[None]:
 
 
 def _failures(grid, plan: Plan) -> dict[str, str]:
-    """Why each job failed, and which jobs never ran because a job they need failed."""
-    from skipnet_sweep.sweep.searcher import ERROR
+    """Why each job of the plan has not finished: its trial failed, or it never ran (what
+    it starts from failed, or it waits to be trained again). A job counts as finished once
+    one of its trials did, so a job retried by a later run is failed only until it succeeds."""
+    from skipnet_sweep.sweep.searcher import AGAIN, ERROR
 
     out: dict[str, str] = {}
-    ran = set()
+    done = set()
     for r in grid:
         job = plan.job_of(r.config)
-        ran.add(job.id)
+        metrics = r.metrics or {}
         if r.error is not None:
-            out[job.id] = str(r.error).strip().splitlines()[-1][:300]
-        elif r.metrics and ERROR in r.metrics:
-            out[job.id] = str(r.metrics[ERROR])
-    for job in plan.jobs:
-        if job.id not in ran and job.needs in out:
-            out[job.id] = f"not run: it starts from {job.needs}, which failed"
+            out.setdefault(job.id, str(r.error).strip().splitlines()[-1][:300])
+        elif ERROR in metrics:
+            out.setdefault(job.id, str(metrics[ERROR]))
+        elif AGAIN in metrics:
+            out.setdefault(job.id, f"waits for {metrics[AGAIN]}, whose cache entry was set aside")
+        else:
+            done.add(job.id)
+    for job_id in done:
+        out.pop(job_id, None)
+    for job in plan.jobs:  # in plan order: what a job needs is listed before it
+        if job.id in done or job.id in out:
+            continue
+        if job.needs in out:
+            out[job.id] = f"not run: it starts from {job.needs}, which has not finished"
+        else:
+            out[job.id] = "not run"
     return out
 
 
@@ -887,9 +931,27 @@ def _drive(
     plan: Plan, address: str | None, fresh: bool, num_cpus: int | None, verbose: bool
 ) -> SweepResult:
     """``run_sweep`` once its checks passed and its lock is held."""
+    with _env_defaults(MLFLOW_FAIL_FAST):
+        return _drive_tracked(plan, address, fresh, num_cpus, verbose)
+
+
+# A tracking server that stops answering fails a call in about 30 s (3 tries of 10 s), not
+# MLflow's 8 minutes of retries (7 tries, 120 s each, backoff 2): the sweep says so and goes
+# on (``TrackingCallback``).
+MLFLOW_FAIL_FAST = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def _drive_tracked(
+    plan: Plan, address: str | None, fresh: bool, num_cpus: int | None, verbose: bool
+) -> SweepResult:
     import ray
 
     from skipnet_sweep.sweep.progress import opening_line
+    from skipnet_sweep.sweep.ray_jobs import store_errors
 
     tracker = tracker_for(plan)
     print(opening_line(plan), flush=True)
@@ -908,17 +970,27 @@ def _drive(
         parent = open_parent(plan, tracker, fresh)
         tracker.client.update_run(parent, status="RUNNING")
         failed = run_jobs(plan, tracker, parent, fresh, verbose)
-        result = update_frontier(tracker, parent, plan)
+        try:
+            result = update_frontier(tracker, parent, plan)
+            tracker.finish(parent, "FAILED" if failed else "FINISHED")
+        except store_errors() as err:
+            # Every job's result is in storage: the next run logs them and the frontier.
+            result = SweepResult(parent)
+            failed["frontier"] = (
+                f"not computed: the tracking store failed ({type(err).__name__}); run the "
+                "same command once it answers"
+            )
         result.failed = failed
-        tracker.finish(parent, "FAILED" if failed else "FINISHED")
         return result
     except KeyboardInterrupt:
         if parent is not None:
-            tracker.end_killed(parent)
+            with contextlib.suppress(*store_errors()):
+                tracker.end_killed(parent)
         raise
     except BaseException:
         if parent is not None:  # a crash of the driver itself: the parent run says so
-            tracker.finish(parent, "FAILED")
+            with contextlib.suppress(*store_errors()):
+                tracker.finish(parent, "FAILED")
         raise
     finally:
         ray.shutdown()

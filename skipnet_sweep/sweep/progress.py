@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.ray_jobs import CACHED, STEP, TOTAL_STEPS
-from skipnet_sweep.sweep.searcher import ERROR
+from skipnet_sweep.sweep.searcher import AGAIN, ERROR
 
 # A job that trains without evaluating says where it is at least this often (seconds).
 LINE_EVERY = 60.0
@@ -218,6 +218,11 @@ class ProgressCallback(_tune_callback_base()):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
+        if AGAIN in result:  # not done: it runs again once what it needs is trained again
+            self._running.pop(trial.trial_id, None)
+            stage, what = job_label(self.plan, trial.config)
+            self._print(f"   {stage} {what}: waits: {str(result.get('cache_rejected'))[:200]}")
+            return
         if ERROR in result:
             self._line(trial, f"FAILED: {str(result[ERROR])[:80]}")
         else:

@@ -18,6 +18,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from skipnet_sweep.runner import run_stage
 from skipnet_sweep.stages import NonFiniteLossError, StageConfig
 from skipnet_sweep.sweep import cache, ray_private
 from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
-from skipnet_sweep.sweep.searcher import ERROR, EVALUATION
+from skipnet_sweep.sweep.searcher import AGAIN, ERROR, EVALUATION
 from skipnet_sweep.sweep.storage import Storage
 
 if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it (~1.6 s)
@@ -52,7 +53,7 @@ TUNE_KEYS = frozenset(
         "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
         "timesteps_since_restore", "done", "final", "checkpoint_path", "node_ip", "hostname",
         "date", "trial_id", "experiment_tag", "config", CACHED, CACHE_REJECTED, STEP,
-        TOTAL_STEPS, EVALUATION,
+        TOTAL_STEPS, EVALUATION, AGAIN,
     )
 )  # fmt: skip
 
@@ -381,9 +382,33 @@ def _run_shared(job: Job, plan: Plan) -> None:
 # --- trials -------------------------------------------------------------------------------
 
 
+def rejected_start(job: Job, plan: Plan) -> str | None:
+    """Check the cache entry ``job`` starts from (its shared job's) where it is loaded: None
+    when it is that job's own; else it is set aside (a wrong or damaged entry: swapped for
+    another checkpoint, cut short, gone), with the shared job's Ray Train run, so that job
+    trains again, and the reason is returned in one line."""
+    if job.needs is None or not plan.job(job.needs).shared:
+        return None
+    needed = plan.job(job.needs)
+    entry = plan.checkpoint(needed)
+    payload, why = cache.verify(entry, needed, plan.store)
+    if payload is not None:
+        return None
+    where = "moved aside"
+    try:
+        if plan.store.exists(str(entry).rsplit("/", 1)[0]):
+            where = f"moved to {cache.set_aside(entry, plan.store)}"
+    except OSError:  # another trial that starts from it moved it first
+        pass
+    plan.store.remove(plan.store.path("train", needed.id))  # not resumed: trained anew
+    return f"{why}; {where}; {needed.id} is trained again, then this job"
+
+
 def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
     """One job in one process, resumed from its last checkpoint. A shared job publishes its
-    final weights to the cache before its final report; ``extra`` goes with that report."""
+    final weights to the cache before its final report; ``extra`` goes with that report. A
+    job whose start (a shared job's cache entry) is wrong or damaged reports ``AGAIN`` and
+    ends: the searcher runs that shared job again, then this job."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
@@ -399,7 +424,13 @@ def _run_trial(job: Job, plan: Plan, extra: dict | None = None) -> None:
             if again:
                 tune.report(json.loads((restored / FINAL_FILE).read_text()))
             return
-        _train_trial(job, plan, _resume_file(restored), extra, again)
+        resume = _resume_file(restored)
+        # Only a job that starts (no state of its own to resume) loads what it starts from.
+        why = rejected_start(job, plan) if resume is None else None
+        if why is not None:
+            tune.report({AGAIN: job.needs, CACHE_REJECTED: why, STEP: 0})
+            return
+        _train_trial(job, plan, resume, extra, again)
 
 
 def _train_trial(
@@ -534,6 +565,68 @@ class _Logged:
     keys: set[str]  # the metric keys logged at ``step``
 
 
+BACKLOG_FILE = "tracking_backlog.json"  # what the callback could not log, for the next run
+RETRY_S = 30.0  # how often a store that failed is tried again while the sweep runs
+
+
+@dataclass
+class _Seen:
+    """What the callback reads of a Tune trial at one event, kept (as JSON) while the
+    tracking store is down and replayed once it answers: it reads like the trial."""
+
+    trial_id: str
+    config: dict
+    last_result: dict
+    checkpoint_uri: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, trial, error: bool = False) -> _Seen:
+        ckpt = getattr(trial, "checkpoint", None)
+        uri = None
+        if ckpt is not None:
+            kind = ckpt.filesystem.type_name
+            uri = ckpt.path if kind == "local" else f"{kind}://{ckpt.path.lstrip('/')}"
+        err = trial.get_error() if error else None
+        return cls(
+            trial.trial_id,
+            _plain(trial.config),
+            _plain(getattr(trial, "last_result", None) or {}),
+            uri,
+            str(err).strip().splitlines()[-1] if err else ("trial errored" if error else None),
+        )
+
+    @property
+    def checkpoint(self):
+        if self.checkpoint_uri is None:
+            return None
+        from ray import tune
+
+        return tune.Checkpoint(self.checkpoint_uri)
+
+    def get_error(self) -> str | None:
+        return self.error
+
+
+def _plain(d: dict) -> dict:
+    """The JSON-able entries of a result or config (Tune adds a few objects)."""
+    return {
+        k: v
+        for k, v in d.items()
+        if isinstance(v, str | int | float | bool | type(None)) or (k == "sample")
+    }
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a tracking store that fails raises: a server down or slow, a full disk, a
+    locked sqlite file (MLflow wraps some, not all)."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError
+
+
 class TrackingCallback(_tune_callback_base()):
     """Logs every trial of the sweep to its own nested MLflow run: created when the trial
     starts (RUNNING), each report logged as it comes (training curves between evaluations,
@@ -551,6 +644,11 @@ class TrackingCallback(_tune_callback_base()):
         self.parent = parent
         self.plan = plan
         self._runs: dict[str, _Logged] = {}  # by Tune trial id
+        # Events the store missed, in order ((event, _Seen, result)); saved beside the
+        # sweep's state so that the next run logs them if this one cannot.
+        self._backlog: list[tuple[str, _Seen, dict | None]] = []
+        self._down_since: float | None = None  # when the store last failed
+        self._loaded = False
 
     def __getstate__(self) -> dict:
         return {"tracker": self.tracker, "parent": self.parent, "plan": self.plan}
@@ -614,13 +712,121 @@ class TrackingCallback(_tune_callback_base()):
             self._runs[trial.trial_id] = _Logged(run_id, last, done, job, logged)
         return self._runs[trial.trial_id]
 
+    # --- a store that fails: the sweep goes on, the missed events are logged later -----
+
+    @property
+    def backlog_path(self) -> Path:
+        return self.plan.store.local_dir(self.plan.sweep_id) / BACKLOG_FILE
+
+    def _event(self, kind: str, seen: _Seen, result: dict | None = None) -> None:
+        """Log one event; while the store fails, keep it (and every later one, in order)
+        and try the store again every ``RETRY_S`` seconds."""
+        if not self._loaded:
+            self._loaded = True
+            self._backlog = self._saved() + self._backlog
+        self._backlog.append((kind, seen, result))
+        if self._down_since is not None and time.monotonic() - self._down_since < RETRY_S:
+            self._save()
+            return
+        self.flush()
+
+    def flush(self) -> bool:
+        """Log what the store missed; True once nothing is left."""
+        missed = len(self._backlog)
+        while self._backlog:
+            kind, seen, result = self._backlog[0]
+            try:
+                self._handle(kind, seen, result)
+            except store_errors() as err:
+                if self._down_since is None:
+                    reason = " ".join(str(err).split())[:160] or type(err).__name__
+                    print(
+                        f"warning: the tracking store {self.tracker.tracking_uri} failed "
+                        f"({type(err).__name__}: {reason}); training and checkpoints go on, "
+                        "and what it misses is logged once it answers again (or when the "
+                        "same command runs next)",
+                        flush=True,
+                    )
+                self._down_since = time.monotonic()
+                self._save()
+                return False
+            self._backlog.pop(0)
+        if self._down_since is not None or missed > 1:
+            print(
+                f"the tracking store {self.tracker.tracking_uri} answers again: logged the "
+                f"{missed} events it missed",
+                flush=True,
+            )
+        self._down_since = None
+        self._save()
+        return True
+
+    def _handle(self, kind: str, seen: _Seen, result: dict | None) -> None:
+        if kind == "start":
+            self._run(seen)
+        elif kind == "result":
+            self._on_result(seen, result or {})
+        elif kind == "complete":
+            self._on_complete(seen)
+        else:
+            self._on_error(seen)
+
+    def _saved(self) -> list:
+        path = self.backlog_path
+        if not path.is_file():
+            return []
+        try:
+            items = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [(kind, _Seen(**seen), result) for kind, seen, result in items]
+
+    def _save(self) -> None:
+        path = self.backlog_path
+        try:
+            if not self._backlog:
+                path.unlink(missing_ok=True)
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            items = [(kind, seen.__dict__, result) for kind, seen, result in self._backlog]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(items))
+            tmp.replace(path)
+        except OSError:  # a full disk: kept in memory for this run
+            pass
+
+    def catch_up(self) -> bool:
+        """Log what an earlier run of this sweep (or this one) could not, quietly if the
+        store still fails (its failure was said); True once nothing is left."""
+        self._loaded = True
+        self._backlog = self._saved() + self._backlog
+        if not self._backlog:
+            return True
+        self._down_since = time.monotonic()
+        return self.flush()
+
+    def on_experiment_end(self, trials, **info):
+        if self._backlog:
+            self.flush()
+
+    # --- Tune's calls ---------------------------------------------------------------------
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run(trial)
+        self._event("start", _Seen.of(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._event("result", _Seen.of(trial), _plain(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._event("complete", _Seen.of(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._event("error", _Seen.of(trial, error=True))
+
+    def _on_result(self, trial, result: dict) -> None:
         entry = self._run(trial)
         step = result.get(STEP)
-        if step is None or ERROR in result or entry.done:
+        if step is None or ERROR in result or AGAIN in result or entry.done:
             return
         if entry.step < 0 and result.get("node_ip"):
             # Where the trial ran: placement on a cluster is visible from MLflow.
@@ -642,7 +848,7 @@ class TrackingCallback(_tune_callback_base()):
                 self.tracker.log_metrics(entry.run_id, new, step)
                 entry.keys |= set(new)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def _on_complete(self, trial) -> None:
         entry = self._run(trial)
         run_id, job = entry.run_id, entry.job
         if entry.done:  # recorded in full by an earlier driver
@@ -651,6 +857,15 @@ class TrackingCallback(_tune_callback_base()):
         if ERROR in result:
             self.tracker.set_tags(run_id, {M.TAG_ERROR: result[ERROR]})
             self.tracker.finish(run_id, "FAILED")
+            return
+        if AGAIN in result:
+            # Both runs again from the start, as new runs: these are kept, retired.
+            why = str(result.get(CACHE_REJECTED, ""))[:400]
+            self.retire(run_id, job.id, f"its start was rejected: {why}")
+            needed = self.tracker.find(M.TAG_TRIAL_ID, result[AGAIN], self.parent)
+            if needed is not None and self.tracker.status(needed) == "FINISHED":
+                self.retire(needed, result[AGAIN], f"its cache entry was rejected: {why}")
+            self._runs.pop(trial.trial_id, None)
             return
         # Its final checkpoint, which Tune's restored state may name after its deletion.
         ckpt = _surviving(trial.checkpoint) if trial.checkpoint is not None else None
@@ -664,6 +879,14 @@ class TrackingCallback(_tune_callback_base()):
         if weights is not None:
             self.tracker.set_tags(run_id, {M.TAG_CHECKPOINT: weights})
         self.tracker.finish(run_id, "FINISHED")
+
+    def retire(self, run_id: str, job_id: str, why: str) -> None:
+        """Keep a run that will run again from the start but no longer find it by its job
+        (its trial-id tag renamed), FAILED with the reason: the rerun is a run of its own."""
+        self.tracker.set_tags(
+            run_id, {M.TAG_TRIAL_ID: f"{job_id}-retired-{int(time.time())}", M.TAG_ERROR: why}
+        )
+        self.tracker.finish(run_id, "FAILED")
 
     def _weights(self, ckpt, job: Job) -> str | None:
         """Where the run's final weights are (the cache for a shared job, the trial's final
@@ -693,10 +916,9 @@ class TrackingCallback(_tune_callback_base()):
             local = restored / M.ARTIFACT_DIR if restored is not None else None
             yield local if local is not None and local.is_dir() else None
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def _on_error(self, trial) -> None:
         run_id = self._run(trial).run_id
-        err = trial.get_error()
-        msg = str(err).strip().splitlines()[-1] if err else "trial errored"
+        msg = trial.get_error() or "trial errored"
         self.tracker.set_tags(run_id, {M.TAG_ERROR: msg[:500]})
         self.tracker.finish(run_id, "FAILED")
 

@@ -58,6 +58,11 @@ def check() -> None:
             "self.current_checkpoint_index",
         ),
     ]
+    from ray.tune.search import SearchGenerator
+
+    read.append(
+        (SearchGenerator.get_state, "ray.tune SearchGenerator state's finished", '"finished"')
+    )
     for function, what, text in read:
         if text not in inspect.getsource(function):
             _refuse(ray.__version__, what)
@@ -75,6 +80,14 @@ def mix_into_trainable(function: Any, *classes: type) -> None:
     ``__mixins__`` as bases (ray/tune/trainable/function_trainable.py): how ``restore`` is
     overridden for a function."""
     function.__mixins__ = classes
+
+
+def reopened(search_state: dict) -> dict:
+    """A ``SearchGenerator``'s saved state as a restore should take it: not finished. Tune
+    saves that the search finished (ray/tune/search/search_generator.py, ``get_state``'s
+    ``"finished"``), and a restored experiment would never ask the searcher again, so the
+    jobs a resumed sweep retries would never start (the searcher says again when it is done)."""
+    return {**search_state, "finished": False}
 
 
 def advance_iteration(trainable: Any, by: int) -> None:

@@ -15,12 +15,15 @@ it already handed out.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import Searcher
+from ray.tune.search import Searcher, SearchGenerator
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.sweep import ray_private
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.space import MAX_STEPS
 
@@ -29,6 +32,9 @@ ERROR = "error"  # key of a trial's result when the stage stopped itself (e.g. N
 # Key of a trial's evaluation results: how many evaluations it has reported. ASHA's time is
 # this count, not Tune's report count, which training logs between evaluations advance too.
 EVALUATION = "evaluation"
+# Key of a trial's result when the cache entry it starts from was rejected (wrong or damaged)
+# and set aside: the shared job that made it, which is trained again before this job reruns.
+AGAIN = "again"
 OBJECTIVES = ((M.TOP1, "maximize"), (M.FLOPS_MEAN, "minimize"))
 
 
@@ -47,17 +53,38 @@ def _sampler(name: str, seed: int):
 class JobSearcher(Searcher):
     """Tune searcher over a plan's jobs (see the module docstring).
 
+    A data-parallel shared job's worker group is asked for inside its trial, where Tune
+    cannot see it (Ray's Train/Tune guide: Tune does not account for the Train workers'
+    resources; limit the trials that run at once). So when shared jobs are data-parallel,
+    the searcher hands out a job only when it fits what the cluster holds beside the jobs
+    already handed out (``footprint``), and a shared job that does not fit yet holds back
+    the jobs after it (trials would otherwise take the CPUs it waits for). A job larger than
+    the whole cluster (one that may grow) waits with a line saying what for.
+
     Args:
         plan: the sweep plan.
         max_concurrent: at most this many trials at once (None: as many as Tune starts).
+        capacity: the cluster's {"CPU": n, "GPU": n} (default: ``ray.cluster_resources()``,
+            read at most every few seconds).
     """
 
-    def __init__(self, plan: Plan, max_concurrent: int | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        max_concurrent: int | None = None,
+        capacity: Callable[[], dict[str, float]] | None = None,
+    ):
         super().__init__()  # no metric: shared jobs report other things too
         self.plan = plan
         self.max_concurrent = max_concurrent
+        self.capacity = capacity
         self.status = {j.id: PENDING for j in plan.jobs}
         self.reasons: dict[str, str] = {}
+        # Jobs whose trial errored (a full disk, a lost node, a killed process): a resumed
+        # sweep runs them again (``restore``); a job that stopped itself (NaN loss) stays
+        # failed, since it would fail the same way.
+        self.errored: list[str] = []
+        self.attempts: dict[str, int] = {}  # job id -> times it was sent back (``AGAIN``)
         self.trial_job: dict[str, str] = {}  # Tune trial id -> job id
         self.samples: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.told: set[str] = set()  # samples whose result Optuna has
@@ -66,11 +93,13 @@ class JobSearcher(Searcher):
 
     # --- state ---------------------------------------------------------------------------
 
-    _STATE = ("status", "reasons", "trial_job", "samples", "told", "asked")
+    _STATE = ("status", "reasons", "trial_job", "samples", "told", "asked", "errored", "attempts")
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_study"] = None  # reopened from its storage
+        state["capacity"] = None  # read from the cluster this driver joins
+        state.pop("_seen", None)
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -83,10 +112,24 @@ class JobSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path) as f:
             state = json.load(f)
-        for key in self._STATE:
-            setattr(self, key, state[key])
+        for key in self._STATE:  # a state saved before a key existed: its empty value
+            setattr(self, key, state.get(key, type(getattr(self, key))()))
         self.told = set(self.told)
-        # A job that was running when the driver died is re-run by Tune's restore.
+        self.again()
+
+    def again(self) -> None:
+        """A resumed sweep: the jobs whose trial errored run again (Tune resumes their
+        trials, ``resume_errored``), and the jobs they blocked wait for them once more. A job
+        that was running when the driver died is re-run by Tune's restore."""
+        for job_id in self.errored:
+            if self.status.get(job_id) == FAILED:
+                self.status[job_id] = RUNNING
+                self.reasons.pop(job_id, None)
+        self.errored = []
+        for job_id, status in self.status.items():
+            if status == BLOCKED:
+                self.status[job_id] = PENDING
+                self.reasons.pop(job_id, None)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
@@ -122,11 +165,67 @@ class JobSearcher(Searcher):
                 sample[name] = trial.suggest_float(name, spec[1], spec[2], log=spec[3])
         return {"method": method.name, "sample": sample, "optuna_trial": trial.number}
 
-    # --- Tune's calls ------------------------------------------------------------------------
-
     def _running(self) -> int:
         jobs = sum(1 for s in self.status.values() if s == RUNNING)
         return jobs + sum(1 for t in self.samples if t not in self.told)
+
+    # --- what jobs hold ----------------------------------------------------------------------
+
+    def footprint(self, job) -> dict[str, float]:
+        """What a job holds while it runs: a data-parallel shared job its worker group
+        (its trial reserves nothing), any other job its trial's reservation."""
+        res = self.plan.space.resources
+        if job is not None and job.shared and res.sp.data_parallel:
+            return {"CPU": res.sp.workers * res.sp.cpu, "GPU": res.sp.workers * res.sp.gpu}
+        one = res.sp if job is not None and job.shared else res.trial
+        return {"CPU": one.cpu, "GPU": one.gpu}
+
+    def _held(self) -> dict[str, float]:
+        held = {"CPU": 0.0, "GPU": 0.0}
+        running = [self.plan.job(j) for j, s in self.status.items() if s == RUNNING]
+        running += [None for t in self.samples if t not in self.told]  # Optuna's: trials
+        for job in running:
+            for unit, amount in self.footprint(job).items():
+                held[unit] += amount
+        return held
+
+    def _total(self) -> dict[str, float]:
+        now = time.monotonic()
+        seen = getattr(self, "_seen", None)
+        if seen is None or now - seen[0] > 5:
+            if self.capacity is not None:
+                total = self.capacity()
+            else:
+                import ray
+
+                total = ray.cluster_resources()
+            self._seen = seen = (now, {u: float(total.get(u, 0)) for u in ("CPU", "GPU")})
+        return seen[1]
+
+    def _fits(self, job) -> bool:
+        """Whether ``job`` fits beside the jobs handed out (always, unless shared jobs are
+        data-parallel: then Tune sees every reservation itself). A job larger than the whole
+        cluster gets one line saying what it waits for."""
+        if not self.plan.space.resources.sp.data_parallel:
+            return True
+        total, held, need = self._total(), self._held(), self.footprint(job)
+        if all(held[u] + need[u] <= total[u] + 1e-9 for u in need):
+            return True
+        short = [u for u in need if need[u] > total[u] + 1e-9]
+        said = self.__dict__.setdefault("_said", set())
+        name = job.id if job is not None else "an adaptive trial"
+        if short and name not in said:
+            said.add(name)
+            what = " and ".join(f"{need[u]:g} {u}s" for u in short)
+            have = " and ".join(f"{total[u]:g}" for u in short)
+            print(
+                f"waiting: {name} needs {what} at once (its worker group), the cluster has "
+                f"{have}; it starts when the cluster grows",
+                flush=True,
+            )
+        return False
+
+    # --- Tune's calls ------------------------------------------------------------------------
 
     def suggest(self, trial_id: str):
         if self.max_concurrent is not None and self._running() >= self.max_concurrent:
@@ -137,9 +236,16 @@ class JobSearcher(Searcher):
                 continue
             need = self.status.get(job.needs) if job.needs else DONE
             if need == DONE:
+                if not self._fits(job):
+                    if job.shared:
+                        return None  # the jobs after it wait too: they need its CPUs
+                    waiting = True
+                    continue
                 self.status[job.id] = RUNNING
                 self.trial_job[trial_id] = job.id
-                return {"job": job.id}
+                attempt = self.attempts.get(job.id)
+                # A job run again gets a trial folder of its own.
+                return {"job": job.id, **({"attempt": attempt} if attempt else {})}
             if need in (FAILED, BLOCKED):
                 self.status[job.id] = BLOCKED
                 self.reasons[job.id] = f"needs {job.needs}, which failed"
@@ -153,6 +259,8 @@ class JobSearcher(Searcher):
                 self.asked = self.plan.space.search.num_samples  # nothing to sample from
                 self.reasons["optuna"] = "a pre-training job it samples from failed"
                 return Searcher.FINISHED if not waiting else None
+            if not self._fits(None):
+                return None
             config = self._ask()
             self.asked += 1
             self.samples[trial_id] = config["optuna_trial"]
@@ -163,9 +271,19 @@ class JobSearcher(Searcher):
         failed = error or bool(result and ERROR in result)
         if trial_id in self.trial_job:
             job_id = self.trial_job[trial_id]
+            needed = (result or {}).get(AGAIN) if not error else None
+            if needed:
+                # What it starts from was set aside: trained again first, then this job.
+                for again in (needed, job_id):
+                    if again == job_id or self.status.get(again) == DONE:
+                        self.status[again] = PENDING
+                        self.attempts[again] = self.attempts.get(again, 0) + 1
+                return
             self.status[job_id] = FAILED if failed else DONE
             if failed:
                 self.reasons[job_id] = str((result or {}).get(ERROR) or "the trial errored")
+            if error and job_id not in self.errored:
+                self.errored.append(job_id)
         elif trial_id in self.samples and trial_id not in self.told:
             import optuna
 
@@ -181,6 +299,14 @@ class JobSearcher(Searcher):
     def blocked(self) -> dict[str, str]:
         """Jobs that never ran because what they need failed, with the reason."""
         return {j: self.reasons[j] for j, s in self.status.items() if s == BLOCKED}
+
+
+class JobSearch(SearchGenerator):
+    """Tune's wrapper of a searcher, whose restored state is never finished: a resumed sweep
+    asks ``JobSearcher`` again, which hands out the jobs it retries (``JobSearcher.again``)."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(ray_private.reopened(state))
 
 
 class SharedAwareASHA(ASHAScheduler):
