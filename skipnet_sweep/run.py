@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     if not tracker.tracking_uri.startswith("http"):
         print(f"  browse: mlflow ui --backend-store-uri {tracker.tracking_uri} --port 5000")
     print(f"  open: {tracker.ui_url()}")
+    for line in figure_lines(result.figures, tracker, result.parent_run_id):
+        print(line)
     for line in plan.optuna_lines():
         print(line)
     print(
@@ -319,6 +321,28 @@ def main(argv: list[str] | None = None) -> int:
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"
     )
     return 1 if result.failed else 0
+
+
+def figure_lines(figures, tracker, parent: str) -> list[str]:
+    """Where the frontier figures logged to the parent run are, or why they are not.
+
+    Args:
+        figures: the sweep's ``analysis.sweep_figures.LoggedFigures`` (None: none drawn).
+        tracker: the sweep's ``Tracker``.
+        parent: the parent run's id.
+    """
+    if figures is None:
+        return []
+    if figures.error or not figures.images:
+        why = figures.error or "no image"
+        return [f"  frontier figures: not logged to the parent run ({why}); the report draws them"]
+    lines = [
+        f"  frontier figures: {', '.join(figures.images)} in the parent run "
+        f"({figures.seconds:.1f} s): {figures.artifact_uri}",
+        f"  see the frontier: {tracker.artifact_url(parent, figures.images[0])}",
+    ]
+    lines += [f"    not drawn: {name}: {why}" for name, why in figures.skipped.items()]
+    return lines
 
 
 def _resume_command(argv: list[str]) -> str:
