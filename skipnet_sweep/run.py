@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         help="print the plan and what this machine lacks to run it (data, storage), then exit",
     )
     p.add_argument(
+        "--cluster-gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --dry-run: the wall time on a cluster of N GPUs (default: as many as the "
+        "plan uses at once)",
+    )
+    p.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -252,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from skipnet_sweep.sweep.plan import make_plan
 
+        if args.cluster_gpus is not None and (not args.dry_run or args.cluster_gpus < 1):
+            raise SpaceError("--cluster-gpus: a number of GPUs (1 or more), with --dry-run only")
         space = _load(args)
         for notice in space.notices:
             print(notice)
@@ -267,12 +277,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         from skipnet_sweep.sweep.driver import tracker_for
+        from skipnet_sweep.sweep.estimate import estimate_lines
+        from skipnet_sweep.sweep.readiness import data_problems, local_problems
 
         if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
             print("\n".join(summary(plan)))
         print(plan.describe())
         t = tracker_for(plan)
         print(f"  MLflow: {t.tracking_uri}, experiment {t.experiment!r}")
+        print("\n".join(estimate_lines(plan, args.cluster_gpus)))
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        if address:  # the cluster's resources are checked when the run joins it
+            missing += data_problems(space.dataset.name, space.dataset.root)
+        else:
+            missing += local_problems(plan)
         if missing:
             print(f"not ready to run on this machine ({len(missing)}):")
             for problem in missing:
