@@ -50,8 +50,11 @@ LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
 
 def data_problems(name: str, root: str | None) -> list[str]:
     """Why the loaders would not find dataset ``name`` under ``root`` (None: where they
-    look by default); empty when its files are there (or it reads none)."""
-    if name not in LAYOUTS or (root is not None and URI_RE.match(root)):
+    look by default); empty when its files are there (or it reads none), and for a root
+    that is no folder, which ``space.path_problems`` already names."""
+    if name not in LAYOUTS or (
+        root is not None and (URI_RE.match(root) or not os.path.isdir(root))
+    ):
         return []
     folders, names, how = LAYOUTS[name]
     if root is None:
