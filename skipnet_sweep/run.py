@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
         help="print the plan and what this machine lacks to run it (data, storage), then exit",
     )
     p.add_argument(
+        "--cluster-gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --dry-run: the wall time on a cluster of N GPUs (default: as many as the "
+        "plan uses at once)",
+    )
+    p.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -266,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from skipnet_sweep.sweep.plan import make_plan
 
+        if args.cluster_gpus is not None and (not args.dry_run or args.cluster_gpus < 1):
+            raise SpaceError("--cluster-gpus: a number of GPUs (1 or more), with --dry-run only")
         space = _load(args)
         for notice in space.notices:
             print(notice)
@@ -281,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         from skipnet_sweep.sweep.driver import tracker_for, worker_group_order
+        from skipnet_sweep.sweep.estimate import estimate_lines
+        from skipnet_sweep.sweep.readiness import data_problems, local_problems
 
         if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
             print("\n".join(summary(plan)))
@@ -296,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             print(order)
         t = tracker_for(plan)
         print(f"  MLflow: {t.tracking_uri}, experiment {t.experiment!r}")
+        print("\n".join(estimate_lines(plan, args.cluster_gpus)))
+        if cluster:  # the cluster's resources are checked when the run joins it
+            missing += data_problems(space.dataset.name, space.dataset.root)
+        else:
+            missing += local_problems(plan)
         if missing:
             print(f"not ready to run on this machine ({len(missing)}):")
             for problem in missing:
@@ -336,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     if not tracker.tracking_uri.startswith("http"):
         print(f"  browse: mlflow ui --backend-store-uri {tracker.tracking_uri} --port 5000")
     print(f"  open: {tracker.ui_url()}")
+    for line in figure_lines(result.figures, tracker, result.parent_run_id):
+        print(line)
     for line in plan.optuna_lines():
         print(line)
     print(
@@ -349,6 +368,28 @@ def _local_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def figure_lines(figures, tracker, parent: str) -> list[str]:
+    """Where the frontier figures logged to the parent run are, or why they are not.
+
+    Args:
+        figures: the sweep's ``analysis.sweep_figures.LoggedFigures`` (None: none drawn).
+        tracker: the sweep's ``Tracker``.
+        parent: the parent run's id.
+    """
+    if figures is None:
+        return []
+    if figures.error or not figures.images:
+        why = figures.error or "no image"
+        return [f"  frontier figures: not logged to the parent run ({why}); the report draws them"]
+    lines = [
+        f"  frontier figures: {', '.join(figures.images)} in the parent run "
+        f"({figures.seconds:.1f} s): {figures.artifact_uri}",
+        f"  see the frontier: {tracker.artifact_url(parent, figures.images[0])}",
+    ]
+    lines += [f"    not drawn: {name}: {why}" for name, why in figures.skipped.items()]
+    return lines
 
 
 def _resume_command(argv: list[str]) -> str:

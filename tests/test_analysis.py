@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.analysis import figures as F
+from skipnet_sweep.analysis import report as analysis_report
 from skipnet_sweep.analysis.baselines import COLUMNS
 from skipnet_sweep.analysis.report import make_comparison, make_report
 from skipnet_sweep.analysis.runs import (
@@ -28,6 +29,7 @@ from skipnet_sweep.analysis.runs import (
     load_eval,
     load_runs,
 )
+from skipnet_sweep.analysis.sweep_figures import log_frontier_figures
 from skipnet_sweep.pareto import pareto_front
 from skipnet_sweep.report import main as report_main
 
@@ -587,6 +589,50 @@ def test_make_report(sweep: Sweep, tmp_path: Path) -> None:
         result.logged_to
         == (sweep.tmp / "artifacts").as_uri() + f"/{sweep.parent_id}/artifacts/report"
     )
+
+
+def test_frontier_figures_logged_to_the_parent_run_replace_themselves(sweep: Sweep) -> None:
+    """What a sweep logs when it ends: the frontier figures in MACs and in latency, drawn
+    from every finished run, under the parent's report/; logged again (a resumed sweep), the
+    same files are replaced, not added."""
+    client = MlflowClient(tracking_uri=sweep.uri)
+    logged = log_frontier_figures(sweep.parent_id, sweep.uri)
+    assert logged.error is None, logged.error
+    assert logged.images == ["report/pareto.png", "report/pareto_latency.png"]
+    assert {"report/pareto.pdf", "report/pareto.csv"} <= set(logged.files)
+    assert logged.artifact_uri == (
+        (sweep.tmp / "artifacts").as_uri() + f"/{sweep.parent_id}/artifacts/report"
+    )
+    sizes = {a.path: a.file_size for a in client.list_artifacts(sweep.parent_id, "report")}
+    assert all(sizes[f] > 1000 for f in logged.images)
+    # The figures hold the points of the runs: every finished one, the frontier's marked.
+    done = {s.name for s in SPECS if s.status == "FINISHED"}
+    pareto = logged.data["pareto"]
+    assert set(pareto.points["run_id"]) == {sweep.ids[n] for n in done}
+    assert set(pareto.frontier["run_id"]) == {sweep.ids[n] for n in FRONTIER}
+    assert set(logged.data["pareto_latency"].points["run_id"]) == {sweep.ids[n] for n in done}
+    assert logged.seconds < 60
+
+    again = log_frontier_figures(sweep.parent_id, sweep.uri)
+    assert again.error is None and again.files == logged.files
+    after = {a.path: a.file_size for a in client.list_artifacts(sweep.parent_id, "report")}
+    assert set(after) == set(sizes)
+
+
+def test_frontier_figures_that_fail_say_why_and_raise_nothing(
+    sweep: Sweep, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = log_frontier_figures("f" * 32, sweep.uri)
+    assert missing.files == [] and missing.artifact_uri is None
+    assert missing.error.startswith("MlflowException: ") and "\n" not in missing.error
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the figure\nbroke")
+
+    monkeypatch.setattr(analysis_report, "frontier_figures", broken)
+    failed = log_frontier_figures(sweep.parent_id, sweep.uri)
+    assert failed.error == "RuntimeError: the figure broke"
+    assert failed.files == []
 
 
 def test_report_lists_figures_not_made(sweep: Sweep, tmp_path: Path) -> None:

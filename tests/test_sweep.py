@@ -229,6 +229,26 @@ def test_hypervolume_and_pareto_csv_on_the_parent(tiny: Sweep, tmp_path: Path) -
     assert macs == sorted(macs)
 
 
+def test_frontier_figures_in_the_parent_run(tiny: Sweep) -> None:
+    """When run ends, the parent run holds the frontier in MACs and in latency as PNGs, and
+    the summary says where, beside the parent run's URL."""
+    parent = tiny.mlflow.parent().info.run_id
+    client = tiny.mlflow.client
+    sizes = {a.path: a.file_size for a in client.list_artifacts(parent, "report")}
+    for name in ("report/pareto.png", "report/pareto_latency.png"):
+        assert sizes.get(name, 0) > 1000, sizes
+    # The frontier's CSV beside the figure names every run the sweep put on its frontier.
+    with open(client.download_artifacts(parent, "report/pareto.csv", str(tiny.space.parent))) as f:
+        drawn = {row["run_id"] for row in csv.DictReader(f)}
+    front = {r.info.run_id for r in children_rows(tiny) if r.data.tags[M.TAG_PARETO] == "true"}
+    assert drawn == front
+    summary = tiny.out.split("open: ")[1]
+    assert "frontier figures: report/pareto.png, report/pareto_latency.png in the parent run" in (
+        summary
+    )
+    assert f"/runs/{parent}/artifactPath/report/pareto.png" in summary
+
+
 def test_eval_artifacts_on_children(tiny: Sweep, tmp_path: Path) -> None:
     client = tiny.mlflow.client
     for r in tiny.mlflow.children(tiny.mlflow.parent().info.run_id):
@@ -387,6 +407,15 @@ def test_rerun_restores_tune_and_reruns_no_trial(tiny: Sweep, rerun: Rerun) -> N
     for run_id, info in rerun.before.items():
         if info.stage != M.SWEEP_STAGE:  # the parent finishes again; no job runs again
             assert rerun.after[run_id] == info  # untouched: same end time, same metrics
+
+
+def test_rerun_replaces_the_frontier_figures(tiny: Sweep, rerun: Rerun) -> None:
+    parent = tiny.mlflow.parent().info.run_id
+    names = [a.path for a in tiny.mlflow.client.list_artifacts(parent, "report")]
+    assert sorted(names) == sorted(set(names))
+    assert {"report/pareto.png", "report/pareto_latency.png"} <= set(names)
+    assert len([n for n in names if n.endswith(".png")]) == 2
+    assert "frontier figures: report/pareto.png" in rerun.out
 
 
 def test_dry_run_after_the_sweep_marks_shared_jobs_cached(tiny: Sweep, rerun: Rerun) -> None:

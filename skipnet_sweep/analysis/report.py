@@ -46,6 +46,8 @@ __all__ = [
     "REPORT_ARTIFACT_PATH",
     "STUDY_LOADERS",
     "ReportResult",
+    "frontier_figures",
+    "load_baseline_table",
     "make_comparison",
     "make_report",
 ]
@@ -81,9 +83,11 @@ class ReportResult:
     logged_to: str | None = None
 
 
-def _load_baseline_table(
+def load_baseline_table(
     baselines: str | Path | Iterable[str | Path] | None,
 ) -> pd.DataFrame | None:
+    """The published rows of ``baselines`` (CSV files or folders), by default the bundled
+    ones; None when there are none."""
     if baselines is None:
         baselines = default_baselines_dir()
         if baselines is None:
@@ -101,6 +105,17 @@ def _attempt(result: ReportResult, name: str, make: Callable[[], Any]) -> Any:
     result.data[name] = data
     result.figures[name] = list(data.files)
     return data
+
+
+def frontier_figures(
+    result: ReportResult, done: pd.DataFrame, out: Path, table: pd.DataFrame | None, unit: str
+) -> None:
+    """The trade-off figures into ``out``: top-1 against MACs per dataset (``pareto``, with
+    the published ``table``) and against measured latency (``pareto_latency``). The part of
+    a report that takes seconds: the sweep logs it to its parent run when it ends
+    (:mod:`.sweep_figures`)."""
+    _pareto_all(result, done, out, table, unit)
+    _attempt(result, "pareto_latency", lambda: F.latency_figure(done, out / "pareto_latency"))
 
 
 def _pareto_all(
@@ -131,7 +146,7 @@ def _load_inputs(
     runs = load_runs(experiment, uri)
     if runs.empty:
         raise NoRunsError(f"experiment {experiment!r} in {uri} has no sweep runs to report on")
-    return runs, _load_baseline_table(baselines)
+    return runs, load_baseline_table(baselines)
 
 
 def _log_to_parent(result: ReportResult, experiment: str, uri: str, files: list[Path]) -> None:
@@ -208,7 +223,7 @@ def make_comparison(
         if runs.empty:
             raise NoRunsError(f"{kind} {study!r} in {uri} has no sweep runs to draw")
         frames.append(runs.assign(**{SERIES: study}))
-    table = _load_baseline_table(baselines) if x == "macs" else None
+    table = load_baseline_table(baselines) if x == "macs" else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out)
@@ -572,8 +587,7 @@ def make_report(
     if done.empty:
         result.skipped["all figures"] = "no finished runs"
     else:
-        _pareto_all(result, done, out, table, flops_unit)
-        _attempt(result, "pareto_latency", lambda: F.latency_figure(done, out / "pareto_latency"))
+        frontier_figures(result, done, out, table, flops_unit)
         _attempt(
             result,
             "alpha_tradeoff",

@@ -29,6 +29,7 @@ __all__ = [
     "download_eval",
     "find_parent_run",
     "finished",
+    "load_child_runs",
     "load_eval",
     "load_runs",
     "load_sweep_runs",
@@ -222,6 +223,17 @@ def load_sweep_runs(sweep_id: str, tracking_uri: str | None = None) -> pd.DataFr
         )
     # A fresh start re-tags the old parent, so one parent has the id; the newest if not.
     parent = max(match, key=lambda r: r.info.start_time)
+    return _children_frame(client, parent)
+
+
+def load_child_runs(parent_run_id: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The child runs of the sweep whose parent run is ``parent_run_id``: as
+    :func:`load_runs`, for the sweep's driver, which knows its parent run."""
+    client, _ = _client(tracking_uri)
+    return _children_frame(client, client.get_run(parent_run_id))
+
+
+def _children_frame(client: MlflowClient, parent: Run) -> pd.DataFrame:
     children = _all_runs(
         client, parent.info.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from skipnet_sweep import metrics as M
+from skipnet_sweep.analysis.sweep_figures import LoggedFigures, log_frontier_figures
 from skipnet_sweep.data import DEFAULT_DOWNLOAD_ROOT, FASHION_MNIST_ROOT
 from skipnet_sweep.methods import load_trained, short_hash
 from skipnet_sweep.pareto import (
@@ -71,6 +72,7 @@ class SweepResult:
             [0, 100] x MACs in [0, plain]), in [0, 1].
         latency_frontier: the rows on the frontier of top-1 against measured latency.
         rows: every finished run's row (the frontier's and the rest).
+        figures: the frontier figures logged to the parent run (or why they were not).
     """
 
     parent_run_id: str
@@ -80,6 +82,7 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)
     trials: int = 0
     hypervolume: float = 0.0
+    figures: LoggedFigures | None = None
 
 
 def tracker_for(plan: Plan) -> Tracker:
@@ -972,6 +975,7 @@ def _drive_tracked(
         failed = run_jobs(plan, tracker, parent, fresh, verbose)
         try:
             result = update_frontier(tracker, parent, plan)
+            result.figures = log_frontier_figures(parent, tracker.tracking_uri)
             tracker.finish(parent, "FAILED" if failed else "FINISHED")
         except store_errors() as err:
             # Every job's result is in storage: the next run logs them and the frontier.

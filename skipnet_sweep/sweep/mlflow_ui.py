@@ -51,6 +51,15 @@ def run_page_url(base_url: str, experiment_id: str, run_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{query}"
 
 
+def artifact_page_url(base_url: str, experiment_id: str, run_id: str, path: str) -> str:
+    """The URL of a run's artifacts with the file at ``path`` open (a PNG is shown): the
+    route ``/experiments/:experimentId/runs/:runUuid/artifactPath/*`` of the UI bundle."""
+    quoted = urllib.parse.quote(path)
+    return (
+        f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{quoted}"
+    )
+
+
 def _column(kind: str, key: str) -> str:
     # MLflow names a column "<kind>.`<key>`" (makeCanonicalSortKey in the UI bundle).
     return f"{kind}.`{key}`"

@@ -25,7 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 import skipnet_sweep
 from skipnet_sweep import metrics as M
-from skipnet_sweep.sweep.mlflow_ui import runs_view_url, sweep_view_tags
+from skipnet_sweep.sweep.mlflow_ui import artifact_page_url, runs_view_url, sweep_view_tags
 
 UI_BASE = "http://127.0.0.1:5000"  # `mlflow ui` as the README starts it
 # The code MLflow runs to load a logged network (models from code).
@@ -128,8 +128,15 @@ class Tracker:
         """Where to look at the sweep: the experiment's runs table in MLflow's "Model
         training" view with the saved view "SkipNet sweep" (for a local store, on the
         ``mlflow ui`` that the README starts at 127.0.0.1:5000)."""
-        base = self.tracking_uri if self.tracking_uri.startswith("http") else UI_BASE
-        return runs_view_url(base, self.experiment_id)
+        return runs_view_url(self._ui_base, self.experiment_id)
+
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """Where the UI shows the artifact ``path`` of ``run_id`` (a figure, drawn)."""
+        return artifact_page_url(self._ui_base, self.experiment_id, run_id, path)
+
+    @property
+    def _ui_base(self) -> str:
+        return self.tracking_uri if self.tracking_uri.startswith("http") else UI_BASE
 
     def find(self, tag: str, value: str, parent: str | None = None) -> str | None:
         """The id of the newest active run with ``tag == value`` (under ``parent``), if any."""
