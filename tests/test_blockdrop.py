@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from skipnet_sweep.methods.blockdrop import (
 )
 from skipnet_sweep.models import ModelConfig, build_from_config
 from skipnet_sweep.models.blockdrop import BlockDropResNet
-from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig
+from skipnet_sweep.stages import DataConfig, StageConfig
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
 from skipnet_sweep.sweep import SpaceError, load_space, make_plan
 from skipnet_sweep.train import main
@@ -102,7 +103,11 @@ def test_plan_has_one_job_per_penalty_starting_from_the_baseline(tmp_path: Path)
         # The official optimiser's recipe: Adam at 1e-3, no weight decay, batch 256.
         t = cfg.train
         assert (t.stage, t.iterations, t.lr, t.weight_decay, t.batch_size) == (
-            "blockdrop", 4, 1e-3, 0.0, 256
+            "blockdrop",
+            4,
+            1e-3,
+            0.0,
+            256,
         )
     assert len({j.id for j in jobs}) == 2
 
@@ -347,7 +352,6 @@ def test_cli_trains_from_a_baseline_and_eval_rebuilds_it(tmp_path: Path) -> None
     assert isinstance(model, BlockDropResNet) and model.pool == 2
     assert payload["stage_config"]["options"]["penalty"] == -2.0
     assert method_for_stage("blockdrop") is METHOD
-    import json
 
     trained = json.loads(text)
     code, evaluated, err = cli("eval", "--checkpoint", str(out), "--json")

@@ -99,7 +99,8 @@ class BlockDropOptions:
         for name in ("penalty", "curriculum_penalty"):
             if not getattr(self, name) <= 0:
                 raise FieldError(
-                    name, f"must be <= 0 (the reward of a wrong prediction), got {getattr(self, name)}"
+                    name,
+                    f"must be <= 0 (the reward of a wrong prediction), got {getattr(self, name)}",
                 )
         if not 0.5 <= self.explore_alpha <= 1:
             raise FieldError(
