@@ -92,10 +92,10 @@ def test_plan_has_one_job_per_penalty_starting_from_the_baseline(tmp_path: Path)
     )
     assert "blockdrop" in [m.name for m in plan.methods]
     jobs = [j for j in plan.trials if j.method == "blockdrop"]
-    assert [j.weight_value for j in jobs] == [-1.0, -5.0]
+    assert [j.cost_weight_value for j in jobs] == [-1.0, -5.0]
     base = plan.find("baseline", "cifar_resnet8")
     for job, penalty in zip(jobs, (-1.0, -5.0), strict=True):
-        assert job.needs == base.id and job.curve == "blockdrop" and job.weight == "penalty"
+        assert job.needs == base.id and job.curve == "blockdrop" and job.cost_weight == "penalty"
         assert plan.stage_of(job).init == str(plan.checkpoint(base))
         cfg = job.stage
         assert cfg.model == ModelConfig("cifar_resnet8", "blockdrop", 4, 1)

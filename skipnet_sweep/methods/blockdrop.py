@@ -252,7 +252,7 @@ class BlockDrop(Method):
     label = "BlockDrop"
     marker = "X"
     stages = ("blockdrop",)
-    weight = "penalty"
+    cost_weight = "penalty"
     space_key = "blockdrop"
     settings = BlockDropSettings
 
@@ -304,7 +304,7 @@ class BlockDrop(Method):
                         [("backbone", arch), ("penalty", penalty)],
                         curve=self.name,
                         needs=base.id,
-                        weight="penalty",
+                        cost_weight="penalty",
                         sweep_id=ctx.sweep_id,
                     )
                 )
