@@ -97,6 +97,7 @@ TAG_METHOD_LABEL = "skipnet.method_label"
 TAG_METHOD_MARKER = "skipnet.method_marker"
 # The param that holds the run's cost weight (alpha, tau, a target rate, a penalty).
 TAG_COST_WEIGHT = "skipnet.cost_weight"
+COST_WEIGHT_VALUE = "cost_weight_value"  # analysis column: that param's value, as a number
 TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 TAG_CHECKPOINT = "checkpoint_uri"  # where a run's final weights are (train eval --checkpoint)

@@ -264,3 +264,11 @@ def test_series_of_a_comparison_differ_in_colour_or_line() -> None:
     # Apart from the methods' colours: in a comparison colour means the study.
     method_colours = {st.color.upper() for st in S.registered_method_styles().values()}
     assert not {colour.upper() for colour, _ in styles} & method_colours
+
+
+def test_a_plugin_point_is_labelled_by_its_own_cost_weight() -> None:
+    from skipnet_sweep import metrics as M
+    from skipnet_sweep.analysis.style import point_label
+
+    assert point_label({M.TAG_COST_WEIGHT: "penalty", M.COST_WEIGHT_VALUE: -5.0}) == "penalty=-5"
+    assert point_label({M.TAG_COST_WEIGHT: "target", M.COST_WEIGHT_VALUE: float("nan")}) == ""

@@ -54,6 +54,8 @@ RUN_COLUMNS = (
     M.PARAM_VARIANT,
     M.PARAM_ALPHA,
     M.PARAM_TAU,
+    M.TAG_COST_WEIGHT,
+    M.COST_WEIGHT_VALUE,
     M.PARAM_SEED,
     M.SELECTION_SET,
     M.TAG_TRIAL_ID,
@@ -170,6 +172,9 @@ def _row(run: Run) -> dict[str, Any]:
         "status": run.info.status,
         "error": tags.get(M.TAG_ERROR),
         "start_time": run.info.start_time,
+        # Any method's cost weight (alpha, tau, a target rate, a penalty), by the tag naming it.
+        M.TAG_COST_WEIGHT: tags.get(M.TAG_COST_WEIGHT),
+        M.COST_WEIGHT_VALUE: _float(params.get(tags.get(M.TAG_COST_WEIGHT, ""))),
     }
     row.update({name: _float(params.get(name)) for name in _FLOAT_PARAMS})
     # run.data.metrics holds each metric's last value: the final evaluation.

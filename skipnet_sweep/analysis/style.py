@@ -384,7 +384,8 @@ def _has(v: Any) -> bool:
 
 
 def point_label(row: Mapping[str, Any]) -> str:
-    """Text next to a run's point: alpha for HRL runs, tau for ACT/SACT, the variant for SP."""
+    """Text next to a run's point: alpha for HRL runs, tau for ACT/SACT, the variant for SP,
+    another method's cost weight by its name (``target=0.6``, ``penalty=-5``)."""
     variant = row.get(M.PARAM_VARIANT)
     alpha, tau = row.get(M.PARAM_ALPHA), row.get(M.PARAM_TAU)
     if row.get(M.TAG_STAGE) in ("act", "sact") and _has(tau):
@@ -395,6 +396,9 @@ def point_label(row: Mapping[str, Any]) -> str:
         return f"{VARIANT_LABELS[variant]} α={fmt_param(alpha)}"
     if variant in ("sp", "soft"):
         return VARIANT_LABELS[variant]
+    name, value = row.get(M.TAG_COST_WEIGHT), row.get(M.COST_WEIGHT_VALUE)
+    if isinstance(name, str) and name not in (M.PARAM_ALPHA, M.PARAM_TAU) and _has(value):
+        return f"{name}={fmt_param(value)}"
     return ""
 
 
