@@ -124,7 +124,7 @@ def plugin_keys() -> dict[str, Method]:
 def _register_builtins() -> None:
     # Each built-in module registers its method on import; this order is the order of the
     # registry, of a plan's trials and of the figures' legends.
-    for module in ("plain", "skipnet", "halting", "blockdrop"):
+    for module in ("plain", "skipnet", "halting", "convnet_aig", "blockdrop"):
         importlib.import_module(f"skipnet_sweep.methods.{module}")
 
 

@@ -278,19 +278,28 @@ class GateDesign:
             -> (logit, state)``; otherwise an ``nn.ModuleList`` of per-block ``gate(x) ->
             logit`` modules.
         label: the name figures print (``FFGate-I``).
+        he_init: the network re-draws the design's linear layers with He fan-out after
+            building it (SkipNet's designs, as the official code initialises them); False
+            keeps the design's own init (ConvNet-AIG's gates start 87 % open).
     """
 
     name: str
     build: Callable[..., nn.Module]
     recurrent: bool = False
     label: str = ""
+    he_init: bool = False
 
 
 _GATES: dict[str, GateDesign] = {}
 
 
 def register_gate(
-    name: str, *, recurrent: bool = False, label: str = "", replace: bool = False
+    name: str,
+    *,
+    recurrent: bool = False,
+    label: str = "",
+    he_init: bool = False,
+    replace: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a gate design's builder under ``name`` (a decorator).
 
@@ -301,7 +310,7 @@ def register_gate(
     def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _GATES and not replace and _GATES[name].build is not build:
             raise ValueError(f"a gate design named {name!r} is already registered")
-        _GATES[name] = GateDesign(name, build, recurrent, label or name)
+        _GATES[name] = GateDesign(name, build, recurrent, label or name, he_init)
         return build
 
     return deco
@@ -325,9 +334,9 @@ def per_block(design: Callable[[int], nn.Module]) -> Callable[[list[int]], nn.Mo
     return lambda widths: nn.ModuleList(design(w) for w in widths)
 
 
-register_gate("ff1", label="FFGate-I")(per_block(FFGateI))
-register_gate("ff2", label="FFGate-II")(per_block(FFGateII))
-register_gate("rnn", recurrent=True, label="RNNGate")(
+register_gate("ff1", label="FFGate-I", he_init=True)(per_block(FFGateI))
+register_gate("ff2", label="FFGate-II", he_init=True)(per_block(FFGateII))
+register_gate("rnn", recurrent=True, label="RNNGate", he_init=True)(
     lambda widths, rnn_projections="per_block": RNNGate(widths, projections=rnn_projections)
 )
 

@@ -271,9 +271,10 @@ class SkipResNet(nn.Module):
             # init leaves every logit near 0 and SP collapses. The official code's std per
             # design (CIFAR's recurrent gate: ``gate_out_std=0.447``) and the measurement:
             # docs/fidelity.md, "gate logit init".
-            for m in self.gates.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if get_gate_design(self.gate_design).he_init:
+                for m in self.gates.modules():
+                    if isinstance(m, nn.Linear):
+                        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if gate_out_std is not None:
                 for head in gate_heads(self.gates):
                     nn.init.normal_(head.weight, 0.0, gate_out_std)
