@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.errors import SpaceError
+from skipnet_sweep.flops import CostTable, count_costs
 from skipnet_sweep.methods import register_method
 from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
 from skipnet_sweep.methods.plain import baseline_job
@@ -29,7 +30,6 @@ from skipnet_sweep.models.blockdrop import (
     KIND,
     BlockDropResNet,
     build_blockdrop,
-    count_blockdrop_costs,
 )
 from skipnet_sweep.stages.checkpoint import unwrap
 from skipnet_sweep.stages.config import FieldError, StageConfig, TrainConfig
@@ -338,3 +338,63 @@ class BlockDrop(Method):
         opts = dict(job.stage.options)
         opts.pop("penalty", None)  # a coordinate already
         return opts
+
+
+# --- exact MACs: the backbone's table plus the policy, counted once per sample ------------
+
+
+class BlockDropCostTable(CostTable):
+    """``CostTable`` of the backbone plus the policy network, which runs for every sample
+    whatever it decides (official test.py L81 counts it too: ``count_flops(agent) +
+    count_flops(rnet)``). The backbone's gate lists are zeros; the policy is its own term.
+
+    Attributes (beyond ``CostTable``'s):
+        policy_conv: convolution MACs of the policy network (at its pooled input).
+        policy_linear: linear MACs of its output layer.
+    """
+
+    def __init__(self, backbone: CostTable, policy_conv: int, policy_linear: int):
+        super().__init__(**asdict(backbone))
+        self.policy_conv = policy_conv
+        self.policy_linear = policy_linear
+
+    @property
+    def num_gates(self) -> int:
+        return len(self.block) - 1
+
+    @property
+    def gate_total(self) -> int:
+        return self.policy_conv + self.policy_linear
+
+    @property
+    def full_conv(self) -> int:
+        return self.plain_conv + self.policy_conv
+
+    def per_sample(self, executed: Tensor, *, conv_only: bool = False) -> Tensor:
+        policy = self.policy_conv + (0 if conv_only else self.policy_linear)
+        return super().per_sample(executed, conv_only=conv_only) + policy
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.update(
+            gate_macs=self.gate_total,
+            gate_conv_macs=self.policy_conv,
+            gate_share_pct=100.0 * self.gate_total / self.full_total,
+            num_gates=self.num_gates,
+            gate_macs_each=[],
+            policy_conv_macs=self.policy_conv,
+            policy_linear_macs=self.policy_linear,
+        )
+        return d
+
+
+def count_blockdrop_costs(
+    model: BlockDropResNet, input_shape: tuple[int, int, int]
+) -> BlockDropCostTable:
+    """The per-sample cost table of ``model`` at ``input_shape`` (C, H, W): the backbone's
+    as ``flops.count_costs`` measures it (which attributes layers by name and leaves the
+    ``policy.*`` ones out), and the policy's own, at the input it reads."""
+    c, h, w = input_shape
+    k = model.pool
+    policy = count_costs(model.policy, (c, h // k, w // k))
+    return BlockDropCostTable(count_costs(model, input_shape), policy.plain_conv, policy.head)
