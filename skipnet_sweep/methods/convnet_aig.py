@@ -5,7 +5,7 @@ the sparse executor. Its target rate is the sweep axis.
 
 Where the paper is silent the official code decides; citations are to
 andreasveit/convnet-aig @ 47633cd4 (``convnet_aig.py``, ``gumbelmodule.py``, ``train.py``),
-as read in /work/drafts/peers.md. What differs from it, and why, is in docs/convnet_aig.md.
+as read in docs/peer_code.md. What differs from it, and why, is in docs/convnet_aig.md.
 
 A space asks for it with its own section::
 

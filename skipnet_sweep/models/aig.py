@@ -1,7 +1,7 @@
 """The ConvNet-AIG gate (Veit & Belongie, ECCV 2018, §3.1), as the official code builds it.
 
 Citations are to andreasveit/convnet-aig @ 47633cd4 (``convnet_aig.py``), as read in
-/work/drafts/peers.md.
+docs/peer_code.md.
 
 The gate reads the gated block's input: global average pool, a 1x1 convolution (on a 1x1
 map: a linear layer) ``C -> 16`` with bias, batch norm, ReLU, and a 1x1 convolution
