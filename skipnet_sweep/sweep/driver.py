@@ -416,8 +416,9 @@ def run_jobs(
     from ray import tune
 
     from skipnet_sweep.sweep.progress import ProgressCallback
-    from skipnet_sweep.sweep.ray_jobs import TrackingCallback, stage_trial, trial_resources
     from skipnet_sweep.sweep.searcher import JobSearch, JobSearcher, SharedAwareASHA
+    from skipnet_sweep.sweep.tracking_callback import TrackingCallback
+    from skipnet_sweep.sweep.trials import stage_trial, trial_resources
 
     space = plan.space
     name = f"sweep-{plan.sweep_id}"
@@ -954,7 +955,7 @@ def _drive_tracked(
     import ray
 
     from skipnet_sweep.sweep.progress import opening_line
-    from skipnet_sweep.sweep.ray_jobs import store_errors
+    from skipnet_sweep.sweep.tracking_callback import store_errors
 
     tracker = tracker_for(plan)
     print(opening_line(plan), flush=True)
