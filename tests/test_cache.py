@@ -97,7 +97,7 @@ def test_a_retried_shared_trial_does_not_call_its_own_entry_cached(
 
     from ray import tune
 
-    from skipnet_sweep.sweep import ray_jobs
+    from skipnet_sweep.sweep import report_keys, trials
 
     job = plan.shared_jobs[0]
     done = _finished(job, tmp_path / "done")
@@ -106,7 +106,7 @@ def test_a_retried_shared_trial_does_not_call_its_own_entry_cached(
     monkeypatch.setattr(tune, "report", lambda metrics, **_: reports.append(metrics))
     trial = SimpleNamespace(get_trial_id=lambda: "trial_1")
     monkeypatch.setattr(tune, "get_context", lambda: trial)
-    ray_jobs._run_shared(job, plan)
+    trials._run_shared(job, plan)
     assert len(reports) == 1
-    assert reports[0][ray_jobs.STEP] == 6 and reports[0]["final"] == 1
-    assert reports[0][ray_jobs.CACHED] == cached
+    assert reports[0][report_keys.STEP] == 6 and reports[0]["final"] == 1
+    assert reports[0][report_keys.CACHED] == cached

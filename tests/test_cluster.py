@@ -109,7 +109,7 @@ def cluster_sweep(tmp_path_factory) -> ClusterSweep:
             RAY_USAGE_STATS_ENABLED="0",
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=secrets.token_hex(16),
-            # As the sweep's own local instances (driver.py): no idle prestarted workers.
+            # As the sweep's own local instances (sweep/ray_start.py): no idle prestarted workers.
             RAY_prestart_worker_first_driver="0",
         )
         port = free_port()

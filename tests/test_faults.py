@@ -48,7 +48,7 @@ def _assert_listens_on_loopback_only(
 ) -> None:
     """The local instance's servers listen on loopback only (``ray_private.loopback_node``).
     (A data-parallel shared job's Ray Train workers add torch's TCPStore on every interface;
-    see the comment by ``ray.init`` in driver.py. A one-worker job has no process group.)"""
+    see the comment by ``ray.init`` in sweep/ray_start.py. A one-worker job has no process group.)"""
 
     def pids_of(name: str) -> list[int]:
         return [p for p, cmd in procs.items() if name in cmd]

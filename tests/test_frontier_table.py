@@ -1,4 +1,4 @@
-"""The terminal's frontier table (``driver.frontier_table``) on hand-made rows: what it
+"""The terminal's frontier table (``frontier_table.frontier_table``) on hand-made rows: what it
 flags about timings, how it heads its columns and counts its rows."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and keeps Ray's error lines in the driver's log; all of it through Ray's private API, which
 ``sweep/ray_private.py`` keeps in one place.
 
-``driver.start_ray`` without an address starts Ray with its node address at 127.0.0.1 (Ray
+``ray_start.start_ray`` without an address starts Ray with its node address at 127.0.0.1 (Ray
 has no bind option; see ``ray_private.loopback_node``). Here: the address is set for the
 ``ray.init`` and restored after it, and a real instance (seconds) has no dashboard process
 and writes a killed worker's "(raylet) A worker died" line to the log file, not the terminal.
@@ -26,7 +26,7 @@ from skipnet_sweep.sweep import load_space, make_plan, ray_private
 from skipnet_sweep.sweep.driver import log_path, start_ray
 from skipnet_sweep.sweep.ray_private import loopback_node
 
-ROUTED = ("ray", "mlflow", "optuna", "alembic", "py.warnings")  # driver.route_logs' roots
+ROUTED = ("ray", "mlflow", "optuna", "alembic", "py.warnings")  # ray_start.route_logs' roots
 
 
 def test_loopback_node_sets_and_restores_the_node_address():

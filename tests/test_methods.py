@@ -112,7 +112,7 @@ class _NoRuns:
 
 
 def test_each_run_is_tagged_with_its_method_label_and_marker(toy, tmp_path: Path) -> None:
-    from skipnet_sweep.sweep.ray_jobs import TrackingCallback
+    from skipnet_sweep.sweep.tracking_callback import TrackingCallback
 
     path = write_space(tmp_path, changes={"smooth": {"smoothing": [0.2], "iterations": 2}})
     plan = make_plan(load_space(str(path)))

@@ -14,7 +14,7 @@ from sweep_helpers import write_space
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
 from skipnet_sweep.sweep import progress as P
-from skipnet_sweep.sweep.ray_jobs import STEP, TOTAL_STEPS
+from skipnet_sweep.sweep.report_keys import STEP, TOTAL_STEPS
 
 
 class Clock:

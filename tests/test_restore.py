@@ -2,7 +2,7 @@
 already deleted (``CheckpointConfig(num_to_keep)`` deletes as newer checkpoints arrive; the
 state that names the latest is uploaded afterwards, so a driver killed in between leaves it
 behind; seen in tests/test_faults.py on S3) resumes from the newest whole checkpoint the
-trial wrote after it (``ray_jobs._surviving``), instead of failing every retry."""
+trial wrote after it (``trial_checkpoints._surviving``), instead of failing every retry."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ import pytest
 from ray import tune
 from sweep_helpers import local_ray_env, ray_tmpdir, write_space
 
-from skipnet_sweep.sweep import load_space, make_plan, ray_jobs
-from skipnet_sweep.sweep.ray_jobs import (
+from skipnet_sweep.sweep import load_space, make_plan, trial_checkpoints, trials
+from skipnet_sweep.sweep.trial_checkpoints import (
     FINAL_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
     STATE_FILE,
-    _run_trial,
     _seal,
     _surviving,
     _whole,
 )
+from skipnet_sweep.sweep.trials import _run_trial
 
 FS = pyarrow.fs.LocalFileSystem()
 
@@ -92,10 +92,10 @@ def test_a_trial_restored_from_its_final_checkpoint_does_not_train_again(
     reports = []
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
     monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append((m, checkpoint)))
-    monkeypatch.setattr(ray_jobs, "_SWAPPED", {str(folder)} if swapped else set())
+    monkeypatch.setattr(trial_checkpoints, "_SWAPPED", {str(folder)} if swapped else set())
     _run_trial(None, None)  # neither the job nor the plan is needed: nothing trains
     assert reports == ([(final, None)] if swapped else [])
-    assert not ray_jobs._SWAPPED  # cleared for the next trial of this process
+    assert not trial_checkpoints._SWAPPED  # cleared for the next trial of this process
 
 
 def test_on_object_storage_too(s3, tmp_path):
@@ -139,9 +139,9 @@ def test_a_trial_resumed_from_a_newer_checkpoint_reports_its_evaluation_first(
 
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
     monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append((m, checkpoint)))
-    monkeypatch.setattr(ray_jobs, "run_stage", run_stage)
-    monkeypatch.setattr(ray_jobs, "_threads", lambda cpus: None)  # this process's torch
-    monkeypatch.setattr(ray_jobs, "_SWAPPED", {str(folder)} if swapped else set())
+    monkeypatch.setattr(trials, "run_stage", run_stage)
+    monkeypatch.setattr(trials, "_threads", lambda cpus: None)  # this process's torch
+    monkeypatch.setattr(trial_checkpoints, "_SWAPPED", {str(folder)} if swapped else set())
     _run_trial(job, plan)
     assert resumed_from == [folder / STATE_FILE]
     assert [m for m, _ in reports[:-1]] == ([{"step": 20}] if swapped else [])
@@ -154,7 +154,7 @@ import json, shutil, sys, tempfile
 from pathlib import Path
 import ray
 from ray import tune
-from skipnet_sweep.sweep.ray_jobs import _RestoreSurviving, _seal
+from skipnet_sweep.sweep.trial_checkpoints import _RestoreSurviving, _seal
 
 def trial(config):
     ckpt = tune.get_checkpoint()

@@ -15,7 +15,7 @@ from sweep_helpers import write_space
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
-from skipnet_sweep.sweep.ray_jobs import STEP
+from skipnet_sweep.sweep.report_keys import STEP
 from skipnet_sweep.sweep.searcher import AGAIN, ERROR, JobSearcher
 
 RESULT = {M.TOP1: 50.0, M.FLOPS_MEAN: 1e6}
@@ -148,7 +148,7 @@ def test_the_printed_optuna_dashboard_command_is_installed(tmp_path: Path) -> No
     ],
 )
 def test_what_each_trial_reserves(tmp_path: Path, sp: dict, shared_ask: dict) -> None:
-    from skipnet_sweep.sweep.ray_jobs import trial_resources
+    from skipnet_sweep.sweep.trials import trial_resources
 
     space = write_space(tmp_path, changes={"resources": {"sp": sp, "trial": {"cpu": 1}}})
     plan = make_plan(load_space(str(space)))

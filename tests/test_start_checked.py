@@ -15,10 +15,11 @@ from ray import tune
 from ray.tune.search import SearchGenerator
 from sweep_helpers import seed_sp_cache, write_space
 
-from skipnet_sweep.sweep import load_space, make_plan, ray_jobs
+from skipnet_sweep.sweep import load_space, make_plan, trials
 from skipnet_sweep.sweep.driver import _failures
-from skipnet_sweep.sweep.ray_jobs import CACHE_REJECTED, STEP, _run_trial
+from skipnet_sweep.sweep.report_keys import CACHE_REJECTED, STEP
 from skipnet_sweep.sweep.searcher import AGAIN, ERROR, JobSearch, JobSearcher
+from skipnet_sweep.sweep.trials import _run_trial
 
 
 @pytest.fixture
@@ -34,8 +35,8 @@ def seeded(sp_cache, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(tune, "report", lambda m, checkpoint=None: reports.append(m))
-    monkeypatch.setattr(ray_jobs, "run_stage", run_stage)
-    monkeypatch.setattr(ray_jobs, "_threads", lambda cpus: None)
+    monkeypatch.setattr(trials, "run_stage", run_stage)
+    monkeypatch.setattr(trials, "_threads", lambda cpus: None)
     return plan, reports, started
 
 

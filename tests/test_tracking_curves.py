@@ -12,8 +12,9 @@ from sweep_helpers import migrated_store, write_space
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
 from skipnet_sweep.sweep.driver import open_parent, tracker_for
-from skipnet_sweep.sweep.ray_jobs import STEP, TOTAL_STEPS, TrackingCallback
+from skipnet_sweep.sweep.report_keys import STEP, TOTAL_STEPS
 from skipnet_sweep.sweep.searcher import EVALUATION
+from skipnet_sweep.sweep.tracking_callback import TrackingCallback
 
 
 def _log(step: int) -> dict:

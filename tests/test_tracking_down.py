@@ -14,9 +14,10 @@ import requests
 from sweep_helpers import migrated_store, tracking_uri, write_space
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.sweep import load_space, make_plan, ray_jobs
-from skipnet_sweep.sweep.ray_jobs import STEP, TrackingCallback
+from skipnet_sweep.sweep import load_space, make_plan, tracking_callback
+from skipnet_sweep.sweep.report_keys import STEP
 from skipnet_sweep.sweep.tracking import Tracker
+from skipnet_sweep.sweep.tracking_callback import TrackingCallback
 
 
 @dataclass
@@ -100,7 +101,7 @@ def test_a_store_back_within_the_run_gets_what_it_missed_with_the_next_event(
     sweep, capsys, monkeypatch
 ):
     plan, tracker, parent = sweep
-    monkeypatch.setattr(ray_jobs, "RETRY_S", 0.0)
+    monkeypatch.setattr(tracking_callback, "RETRY_S", 0.0)
     callback = TrackingCallback(tracker, parent, plan)
     tracker._client = Down()
     _run_a_trial(callback, plan.trials[0].id, "t1")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
-from skipnet_sweep.sweep.ray_jobs import CACHED, STEP, TOTAL_STEPS
+from skipnet_sweep.sweep.report_keys import CACHED, STEP, TOTAL_STEPS
 from skipnet_sweep.sweep.searcher import AGAIN, ERROR
 
 # A job that trains without evaluating says where it is at least this often (seconds).

@@ -229,7 +229,7 @@ def tune_stops_on_sigint() -> Iterator[Interrupt]:
 
 def error_lines_to_log(to_log: bool) -> None:
     """Where this driver's Ray error lines go (``(raylet) A worker died ...``): to the "ray"
-    logger (the log file of ``driver.route_logs``) when ``to_log``, else to the terminal as
+    logger (the log file of ``ray_start.route_logs``) when ``to_log``, else to the terminal as
     Ray prints them. The GCS publishes them and a thread of the driver prints them to
     stdout whatever ``log_to_driver`` says (ray/_private/worker.py,
     ``listen_error_messages``, which looks ``print_to_stdstream`` up at each line)."""

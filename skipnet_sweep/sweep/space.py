@@ -311,7 +311,7 @@ class SPResources(WorkerResources):
     @property
     def data_parallel(self) -> bool:
         """Shared jobs train on Ray Train's workers (inside their trial); with one worker
-        they train in the trial's own process (sweep/ray_jobs.py)."""
+        they train in the trial's own process (sweep/trials.py)."""
         return self.workers > 1
 
 

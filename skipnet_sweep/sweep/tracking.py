@@ -16,7 +16,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID as PARENT_TAG
@@ -26,6 +26,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 import skipnet_sweep
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.mlflow_ui import artifact_page_url, runs_view_url, sweep_view_tags
+
+if TYPE_CHECKING:
+    from skipnet_sweep.sweep.plan import Plan
 
 UI_BASE = "http://127.0.0.1:5000"  # `mlflow ui` as the README starts it
 # The code MLflow runs to load a logged network (models from code).
@@ -353,3 +356,8 @@ def _param_str(v: Any) -> str:
     if isinstance(v, list | tuple):
         return ",".join(_param_str(x) for x in v)
     return str(v)
+
+
+def tracker_for(plan: Plan) -> Tracker:
+    mlflow = plan.space.mlflow
+    return Tracker(default_tracking_uri(mlflow.tracking_uri), mlflow.experiment or plan.space.name)
