@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.methods import Job, Method, Objective, PlanContext, make_job
-from skipnet_sweep.methods.plain import baseline_job
+from skipnet_sweep.methods import Job, Method, Objective, PlanContext
+from skipnet_sweep.methods.plain import finetune_jobs
 from skipnet_sweep.models import ModelConfig, build_model, register_gate, register_network
 from skipnet_sweep.models.gates import per_block
 from skipnet_sweep.stages import StageConfig, TrainConfig
@@ -61,32 +61,19 @@ class LabelSmoothing(Method):
 
     def jobs(self, ctx: PlanContext) -> list[Job]:
         opts = self.options(ctx.space)
-        jobs = []
-        for arch in ctx.space.backbones:
-            base = baseline_job(ctx, arch)
-            jobs.append(base)
-            for s in opts.smoothing:
-                train = TrainConfig(
-                    stage="smooth",
-                    iterations=opts.iterations,
-                    lr=opts.lr,
-                    batch_size=opts.batch_size,
-                    lr_milestones=(),
-                    seed=ctx.space.seed,
-                )
-                stage = StageConfig(base.stage.model, ctx.data, train, options={"smoothing": s})
-                jobs.append(
-                    make_job(
-                        self.name,
-                        stage,
-                        [("backbone", arch), ("smoothing", s)],
-                        curve="smooth",
-                        needs=base.id,
-                        cost_weight="smoothing",
-                        sweep_id=ctx.sweep_id,
-                    )
-                )
-        return jobs
+
+        def stage_of(base: Job, smoothing: float) -> StageConfig:
+            train = TrainConfig(
+                stage="smooth",
+                iterations=opts.iterations,
+                lr=opts.lr,
+                batch_size=opts.batch_size,
+                lr_milestones=(),
+                seed=ctx.space.seed,
+            )
+            return StageConfig(base.stage.model, ctx.data, train, options={"smoothing": smoothing})
+
+        return finetune_jobs(ctx, self, opts.smoothing, stage_of)
 
     def objective(self, cfg: StageConfig, costs) -> SmoothCE:
         return SmoothCE(cfg.options["smoothing"])
@@ -193,33 +180,20 @@ class ToyRouted(Method):
 
     def jobs(self, ctx: PlanContext) -> list[Job]:
         opts = self.options(ctx.space)
-        jobs = []
-        for arch in ctx.space.backbones:
-            base = baseline_job(ctx, arch)
-            jobs.append(base)
-            for rate in opts.rate:
-                train = TrainConfig(
-                    stage="toyroute",
-                    iterations=opts.iterations,
-                    lr=opts.lr,
-                    batch_size=opts.batch_size,
-                    lr_milestones=(),
-                    seed=ctx.space.seed,
-                )
-                model = replace(base.stage.model, gate="toynet")
-                stage = StageConfig(model, ctx.data, train, options={"rate": rate})
-                jobs.append(
-                    make_job(
-                        self.name,
-                        stage,
-                        [("backbone", arch), ("rate", rate)],
-                        curve="toyroute",
-                        needs=base.id,
-                        cost_weight="rate",
-                        sweep_id=ctx.sweep_id,
-                    )
-                )
-        return jobs
+
+        def stage_of(base: Job, rate: float) -> StageConfig:
+            train = TrainConfig(
+                stage="toyroute",
+                iterations=opts.iterations,
+                lr=opts.lr,
+                batch_size=opts.batch_size,
+                lr_milestones=(),
+                seed=ctx.space.seed,
+            )
+            model = replace(base.stage.model, gate="toynet")
+            return StageConfig(model, ctx.data, train, options={"rate": rate})
+
+        return finetune_jobs(ctx, self, opts.rate, stage_of)
 
     def objective(self, cfg: StageConfig, costs) -> RoutedObjective:
         return RoutedObjective(cfg.options["rate"])

@@ -23,8 +23,8 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.flops import CostTable, count_costs
 from skipnet_sweep.methods import register_method
-from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
-from skipnet_sweep.methods.plain import baseline_job
+from skipnet_sweep.methods.base import Job, Method, PlanContext, recipe
+from skipnet_sweep.methods.plain import finetune_jobs
 from skipnet_sweep.models import register_network
 from skipnet_sweep.models.blockdrop import (
     KIND,
@@ -290,25 +290,13 @@ class BlockDrop(Method):
     def jobs(self, ctx: PlanContext) -> list[Job]:
         spec = self.options(ctx.space)
         train = self._train(spec, ctx.space.seed)
-        jobs = []
-        for arch in ctx.space.backbones:
-            base = baseline_job(ctx, arch)
-            jobs.append(base)
+
+        def stage_of(base: Job, penalty: float) -> StageConfig:
             model = replace(base.stage.model, gate=KIND)
-            for penalty in spec.penalty:
-                options = asdict(self._options(spec, penalty))
-                jobs.append(
-                    make_job(
-                        self.name,
-                        StageConfig(model, ctx.data, train, options=options),
-                        [("backbone", arch), ("penalty", penalty)],
-                        curve=self.name,
-                        needs=base.id,
-                        cost_weight="penalty",
-                        sweep_id=ctx.sweep_id,
-                    )
-                )
-        return jobs
+            options = asdict(self._options(spec, penalty))
+            return StageConfig(model, ctx.data, train, options=options)
+
+        return finetune_jobs(ctx, self, spec.penalty, stage_of)
 
     def stage_gate(self, stage: str) -> str:
         return KIND

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.methods import register_method
-from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, optimiser_fields, recipe
-from skipnet_sweep.methods.plain import baseline_job
+from skipnet_sweep.methods.base import Job, Method, PlanContext, optimiser_fields, recipe
+from skipnet_sweep.methods.plain import finetune_jobs
 from skipnet_sweep.stages.config import StageConfig
 from skipnet_sweep.stages.ponder import PonderObjective
 
@@ -44,27 +44,15 @@ class Halting(Method):
             raise SpaceError(
                 f"baselines.{self.kind}.tau: give a list of values ({self.label} runs as a grid)"
             )
-        jobs = []
-        for arch in space.backbones:
-            base = baseline_job(ctx, arch)
-            jobs.append(base)
-            for tau in spec.tau.grid:
-                train = recipe(
-                    f"baselines.{self.kind}", self.kind, spec, LR, (), tau=tau, seed=space.seed
-                )
-                model = replace(base.stage.model, gate=self.kind)
-                jobs.append(
-                    make_job(
-                        self.name,
-                        StageConfig(model, ctx.data, train),
-                        [("backbone", arch), ("tau", tau)],
-                        curve=self.name,
-                        needs=base.id,
-                        cost_weight="tau",
-                        sweep_id=ctx.sweep_id,
-                    )
-                )
-        return jobs
+        train = {
+            tau: recipe(f"baselines.{self.kind}", self.kind, spec, LR, (), tau=tau, seed=space.seed)
+            for tau in spec.tau.grid
+        }
+
+        def stage_of(base: Job, tau: float) -> StageConfig:
+            return StageConfig(replace(base.stage.model, gate=self.kind), ctx.data, train[tau])
+
+        return finetune_jobs(ctx, self, spec.tau.grid, stage_of)
 
     def stage_gate(self, stage: str) -> str:
         return self.kind

@@ -3,6 +3,8 @@ and SACT start from. One shared job per backbone, on the SP recipe (the ResNet p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from skipnet_sweep.methods import register_method
 from skipnet_sweep.methods.base import Job, Method, PlanContext, make_job, recipe
 from skipnet_sweep.models import ModelConfig
@@ -34,6 +36,34 @@ def baseline_job(ctx: PlanContext, arch: str) -> Job:
     )
     job = make_job("plain", stage, [("backbone", arch)], curve="plain", shared=True)
     return ctx.add_shared(key, job)
+
+
+def finetune_jobs(
+    ctx: PlanContext,
+    method: Method,
+    values: Iterable[float],
+    stage_of: Callable[[Job, float], StageConfig],
+) -> list[Job]:
+    """Per backbone, the plain ResNet's job, then one job of ``method`` per value of its cost
+    weight, each fine-tuning that ResNet (ACT, SACT, BlockDrop): ``stage_of(base, value)``
+    is the job's stage."""
+    jobs = []
+    for arch in ctx.space.backbones:
+        base = baseline_job(ctx, arch)
+        jobs.append(base)
+        for value in values:
+            jobs.append(
+                make_job(
+                    method.name,
+                    stage_of(base, value),
+                    [("backbone", arch), (method.cost_weight, value)],
+                    curve=method.name,
+                    needs=base.id,
+                    cost_weight=method.cost_weight,
+                    sweep_id=ctx.sweep_id,
+                )
+            )
+    return jobs
 
 
 @register_method

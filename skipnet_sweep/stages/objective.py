@@ -19,6 +19,7 @@ Like timm's task objects: the model returns data, the objective owns the loss.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -46,16 +47,17 @@ class LossResult:
 Optimisation = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]
 
 
-class Objective:
+class Objective(ABC):
     """Base class of a stage's objective; subclasses implement ``__call__`` and override the
     hooks they need (every hook has a default that changes nothing)."""
 
     gate_mode: str = "hard"
 
+    @abstractmethod
     def __call__(self, out: SkipOutput, target: Tensor) -> LossResult:
-        raise NotImplementedError
+        """The loss of one batch and the scalars worth logging."""
 
-    def begin(self, model: nn.Module) -> None:
+    def begin(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         """Called once before a fresh run (not a resumed one), after the model is built."""
 
     def owned(self) -> nn.Module | None:
@@ -70,7 +72,7 @@ class Objective:
         SGD recipe of ``cfg``. ``model`` lets an objective form parameter groups."""
         return None
 
-    def at_step(self, step: int, total: int, epoch: float) -> None:
+    def at_step(self, step: int, total: int, epoch: float) -> None:  # noqa: B027 (optional hook)
         """Called before each optimiser step: ``step`` steps done of ``total``, ``epoch``
         passes over the data (fractional)."""
 
@@ -90,7 +92,7 @@ class _Callable(Objective):
     def __call__(self, out: SkipOutput, target: Tensor) -> LossResult:
         return self.fn(out, target)
 
-    def begin(self, model: nn.Module) -> None:
+    def begin(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         begin = getattr(self.fn, "begin", None)
         if begin is not None:
             begin(model)
