@@ -148,6 +148,36 @@ def test_stage_config_refuses_gate_mismatch():
             StageConfig(ModelConfig(ARCH, None), DATA, TrainConfig(stage=stage, iterations=1))
 
 
+def test_a_methods_stage_check_runs_on_every_config_of_its_stage():
+    """StageConfig names no method: the network a stage needs is its method's check."""
+    from skipnet_sweep.methods import register_method, unregister_method
+    from skipnet_sweep.methods.base import Method
+
+    class Fixed(Method):
+        name = "fixedkind"
+        stages = ("fixedkind",)
+
+        def stage_gate(self, stage):
+            return "act"
+
+        def jobs(self, ctx):
+            return []
+
+        def objective(self, cfg, costs):
+            raise AssertionError("not trained here")
+
+    register_method(Fixed)
+    try:
+        train = TrainConfig(stage="fixedkind", iterations=1)
+        with pytest.raises(ValueError, match="the fixedkind stage trains a act network: set gate"):
+            StageConfig(ModelConfig(ARCH, "rnn"), DATA, train)
+        assert StageConfig(ModelConfig(ARCH, "act"), DATA, train).model.gate == "act"
+    finally:
+        unregister_method("fixedkind")
+    with pytest.raises(ValueError, match="'fixedkind' is not registered"):
+        TrainConfig(stage="fixedkind", iterations=1)
+
+
 @pytest.mark.parametrize(
     ("gate", "train", "init", "variant"),
     [

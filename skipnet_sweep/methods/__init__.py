@@ -45,7 +45,7 @@ def register_method(method: type[Method] | Method, *, replace: bool = False):
         raise ValueError(f"{type(obj).__name__}: a method needs a name and at least one stage")
     if obj.name in _METHODS and not replace:
         raise ValueError(f"a method named {obj.name!r} is already registered")
-    register_stages(obj.name, obj.stages)
+    register_stages(obj.name, obj.stages, obj.check_stage)
     obj.register_parts()
     _METHODS[obj.name] = obj
     return method

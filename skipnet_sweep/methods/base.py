@@ -215,6 +215,17 @@ class Method(ABC):
         ``train`` CLI's ``--gate``)."""
         return None
 
+    def check_stage(self, cfg: StageConfig) -> None:
+        """Refuse a config of one of this method's stages that it cannot train (``ValueError``,
+        one line); every ``StageConfig`` of the stage runs it. By default the network must be
+        the kind ``stage_gate`` names (a tuple of designs is the ``train`` CLI's choice, not a
+        limit)."""
+        stage, want, gate = cfg.train.stage, self.stage_gate(cfg.train.stage), cfg.model.gate
+        if want is None and gate is not None:
+            raise ValueError(f"the {stage} stage trains the plain ResNet: set gate to none")
+        if isinstance(want, str) and gate != want:
+            raise ValueError(f"the {stage} stage trains a {want} network: set gate to {want}")
+
     def stage_options(self, stage: str) -> type | None:
         """The dataclass of ``stage``'s own settings beyond ``TrainConfig`` (a target rate, a
         penalty), held in ``StageConfig.options`` as its ``asdict``; the ``train`` CLI offers

@@ -22,7 +22,7 @@ from skipnet_sweep.methods.base import (
     recipe,
 )
 from skipnet_sweep.methods.plain import SP_LR, SP_MILESTONES, baseline_job
-from skipnet_sweep.models import ModelConfig
+from skipnet_sweep.models import ModelConfig, list_gates
 from skipnet_sweep.stages.config import (
     HRL,
     SP,
@@ -170,6 +170,13 @@ class SkipNet(Method):
 
     def stage_gate(self, stage: str) -> tuple[str, ...]:
         return ("rnn", "ff1", "ff2")  # the paper's designs; RNNGate its default (§4.1)
+
+    def check_stage(self, cfg: StageConfig) -> None:
+        # Any registered gate design: a plugin's design trains through SP and HRL too.
+        if cfg.model.gate not in list_gates():
+            raise ValueError(
+                f"the {cfg.train.stage} stage needs a gate ({', '.join(list_gates())})"
+            )
 
     def train_config(self, stage: str, given: dict) -> TrainConfig:
         return hrl_defaults(**given) if stage == "hrl" else TrainConfig(stage=stage, **given)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import check_val_split
 from skipnet_sweep.identity import hashed_dict
-from skipnet_sweep.models import ModelConfig, list_gates
+from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.yamlio import show
 
 SP_GATINGS = ("hard", "soft")
@@ -106,13 +107,20 @@ class DataConfig:
 OPTIM, SP, HRL, JOB = "optim", "sp", "hrl", "job"
 
 
-# Stage name -> the method that trains it. The method registry fills it (``register_method``):
-# a stage is a method's, and a config below the registry checks its name here.
+# Stage name -> the method that trains it, and that method's check of a stage's whole config
+# (``Method.check_stage``). The method registry fills both (``register_method``): a stage is a
+# method's, and a config below the registry checks its name and its network here.
 _STAGES: dict[str, str] = {}
+_STAGE_CHECKS: dict[str, Callable[[StageConfig], None]] = {}
 
 
-def register_stages(method: str, stages: tuple[str, ...]) -> None:
-    """Record that ``method`` trains ``stages`` (replacing what it trained before).
+def register_stages(
+    method: str,
+    stages: tuple[str, ...],
+    check: Callable[[StageConfig], None] | None = None,
+) -> None:
+    """Record that ``method`` trains ``stages`` (replacing what it trained before), and the
+    check every ``StageConfig`` of those stages must pass (raises ``ValueError``).
 
     Raises:
         ValueError: a stage that belongs to another method.
@@ -123,12 +131,15 @@ def register_stages(method: str, stages: tuple[str, ...]) -> None:
             raise ValueError(f"method {method!r}: stage {stage!r} belongs to method {owner!r}")
     unregister_stages(method)
     _STAGES.update(dict.fromkeys(stages, method))
+    if check is not None:
+        _STAGE_CHECKS.update(dict.fromkeys(stages, check))
 
 
 def unregister_stages(method: str) -> None:
     """Forget the stages of ``method``."""
     for stage in [s for s, m in _STAGES.items() if m == method]:
         del _STAGES[stage]
+        _STAGE_CHECKS.pop(stage, None)
 
 
 def _field(default: Any, group: str = OPTIM, *, recipe: bool = False) -> Any:
@@ -362,17 +373,9 @@ class StageConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
-        if self.train.stage == "baseline" and self.model.gate is not None:
-            raise ValueError("the baseline stage trains the plain ResNet: set gate to none")
-        if self.train.stage in ("sp", "hrl") and self.model.gate not in list_gates():
-            raise ValueError(
-                f"the {self.train.stage} stage needs a gate ({', '.join(list_gates())})"
-            )
-        if self.train.stage in ("act", "sact") and self.model.gate != self.train.stage:
-            raise ValueError(
-                f"the {self.train.stage} stage trains a {self.train.stage} network: set gate to "
-                f"{self.train.stage}"
-            )
+        check = _STAGE_CHECKS.get(self.train.stage)
+        if check is not None:
+            check(self)
 
     @property
     def variant(self) -> str:
