@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from skipnet_sweep.methods.plugins import PluginError, load_plugins
 from skipnet_sweep.sweep.space import (
@@ -28,6 +29,9 @@ from skipnet_sweep.sweep.space import (
     path_problems,
 )
 from skipnet_sweep.yamlio import MAX_LINE, OneLineParser, YamlError, one_line, read_yaml_value
+
+if TYPE_CHECKING:
+    from skipnet_sweep.sweep.plan import Plan
 
 DEFAULT_SPACE = "quickstart"
 # A plan with more runs than this gets a summary (runs per axis, compute) before its listing.
@@ -272,53 +276,74 @@ def main(argv: list[str] | None = None) -> int:
         _error(err)
         return 2
     try:
-        from skipnet_sweep.sweep.plan import make_plan
-
-        if args.cluster_gpus is not None and (not args.dry_run or args.cluster_gpus < 1):
-            raise SpaceError("--cluster-gpus: a number of GPUs (1 or more), with --dry-run only")
-        space = _load(args)
-        for notice in space.notices:
-            print(notice)
-        missing = path_problems(space)
-        if missing and not args.dry_run:
-            raise SpaceError(f"{space.source}: {missing[0]}")
-        try:
-            plan = make_plan(space)
-        except SpaceError as err:
-            raise SpaceError(f"{space.source}: {err}") from None
+        plan, missing = _plan(args)
     except SpaceError as err:
         _error(err)
         return 2
     if args.dry_run:
-        from skipnet_sweep.sweep.driver import tracker_for, worker_group_order
-        from skipnet_sweep.sweep.estimate import estimate_lines
-        from skipnet_sweep.sweep.readiness import data_problems, local_problems
+        return _dry_run(args, plan, missing)
+    return _run(args, plan, argv)
 
-        if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
-            print("\n".join(summary(plan)))
-        print(plan.describe())
-        cluster = args.address or os.environ.get("RAY_ADDRESS")
-        order = worker_group_order(
-            plan,
-            None if cluster else (args.num_cpus or os.cpu_count() or 1),
-            0 if cluster else _local_gpus(),
-            "--num-cpus" if args.num_cpus else "this machine",
-        )
-        if order:
-            print(order)
-        t = tracker_for(plan)
-        print(f"  MLflow: {t.tracking_uri}, experiment {t.experiment!r}")
-        print("\n".join(estimate_lines(plan, args.cluster_gpus)))
-        if cluster:  # the cluster's resources are checked when the run joins it
-            missing += data_problems(space.dataset.name, space.dataset.root)
-        else:
-            missing += local_problems(plan)
-        if missing:
-            print(f"not ready to run on this machine ({len(missing)}):")
-            for problem in missing:
-                print(f"  {problem}")
-        return 0
-    from skipnet_sweep.sweep.driver import frontier_table, run_sweep, tracker_for
+
+def _plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
+    """The plan of the space the command names, after its notices are printed, and what
+    this machine lacks to run it (refused unless ``--dry-run``, which lists it).
+
+    Raises:
+        SpaceError: one line.
+    """
+    from skipnet_sweep.sweep.plan import make_plan
+
+    if args.cluster_gpus is not None and (not args.dry_run or args.cluster_gpus < 1):
+        raise SpaceError("--cluster-gpus: a number of GPUs (1 or more), with --dry-run only")
+    space = _load(args)
+    for notice in space.notices:
+        print(notice)
+    missing = path_problems(space)
+    if missing and not args.dry_run:
+        raise SpaceError(f"{space.source}: {missing[0]}")
+    try:
+        return make_plan(space), missing
+    except SpaceError as err:
+        raise SpaceError(f"{space.source}: {err}") from None
+
+
+def _dry_run(args: argparse.Namespace, plan: Plan, missing: list[str]) -> int:
+    """Print the plan, where and how long it would run, and what this machine lacks."""
+    from skipnet_sweep.sweep.driver import tracker_for, worker_group_order
+    from skipnet_sweep.sweep.estimate import estimate_lines
+    from skipnet_sweep.sweep.readiness import data_problems, local_problems
+
+    space = plan.space
+    if len(plan.jobs) > LARGE_PLAN or plan.adaptive is not None:
+        print("\n".join(summary(plan)))
+    print(plan.describe())
+    cluster = args.address or os.environ.get("RAY_ADDRESS")
+    order = worker_group_order(
+        plan,
+        None if cluster else (args.num_cpus or os.cpu_count() or 1),
+        0 if cluster else _local_gpus(),
+        "--num-cpus" if args.num_cpus else "this machine",
+    )
+    if order:
+        print(order)
+    t = tracker_for(plan)
+    print(f"  MLflow: {t.tracking_uri}, experiment {t.experiment!r}")
+    print("\n".join(estimate_lines(plan, args.cluster_gpus)))
+    if cluster:  # the cluster's resources are checked when the run joins it
+        missing += data_problems(space.dataset.name, space.dataset.root)
+    else:
+        missing += local_problems(plan)
+    if missing:
+        print(f"not ready to run on this machine ({len(missing)}):")
+        for problem in missing:
+            print(f"  {problem}")
+    return 0
+
+
+def _run(args: argparse.Namespace, plan: Plan, argv: list[str] | None) -> int:
+    """Run the sweep and print its outcome; the exit code (module docstring)."""
+    from skipnet_sweep.sweep.driver import run_sweep
     from skipnet_sweep.sweep.lock import SweepLocked
 
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -338,9 +363,21 @@ def main(argv: list[str] | None = None) -> int:
         command = _resume_command(sys.argv[1:] if argv is None else argv)
         print(f"interrupted: run the same command to resume: {command}", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
+    _print_outcome(plan, result, time.time() - start)
+    return 1 if result.failed else 0
+
+
+def _print_outcome(plan: Plan, result, seconds: float) -> None:
+    """The finished sweep: its frontier, its failures and where to look in MLflow.
+
+    Args:
+        result: the ``SweepResult`` of ``run_sweep``.
+    """
+    from skipnet_sweep.sweep.driver import frontier_table, tracker_for
+
     tracker = tracker_for(plan)
     print()
-    print(f"sweep {plan.sweep_id}: {result.trials} runs finished in {time.time() - start:.0f} s")
+    print(f"sweep {plan.sweep_id}: {result.trials} runs finished in {seconds:.0f} s")
     print(frontier_table(result, plan))
     if result.failed:
         print(f"{len(result.failed)} failed:")
@@ -361,7 +398,6 @@ def main(argv: list[str] | None = None) -> int:
         f"Figures: python -m skipnet_sweep.report --experiment {tracker.experiment} "
         f"--tracking-uri {tracker.tracking_uri} --out report/{tracker.experiment}"
     )
-    return 1 if result.failed else 0
 
 
 def _local_gpus() -> int:
