@@ -80,6 +80,7 @@ BAD = {
     "negative alpha": ({"alpha": [0.5, -1.0]}, "alpha[1]", "must be >= 0"),
     "negative alpha scalar": ({"alpha": -2}, "alpha", "must be >= 0"),
     "empty alpha": ({"alpha": []}, "alpha", "empty"),
+    "grid of one number": ({"alpha": {"grid": 5}}, "alpha.grid", "expected a list of numbers"),
     "unknown backbone": ({"backbones": ["resnet9000"]}, "backbones[0]", "cifar_resnet8"),
     "unknown gate": ({"gates": ["lstm"]}, "gates[0]", "allowed: ", "rnn"),
     "unknown dataset": ({"dataset.name": "mnist9"}, "dataset.name", "synthetic"),

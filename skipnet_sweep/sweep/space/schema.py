@@ -116,7 +116,12 @@ class Values:
     @classmethod
     def _from_mapping(cls, data: dict, where: str) -> Values:
         if "grid" in data and len(data) == 1:
-            return cls.from_space(list(data["grid"]), join(where, "grid"))
+            grid = data["grid"]
+            if not isinstance(grid, list):
+                raise SpaceError(
+                    f"{join(where, 'grid')}: expected a list of numbers, got {kind(grid)}"
+                )
+            return cls.from_space(grid, join(where, "grid"))
         allowed = {"distribution", "low", "high"}
         unknown = sorted(set(data) - allowed, key=str)
         if unknown:
