@@ -24,16 +24,26 @@ sys.modules[_spec.name] = ui  # dataclasses look their module up while the scrip
 _spec.loader.exec_module(ui)
 
 
-def make_store(
-    path: Path, experiment: str = "ui_fixture", with_alpha: bool = True
-) -> dict[str, str]:
-    """A sweep-shaped store: one parent run and three nested child runs.
+CURVE_POINTS = 12  # the fixture's points per training curve
 
-    Fixture data for a UI check, not results: the names, params and metrics only follow the
-    layout of docs/mlflow_layout.md so that the table has something to show.
+
+def make_store(
+    path: Path,
+    experiment: str = "ui_fixture",
+    with_alpha: bool = True,
+    curve_points: int = CURVE_POINTS,
+    with_figure: bool = True,
+) -> dict[str, str]:
+    """A sweep-shaped store: one parent run with a frontier figure under ``report/`` and
+    three nested child runs with training curves.
+
+    Fixture data for a UI check, not results: the names, params, metrics and the figure only
+    follow the layout of docs/mlflow_layout.md so that the UI has something to show.
 
     Args:
         with_alpha: False leaves out the HRL child's ``alpha`` param (a store the check rejects).
+        curve_points: points of each child's ``train_loss`` and ``lr`` curves (1: no curve).
+        with_figure: False logs no figure to the parent run.
     Returns:
         run name -> run id.
     """
@@ -86,11 +96,34 @@ def make_store(
         for key, value in params.items():
             client.log_param(rid, key, value)
         client.log_metric(rid, M.TOP1, top1)
+        client.log_metric(rid, M.TEST_TOP1, top1 - 0.4)
         client.log_metric(rid, M.FLOPS_MEAN, flops)
+        for i in range(curve_points):
+            step = 10 * i
+            client.log_metric(rid, M.TRAIN_LOSS, 2.3 / (1 + 0.5 * i), step=step)
+            client.log_metric(rid, M.LR, 0.1 * 0.5 ** (i // 4), step=step)
         client.set_terminated(rid)
         ids[name] = rid
+    if with_figure:
+        _log_figure(client, parent.info.run_id, path.parent)
     client.set_terminated(parent.info.run_id)
     return ids
+
+
+def _log_figure(client, run_id: str, folder: Path) -> None:
+    # A stand-in for the frontier figure that `run` logs to its parent run.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=80)
+    ax.plot([2.2, 3.0, 4.1], [88.5, 89.0, 90.0], "o-")
+    ax.set(xlabel="MACs (10^7)", ylabel="val top-1 (%)", title="fixture frontier")
+    png = folder / ui.FRONTIER_FIGURE
+    fig.savefig(png, bbox_inches="tight")
+    plt.close(fig)
+    client.log_artifact(run_id, str(png), ui.FIGURE_FOLDER)
 
 
 def test_runs_view_url_opens_runs_table_in_training_mode_with_the_saved_view():
@@ -110,7 +143,8 @@ def test_saved_view_is_the_envelope_mlflow_ui_reads():
     # The UI rejects a view without a string name, a number createdAt and a string state.
     assert envelope["name"] == "SkipNet sweep" and envelope["createdAt"] == 1234
     state = json.loads(envelope["state"])
-    for column in ("params.`alpha`", "params.`gate`", "metrics.`top1`", "metrics.`flops_mean`"):
+    columns = ("params.`alpha`", "params.`gate`", "metrics.`top1`", "metrics.`test_top1`")
+    for column in (*columns, "metrics.`flops_mean`"):
         assert column in state["selectedColumns"]
     # Only this order keeps child runs nested under the sweep run.
     assert state["orderByKey"] == "attributes.start_time"
@@ -164,10 +198,22 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.browser
-def test_check_passes_in_headless_chromium_and_writes_screenshots(tmp_path):
+def test_tradeoff_figure_is_the_macs_frontier_of_the_parent_runs_pngs():
+    assert ui.tradeoff_figure(["pareto.png", "pareto_latency.png"]) == "pareto.png"
+    # One figure per dataset when a sweep spans several (analysis.report._pareto_all).
+    names = ["pareto_cifar10.png", "pareto_latency.png", "pareto_svhn.png"]
+    assert ui.tradeoff_figure(names) == "pareto_cifar10.png"
+    assert ui.tradeoff_figure(["pareto_latency.png", "summary.png"]) is None
+
+
+def _browser_or_skip() -> None:
     if ui.find_chromium() is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+
+
+@pytest.mark.browser
+def test_check_passes_in_headless_chromium_and_writes_screenshots(tmp_path):
+    _browser_or_skip()
     db = tmp_path / "mlflow.db"
     ids = make_store(db)
     before = db.read_bytes()
@@ -178,21 +224,42 @@ def test_check_passes_in_headless_chromium_and_writes_screenshots(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "workflowType=machine_learning&viewStateShareKey=skipnet-sweep" in result.stdout
     assert "3 child runs" in result.stdout
-    assert _png_size(out / "runs_table.png") == ui.VIEWPORT
-    assert _png_size(out / "run_page.png") == ui.VIEWPORT
+    # The clicks, counted, from the printed URL to the figure in the parent run's artifacts
+    # and to the chart of a child run's training curve (every point of it drawn).
+    assert (
+        "clicks from the printed URL to the trade-off figure: 4"
+        " (ui-fixture-sweep -> Artifacts -> report -> pareto.png)"
+    ) in result.stdout
+    assert "artifactPath/report/pareto.png" in result.stdout
+    assert (
+        "clicks from the printed URL to the training curves of 'fixture-baseline': 3"
+        " (+ -> fixture-baseline -> Model metrics)"
+    ) in result.stdout
+    assert f"'train_loss': {CURVE_POINTS} points logged" in result.stdout
+    assert f"{CURVE_POINTS} drawn" in result.stdout
+    for name in ui.SCREENSHOTS:
+        assert _png_size(out / name) == ui.VIEWPORT, name
     assert db.read_bytes() == before  # the view was written into the script's copy only
     assert all(len(run_id) == 32 for run_id in ids.values())
 
 
 @pytest.mark.browser
-def test_check_fails_with_one_line_per_missing_column(tmp_path):
-    if ui.find_chromium() is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ({"with_alpha": False}, "column 'alpha' not visible"),
+        ({"curve_points": 1}, "training curves: 'train_loss' has fewer than 2 points"),
+        ({"with_figure": False}, "has no trade-off figure report/pareto.png"),
+    ],
+    ids=["no-alpha-column", "single-point-curves", "no-figure"],
+)
+def test_check_fails_with_one_line_per_failed_check(tmp_path, store, message):
+    _browser_or_skip()
     db = tmp_path / "mlflow.db"
-    make_store(db, with_alpha=False)
+    make_store(db, **store)
     result = _run_script(
         "--tracking-uri", f"sqlite:///{db}", "--experiment", "ui_fixture", "--out", str(tmp_path)
     )
     assert result.returncode == 1, result.stdout + result.stderr
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED:")]
-    assert len(failed) == 1 and "column 'alpha' not visible" in failed[0], result.stdout
+    assert len(failed) == 1 and message in failed[0], result.stdout
