@@ -58,3 +58,14 @@ def test_curves_have_a_point_per_log_and_a_resumed_trial_logs_no_step_twice(tmp_
     assert _history(tracker, run_id, M.TRAIN_LOSS) == [1, 2, 3, 4, 5, 6]
     assert _history(tracker, run_id, M.TOP1) == [3, 6]
     assert _history(tracker, run_id, M.TEST_TOP1) == [6]
+
+
+def test_metrics_are_logged_to_seven_significant_digits(tmp_path: Path):
+    """What the MLflow UI shows is what is stored: no float noise in its tables."""
+    migrated_store(tmp_path)
+    plan = make_plan(load_space(str(write_space(tmp_path))))
+    tracker = tracker_for(plan)
+    parent = open_parent(plan, tracker, fresh=False)
+    tracker.log_metrics(parent, {M.TOP1: 86.35000000000001, M.FLOPS_MEAN: 27406571.4, "n": 3})
+    got = tracker.client.get_run(parent).data.metrics
+    assert (got[M.TOP1], got[M.FLOPS_MEAN], got["n"]) == (86.35, 27406570.0, 3.0)

@@ -196,12 +196,13 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
-        """Log the finite numeric entries of ``metrics`` at ``step``."""
+        """Log the finite numeric entries of ``metrics`` at ``step``, to 7 significant digits
+        (MLflow's tables show a float as stored: 86.35, not 86.3500000001)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), now, int(step))
+            Metric(k, float(f"{v:.7g}"), now, int(step))
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
