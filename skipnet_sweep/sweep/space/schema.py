@@ -58,7 +58,7 @@ class ChangedDefault:
 
 
 CHANGED_DEFAULTS = (
-    # 1274c04 (2026-11-28) made the official CIFAR reduction the default.
+    # A space written before the official CIFAR reduction became the default (docs/fidelity.md).
     ChangedDefault(
         "hrl",
         "rl_reduction",
