@@ -9,7 +9,7 @@ published baselines go on the MACs axis.
 
 Writes ``<name>.png`` and ``<name>.pdf`` (MACs: the frontiers as ``<name>.csv``; one set
 per dataset, ``<name>_<dataset>``, when the studies span several) under ``--out`` and
-nothing else. The work is done by ``skipnet_sweep.analysis.report.make_comparison``; this
+nothing else. The work is done by ``skipnet_sweep.reporting.study.make_comparison``; this
 file only parses arguments.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from skipnet_sweep.analysis import cli
+from skipnet_sweep.reporting import cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--baselines and --flops-unit apply to --x macs (published results give MACs)")
     if args.x == "macs" and args.batch is not None:
         p.error("--batch applies to --x latency")
-    from skipnet_sweep.analysis.report import make_comparison
+    from skipnet_sweep.reporting.study import make_comparison
 
     result = cli.run(
         lambda: make_comparison(

@@ -1,7 +1,7 @@
 """Names of metrics, params and tags, defined once.
 
 The stages produce dictionaries keyed by these names, the MLflow tracker logs them under
-these names and ``analysis/`` reads them back by the same names, so a rename happens here
+these names and ``reporting/`` reads them back by the same names, so a rename happens here
 and nowhere else.
 """
 
@@ -80,7 +80,7 @@ def is_gate_skip_ratio(name: str) -> bool:
     return name.startswith("skip_ratio_g")
 
 
-# Tags and params shared by the tracker and analysis.
+# Tags and params shared by the tracker and the reporting package.
 TAG_STAGE = "stage"  # baseline / sp / hrl / act / sact
 TAG_TRIAL_ID = "skipnet.trial_id"  # idempotency key of a child run
 TAG_SWEEP_ID = "skipnet.sweep_id"  # idempotency key of a parent run
@@ -92,12 +92,12 @@ TAG_ROUTING = "routing"  # routes / prunes / no skip (skipnet_sweep.routing.rout
 TAG_METHOD = "method"  # skipnet-<gate>, plain, act, sact: one curve per method in figures
 TAG_METHOD_NAME = "skipnet.method"  # the registered method (skipnet, plain, act, sact, ...)
 # The registered method's ``label`` and ``marker``: how the report draws a method it has no
-# style of its own for (a plugin registered in another process), see analysis.style.
+# style of its own for (a plugin registered in another process), see reporting.style.
 TAG_METHOD_LABEL = "skipnet.method_label"
 TAG_METHOD_MARKER = "skipnet.method_marker"
 # The param that holds the run's cost weight (alpha, tau, a target rate, a penalty).
 TAG_COST_WEIGHT = "skipnet.cost_weight"
-COST_WEIGHT_VALUE = "cost_weight_value"  # analysis column: that param's value, as a number
+COST_WEIGHT_VALUE = "cost_weight_value"  # reporting column: that param's value, as a number
 TAG_SPACE = "skipnet.space"
 TAG_ERROR = "skipnet.error"  # why a child run failed (e.g. the loss became NaN)
 TAG_CHECKPOINT = "checkpoint_uri"  # where a run's final weights are (train eval --checkpoint)

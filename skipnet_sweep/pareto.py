@@ -3,7 +3,7 @@ measured-latency frontier, decided beyond the timings' noise.
 
 A point is ``(macs, top1)``: multiply-adds per image (lower is better) and top-1 accuracy
 in percent (higher is better). Pure functions over plain numbers, so the sweep (which
-tags runs ``pareto=true``) and ``analysis/`` (which draws the frontier) agree by
+tags runs ``pareto=true``) and ``reporting/`` (which draws the frontier) agree by
 construction.
 
 Conventions, chosen so that every caller gets the same answer:

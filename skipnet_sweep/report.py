@@ -3,14 +3,14 @@ sweep's parent run.
 
     python -m skipnet_sweep.report --experiment quickstart --out reports/quickstart
 
-The work is done by ``skipnet_sweep.analysis.report.make_report``.
+The work is done by ``skipnet_sweep.reporting.study.make_report``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from skipnet_sweep.analysis import cli
+from skipnet_sweep.reporting import cli
 
 __all__ = ["main"]
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "location (for a copied store, the original's when its paths are absolute)",
     )
     args = p.parse_args(argv)
-    from skipnet_sweep.analysis.report import make_report
+    from skipnet_sweep.reporting.study import make_report
 
     result = cli.run(
         lambda: make_report(

@@ -370,7 +370,7 @@ class RunInfo:
 
 
 class Mlflow:
-    """Read access to one sweep's MLflow store, as ``analysis/`` would read it.
+    """Read access to one sweep's MLflow store, as the report would read it.
 
     Args:
         uri: tracking URI.

@@ -18,20 +18,20 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import figures as F
-from skipnet_sweep.analysis import report as analysis_report
-from skipnet_sweep.analysis.baselines import COLUMNS
-from skipnet_sweep.analysis.report import make_comparison, make_report
-from skipnet_sweep.analysis.runs import (
+from skipnet_sweep.pareto import pareto_front
+from skipnet_sweep.report import main as report_main
+from skipnet_sweep.reporting import figures as F
+from skipnet_sweep.reporting import study
+from skipnet_sweep.reporting.baselines import COLUMNS
+from skipnet_sweep.reporting.runs import (
     ExperimentNotFoundError,
     find_parent_run,
     finished,
     load_eval,
     load_runs,
 )
-from skipnet_sweep.analysis.sweep_figures import log_frontier_figures
-from skipnet_sweep.pareto import pareto_front
-from skipnet_sweep.report import main as report_main
+from skipnet_sweep.reporting.study import make_comparison, make_report
+from skipnet_sweep.reporting.sweep_figures import log_frontier_figures
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"
@@ -184,7 +184,7 @@ def _log_child(client: MlflowClient, exp_id: str, parent_id: str, spec: Spec, tm
             M.latency_plain_ms(1): spec.timing * PLAIN / 1e7,
             M.speedup(1): PLAIN / spec.macs,
         }
-        # An early evaluation first: analysis must read the final value, not this one.
+        # An early evaluation first: the report must read the final value, not this one.
         metrics.append(Metric(M.TOP1, 50.0, now, 10))
         metrics += [Metric(k, float(v), now + 1, 100) for k, v in final.items()]
     client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
@@ -306,7 +306,7 @@ def write_baselines(path: Path) -> pd.DataFrame:
         ("plain", "cifar_resnet110", "cifar10", "", 253149824, 93.6, "", "Table 2", ""),
     ]  # fmt: skip
     pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(path, index=False)
-    from skipnet_sweep.analysis.baselines import load_baselines
+    from skipnet_sweep.reporting.baselines import load_baselines
 
     return load_baselines(path)
 
@@ -629,7 +629,7 @@ def test_frontier_figures_that_fail_say_why_and_raise_nothing(
     def broken(*args, **kwargs):
         raise RuntimeError("the figure\nbroke")
 
-    monkeypatch.setattr(analysis_report, "frontier_figures", broken)
+    monkeypatch.setattr(study, "frontier_figures", broken)
     failed = log_frontier_figures(sweep.parent_id, sweep.uri)
     assert failed.error == "RuntimeError: the figure broke"
     assert failed.files == []

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import skipnet_sweep.analysis
-from skipnet_sweep.analysis.baselines import (
+import skipnet_sweep.reporting
+from skipnet_sweep.reporting.baselines import (
     COLUMNS,
     DATASETS,
     BaselineError,
@@ -35,7 +35,7 @@ def write(tmp_path: Path, *lines: str, name: str = "b.csv") -> Path:
 def test_shipped_baselines_validate() -> None:
     folder = default_baselines_dir()
     # Package data beside the module, never the checkout's folders.
-    assert folder == Path(skipnet_sweep.analysis.__file__).parent / "baselines"
+    assert folder == Path(skipnet_sweep.reporting.__file__).parent / "baselines"
     df = load_baselines(folder)
     assert list(df.columns) == list(COLUMNS)
     assert set(df["dataset"]) <= set(DATASETS)

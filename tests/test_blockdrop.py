@@ -15,8 +15,6 @@ from sweep_helpers import write_space
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines, matching
-from skipnet_sweep.analysis.style import method_style
 from skipnet_sweep.methods import get_method, load_trained, method_for_stage
 from skipnet_sweep.methods.blockdrop import (
     BlockDropObjective,
@@ -26,6 +24,8 @@ from skipnet_sweep.methods.blockdrop import (
 )
 from skipnet_sweep.models import ModelConfig, build_from_config
 from skipnet_sweep.models.blockdrop import BlockDropResNet
+from skipnet_sweep.reporting.baselines import default_baselines_dir, load_baselines, matching
+from skipnet_sweep.reporting.style import method_style
 from skipnet_sweep.stages import DataConfig, StageConfig
 from skipnet_sweep.stages.checkpoint import make_payload, save_checkpoint
 from skipnet_sweep.sweep import SpaceError, load_space, make_plan

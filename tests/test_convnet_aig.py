@@ -18,8 +18,6 @@ from sweep_helpers import write_space
 from torch.utils.flop_counter import FlopCounterMode
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines, matching
-from skipnet_sweep.analysis.style import method_style
 from skipnet_sweep.methods import get_method, list_methods, method_for_stage
 from skipnet_sweep.methods.convnet_aig import (
     CURVE,
@@ -30,6 +28,8 @@ from skipnet_sweep.methods.convnet_aig import (
 )
 from skipnet_sweep.models import ModelConfig, list_gates
 from skipnet_sweep.models.aig import OPEN_BIAS, OUT_STD, AIGGate
+from skipnet_sweep.reporting.baselines import default_baselines_dir, load_baselines, matching
+from skipnet_sweep.reporting.style import method_style
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint
 from skipnet_sweep.sweep import SpaceError, load_space, make_plan
 from skipnet_sweep.train import main

@@ -12,9 +12,9 @@ import pytest
 from matplotlib.colors import to_hex, to_rgba
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import figures as F
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.baselines import (
+from skipnet_sweep.reporting import figures as F
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.baselines import (
     COLUMNS,
     default_baselines_dir,
     load_baselines,

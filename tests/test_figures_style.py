@@ -15,8 +15,8 @@ import pytest
 from matplotlib.colors import to_hex
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import figures as F
-from skipnet_sweep.analysis import style as S
+from skipnet_sweep.reporting import figures as F
+from skipnet_sweep.reporting import style as S
 
 KNOWN = ["plain", "skipnet-ff1", "skipnet-ff2", "skipnet-rnn", "act", "sact"]
 
@@ -45,7 +45,7 @@ def test_unknown_method_gets_a_stable_distinct_style() -> None:
     assert S.method_style("toy-method") == toy
     # The same in another interpreter (Python's own str hash would not be).
     code = (
-        "from skipnet_sweep.analysis.style import method_style as m; "
+        "from skipnet_sweep.reporting.style import method_style as m; "
         "s = m('toy-method'); print(s.color, s.marker)"
     )
     root = str(Path(__file__).resolve().parents[1])
@@ -268,7 +268,7 @@ def test_series_of_a_comparison_differ_in_colour_or_line() -> None:
 
 def test_a_plugin_point_is_labelled_by_its_own_cost_weight() -> None:
     from skipnet_sweep import metrics as M
-    from skipnet_sweep.analysis.style import point_label
+    from skipnet_sweep.reporting.style import point_label
 
     assert point_label({M.TAG_COST_WEIGHT: "penalty", M.COST_WEIGHT_VALUE: -5.0}) == "penalty=-5"
     assert point_label({M.TAG_COST_WEIGHT: "target", M.COST_WEIGHT_VALUE: float("nan")}) == ""

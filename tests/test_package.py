@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import skipnet_sweep
-from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines
+from skipnet_sweep.reporting.baselines import default_baselines_dir, load_baselines
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(skipnet_sweep.__file__).parent
@@ -37,7 +37,7 @@ if importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptoo
 PROBE = """
 import json, runpy, sys
 import skipnet_sweep
-from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines
+from skipnet_sweep.reporting.baselines import default_baselines_dir, load_baselines
 from skipnet_sweep.sweep.space import SPACES_DIR, bundled_spaces
 df = load_baselines(default_baselines_dir())
 sact = df[(df.method == "sact") & (df.dataset == "imagenet")].iloc[0]
@@ -103,8 +103,8 @@ def _expected_data() -> set[str]:
             for p in (PACKAGE / "search_spaces").glob("*.yaml")
         ),
         *(
-            f"skipnet_sweep/analysis/baselines/{p.name}"
-            for p in (PACKAGE / "analysis" / "baselines").glob("*.csv")
+            f"skipnet_sweep/reporting/baselines/{p.name}"
+            for p in (PACKAGE / "reporting" / "baselines").glob("*.csv")
         ),
     }
 
@@ -113,7 +113,7 @@ def test_wheel_holds_every_space_and_baseline(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = _expected_data()
     assert "skipnet_sweep/search_spaces/quickstart.yaml" in expected
-    assert "skipnet_sweep/analysis/baselines/sact.csv" in expected
+    assert "skipnet_sweep/reporting/baselines/sact.csv" in expected
     assert expected <= names, sorted(expected - names)
 
 

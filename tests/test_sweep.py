@@ -1,4 +1,4 @@
-"""A whole sweep on a local Ray instance, checked through MLflow as ``analysis/`` reads it
+"""A whole sweep on a local Ray instance, checked through MLflow as the report reads it
 (``docs/mlflow_layout.md``): one tiny sweep shared by the module (SkipNet, the plain baseline
 and a toy plugin method registered from the tests), then the same command again (nothing
 re-run). The slow part is Ray (about a minute for the tiny sweep on 2 busy cores). Resume

@@ -37,7 +37,7 @@ from skipnet_sweep.stages.objective import LossResult, Objective
 
 GATE = "aig"  # the registered gate design and the stage's network
 STAGE = "aig"  # the ``train`` subcommand
-CURVE = "convnet-aig"  # the figures' curve: analysis/style.py's and baselines/convnet_aig.csv's
+CURVE = "convnet-aig"  # the figures' curve: reporting/style.py's and baselines/convnet_aig.csv's
 INITS = ("scratch", "baseline")
 
 # Official CIFAR recipe (train.py): SGD momentum 0.9, lr 0.1, weight decay 5e-4, batch 256
@@ -166,7 +166,7 @@ class TargetRateObjective(Objective):
 class ConvNetAIG(Method):
     name = "convnet_aig"
     label = "ConvNet-AIG"
-    marker = "h"  # analysis/style.py's entry for the curve ``convnet-aig``
+    marker = "h"  # reporting/style.py's entry for the curve ``convnet-aig``
     stages = (STAGE,)
     cost_weight = "target"
     space_key = "convnet_aig"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from skipnet_sweep.analysis.sweep_figures import log_frontier_figures
+from skipnet_sweep.reporting.sweep_figures import log_frontier_figures
 from skipnet_sweep.sweep import lock
 from skipnet_sweep.sweep.frontier import (
     log_frontier_models,

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis.sweep_figures import LoggedFigures
 from skipnet_sweep.pareto import interval_front, latency_intervals, pareto_front, speedup_verdict
+from skipnet_sweep.reporting.sweep_figures import LoggedFigures
 from skipnet_sweep.routing import routing_kind
 
 # A row's batch-1 latency on the scale its frontier is chosen on (``comparable_latency``),

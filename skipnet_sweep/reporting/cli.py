@@ -1,4 +1,4 @@
-"""What the analysis commands (``python -m skipnet_sweep.report``, ``analysis/plot_pareto.py``)
+"""What the reporting commands (``python -m skipnet_sweep.report``, ``analysis/plot_pareto.py``)
 share: where they read and write, the baselines and units, and turning a missing experiment
 or sweep, one without runs or a bad baseline file into one ``error:`` line and exit code 2
 (having written nothing)."""
@@ -10,16 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from skipnet_sweep.analysis.style import FLOPS_UNITS
+from skipnet_sweep.reporting.style import FLOPS_UNITS
 
 T = TypeVar("T")
-# The x axes of a comparison (``report.make_comparison``): mean MACs per image (with
+# The x axes of a comparison (``study.make_comparison``): mean MACs per image (with
 # published baselines) or measured latency. Here, so --help needs no MLflow or matplotlib.
 X_AXES = ("macs", "latency")
 
 
 def parser(prog: str | None, description: str, *, out_help: str, out_default: str | None):
-    """An argument parser with the options every analysis command takes."""
+    """An argument parser with the options every reporting command takes."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--out", required=out_default is None, default=out_default, help=out_help)
     p.add_argument(
@@ -32,7 +32,7 @@ def parser(prog: str | None, description: str, *, out_help: str, out_default: st
         nargs="*",
         default=None,
         metavar="DIR_OR_CSV",
-        help="published baseline CSVs or folders (default: the bundled skipnet_sweep/analysis/baselines)",
+        help="published baseline CSVs or folders (default: the bundled skipnet_sweep/reporting/baselines)",
     )
     p.add_argument("--flops-unit", default="M", choices=list(FLOPS_UNITS))
     return p
@@ -45,8 +45,12 @@ def run(make: Callable[[], T]) -> T | int:
         its result, or exit code 2 after printing one ``error:`` line.
     """
     # Imported here so --help does not pay for MLflow and matplotlib.
-    from skipnet_sweep.analysis.baselines import BaselineError
-    from skipnet_sweep.analysis.runs import ExperimentNotFoundError, NoRunsError, SweepNotFoundError
+    from skipnet_sweep.reporting.baselines import BaselineError
+    from skipnet_sweep.reporting.runs import (
+        ExperimentNotFoundError,
+        NoRunsError,
+        SweepNotFoundError,
+    )
 
     try:
         return make()

@@ -263,7 +263,7 @@ def _frame(runs: list[Run]) -> pd.DataFrame:
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs that finished (the only ones analysis draws)."""
+    """The runs that finished (the only ones the figures draw)."""
     return runs[runs["status"] == FINISHED].reset_index(drop=True)
 
 

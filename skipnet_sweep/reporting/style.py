@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis.baselines import parse_resnet
+from skipnet_sweep.reporting.baselines import parse_resnet
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,18 +15,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.baselines import RELATED, matching
-from skipnet_sweep.analysis.common import (
-    NotEnoughData,
-    finished,
-    finite_rows,
-    new_figure,
-    note,
-    save,
-    short_source,
-)
-from skipnet_sweep.analysis.labels import place_labels
 from skipnet_sweep.pareto import (
     NOT_FASTER,
     format_hypervolume,
@@ -36,6 +24,18 @@ from skipnet_sweep.pareto import (
     pareto_front,
     speedup_verdict,
 )
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.baselines import RELATED, matching
+from skipnet_sweep.reporting.common import (
+    NotEnoughData,
+    finished,
+    finite_rows,
+    new_figure,
+    note,
+    save,
+    short_source,
+)
+from skipnet_sweep.reporting.labels import place_labels
 
 __all__ = ["LatencyData", "ParetoData", "latency_figure", "pareto_figure"]
 

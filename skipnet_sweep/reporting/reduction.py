@@ -11,8 +11,8 @@ import pandas as pd
 from matplotlib.patches import Patch
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.common import (
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.common import (
     FigureData,
     NotEnoughData,
     finished,

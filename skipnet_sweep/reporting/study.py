@@ -25,11 +25,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import figures as F
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.baselines import default_baselines_dir, load_baselines
-from skipnet_sweep.analysis.cli import X_AXES
-from skipnet_sweep.analysis.runs import (
+from skipnet_sweep.pareto import format_hypervolume, pareto_mask
+from skipnet_sweep.reporting import figures as F
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.baselines import default_baselines_dir, load_baselines
+from skipnet_sweep.reporting.cli import X_AXES
+from skipnet_sweep.reporting.runs import (
     EvalArtifacts,
     NoRunsError,
     find_parent_run,
@@ -39,7 +40,6 @@ from skipnet_sweep.analysis.runs import (
     load_sweep_runs,
     resolve_tracking_uri,
 )
-from skipnet_sweep.pareto import format_hypervolume, pareto_mask
 from skipnet_sweep.routing import NO_SKIP, PRUNES, ROUTES, routing_kind
 
 __all__ = [
@@ -189,7 +189,7 @@ def make_comparison(
         studies: ``(kind, name)`` pairs, kind a key of :data:`STUDY_LOADERS`; drawn in
             this order, each named by ``name``.
         out_dir: the folder (created).
-        tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
+        tracking_uri: see :func:`skipnet_sweep.reporting.runs.resolve_tracking_uri`.
         x: ``macs`` (:func:`.frontier.pareto_figure`) or ``latency``
             (:func:`.frontier.latency_figure`).
         baselines: published baseline CSVs or folders, drawn on the MACs axis; default the
@@ -567,8 +567,8 @@ def make_report(
     Args:
         experiment: the MLflow experiment (the space's name by default).
         out_dir: the report folder (created).
-        tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
-        baselines_dir: baseline CSV files/folders; default the bundled ``skipnet_sweep/analysis/baselines``.
+        tracking_uri: see :func:`skipnet_sweep.reporting.runs.resolve_tracking_uri`.
+        baselines_dir: baseline CSV files/folders; default the bundled ``skipnet_sweep/reporting/baselines``.
         flops_unit: ``raw``, ``K``, ``M`` or ``G``.
         log: log the written files to the parent run (in the store's artifact location).
 

@@ -1,6 +1,6 @@
 """Published baselines: cited results to draw next to a sweep's runs.
 
-Each CSV (the bundled ones are package data in ``skipnet_sweep/analysis/baselines/``) has
+Each CSV (the bundled ones are package data in ``skipnet_sweep/reporting/baselines/``) has
 exactly these columns::
 
     method,backbone,dataset,setting,macs,top1,top5,source,note
@@ -94,7 +94,7 @@ class BaselineError(ValueError):
 def default_baselines_dir() -> Traversable:
     """The bundled baseline CSVs: package data read through importlib.resources, so that an
     installed wheel has them as well as a checkout (a ``Path`` when installed as files)."""
-    return files("skipnet_sweep.analysis") / "baselines"
+    return files("skipnet_sweep.reporting") / "baselines"
 
 
 def _number(text: str, where: str, column: str, *, required: bool) -> float:

@@ -52,7 +52,7 @@ def log_frontier_figures(
 
     Args:
         parent_run_id: the sweep's parent run.
-        tracking_uri: see :func:`skipnet_sweep.analysis.runs.resolve_tracking_uri`.
+        tracking_uri: see :func:`skipnet_sweep.reporting.runs.resolve_tracking_uri`.
         flops_unit: ``raw``, ``K``, ``M`` or ``G`` (the MACs axis).
 
     Returns:
@@ -77,13 +77,13 @@ def _draw_and_log(
     # install is one line of the summary.
     from mlflow.tracking import MlflowClient
 
-    from skipnet_sweep.analysis.report import (
+    from skipnet_sweep.reporting.runs import finished, load_child_runs, resolve_tracking_uri
+    from skipnet_sweep.reporting.study import (
         REPORT_ARTIFACT_PATH,
         ReportResult,
         frontier_figures,
         load_baseline_table,
     )
-    from skipnet_sweep.analysis.runs import finished, load_child_runs, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     done = finished(load_child_runs(parent_run_id, uri))

@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.common import (
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.common import (
     FigureData,
     NotEnoughData,
     finished,

@@ -1,9 +1,10 @@
-"""Analysis of a sweep: read runs back from MLflow, compare with published baselines, draw
-the paper's figures and write a report.
+"""Reporting on a sweep: read runs back from MLflow, compare with published baselines, draw
+the paper's figures and write a study's report. ``python -m skipnet_sweep.report`` and the
+scripts in the top-level ``analysis/`` folder are thin commands over this package.
 
 Modules (imported on demand, so reading baselines does not pull in MLflow or matplotlib):
 
-- ``baselines``: published results in the bundled ``analysis/baselines/*.csv``, validated.
+- ``baselines``: published results in the bundled ``reporting/baselines/*.csv``, validated.
 - ``runs``: an experiment's or a sweep's child runs as one DataFrame, and their ``eval/``
   artifacts.
 - ``figures``: the figure functions in one import; each writes PNG and PDF and returns its
@@ -13,7 +14,7 @@ Modules (imported on demand, so reading baselines does not pull in MLflow or mat
   ``register_method_style`` give each method one colour and marker everywhere (a
   comparison of studies colours by study, ``series_style``; markers still say the method).
 - ``common``, ``labels``: the figures' shared record, filters, file writing, label placer.
-- ``report``: every figure the runs support plus ``summary.md`` (logged to the sweep when
-  asked), and several sweeps or experiments compared on one figure (``make_comparison``).
-- ``cli``: what the analysis commands share (their options, their one-line errors).
+- ``study``: a study's report, every figure the runs support (``make_report``), and several
+  sweeps or experiments compared on one figure (``make_comparison``).
+- ``cli``: what the reporting commands share (their options, their one-line errors).
 """

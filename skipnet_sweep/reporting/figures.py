@@ -11,7 +11,7 @@ report and for users. Each figure family lives in its own module:
 Their look (one colour and marker per method, units, names, titles) is :mod:`.style`;
 what they share otherwise is :mod:`.common`.
 
-Every function takes data (the DataFrame of :func:`skipnet_sweep.analysis.runs.load_runs`,
+Every function takes data (the DataFrame of :func:`skipnet_sweep.reporting.runs.load_runs`,
 an artifact table, arrays) and an output path *stem*, writes ``<stem>.png`` and
 ``<stem>.pdf`` (tables: ``.md`` and ``.csv``) and returns the data behind the figure, so
 tests can check the numbers and not only that a picture exists. A figure the data cannot
@@ -20,21 +20,21 @@ support raises :class:`NotEnoughData`, whose message says why.
 
 from __future__ import annotations
 
-from skipnet_sweep.analysis.common import (
+from skipnet_sweep.reporting.common import (
     FigureData,
     NotEnoughData,
     finite_rows,
     plain_by_backbone,
 )
-from skipnet_sweep.analysis.frontier import LatencyData, ParetoData, latency_figure, pareto_figure
-from skipnet_sweep.analysis.images import easy_hard_grid
-from skipnet_sweep.analysis.reduction import hard_soft_table, reduction_figure, select_hrl_runs
-from skipnet_sweep.analysis.skipping import (
+from skipnet_sweep.reporting.frontier import LatencyData, ParetoData, latency_figure, pareto_figure
+from skipnet_sweep.reporting.images import easy_hard_grid
+from skipnet_sweep.reporting.reduction import hard_soft_table, reduction_figure, select_hrl_runs
+from skipnet_sweep.reporting.skipping import (
     per_class_figure,
     per_class_from_samples,
     skip_histogram_figure,
 )
-from skipnet_sweep.analysis.tradeoff import alpha_tradeoff_figure, variants_figure
+from skipnet_sweep.reporting.tradeoff import alpha_tradeoff_figure, variants_figure
 
 __all__ = [
     "FigureData",

@@ -10,8 +10,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.common import FigureData, NotEnoughData, new_figure, save
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.common import FigureData, NotEnoughData, new_figure, save
 
 __all__ = ["easy_hard_grid"]
 

@@ -9,8 +9,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from skipnet_sweep.analysis import style as S
-from skipnet_sweep.analysis.common import FigureData, NotEnoughData, new_figure, save
+from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting.common import FigureData, NotEnoughData, new_figure, save
 
 __all__ = ["per_class_figure", "per_class_from_samples", "skip_histogram_figure"]
 
