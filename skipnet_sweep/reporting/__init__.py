@@ -8,8 +8,9 @@ Modules (imported on demand, so reading baselines does not pull in MLflow or mat
 - ``runs``: an experiment's or a sweep's child runs as one DataFrame, and their ``eval/``
   artifacts.
 - ``figures``: the figure functions in one import; each writes PNG and PDF and returns its
-  data. They live by family in ``frontier`` (Pareto, Fig. 7), ``tradeoff`` (Fig. 6/8/9),
-  ``reduction`` (Fig. 4/5, Table 3), ``skipping`` (Fig. 11) and ``images`` (Fig. 10).
+  data. They live by family in ``frontier_macs`` (Pareto, Fig. 7) and ``frontier_latency``
+  (sharing ``frontier``), ``tradeoff`` (Fig. 6/8/9), ``reduction`` (Fig. 4/5, Table 3),
+  ``skipping`` (Fig. 11) and ``images`` (Fig. 10).
 - ``style``: how every figure looks and names things; ``method_style`` /
   ``register_method_style`` give each method one colour and marker everywhere (a
   comparison of studies colours by study, ``series_style``; markers still say the method).

@@ -1,8 +1,9 @@
 """The paper's figures, from a sweep's runs (figures 4-11 and Table 3): one import for the
 report and for users. Each figure family lives in its own module:
 
-- :mod:`.frontier`: top-1 vs. MACs, the frontier and published baselines (Fig. 7), and
-  vs. measured latency; either for several studies at once (one frontier each).
+- :mod:`.frontier_macs`: top-1 vs. MACs, the frontier and published baselines (Fig. 7);
+  :mod:`.frontier_latency`: vs. measured latency; either for several studies at once (one
+  frontier each), with what they share in :mod:`.frontier`.
 - :mod:`.tradeoff`: top-1 and MACs vs. alpha (Fig. 6/8), the training variants (Fig. 9).
 - :mod:`.reduction`: SP vs. HRL+SP reduction (Fig. 4/5), hard vs. soft gating (Table 3).
 - :mod:`.skipping`: skipped blocks per class and their histogram (Fig. 11).
@@ -26,7 +27,8 @@ from skipnet_sweep.reporting.common import (
     finite_rows,
     plain_by_backbone,
 )
-from skipnet_sweep.reporting.frontier import LatencyData, ParetoData, latency_figure, pareto_figure
+from skipnet_sweep.reporting.frontier_latency import LatencyData, latency_figure
+from skipnet_sweep.reporting.frontier_macs import ParetoData, pareto_figure
 from skipnet_sweep.reporting.images import easy_hard_grid
 from skipnet_sweep.reporting.reduction import hard_soft_table, reduction_figure, select_hrl_runs
 from skipnet_sweep.reporting.skipping import (

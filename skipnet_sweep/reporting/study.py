@@ -190,8 +190,8 @@ def make_comparison(
             this order, each named by ``name``.
         out_dir: the folder (created).
         tracking_uri: see :func:`skipnet_sweep.reporting.runs.resolve_tracking_uri`.
-        x: ``macs`` (:func:`.frontier.pareto_figure`) or ``latency``
-            (:func:`.frontier.latency_figure`).
+        x: ``macs`` (:func:`.frontier_macs.pareto_figure`) or ``latency``
+            (:func:`.frontier_latency.latency_figure`).
         baselines: published baseline CSVs or folders, drawn on the MACs axis; default the
             bundled ones.
         flops_unit: ``raw``, ``K``, ``M`` or ``G`` (MACs axis).
