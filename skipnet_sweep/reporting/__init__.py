@@ -17,5 +17,6 @@ Modules (imported on demand, so reading baselines does not pull in MLflow or mat
 - ``common``, ``labels``: the figures' shared record, filters, file writing, label placer.
 - ``study``: a study's report, every figure the runs support (``make_report``), and several
   sweeps or experiments compared on one figure (``make_comparison``).
+- ``summary``: the report's ``summary.csv`` (one row per run) and the sections of ``summary.md``.
 - ``cli``: what the reporting commands share (their options, their one-line errors).
 """

@@ -3,9 +3,9 @@ of several sweeps or experiments on one trade-off figure (``analysis/plot_pareto
 
 ``make_report`` reads the experiment's child runs from MLflow, draws what the runs support
 (the Pareto plot per dataset, alpha trade-off, computation reduction, hard vs. soft table,
-training variants, per-class skipping, easy/hard images) and writes ``summary.md`` (one row
-per run, then the figures made and those not made with the reason), all in the folder it is
-given; only when asked does it also log that folder to the sweep's parent run under
+training variants, per-class skipping, easy/hard images) and writes ``summary.md``
+(:mod:`.summary`: one row per run, then the figures made and those not made with the
+reason), all in the folder it is given; only when asked does it also log that folder to the sweep's parent run under
 ``report/`` (a store's artifact paths are absolute: logging from a copy of a store would
 write into the original's). ``make_comparison`` draws the studies' runs with the report's
 own Pareto and latency figures, one frontier per study.
@@ -13,7 +13,6 @@ own Pareto and latency figures, one frontier per study.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +24,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.pareto import format_hypervolume, pareto_mask
 from skipnet_sweep.reporting import figures as F
 from skipnet_sweep.reporting import style as S
+from skipnet_sweep.reporting import summary
 from skipnet_sweep.reporting.baselines import default_baselines_dir, load_baselines
 from skipnet_sweep.reporting.cli import X_AXES
 from skipnet_sweep.reporting.runs import (
@@ -40,7 +39,6 @@ from skipnet_sweep.reporting.runs import (
     load_sweep_runs,
     resolve_tracking_uri,
 )
-from skipnet_sweep.routing import NO_SKIP, PRUNES, ROUTES, routing_kind
 
 __all__ = [
     "REPORT_ARTIFACT_PATH",
@@ -53,11 +51,6 @@ __all__ = [
 ]
 
 REPORT_ARTIFACT_PATH = "report"  # where the folder goes in the parent run (docs/mlflow_layout.md)
-SUMMARY = "summary.md"
-# Row order of the summary table: the plain ResNet, SkipNet by gate, then the halting nets;
-# variants in the order the paper introduces them.
-_METHOD_ORDER = ["plain", "skipnet-ff1", "skipnet-ff2", "skipnet-rnn", "act", "sact"]
-_VARIANT_ORDER = ["baseline", "sp", "soft", "hrl+sp", "hrl+s", "rl", "act", "sact"]
 
 
 @dataclass
@@ -248,85 +241,18 @@ def _eval_figures(
 ) -> None:
     """Fig. 10 and 11 need eval/ artifacts: use the SP / HRL+SP pair of Fig. 4 when there is
     one (the deepest backbone first), else any run that logged them."""
-    cache: dict[str, EvalArtifacts] = {}
-
-    def artifacts(run_id: str) -> EvalArtifacts:
-        if run_id not in cache:
-            cache[run_id] = load_eval(run_id, scratch, uri)
-        return cache[run_id]
-
-    by_id = done.set_index("run_id")
-
-    def about(run_id: str) -> dict[str, Any]:
-        """The dataset, backbone and description a figure of this run is titled with."""
-        row = by_id.loc[run_id]
-        return {
-            "dataset": row[M.PARAM_DATASET],
-            "backbone": row[M.PARAM_ARCH],
-            "shown": S.describe_run({**row.to_dict(), "run_id": run_id}),
-        }
-
+    evals = _EvalRuns(done, uri, scratch)
     pairs = F.select_hrl_runs(done)
     pairs = pairs.iloc[::-1] if len(pairs) else pairs  # deepest backbone first
-
-    def per_class(a: EvalArtifacts) -> pd.DataFrame | None:
-        if a.per_class is not None:
-            return a.per_class
-        return F.per_class_from_samples(a.per_sample) if a.per_sample is not None else None
-
-    # Fig. 11a: per-class medians of a matched SP and HRL+SP run.
-    chosen = None
-    for _, p in pairs.iterrows():
-        sp, hrl = per_class(artifacts(p.sp_run_id)), per_class(artifacts(p.hrl_run_id))
-        if sp is not None and hrl is not None:
-            chosen = p
-            _attempt(
-                result,
-                "per_class",
-                lambda sp=sp, hrl=hrl, p=p: F.per_class_figure(
-                    sp,
-                    hrl,
-                    out / "per_class",
-                    method=p[M.TAG_METHOD],
-                    **{
-                        **about(p.hrl_run_id),
-                        "shown": f"{about(p.hrl_run_id)['shown']} vs. its SP run "
-                        f"(run {p.sp_run_id[:8]})",
-                    },
-                ),
-            )
-            break
-    if chosen is None:
-        result.skipped["per_class"] = (
-            "no SP and HRL+SP run of one backbone and gate both logged eval/per_class.csv"
-            if len(pairs)
-            else "no backbone and gate with both a finished SP and HRL+SP run"
-        )
-
+    chosen = _per_class_figure(result, evals, pairs, out)
     # Fig. 11b and Fig. 10: the chosen HRL+SP run, else the first run that has the file.
     order = ([chosen.hrl_run_id] if chosen is not None else []) + list(done["run_id"])
-    hist_run = next((r for r in order if artifacts(r).per_sample is not None), None)
-    if hist_run is None:
-        result.skipped["skip_histogram"] = "no run logged eval/per_sample.csv"
-    else:
-        _attempt(
-            result,
-            "skip_histogram",
-            lambda: F.skip_histogram_figure(
-                artifacts(hist_run).per_sample, out / "skip_histogram", **about(hist_run)
-            ),
-        )
-    grid_run = next((r for r in order if artifacts(r).easy_hard is not None), None)
-    if grid_run is None:
-        result.skipped["easy_hard"] = "no run logged eval/easy_hard.npz"
-    else:
-        _attempt(
-            result,
-            "easy_hard",
-            lambda: F.easy_hard_grid(
-                artifacts(grid_run).easy_hard, out / "easy_hard", **about(grid_run)
-            ),
-        )
+    hist_run = _one_run_figure(
+        result, evals, order, "skip_histogram", "per_sample", F.skip_histogram_figure, out
+    )
+    grid_run = _one_run_figure(
+        result, evals, order, "easy_hard", "easy_hard", F.easy_hard_grid, out
+    )
     result.data["eval_runs"] = {
         "per_class": None if chosen is None else (chosen.sp_run_id, chosen.hrl_run_id),
         "skip_histogram": hist_run,
@@ -334,136 +260,80 @@ def _eval_figures(
     }
 
 
-# --------------------------------------------------------------------------- summary
+class _EvalRuns:
+    """The eval/ artifacts of a report's finished runs, each downloaded once into
+    ``scratch``, and what a figure of one run is titled with."""
+
+    def __init__(self, done: pd.DataFrame, uri: str, scratch: Path) -> None:
+        self.by_id, self.uri, self.scratch = done.set_index("run_id"), uri, scratch
+        self.cache: dict[str, EvalArtifacts] = {}
+
+    def artifacts(self, run_id: str) -> EvalArtifacts:
+        if run_id not in self.cache:
+            self.cache[run_id] = load_eval(run_id, self.scratch, self.uri)
+        return self.cache[run_id]
+
+    def per_class(self, run_id: str) -> pd.DataFrame | None:
+        """The run's per-class table, logged or rebuilt from its per-sample one."""
+        a = self.artifacts(run_id)
+        if a.per_class is not None:
+            return a.per_class
+        return F.per_class_from_samples(a.per_sample) if a.per_sample is not None else None
+
+    def about(self, run_id: str) -> dict[str, Any]:
+        """The dataset, backbone and description a figure of this run is titled with."""
+        row = self.by_id.loc[run_id]
+        return {
+            "dataset": row[M.PARAM_DATASET],
+            "backbone": row[M.PARAM_ARCH],
+            "shown": S.describe_run({**row.to_dict(), "run_id": run_id}),
+        }
 
 
-def summary_table(runs: pd.DataFrame, flops_unit: str = "M") -> pd.DataFrame:
-    """One row per finished run: backbone, method, variant, alpha/tau, top-1, MACs,
-    reduction and top-1 change against the plain ResNet of the same dataset and backbone
-    (its finished baseline run, else the run's ``flops_plain``), and frontier membership
-    (over all finished runs of the dataset)."""
-    scale, _ = S.check_unit(flops_unit)
-    done = F.finite_rows(finished(runs), M.TOP1, M.FLOPS_MEAN)
-    plain = F.plain_by_backbone(done).set_index([M.PARAM_DATASET, M.PARAM_ARCH])
-    rows = []
-    on_front: dict[str, bool] = {}
-    for _, grp in done.groupby(M.PARAM_DATASET, dropna=False):
-        mask = pareto_mask(grp[[M.FLOPS_MEAN, M.TOP1]].to_numpy(dtype=float))
-        on_front.update(zip(grp["run_id"], mask, strict=True))
-    for _, r in done.iterrows():
-        key = (r[M.PARAM_DATASET], r[M.PARAM_ARCH])
-        if key in plain.index:
-            ref_macs, ref_top1 = plain.loc[key, M.FLOPS_MEAN], plain.loc[key, M.TOP1]
-        else:
-            ref_macs, ref_top1 = r.get(M.FLOPS_PLAIN, math.nan), math.nan
-        param = ""
-        if r[M.TAG_STAGE] in ("act", "sact") and math.isfinite(r[M.PARAM_TAU]):
-            param = f"τ={r[M.PARAM_TAU]:g}"
-        elif math.isfinite(r[M.PARAM_ALPHA]):
-            param = f"α={r[M.PARAM_ALPHA]:g}"
-        rows.append(
-            {
-                "dataset": r[M.PARAM_DATASET],
-                "backbone": r[M.PARAM_ARCH],
-                "method": r[M.TAG_METHOD],
-                # How figures name it (a plugin's label comes from its runs' tags).
-                "method_label": S.method_style(r[M.TAG_METHOD], r).label,
-                "variant": r[M.PARAM_VARIANT],
-                "alpha/tau": param,
-                "top1": r[M.TOP1],
-                "macs": r[M.FLOPS_MEAN] / scale,
-                "reduction_pct": 100.0 * (1.0 - r[M.FLOPS_MEAN] / ref_macs)
-                if ref_macs and math.isfinite(ref_macs)
-                else math.nan,
-                "delta_top1": r[M.TOP1] - ref_top1,
-                "pareto": on_front[r["run_id"]],
-                # Measured, not counted: the plain ResNet's latency over this run's (batch 1).
-                "speedup_b1": r.get(M.speedup(1), math.nan),
-                "speedup_q1_b1": r.get(M.speedup_q1(1), math.nan),
-                "speedup_q3_b1": r.get(M.speedup_q3(1), math.nan),
-                # Per-image routing or static pruning (skipnet_sweep.routing).
-                "routing_share": r.get(M.ROUTING_SHARE, math.nan),
-                "routing": routing_kind(
-                    {
-                        k: _number(r.get(k))
-                        for k in (M.SKIPPED_MEAN, M.ROUTING_SHARE, M.ROUTED_GATES)
-                    }
-                ),
-                "run_id": r["run_id"],
-            }
-        )
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    rank = lambda order: lambda s: s.map(lambda v: order.index(v) if v in order else len(order))  # noqa: E731
-    keys = {
-        "_depth": table["backbone"].map(S.depth_of),
-        "_method": rank(_METHOD_ORDER)(table["method"]),
-        "_variant": rank(_VARIANT_ORDER)(table["variant"]),
-        "_param": done.set_index("run_id")
-        .loc[table["run_id"], [M.PARAM_ALPHA, M.PARAM_TAU]]
-        .max(axis=1)
-        .to_numpy(),
-    }
-    return (
-        table.assign(**keys)
-        .sort_values(["dataset", "_depth", "backbone", *list(keys)[1:]], kind="stable")
-        .drop(columns=list(keys))
-        .reset_index(drop=True)
+def _per_class_figure(
+    result: ReportResult, evals: _EvalRuns, pairs: pd.DataFrame, out: Path
+) -> pd.Series | None:
+    """Fig. 11a: per-class medians of the first matched SP and HRL+SP run that both have
+    them; returns that pair (None: none has, and ``result`` says why)."""
+    for _, p in pairs.iterrows():
+        sp, hrl = evals.per_class(p.sp_run_id), evals.per_class(p.hrl_run_id)
+        if sp is None or hrl is None:
+            continue
+        about = evals.about(p.hrl_run_id)
+        about["shown"] += f" vs. its SP run (run {p.sp_run_id[:8]})"
+        draw = partial(F.per_class_figure, sp, hrl, out / "per_class", method=p[M.TAG_METHOD])
+        _attempt(result, "per_class", partial(draw, **about))
+        return p
+    result.skipped["per_class"] = (
+        "no SP and HRL+SP run of one backbone and gate both logged eval/per_class.csv"
+        if len(pairs)
+        else "no backbone and gate with both a finished SP and HRL+SP run"
     )
+    return None
 
 
-def _number(value: Any) -> float:
-    """A metric as a float, NaN (an old run without it) read as 0."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return 0.0 if math.isnan(value) else value
+# The file each one-run figure needs, as the report names it when no run logged it.
+_EVAL_FILES = {"per_sample": M.PER_SAMPLE_CSV, "easy_hard": M.EASY_HARD_NPZ}
 
 
-def _routed(r: pd.Series) -> str:
-    if r.routing == NO_SKIP or math.isnan(r.routing_share):
-        return ""
-    return f"{r.routing_share:.0f}" + (" (pruned)" if r.routing == PRUNES else "")
-
-
-def _speedup(r: pd.Series) -> str:
-    """``1.31 (1.10-1.52)``: the median and the interquartile range of the timed rounds."""
-    text = _fmt(r.speedup_b1, ".2f")
-    q1, q3 = r.get("speedup_q1_b1", math.nan), r.get("speedup_q3_b1", math.nan)
-    if text and math.isfinite(q1) and math.isfinite(q3):
-        text += f" ({q1:.2f}-{q3:.2f})"
-    return text
-
-
-def _fmt(value: float, spec: str) -> str:
-    return (
-        ""
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
-
-
-def _markdown(table: pd.DataFrame, flops_unit: str, accuracy: str) -> list[str]:
-    unit = S.FLOPS_UNITS[flops_unit][1].strip() or "raw"
-    lines = [
-        f"| Dataset | Backbone | Method | Variant | α / τ | {accuracy} | Δ top-1 vs plain | "
-        f"MACs {unit} | Reduction vs plain (%) | Speed-up at batch 1 (measured, IQR) | "
-        "Routed (% of images) "
-        "| Pareto | Run |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|:-:|---|",
-    ]
-    for _, r in table.iterrows():
-        lines.append(
-            f"| {S.dataset_label(r.dataset)} | {S.backbone_label(r.backbone)} "
-            f"| {r.method_label} | {S.VARIANT_LABELS.get(r.variant, r.variant)} "
-            f"| {r['alpha/tau']} | {r.top1:.2f} | {_fmt(r.delta_top1, '+.2f')} "
-            f"| {r.macs:.4g} | {_fmt(r.reduction_pct, '.1f')} | {_speedup(r)} "
-            f"| {_routed(r)} | {'✓' if r.pareto else ''} "
-            f"| `{r.run_id[:8]}` |"
-        )
-    return lines
+def _one_run_figure(
+    result: ReportResult,
+    evals: _EvalRuns,
+    order: list[str],
+    name: str,
+    artifact: str,
+    draw: Callable[..., Any],
+    out: Path,
+) -> str | None:
+    """Draw figure ``name`` of the first run in ``order`` that logged ``artifact`` (an
+    :class:`EvalArtifacts` field); returns that run (None: none did, and ``result`` says so)."""
+    run = next((r for r in order if getattr(evals.artifacts(r), artifact) is not None), None)
+    if run is None:
+        result.skipped[name] = f"no run logged {M.ARTIFACT_DIR}/{_EVAL_FILES[artifact]}"
+        return None
+    data = getattr(evals.artifacts(run), artifact)
+    _attempt(result, name, lambda: draw(data, out / name, **evals.about(run)))
+    return run
 
 
 def _write_summary(
@@ -475,78 +345,14 @@ def _write_summary(
     baselines: pd.DataFrame | None,
     flops_unit: str,
 ) -> Path:
-    done = finished(runs)
+    """``summary.md`` in the report folder (:mod:`.summary` writes each section)."""
     lines = [f"# Sweep report: {experiment}", ""]
-    lines.append(f"- Tracking URI: `{uri}`")
-    lines.append(
-        f"- Runs: {len(runs)} ({len(done)} finished"
-        + (f", {len(runs) - len(done)} not finished" if len(runs) > len(done) else "")
-        + ")"
-    )
-    lines.append(f"- Datasets: {', '.join(sorted(done[M.PARAM_DATASET].dropna().unique())) or '-'}")
-    on_test = int((done[M.SELECTION_SET] == M.SELECTION_TEST).sum()) if len(done) else 0
-    lines.append(
-        f"- Selection: the frontier was chosen on the test set ({on_test} of {len(done)} runs "
-        "had no validation split; set dataset.val_split to choose on held-out training data)"
-        if on_test
-        else "- Selection: on a validation split held out of the training set; top-1 and "
-        "MACs are on it, test_* metrics on the test set"
-    )
-    for name, data in result.data.items():
-        if isinstance(data, F.ParetoData):
-            lines.append(
-                f"- Hypervolume ({name}): {format_hypervolume(data.hypervolume)}, the "
-                f"fraction of the plain ResNet's box (top-1 0-100 % × MACs 0-"
-                f"{S.fmt_number(data.ref_macs)}) the runs dominate; "
-                f"{len(data.frontier)} runs on the frontier"
-            )
-    lines.append(
-        "- Baselines: "
-        + ("none loaded" if baselines is None else f"{len(baselines)} published rows loaded")
-    )
+    lines += summary.overview(uri, runs, result.data, baselines)
     lines += ["", "## Runs", ""]
-    if table.empty:
-        lines.append("No finished run with top-1 and MACs.")
-    else:
-        lines += _markdown(table, flops_unit, S.top1_label(done))
-        lines += [
-            "",
-            "MACs: mean multiply-adds per image, gates included. Reduction and Δ top-1: "
-            "against the plain ResNet of the same backbone (its baseline run, else the "
-            "`flops_plain` metric). Speed-up: the plain ResNet's time over the run's, timed "
-            "side by side; the median and the interquartile range (IQR) over the timed rounds. "
-            "Pareto: non-dominated over all finished runs of the dataset. "
-            "Routed: the share of images whose executed blocks differ from the most common "
-            "set; (pruned): blocks are skipped, but the same ones for every image, which is a "
-            "statically pruned ResNet rather than per-image routing.",
-        ]
-        skipping = table[table["routing"] != NO_SKIP]
-        if len(skipping):
-            routes = int((skipping["routing"] == ROUTES).sum())
-            lines += [
-                "",
-                f"Routing: {routes} of the {len(skipping)} runs that skip blocks route per "
-                f"image; {len(skipping) - routes} prune statically.",
-            ]
-    failed = runs[runs["status"] != "FINISHED"]
-    if len(failed):
-        lines += ["", "## Runs not finished", ""]
-        for _, r in failed.iterrows():
-            why = f": {r['error']}" if isinstance(r["error"], str) and r["error"] else ""
-            lines.append(f"- `{r.run_id[:8]}` {r.run_name} ({r.status}){why}")
-    lines += ["", "## Figures", ""]
-    for name, files in result.figures.items():
-        links = ", ".join(f"[{p.name}]({p.name})" for p in files)
-        lines.append(f"- {name}: {links}")
-        if name.startswith("pareto"):
-            lines.append(f"  ![{name}]({name}.png)")
-    hard_soft = result.out_dir / "hard_soft.md"
-    if "hard_soft" in result.figures and hard_soft.is_file():
-        lines += ["", "## Hard vs. soft gating (Table 3)", "", hard_soft.read_text().strip()]
-    if result.skipped:
-        lines += ["", "## Figures not made", ""]
-        lines += [f"- {name}: {why}" for name, why in result.skipped.items()]
-    path = result.out_dir / SUMMARY
+    lines += summary.runs_section(table, flops_unit, S.top1_label(finished(runs)))
+    lines += summary.not_finished_section(runs)
+    lines += summary.figures_section(result.figures, result.skipped, result.out_dir)
+    path = result.out_dir / summary.SUMMARY
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -602,9 +408,9 @@ def make_report(
         )
         with tempfile.TemporaryDirectory(prefix="skipnet-report-") as scratch:
             _eval_figures(result, done, out, uri, Path(scratch))
-    summary = summary_table(runs, flops_unit)
-    summary.to_csv(out / "summary.csv", index=False)
-    result.summary = _write_summary(result, experiment, uri, runs, summary, table, flops_unit)
+    rows = summary.summary_table(runs, flops_unit)
+    rows.to_csv(out / "summary.csv", index=False)
+    result.summary = _write_summary(result, experiment, uri, runs, rows, table, flops_unit)
     if log:
         written = [p for paths in result.figures.values() for p in paths]
         _log_to_parent(result, experiment, uri, [*written, out / "summary.csv", result.summary])
