@@ -11,15 +11,17 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.data import make_loaders
+from skipnet_sweep.data import Loaders, make_loaders
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
 from skipnet_sweep.methods import Method, method_for_stage
@@ -125,136 +127,184 @@ def run_stage(
         val_split=cfg.data.val_split,
         **cfg.data.loader_kwargs(),
     )
-    train_loader, test_loader, info = loaders.train, loaders.test, loaders.info
-    select_loader = loaders.val if loaders.val is not None else test_loader
-    selection_set = cfg.data.selection_set
     if method is None:
         method = method_for_stage(cfg.train.stage)
-    resume_payload = None
-    if resume is None:
-        model = method.build_model(cfg)
-    else:
-        # The run's own state holds every weight: its initial checkpoint is not read (a
-        # resume must not depend on a cache entry that may have changed since).
-        model = method.build_model(replace(cfg, init=None, backbone_weights=None))
-        resumed, resume_payload = method.load_network(resume, cfg.model)
-        model.load_state_dict(resumed.state_dict())
+    model, resume_payload = _network(method, cfg, resume)
     # The layout ``model_input`` gives the batches in; before any data-parallel wrapper,
     # which keeps the layout it is handed.
     model.to(device, memory_format=input_layout(model))
-    input_shape = (info.in_channels, *info.input_size)
+    input_shape = (loaders.info.in_channels, *loaders.info.input_size)
     costs = method.count_costs(model, input_shape)
     objective = method.objective(cfg, costs)
-    stage_dict = cfg.to_dict()
-    history: list[dict[str, float]] = []
-    last: dict[str, float] = {}
-
-    def say(text: str) -> None:
-        # Above the bar, which stays put; the evaluations and timing after it take minutes
-        # on a large test set.
-        if progress and is_main:
-            tqdm.write(text, file=sys.stderr)
-
-    last_eval: list[tuple[int, EvalResult]] = []
-
-    train_model, loader = (model, train_loader)
+    main = _MainProcess(cfg, loaders, costs, input_shape, device, progress and is_main)
+    train_model, loader = (model, loaders.train)
     if prepare is not None:
-        train_model, loader = prepare(model, train_loader)
-    sampler = getattr(loader, "sampler", None)
-    set_epoch = getattr(sampler, "set_epoch", None)
-
-    def report(state: LoopState, logs: dict[str, float]) -> None:
-        if not is_main:
-            # Data-parallel reporting is a barrier: other ranks report too, with nothing.
-            if on_report is not None:
-                on_report(state.step, {}, None)
-            return
-        say(
-            f"step {state.step}/{state.total}: evaluating on the "
-            f"{M.split_name(selection_set)} ({len(select_loader.dataset):,} images)"
-        )
-        result = evaluate(
-            train_model, select_loader, costs, path=cfg.train.eval_path, device=device
-        )
-        merged = {**logs, **result.metrics}
-        history.append(merged)
-        last.clear()
-        last.update(merged)
-        last_eval[:] = [(state.step, result)]
-
-        def save(path: str | os.PathLike) -> Path:
-            payload = make_payload(
-                state.model,
-                stage_dict,
-                metrics=merged,
-                step=state.step,
-                optimizer=state.optimizer,
-                scheduler=state.scheduler,
-                input_shape=input_shape,
-                streams=state.streams(),
-                objective=state.objective_state(),
-            )
-            return save_checkpoint(path, payload)
-
-        if on_report is not None:
-            on_report(state.step, merged, save)
-
-    def log(state: LoopState, logs: dict[str, float]) -> None:
-        on_log(state.step, state.total, logs if is_main else {})
-
+        train_model, loader = prepare(model, loaders.train)
+    log = None if on_log is None else partial(_log, on_log, is_main)
     state = train_loop(
         train_model,
         objective,
         loader,
         cfg.train,
         device=device,
-        on_eval=report,
+        on_eval=partial(main.report, on_report) if is_main else partial(_barrier, on_report),
         resume=resume_payload,
         progress=progress and is_main,
-        set_epoch=set_epoch,
-        on_log=log if on_log is not None else None,
+        set_epoch=getattr(getattr(loader, "sampler", None), "set_epoch", None),
+        on_log=log,
         cost=costs.per_sample,
     )
-    net = unwrap(state.model)
     if not is_main:
-        return StageResult({}, None, None, history, selection_set)
-    if last_eval and last_eval[0][0] == state.step:
-        final = last_eval[0][1]  # the loop always evaluates at its last step
-    else:
-        final = evaluate(net, select_loader, costs, path=cfg.train.eval_path, device=device)
-    if loaders.val is None:
-        test = final  # the selection set is the test set: evaluated once already
-    else:
-        say(f"evaluating on the test set ({len(test_loader.dataset):,} images)")
-        test = evaluate(net, test_loader, costs, path=cfg.train.eval_path, device=device)
-    if cfg.latency.batch_sizes:
-        say(
-            "timing latency beside the plain ResNet: batch "
-            + ", ".join(str(b) for b in cfg.latency.batch_sizes)
-            + f"; {cfg.latency.warmup} warm-up and {cfg.latency.repeats} timed rounds each"
+        return StageResult({}, None, None, main.history, cfg.data.selection_set)
+    return main.finish(unwrap(state.model), state.step, out, artifacts)
+
+
+def _network(
+    method: Method, cfg: StageConfig, resume: str | os.PathLike | None
+) -> tuple[nn.Module, dict | None]:
+    """The stage's network, and the checkpoint it resumes from (None: a fresh run)."""
+    if resume is None:
+        return method.build_model(cfg), None
+    # The run's own state holds every weight: its initial checkpoint is not read (a resume
+    # must not depend on a cache entry that may have changed since).
+    model = method.build_model(replace(cfg, init=None, backbone_weights=None))
+    resumed, payload = method.load_network(resume, cfg.model)
+    model.load_state_dict(resumed.state_dict())
+    return model, payload
+
+
+def _log(on_log: Logger, is_main: bool, state: LoopState, logs: dict[str, float]) -> None:
+    """The loop's ``on_log``: the logs, empty on processes other than the main one."""
+    on_log(state.step, state.total, logs if is_main else {})
+
+
+def _barrier(on_report: Reporter | None, state: LoopState, logs: dict[str, float]) -> None:
+    """Data-parallel reporting is a barrier: processes other than the main one report too,
+    with nothing."""
+    if on_report is not None:
+        on_report(state.step, {}, None)
+
+
+class _MainProcess:
+    """What the main process of a stage evaluates, reports and writes: at every ``on_eval``
+    of the loop an evaluation on the selection set (reported with a way to checkpoint),
+    then the final evaluations, latency, the final checkpoint and the per-sample files.
+
+    Attributes:
+        history: the metrics of every evaluation so far.
+        last: the latest of them.
+    """
+
+    def __init__(
+        self,
+        cfg: StageConfig,
+        loaders: Loaders,
+        costs: CostTable,
+        input_shape: tuple[int, ...],
+        device: str | torch.device,
+        chatty: bool,
+    ) -> None:
+        self.cfg, self.loaders, self.costs, self.device = cfg, loaders, costs, device
+        self.input_shape, self.chatty = input_shape, chatty
+        self.select_loader = loaders.val if loaders.val is not None else loaders.test
+        self.stage_dict = cfg.to_dict()
+        self.history: list[dict[str, float]] = []
+        self.last: dict[str, float] = {}
+        self.last_eval: tuple[int, EvalResult] | None = None
+
+    def say(self, text: str) -> None:
+        # Above the bar, which stays put; the evaluations and timing after it take minutes
+        # on a large test set.
+        if self.chatty:
+            tqdm.write(text, file=sys.stderr)
+
+    def evaluate(self, net: nn.Module, loader: DataLoader) -> EvalResult:
+        return evaluate(net, loader, self.costs, path=self.cfg.train.eval_path, device=self.device)
+
+    def report(self, on_report: Reporter | None, state: LoopState, logs: dict[str, float]) -> None:
+        """The loop's ``on_eval``: evaluate on the selection set, keep the metrics, report."""
+        self.say(
+            f"step {state.step}/{state.total}: evaluating on the "
+            f"{M.split_name(self.cfg.data.selection_set)} "
+            f"({len(self.select_loader.dataset):,} images)"
         )
-    metrics = {
-        **last,
-        **final.metrics,
-        **{M.final_test(k): v for k, v in test.metrics.items()},
-        **_latency(net, cfg, input_shape, test_loader.dataset, device),
-    }
-    path = None
-    if out is not None:
+        result = self.evaluate(state.model, self.select_loader)
+        merged = {**logs, **result.metrics}
+        self.history.append(merged)
+        self.last = dict(merged)
+        self.last_eval = (state.step, result)
+        if on_report is not None:
+            on_report(state.step, merged, partial(self._save, state, merged))
+
+    def _save(self, state: LoopState, metrics: dict[str, float], path: str | os.PathLike) -> Path:
+        """A resumable checkpoint of ``state`` at ``path``."""
         payload = make_payload(
-            net, stage_dict, metrics=metrics, step=state.step, input_shape=input_shape
+            state.model,
+            self.stage_dict,
+            metrics=metrics,
+            step=state.step,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
+            input_shape=self.input_shape,
+            streams=state.streams(),
+            objective=state.objective_state(),
         )
-        path = save_checkpoint(out, payload)
-    if artifacts is not None:
-        say(f"writing the test set's per-sample files to {artifacts}")
-        test.write_artifacts(
-            artifacts,
-            test_loader.dataset,
-            mean=info.mean,
-            std=info.std,
-            class_name=info.class_name,
-        )
-    return StageResult(metrics, test, path, history, selection_set)
+        return save_checkpoint(path, payload)
+
+    def finish(
+        self,
+        net: nn.Module,
+        step: int,
+        out: str | os.PathLike | None,
+        artifacts: str | os.PathLike | None,
+    ) -> StageResult:
+        """The trained ``net``'s final evaluations and latency; writes the final checkpoint
+        to ``out`` and the test set's per-sample files to ``artifacts`` (None: not)."""
+        final, test = self._final(net, step)
+        metrics = {
+            **self.last,
+            **final.metrics,
+            **{M.final_test(k): v for k, v in test.metrics.items()},
+            **_latency(net, self.cfg, self.input_shape, self.loaders.test.dataset, self.device),
+        }
+        path = None
+        if out is not None:
+            payload = make_payload(
+                net, self.stage_dict, metrics=metrics, step=step, input_shape=self.input_shape
+            )
+            path = save_checkpoint(out, payload)
+        if artifacts is not None:
+            self.say(f"writing the test set's per-sample files to {artifacts}")
+            info = self.loaders.info
+            test.write_artifacts(
+                artifacts,
+                self.loaders.test.dataset,
+                mean=info.mean,
+                std=info.std,
+                class_name=info.class_name,
+            )
+        return StageResult(metrics, test, path, self.history, self.cfg.data.selection_set)
+
+    def _final(self, net: nn.Module, step: int) -> tuple[EvalResult, EvalResult]:
+        """The final evaluations on the selection set and on the test set (the same one
+        without a validation split); says what comes next, timing latency."""
+        if self.last_eval is not None and self.last_eval[0] == step:
+            final = self.last_eval[1]  # the loop always evaluates at its last step
+        else:
+            final = self.evaluate(net, self.select_loader)
+        if self.loaders.val is None:
+            test = final  # the selection set is the test set: evaluated once already
+        else:
+            self.say(f"evaluating on the test set ({len(self.loaders.test.dataset):,} images)")
+            test = self.evaluate(net, self.loaders.test)
+        latency = self.cfg.latency
+        if latency.batch_sizes:
+            self.say(
+                "timing latency beside the plain ResNet: batch "
+                + ", ".join(str(b) for b in latency.batch_sizes)
+                + f"; {latency.warmup} warm-up and {latency.repeats} timed rounds each"
+            )
+        return final, test
 
 
 def _latency(
