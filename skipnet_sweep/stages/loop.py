@@ -317,90 +317,34 @@ def train_loop(
         )
     per_epoch = len(loader) // k
     total = total_steps(cfg, per_epoch)
-    every = cfg.eval_every or per_epoch
     precision = resolve_precision(cfg.precision, device)
-    amp_dtype = _AMP_DTYPES.get(precision)
-    cuda = device.type == "cuda"
-    if cuda:
+    if device.type == "cuda":
         # Fixed input sizes: let cuDNN pick the fastest kernels once.
         torch.backends.cudnn.benchmark = True
-    layout = input_layout(model)
+    fixed = _Fixed(device, k, per_epoch, total, input_layout(model), _AMP_DTYPES.get(precision))
     objective = as_objective(objective)
-    owned = objective.owned()
-    params = list(model.parameters())
-    if owned is not None:
-        owned.to(device).train()
-        params += list(owned.parameters())
-    opt, sched = objective.configure_optimizer(model, params, cfg, total) or make_optimizer(
-        params, cfg, total
-    )
+    opt, sched = _optimiser(model, objective, cfg, total, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step = 0
-    if resume is not None:
-        opt.load_state_dict(resume["optimizer"])
-        _load_scheduler(sched, resume["scheduler"])
-        if resume.get("scaler") is not None:
-            scaler.load_state_dict(resume["scaler"])
-        step = int(resume["step"])
-        if owned is not None and resume.get("objective") is not None:
-            owned.load_state_dict(resume["objective"])
-    else:
-        objective.begin(model)
+    step = _restore(resume, model, objective, opt, sched, scaler)
     batches = _Batches(loader, per_epoch * k, step // per_epoch, set_epoch, device)
     if resume is not None:
         batches.resume(resume.get("streams"), (step % per_epoch) * k)
     state = LoopState(step, total, model, opt, sched, scaler, batches, objective)
     logs = _DeviceLogs(cost)
-    log_every = log_every or log_interval(total)
-    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+    every, log_every = cfg.eval_every or per_epoch, log_every or log_interval(total)
     model.train()
     bar = tqdm(total=total, initial=step, desc=cfg.stage, disable=not progress, leave=False)
-    images, since = 0, time.perf_counter()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    while step < total:
-        objective.at_step(step, total, step / per_epoch)
-        opt.zero_grad(set_to_none=True)
-        for micro in range(k):
-            x, y = next(batches)
-            x, y = (
-                model_input(x, device, layout, non_blocking=True),
-                y.to(device, non_blocking=True),
-            )
-            images += x.shape[0]
-            # Data-parallel: all-reduce gradients only on the last batch of the step.
-            with no_sync() if micro < k - 1 else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    try:
-                        out = objective.forward(model, x)
-                    except FloatingPointError as err:
-                        raise NonFiniteLossError(
-                            f"{cfg.stage} loss became non-finite at step {step + 1} ({err})"
-                        ) from None
-                logs.add_executed(out.executed)
-                # The objective runs outside autocast and casts to float32 itself.
-                res = objective(out, y)
-                # Mean losses over k batches of b equal the mean over one batch of k * b.
-                scaler.scale(res.loss / k if k > 1 else res.loss).backward()
-            logs.add(res.loss, res.logs, step + 1)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        step += 1
+    meter = _Meter(device)
+    while state.step < total:
+        meter.images += _optimiser_step(state, logs, fixed, cfg.stage)
+        state.step += 1
         bar.update(1)
-        evaluate = step % every == 0 or step == total
-        log = on_log is not None and not evaluate and step % log_every == 0
-        if evaluate or log or step % cfg.nan_check_every == 0:
+        evaluate = state.step % every == 0 or state.step == total
+        log = on_log is not None and not evaluate and state.step % log_every == 0
+        if evaluate or log or state.step % cfg.nan_check_every == 0:
             logs.check(cfg.stage)
         if evaluate or log:
-            state.step = step
-            means = logs.read()  # waits for the device: the interval's time is complete
-            elapsed = time.perf_counter() - since
-            means[M.LR] = opt.param_groups[0]["lr"]
-            means[M.EPOCH] = step / per_epoch
-            means[IMAGES_PER_S] = images / elapsed if elapsed > 0 else float("nan")
-            if cuda:
-                means[PEAK_MEM_MB] = torch.cuda.max_memory_allocated(device) / 2**20
+            means = meter.means(logs, state, per_epoch)
             if M.TRAIN_LOSS in means:
                 bar.set_postfix(loss=f"{means[M.TRAIN_LOSS]:.3f}")
             if log:
@@ -411,9 +355,117 @@ def train_loop(
                 model.train()
             # Neither evaluation nor reporting is part of the next interval's throughput or
             # memory peak.
-            images, since = 0, time.perf_counter()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
+            meter.restart()
     bar.close()
-    state.step = step
     return state
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What stays the same through one run of the loop."""
+
+    device: torch.device
+    k: int  # batches per optimiser step
+    per_epoch: int  # optimiser steps per pass over the data
+    total: int  # optimiser steps of the run
+    layout: torch.memory_format  # of the batches (``model_input``)
+    amp_dtype: torch.dtype | None  # autocast's, None in fp32
+
+
+def _optimiser(
+    model: nn.Module, objective: Objective, cfg: TrainConfig, total: int, device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The objective's optimiser and schedule, else ``make_optimizer``'s, over the model's
+    parameters and those the objective owns (moved to ``device``, in training mode)."""
+    owned = objective.owned()
+    params = list(model.parameters())
+    if owned is not None:
+        owned.to(device).train()
+        params += list(owned.parameters())
+    return objective.configure_optimizer(model, params, cfg, total) or make_optimizer(
+        params, cfg, total
+    )
+
+
+def _restore(
+    resume: dict | None,
+    model: nn.Module,
+    objective: Objective,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    scaler: torch.amp.GradScaler,
+) -> int:
+    """The step to start from: a checkpoint's, with the optimiser, schedule, loss scaler
+    and the objective's own parameters as they were; 0 for a fresh run, after the
+    objective's ``begin``."""
+    if resume is None:
+        objective.begin(model)
+        return 0
+    opt.load_state_dict(resume["optimizer"])
+    _load_scheduler(sched, resume["scheduler"])
+    if resume.get("scaler") is not None:
+        scaler.load_state_dict(resume["scaler"])
+    owned = objective.owned()
+    if owned is not None and resume.get("objective") is not None:
+        owned.load_state_dict(resume["objective"])
+    return int(resume["step"])
+
+
+def _optimiser_step(state: LoopState, logs: _DeviceLogs, fixed: _Fixed, stage: str) -> int:
+    """One optimiser step over ``fixed.k`` batches (the objective's hook first, the logs
+    kept on the device); returns the images it saw."""
+    model, objective, step, k = state.model, state.objective, state.step, fixed.k
+    objective.at_step(step, fixed.total, step / fixed.per_epoch)
+    state.optimizer.zero_grad(set_to_none=True)
+    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+    images = 0
+    for micro in range(k):
+        x, y = next(state.batches)
+        x = model_input(x, fixed.device, fixed.layout, non_blocking=True)
+        y = y.to(fixed.device, non_blocking=True)
+        images += x.shape[0]
+        # Data-parallel: all-reduce gradients only on the last batch of the step.
+        with no_sync() if micro < k - 1 else contextlib.nullcontext():
+            amp = fixed.amp_dtype
+            with torch.autocast(fixed.device.type, dtype=amp, enabled=amp is not None):
+                try:
+                    out = objective.forward(model, x)
+                except FloatingPointError as err:
+                    raise NonFiniteLossError(
+                        f"{stage} loss became non-finite at step {step + 1} ({err})"
+                    ) from None
+            logs.add_executed(out.executed)
+            # The objective runs outside autocast and casts to float32 itself.
+            res = objective(out, y)
+            # Mean losses over k batches of b equal the mean over one batch of k * b.
+            state.scaler.scale(res.loss / k if k > 1 else res.loss).backward()
+        logs.add(res.loss, res.logs, step + 1)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    return images
+
+
+class _Meter:
+    """The images seen and the time since the last log point, and the CUDA memory peak."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.cuda = device, device.type == "cuda"
+        self.restart()
+
+    def restart(self) -> None:
+        self.images, self.since = 0, time.perf_counter()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def means(self, logs: _DeviceLogs, state: LoopState, per_epoch: int) -> dict[str, float]:
+        """The interval's mean training logs, learning rate, epoch, throughput and (CUDA)
+        memory peak."""
+        means = logs.read()  # waits for the device: the interval's time is complete
+        elapsed = time.perf_counter() - self.since
+        means[M.LR] = state.optimizer.param_groups[0]["lr"]
+        means[M.EPOCH] = state.step / per_epoch
+        means[IMAGES_PER_S] = self.images / elapsed if elapsed > 0 else float("nan")
+        if self.cuda:
+            means[PEAK_MEM_MB] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return means
