@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.analysis.report import REPORT_ARTIFACT_PATH
+from skipnet_sweep.reporting.study import REPORT_ARTIFACT_PATH
 from skipnet_sweep.sweep.mlflow_ui import (  # noqa: F401 (the URL helpers, re-exported)
     SAVED_VIEW_TAG_PREFIX,
     SWEEP_VIEW_KEY,
@@ -80,7 +80,7 @@ from skipnet_sweep.sweep.mlflow_ui import (  # noqa: F401 (the URL helpers, re-e
 
 # Headers that must be on screen after the parent is expanded.
 KEY_COLUMNS = (M.PARAM_ALPHA, M.PARAM_GATE, M.TOP1, M.TEST_TOP1, M.FLOPS_MEAN)
-# Where `run` logs the trade-off figure in the parent run (skipnet_sweep.analysis.sweep_figures):
+# Where `run` logs the trade-off figure in the parent run (skipnet_sweep.reporting.sweep_figures):
 # top-1 against MACs, ``pareto.png`` for one dataset (``pareto_<dataset>.png`` for several).
 FIGURE_FOLDER = REPORT_ARTIFACT_PATH
 FRONTIER_FIGURE = "pareto.png"

@@ -200,7 +200,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_tradeoff_figure_is_the_macs_frontier_of_the_parent_runs_pngs():
     assert ui.tradeoff_figure(["pareto.png", "pareto_latency.png"]) == "pareto.png"
-    # One figure per dataset when a sweep spans several (analysis.report._pareto_all).
+    # One figure per dataset when a sweep spans several (reporting.study._pareto_all).
     names = ["pareto_cifar10.png", "pareto_latency.png", "pareto_svhn.png"]
     assert ui.tradeoff_figure(names) == "pareto_cifar10.png"
     assert ui.tradeoff_figure(["pareto_latency.png", "summary.png"]) is None
