@@ -410,7 +410,7 @@ def figure_lines(figures, tracker, parent: str) -> list[str]:
     """Where the frontier figures logged to the parent run are, or why they are not.
 
     Args:
-        figures: the sweep's ``analysis.sweep_figures.LoggedFigures`` (None: none drawn).
+        figures: the sweep's ``reporting.sweep_figures.LoggedFigures`` (None: none drawn).
         tracker: the sweep's ``Tracker``.
         parent: the parent run's id.
     """
