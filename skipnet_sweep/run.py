@@ -292,6 +292,7 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
     Raises:
         SpaceError: one line.
     """
+    from skipnet_sweep.stages.loop import describe_precision
     from skipnet_sweep.sweep.plan import make_plan
 
     if args.cluster_gpus is not None and (not args.dry_run or args.cluster_gpus < 1):
@@ -303,9 +304,13 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
     if missing and not args.dry_run:
         raise SpaceError(f"{space.source}: {missing[0]}")
     try:
-        return make_plan(space), missing
+        plan = make_plan(space)
     except SpaceError as err:
         raise SpaceError(f"{space.source}: {err}") from None
+    precisions = {job.stage.train.precision for job in plan.jobs}
+    for line in filter(None, map(describe_precision, sorted(precisions))):
+        print(line)
+    return plan, missing
 
 
 def _dry_run(args: argparse.Namespace, plan: Plan, missing: list[str]) -> int:

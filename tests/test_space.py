@@ -556,7 +556,7 @@ def test_sections_are_the_stage_configs_fields() -> None:
 SECTION_ERRORS = {
     # field -> value, the line's fragment: TrainConfig's own check, named section.field.
     "hrl.rl_reduction": ("avg", "hrl.rl_reduction: 'avg' is not allowed; allowed: sum, mean"),
-    "sp.precision": ("fp8", "sp.precision: 'fp8' is not allowed; allowed: auto, fp32"),
+    "sp.precision": ("fp8", "sp.precision: 'fp8' is not allowed; allowed: auto, fast, fp32"),
     "sp.gate_sharpen": (2.0, "sp.gate_sharpen: unknown field"),
     "hrl.gamma": (1.5, "hrl.gamma: must be in [0, 1], got 1.5"),
     "baseline_recipe": (

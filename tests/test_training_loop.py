@@ -103,8 +103,32 @@ def test_pure_rl_reward_raises_the_label_probability_in_expectation():
 def test_auto_precision_is_fp32_on_the_cpu_and_explicit_choices_stand():
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16"
-    with pytest.raises(ValueError, match="precision 'fp8' is not allowed; allowed: auto, fp32"):
+    assert TrainConfig(iterations=1, precision="fast").precision == "fast"
+    with pytest.raises(
+        ValueError, match="precision 'fp8' is not allowed; allowed: auto, fast, fp32"
+    ):
         TrainConfig(iterations=1, precision="fp8")
+
+
+@pytest.mark.parametrize(("flags", "want"), [((), "fp32"), (("amx_bf16",), "bf16")])
+def test_fast_precision_is_bf16_only_on_a_cpu_that_computes_it(monkeypatch, flags, want):
+    import skipnet_sweep.stages.loop as loop
+
+    monkeypatch.setattr(loop, "cpu_bf16_flags", lambda: flags)
+    assert resolve_precision("fast", "cpu") == want
+    assert resolve_precision("auto", "cpu") == "fp32"  # auto keeps its meaning
+    line = loop.describe_precision("fast")
+    assert line.startswith(f"precision fast: {want}")
+    assert loop.describe_precision("auto") is None
+
+
+def test_cpu_bf16_flags_reads_the_cpus_flags():
+    with open("/proc/cpuinfo") as f:
+        text = f.read()
+    import skipnet_sweep.stages.loop as loop
+
+    expected = tuple(flag for flag in ("amx_bf16", "avx512_bf16") if f" {flag}" in text)
+    assert loop.cpu_bf16_flags() == expected
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ SP_GATINGS = ("hard", "soft")
 COSTS = ("uniform", "flops")
 RL_REDUCTIONS = ("sum", "mean")
 TERMINAL_SCALES = ("one", "alpha_over_n")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "one_cycle")
 
 
@@ -201,7 +201,9 @@ class TrainConfig:
             lr 0.01 for 400 iterations, then the schedule.
         warmup_lr: the constant learning rate of the warm-up.
         precision: ``auto`` (bf16 autocast on CUDA devices that support it, fp16 with loss
-            scaling on other CUDA devices, fp32 on the CPU), ``fp32``, ``bf16`` or ``fp16``.
+            scaling on other CUDA devices, fp32 on the CPU), ``fast`` (as ``auto``, and bf16
+            autocast on a CPU that computes bf16 natively: AMX or AVX512-BF16), ``fp32``,
+            ``bf16`` or ``fp16``.
             Losses, rewards and log-probabilities are float32 in every case.
         nan_check_every: look for a non-finite loss every this many steps (and at every
             evaluation) instead of at each step, which would wait for the device each step.
