@@ -14,7 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "script", ["bench_inference.py", "bench_train_step.py", "bench_layout.py", "bench_fold.py"]
+    "script",
+    [
+        "bench_inference.py",
+        "bench_train_step.py",
+        "bench_layout.py",
+        "bench_fold.py",
+        "bench_precision.py",
+    ],
 )
 def test_smoke_test_runs_and_reports_json(script: str) -> None:
     proc = subprocess.run(
