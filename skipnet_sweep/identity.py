@@ -6,7 +6,8 @@ started before the upgrade could not be resumed and every cached SP checkpoint w
 trained again. Such a field is declared with ``metadata=HASH_WHEN_SET``: it enters the hash
 only when it differs from its default (its default being the behaviour from before it
 existed). Fields that were hashed from the start stay hashed at any value, so changing a
-default still changes the ids it affects.
+default still changes the ids it affects. A field renamed after ids were handed out is hashed
+under its first name (``hashed_as``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from typing import Any
 
 HASH_WHEN_SET = {"hash_when_set": True}
 
-__all__ = ["HASH_WHEN_SET", "hashed_dict"]
+__all__ = ["HASH_WHEN_SET", "hashed_as", "hashed_dict"]
+
+
+def hashed_as(name: str) -> dict:
+    """Field metadata: hash the field under ``name`` (its name when ids were handed out)."""
+    return {"hashed_as": name}
 
 
 def _at_default(f: Field, value: Any) -> bool:
@@ -29,10 +35,10 @@ def _at_default(f: Field, value: Any) -> bool:
 
 def hashed_dict(obj: Any) -> Any:
     """``obj`` as ``dataclasses.asdict`` gives it, less the ``HASH_WHEN_SET`` fields at their
-    default, at every depth."""
+    default, each field under its ``hashed_as`` name, at every depth."""
     if is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: hashed_dict(getattr(obj, f.name))
+            f.metadata.get("hashed_as", f.name): hashed_dict(getattr(obj, f.name))
             for f in fields(obj)
             if not (f.metadata.get("hash_when_set") and _at_default(f, getattr(obj, f.name)))
         }

@@ -1,4 +1,4 @@
-"""Ids and cache keys survive a config field added later (``skipnet_sweep.identity``)."""
+"""Ids and cache keys survive a config field added or renamed later (``skipnet_sweep.identity``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import write_space
 
-from skipnet_sweep.identity import HASH_WHEN_SET, hashed_dict
+from skipnet_sweep.identity import HASH_WHEN_SET, hashed_as, hashed_dict
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.sweep import load_space, make_plan
 
@@ -59,3 +59,13 @@ def test_model_config_hashes_its_gate_init_only_when_set(std: float | None) -> N
     d = hashed_dict(ModelConfig("cifar_resnet8", "rnn", gate_out_std=std))
     assert ("gate_out_std" in d) == (std is not None)
     assert ModelConfig("cifar_resnet8", "rnn", gate_out_std=std).to_dict()["gate_out_std"] == std
+
+
+@dataclass(frozen=True)
+class Renamed:
+    new_name: int = field(default=1, metadata=hashed_as("old_name"))
+    kept: int = 2
+
+
+def test_a_renamed_field_is_hashed_under_its_first_name() -> None:
+    assert hashed_dict(Renamed(3)) == {"old_name": 3, "kept": 2}
