@@ -129,8 +129,8 @@ def bench_training(
     plain = build_model(arch, in_channels=shape[0])
     backbone = plain.state_dict()
     configs = {
-        "baseline": TrainConfig(stage="baseline", iterations=1),
-        "sp": TrainConfig(stage="sp", iterations=1),
+        "baseline": TrainConfig(phase="baseline", iterations=1),
+        "sp": TrainConfig(phase="sp", iterations=1),
         "hrl": hrl_defaults(),
     }
     nets = {("-", "baseline"): plain}

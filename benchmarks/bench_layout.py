@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.randn(args.batch, *shape, generator=gen)
     y = torch.randint(0, 10, (args.batch,), generator=gen)
     fns = {}
-    for name, (stage, _) in NETWORKS.items():
+    for name, (phase, _) in NETWORKS.items():
         for layout, fmt in LAYOUTS.items():
             x = images.contiguous(memory_format=fmt)
             train_net = _network(name, args.arch, shape[0], args.seed).to(memory_format=fmt)
-            cfg = TrainConfig(stage=stage, iterations=1)
+            cfg = TrainConfig(phase=phase, iterations=1)
             fns[(name, "train", layout)] = make_step(train_net, cfg, x, y)[0]
             eval_net = _network(name, args.arch, shape[0], args.seed).to(memory_format=fmt)
             eval_net.eval()

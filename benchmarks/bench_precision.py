@@ -49,11 +49,11 @@ class Row:
 
 
 def _step(name: str, args, x: torch.Tensor, y: torch.Tensor, bf16: bool):
-    stage, gate = NETWORKS[name]
+    phase, gate = NETWORKS[name]
     torch.manual_seed(args.seed)
     net = build_from_config(ModelConfig(args.arch, gate, 10, x.shape[1]))
     net = net.to(memory_format=torch.channels_last)
-    step = make_step(net, TrainConfig(stage=stage, iterations=1), x, y)[0]
+    step = make_step(net, TrainConfig(phase=phase, iterations=1), x, y)[0]
 
     def run() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

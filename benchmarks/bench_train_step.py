@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     plain = build_model(args.arch, in_channels=shape[0])
     backbone = plain.state_dict()
     configs = {
-        "baseline": TrainConfig(stage="baseline", iterations=1),
-        "sp": TrainConfig(stage="sp", iterations=1),
+        "baseline": TrainConfig(phase="baseline", iterations=1),
+        "sp": TrainConfig(phase="sp", iterations=1),
         "hrl": hrl_defaults(),
     }
     steps, modes = {}, {}

@@ -81,7 +81,7 @@ def is_gate_skip_ratio(name: str) -> bool:
 
 
 # Tags and params shared by the tracker and the reporting package.
-TAG_STAGE = "stage"  # baseline / sp / hrl / act / sact
+TAG_STAGE = "stage"  # the run's phase (TrainConfig.phase): baseline / sp / hrl / act / sact
 TAG_TRIAL_ID = "skipnet.trial_id"  # idempotency key of a child run
 TAG_SWEEP_ID = "skipnet.sweep_id"  # idempotency key of a parent run
 TAG_SP_RUN_ID = "sp_run_id"  # an HRL run's SP run
@@ -125,12 +125,12 @@ PARETO_CSV = "pareto.csv"
 MODEL_WEIGHTS = "weights"
 
 
-def method_of(stage: str, gate: str | None) -> str:
+def method_of(phase: str, gate: str | None) -> str:
     """The curve a run belongs to in figures: plain, skipnet-<gate>, act or sact."""
-    if stage == "baseline":
+    if phase == "baseline":
         return "plain"
-    if stage in ("act", "sact"):
-        return stage
+    if phase in ("act", "sact"):
+        return phase
     return f"skipnet-{gate}"
 
 

@@ -211,7 +211,7 @@ def summary(plan) -> list[str]:
         if steps is None:
             uncounted += 1
             return 0, 0
-        return steps, steps * job.stage.train.batch_size
+        return steps, steps * job.config.train.batch_size
 
     groups: dict[str, list] = {}
     for job in plan.jobs:
@@ -221,7 +221,7 @@ def summary(plan) -> list[str]:
     compute: dict[str, tuple[int, int]] = {}
     for label, jobs in groups.items():
         if jobs[0].shared:
-            kinds = Counter(j.stage.train.stage for j in jobs)
+            kinds = Counter(j.config.train.phase for j in jobs)
             detail = " + ".join(f"{n} {k}" for k, n in kinds.items())
         else:
             detail = _per_axis(jobs)
@@ -307,7 +307,7 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, list[str]]:
         plan = make_plan(space)
     except SpaceError as err:
         raise SpaceError(f"{space.source}: {err}") from None
-    precisions = {job.stage.train.precision for job in plan.jobs}
+    precisions = {job.config.train.precision for job in plan.jobs}
     for line in filter(None, map(describe_precision, sorted(precisions))):
         print(line)
     return plan, missing

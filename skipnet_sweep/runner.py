@@ -24,7 +24,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.data import Loaders, make_loaders
 from skipnet_sweep.flops import CostTable
 from skipnet_sweep.latency import measure_latency
-from skipnet_sweep.methods import Method, method_for_stage
+from skipnet_sweep.methods import Method, method_for_phase
 from skipnet_sweep.models import input_layout
 from skipnet_sweep.pareto import TOO_NOISY, speedup_verdict
 from skipnet_sweep.routing import describe_routing
@@ -106,8 +106,8 @@ def run_stage(
         prepare: wraps (model, train_loader) before training, e.g. for DDP.
         is_main: whether this process evaluates, reports and writes files.
         artifacts: folder for the final test evaluation's per-sample files.
-        method: the registered method that owns ``cfg.train.stage`` (its network, objective
-            and cost accounting); by default the one the registry names for the stage. A
+        method: the registered method that owns ``cfg.train.phase`` (its network, objective
+            and cost accounting); by default the one the registry names for the phase. A
             sweep passes the method it shipped with its plan (plugins included).
         on_log: called every few steps between evaluations (``loop.log_interval``) as
             ``on_log(step, total, logs)`` with the training logs since the last call: loss,
@@ -128,7 +128,7 @@ def run_stage(
         **cfg.data.loader_kwargs(),
     )
     if method is None:
-        method = method_for_stage(cfg.train.stage)
+        method = method_for_phase(cfg.train.phase)
     model, resume_payload = _network(method, cfg, resume)
     # The layout ``model_input`` gives the batches in; before any data-parallel wrapper,
     # which keeps the layout it is handed.

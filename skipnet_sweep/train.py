@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets, list_datasets
-from skipnet_sweep.methods import load_trained, method_for_stage, stage_names
+from skipnet_sweep.methods import load_trained, method_for_phase, phase_names
 from skipnet_sweep.methods.plugins import PluginError, load_plugins
 from skipnet_sweep.models import EXEC_PATHS, ModelConfig
 from skipnet_sweep.routing import describe_routing
@@ -34,23 +34,23 @@ from skipnet_sweep.stages import (
     evaluate,
     load_checkpoint,
 )
-from skipnet_sweep.stages.config import SP_GATINGS
+from skipnet_sweep.stages.config import SP_GATINGS, saved_phase
 from skipnet_sweep.stages.evaluate import check_gating
 from skipnet_sweep.yamlio import OneLineParser
 
 
-# The TrainConfig fields each registered stage reads (its method says which). A stage's flags
+# The TrainConfig fields each registered phase reads (its method says which). A phase's flags
 # are built from exactly these: type and default from the field, help from TrainConfig's
-# docstring, so a flag of another stage is an error, not a silent no-op.
-def stage_fields() -> dict[str, tuple[str, ...]]:
-    """Each registered stage's TrainConfig fields (plugins loaded by ``--plugin`` included)."""
-    return {stage: method_for_stage(stage).train_fields(stage) for stage in stage_names()}
+# docstring, so a flag of another phase is an error, not a silent no-op.
+def phase_fields() -> dict[str, tuple[str, ...]]:
+    """Each registered phase's TrainConfig fields (plugins loaded by ``--plugin`` included)."""
+    return {phase: method_for_phase(phase).train_fields(phase) for phase in phase_names()}
 
 
-def _gate_of(stage: str) -> str | tuple[str, ...] | None:
-    """The network a stage trains (its method's ``stage_gate``): a fixed kind or designs to
+def _gate_of(phase: str) -> str | tuple[str, ...] | None:
+    """The network a phase trains (its method's ``phase_gate``): a fixed kind or designs to
     choose from with ``--gate`` (the first is the default)."""
-    return method_for_stage(stage).stage_gate(stage)
+    return method_for_phase(phase).phase_gate(phase)
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -126,13 +126,13 @@ def _show_default(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _train_config(stage: str, given: dict) -> TrainConfig:
-    """The stage's TrainConfig from the flags given: one epoch unless a length is given;
+def _train_config(phase: str, given: dict) -> TrainConfig:
+    """The phase's TrainConfig from the flags given: one epoch unless a length is given;
     HRL starts from the paper's recipe (``hrl_defaults``)."""
     kw = dict(given)
     if "iterations" not in kw and "epochs" not in kw:
         kw["epochs"] = 1.0
-    return method_for_stage(stage).train_config(stage, kw)
+    return method_for_phase(phase).train_config(phase, kw)
 
 
 def _data_fields() -> list[Field]:
@@ -141,25 +141,25 @@ def _data_fields() -> list[Field]:
     return [f for f in fields(DataConfig) if hints[f.name] is not dict]
 
 
-def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
-    """The flags of one training stage: the model, the data (DataConfig's fields), the
-    stage's ``stage_fields()`` and the outputs, each with its help.
+def phase_parser(phase: str, parser: argparse.ArgumentParser | None = None):
+    """The flags of one phase's training: the model, the data (DataConfig's fields), the
+    phase's ``phase_fields()`` and the outputs, each with its help.
 
     Args:
-        stage: one of ``stage_fields()``.
+        phase: one of ``phase_fields()``.
         parser: the (sub)parser to fill; a new one by default.
 
     Returns:
         The parser.
     """
-    s = parser or OneLineParser(prog=f"python -m skipnet_sweep.train {stage}")
+    s = parser or OneLineParser(prog=f"python -m skipnet_sweep.train {phase}")
     model = s.add_argument_group("model")
     model.add_argument(
         "--arch",
         default=None,
         help="registered architecture (default: from --init, else cifar_resnet20)",
     )
-    gates = _gate_of(stage)
+    gates = _gate_of(phase)
     if isinstance(gates, tuple):
         model.add_argument(
             "--gate",
@@ -188,19 +188,19 @@ def stage_parser(stage: str, parser: argparse.ArgumentParser | None = None):
     for f in _data_fields():
         default = f.default if f.default is not MISSING else None
         _add_field_flag(data, f, data_hints[f.name], data_help.get(f.name, ""), default)
-    train = s.add_argument_group(f"{stage} stage")
+    train = s.add_argument_group(f"{phase} phase")
     train_help = field_help(TrainConfig)
     train_hints = typing.get_type_hints(TrainConfig)
-    defaults = _train_config(stage, {})
+    defaults = _train_config(phase, {})
     by_name = {f.name: f for f in fields(TrainConfig)}
-    for name in stage_fields()[stage]:
+    for name in phase_fields()[phase]:
         f = by_name[name]
         _add_field_flag(
             train, f, train_hints[name], train_help.get(name, ""), getattr(defaults, name)
         )
-    own = method_for_stage(stage).stage_options(stage)
+    own = method_for_phase(phase).phase_options(phase)
     if own is not None:
-        group = s.add_argument_group(f"{stage} options")
+        group = s.add_argument_group(f"{phase} options")
         own_help, own_hints = field_help(own), typing.get_type_hints(own)
         for f in fields(own):
             default = f.default if f.default is not MISSING else None
@@ -227,8 +227,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE_OR_FILE",
         help="a module or .py file that registers methods (repeatable), before the command",
     )
-    for stage in stage_fields():
-        stage_parser(stage, sub.add_parser(stage, help=f"train the {stage} stage"))
+    for phase in phase_fields():
+        phase_parser(phase, sub.add_parser(phase, help=f"train the {phase} phase"))
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     e.add_argument("--checkpoint", required=True, help="the checkpoint to evaluate")
     e.add_argument("--dataset", default=None, help="default: the one it was trained on")
@@ -258,17 +258,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _refuse_extra(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
-    """Arguments the command does not take: a flag of another stage says whose it is."""
+    """Arguments the command does not take: a flag of another phase says whose it is."""
     token = extra[0]
     name = token.split("=", 1)[0]
     if not name.startswith("-"):
         raise ValueError(f"unexpected argument {token!r} for the {command} command")
     owners = [
-        stage for stage in stage_fields() if name in stage_parser(stage)._option_string_actions
+        phase for phase in phase_fields() if name in phase_parser(phase)._option_string_actions
     ]
     if owners:
         raise ValueError(
-            f"{name} does not apply to the {command} stage (a flag of {', '.join(owners)})"
+            f"{name} does not apply to the {command} phase (a flag of {', '.join(owners)})"
         )
     raise ValueError(f"{name}: unknown flag of {command}; see {parser.prog} {command} --help")
 
@@ -284,7 +284,7 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
     else:
         gate = gates
     given = {
-        k: getattr(args, k) for k in stage_fields()[args.command] if getattr(args, k) is not None
+        k: getattr(args, k) for k in phase_fields()[args.command] if getattr(args, k) is not None
     }
     train = _train_config(args.command, given)
     data = DataConfig(
@@ -300,7 +300,7 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
             f"--gate-out-std draws fresh gates, but --init {args.init} brings its own "
             f"({init_model.gate} gates); drop one of the two"
         )
-    own = method_for_stage(args.command).stage_options(args.command)
+    own = method_for_phase(args.command).phase_options(args.command)
     options = {}
     if own is not None:
         chosen = {f.name: getattr(args, f.name) for f in fields(own)}
@@ -317,15 +317,13 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
 
 def _evaluate(args: argparse.Namespace) -> dict:
     model, payload = load_trained(args.checkpoint)
-    method = method_for_stage(
-        payload.get("stage_config", {}).get("train", {}).get("stage", "baseline")
-    )
+    saved = payload.get("stage_config") or {}
+    method = method_for_phase(saved_phase(saved) or "baseline")
     path = check_gating(model, args.gating, args.path)  # refused before any data is read
-    stage = payload.get("stage_config") or {}
     # Rebuild the data the checkpoint was trained on (seed and synthetic sizes included),
     # with the command line's overrides.
-    data = DataConfig(**stage["data"]) if "data" in stage else DataConfig()
-    seed = stage.get("train", {}).get("seed", 0)
+    data = DataConfig(**saved["data"]) if "data" in saved else DataConfig()
+    seed = saved.get("train", {}).get("seed", 0)
     if args.dataset and args.dataset != data.dataset:
         data = DataConfig(dataset=args.dataset)
     kwargs = data.loader_kwargs()

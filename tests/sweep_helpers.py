@@ -430,7 +430,7 @@ def seed_sp_cache(
     from skipnet_sweep.sweep import load_space, make_plan
 
     plan = make_plan(load_space(str(space)))
-    jobs = [j for j in plan.shared_jobs if stages is None or j.stage.train.stage in stages]
+    jobs = [j for j in plan.shared_jobs if stages is None or j.config.train.phase in stages]
     for job in jobs:
         src = plan.checkpoint(job, src_storage)
         assert src.is_file(), f"no cached {job.id} under {src_storage}"
@@ -524,7 +524,7 @@ def train_shared_jobs(space: Path) -> None:
     for job in plan.shared_jobs:
         with tempfile.TemporaryDirectory() as d:
             run_stage(
-                plan.stage_of(job),
+                plan.config_of(job),
                 Path(d) / MODEL_FILE,
                 device="cpu",
                 progress=False,

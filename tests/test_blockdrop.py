@@ -15,7 +15,7 @@ from sweep_helpers import write_space
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from skipnet_sweep.methods import get_method, load_trained, method_for_stage
+from skipnet_sweep.methods import get_method, load_trained, method_for_phase
 from skipnet_sweep.methods.blockdrop import (
     BlockDropObjective,
     BlockDropOptions,
@@ -96,13 +96,13 @@ def test_plan_has_one_job_per_penalty_starting_from_the_baseline(tmp_path: Path)
     base = plan.find("baseline", "cifar_resnet8")
     for job, penalty in zip(jobs, (-1.0, -5.0), strict=True):
         assert job.needs == base.id and job.curve == "blockdrop" and job.cost_weight == "penalty"
-        assert plan.stage_of(job).init == str(plan.checkpoint(base))
-        cfg = job.stage
+        assert plan.config_of(job).init == str(plan.checkpoint(base))
+        cfg = job.config
         assert cfg.model == ModelConfig("cifar_resnet8", "blockdrop", 4, 1)
         assert BlockDropOptions(**cfg.options) == BlockDropOptions(penalty=penalty, policy_pool=2)
         # The official optimiser's recipe: Adam at 1e-3, no weight decay, batch 256.
         t = cfg.train
-        assert (t.stage, t.iterations, t.lr, t.weight_decay, t.batch_size) == (
+        assert (t.phase, t.iterations, t.lr, t.weight_decay, t.batch_size) == (
             "blockdrop",
             4,
             1e-3,
@@ -351,7 +351,7 @@ def test_cli_trains_from_a_baseline_and_eval_rebuilds_it(tmp_path: Path) -> None
     model, payload = load_trained(out)
     assert isinstance(model, BlockDropResNet) and model.pool == 2
     assert payload["stage_config"]["options"]["penalty"] == -2.0
-    assert method_for_stage("blockdrop") is METHOD
+    assert method_for_phase("blockdrop") is METHOD
 
     trained = json.loads(text)
     code, evaluated, err = cli("eval", "--checkpoint", str(out), "--json")

@@ -22,8 +22,8 @@ def plan(tmp_path: Path):
 def _finished(job, folder: Path) -> Path:
     """What a finished shared job leaves for the cache: its final checkpoint."""
     torch.manual_seed(0)
-    model = build_from_config(job.stage.model)
-    save_checkpoint(folder / "model.pt", make_payload(model, job.stage.to_dict(), step=6))
+    model = build_from_config(job.config.model)
+    save_checkpoint(folder / "model.pt", make_payload(model, job.config.to_dict(), step=6))
     return folder
 
 

@@ -18,7 +18,7 @@ from sweep_helpers import write_space
 from torch.utils.flop_counter import FlopCounterMode
 
 from skipnet_sweep import metrics as M
-from skipnet_sweep.methods import get_method, list_methods, method_for_stage
+from skipnet_sweep.methods import get_method, list_methods, method_for_phase
 from skipnet_sweep.methods.convnet_aig import (
     CURVE,
     FINETUNE_LR,
@@ -58,10 +58,10 @@ def images(batch: int = 16, seed: int = 1) -> torch.Tensor:
 # --- registry and gate -------------------------------------------------------------------
 
 
-def test_registered_with_its_stage_gate_and_curve(method) -> None:
+def test_registered_with_its_phase_gate_and_curve(method) -> None:
     assert "convnet_aig" in list_methods() and "aig" in list_gates()
-    assert method_for_stage("aig") is method
-    assert method.stage_gate("aig") == "aig"
+    assert method_for_phase("aig") is method
+    assert method.phase_gate("aig") == "aig"
     # The figures' style table and the published CSV both name the curve ``convnet-aig``.
     assert method_style(CURVE).label == method.label == "ConvNet-AIG"
     assert method_style(CURVE).marker == method.marker
@@ -185,12 +185,12 @@ def test_section_plans_one_job_per_target_from_scratch(tmp_path: Path) -> None:
     ]
     for job in jobs:
         assert job.curve == CURVE and job.needs is None
-        assert job.stage.model.gate == "aig" and job.stage.model.in_channels == 1
-        t = job.stage.train
+        assert job.config.model.gate == "aig" and job.config.model.in_channels == 1
+        t = job.config.train
         # The official CIFAR recipe (train.py L35-46, L375-386).
-        assert (t.stage, t.lr, t.weight_decay, t.batch_size) == ("aig", 0.1, 5e-4, 256)
+        assert (t.phase, t.lr, t.weight_decay, t.batch_size) == ("aig", 0.1, 5e-4, 256)
         assert t.lr_milestones == MILESTONES
-        assert job.stage.options == {"target": job.cost_weight_value, "lossfact": 2.0}
+        assert job.config.options == {"target": job.cost_weight_value, "lossfact": 2.0}
     assert get_method("convnet_aig").params(jobs[0]) == {
         "target": 0.4,
         "lossfact": 2.0,
@@ -206,8 +206,8 @@ def test_init_baseline_starts_each_job_from_the_plain_resnet(tmp_path: Path) -> 
     base = plan.find("baseline", ARCH)
     jobs = [j for j in plan.trials if j.method == "convnet_aig"]
     assert len(jobs) == 2 and all(j.needs == base.id for j in jobs)
-    assert plan.stage_of(jobs[0]).init == str(plan.checkpoint(base))
-    t = jobs[0].stage.train
+    assert plan.config_of(jobs[0]).init == str(plan.checkpoint(base))
+    t = jobs[0].config.train
     assert (t.lr, t.lr_milestones, t.batch_size) == (FINETUNE_LR, (), 32)
     assert get_method("convnet_aig").params(jobs[0])["init"] == "baseline"
 
@@ -260,7 +260,7 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_help_lists_the_stage_options() -> None:
+def test_help_lists_the_phase_options() -> None:
     with pytest.raises(SystemExit) as excinfo, contextlib.redirect_stdout(io.StringIO()) as out:
         main(["aig", "--help"])
     assert excinfo.value.code == 0
@@ -279,7 +279,7 @@ def test_train_eval_and_resume(method, tmp_path: Path) -> None:
     payload = load_checkpoint(path)
     assert payload["model_config"]["gate"] == "aig"
     cfg = StageConfig.from_dict(payload["stage_config"])
-    assert cfg.train.stage == "aig" and cfg.options == {"target": 0.3, "lossfact": 2.0}
+    assert cfg.train.phase == "aig" and cfg.options == {"target": 0.3, "lossfact": 2.0}
 
     code, out, err = cli("eval", "--checkpoint", str(path), "--test-subset", "32", "--json")
     assert code == 0, err
@@ -297,11 +297,11 @@ def test_train_eval_and_resume(method, tmp_path: Path) -> None:
         assert torch.equal(v, state[k]), k
 
 
-def test_every_stage_of_the_method_builds_its_objective(method) -> None:
+def test_every_phase_of_the_method_builds_its_objective(method) -> None:
     cfg = StageConfig(
         ModelConfig(ARCH, "aig", 4, 1),
         DataConfig("synthetic"),
-        TrainConfig(stage="aig", iterations=1),
+        TrainConfig(phase="aig", iterations=1),
         options={"target": 0.5, "lossfact": 1.0},
     )
     model = method.build_model(cfg)

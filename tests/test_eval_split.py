@@ -28,7 +28,7 @@ def _one_thread(single_thread):
 
 def config(val_split=None, latency=FAST_LATENCY, **train) -> StageConfig:
     data = DataConfig(dataset="synthetic", synthetic=SYN, val_split=val_split)
-    kw = {"stage": "sp", "iterations": 6, "eval_every": 2, "batch_size": 16, "lr": 0.05, **train}
+    kw = {"phase": "sp", "iterations": 6, "eval_every": 2, "batch_size": 16, "lr": 0.05, **train}
     return StageConfig(
         ModelConfig("cifar_resnet8", "ff2"), data, TrainConfig(**kw), latency=latency
     )

@@ -433,7 +433,7 @@ def test_exponent_floats_in_the_file_and_in_set_are_the_same_number(folder: Path
     written = write(folder, tiny_yaml().replace("rl_weight: 1.0", "rl_weight: 1.0\n  lr: 1e-3"))
     from_file = make_plan(load_space(str(written)))
     hrl = [j for j in from_file.trials if j.method == "skipnet"]
-    assert {from_file.stage_of(j).train.lr for j in hrl} == {0.001}
+    assert {from_file.config_of(j).train.lr for j in hrl} == {0.001}
     code, out, err = run(["--space", str(plain), "--dry-run", "--set", "hrl.lr=1e-3"])
     assert code == 0, err
     assert f"sweep {from_file.sweep_id} " in out  # the same space, the same sweep

@@ -17,9 +17,9 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import (
     get_method,
     list_methods,
-    method_for_stage,
+    method_for_phase,
+    phase_names,
     register_method,
-    stage_names,
     unregister_method,
 )
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig
@@ -44,42 +44,42 @@ def routed():
 # --- the registry -----------------------------------------------------------------------
 
 
-def test_builtin_methods_and_their_stages() -> None:
+def test_builtin_methods_and_their_phases() -> None:
     assert list_methods()[:4] == ["plain", "skipnet", "act", "sact"]
-    assert stage_names()[:5] == ("baseline", "sp", "hrl", "act", "sact")
-    assert method_for_stage("hrl").name == "skipnet"
-    assert method_for_stage("baseline").name == "plain"
+    assert phase_names()[:5] == ("baseline", "sp", "hrl", "act", "sact")
+    assert method_for_phase("hrl").name == "skipnet"
+    assert method_for_phase("baseline").name == "plain"
 
 
 def test_unknown_names_fail_loudly() -> None:
     with pytest.raises(ValueError, match="unknown method 'nosuch'; registered: plain"):
         get_method("nosuch")
-    with pytest.raises(ValueError, match="unknown stage 'x'; allowed: baseline, sp, hrl"):
-        method_for_stage("x")
+    with pytest.raises(ValueError, match="unknown phase 'x'; allowed: baseline, sp, hrl"):
+        method_for_phase("x")
 
 
-def test_a_second_method_may_not_take_a_name_or_a_stage(toy) -> None:
+def test_a_second_method_may_not_take_a_name_or_a_phase(toy) -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_method(LabelSmoothing)
 
     class Thief(LabelSmoothing):
         name = "thief"
 
-    with pytest.raises(ValueError, match="stage 'smooth' belongs to method 'smooth'"):
+    with pytest.raises(ValueError, match="phase 'smooth' belongs to method 'smooth'"):
         register_method(Thief)
     assert "thief" not in list_methods()
 
 
-def test_every_builtin_method_builds_its_objective_for_each_stage() -> None:
+def test_every_builtin_method_builds_its_objective_for_each_phase() -> None:
     from skipnet_sweep.flops import count_costs
     from skipnet_sweep.models import ModelConfig
 
-    for stage, gate in [("baseline", None), ("sp", "rnn"), ("hrl", "rnn"), ("act", "act")]:
-        method = method_for_stage(stage)
+    for phase, gate in [("baseline", None), ("sp", "rnn"), ("hrl", "rnn"), ("act", "act")]:
+        method = method_for_phase(phase)
         cfg = StageConfig(
             ModelConfig("cifar_resnet8", gate, 4, 1),
             DataConfig("synthetic"),
-            TrainConfig(stage=stage, iterations=1),
+            TrainConfig(phase=phase, iterations=1),
         )
         model = method.build_model(cfg)
         costs = count_costs(model, (1, 8, 8))
@@ -100,7 +100,7 @@ def test_toy_method_plans_from_its_own_space_section(toy, tmp_path: Path) -> Non
     assert [j.cost_weight_value for j in toys] == [0.0, 0.2]
     base = plan.find("baseline", "cifar_resnet8")
     assert all(j.needs == base.id for j in toys)
-    assert plan.stage_of(toys[0]).init == str(plan.checkpoint(base))
+    assert plan.config_of(toys[0]).init == str(plan.checkpoint(base))
     assert plan.space.methods["smooth"] == SmoothSettings((0.0, 0.2), 2)
 
 
@@ -150,10 +150,10 @@ def test_sp_can_start_from_the_plain_baseline(tmp_path: Path) -> None:
     )
     base, sp = plan.find("baseline", "cifar_resnet8"), plan.find("sp", "cifar_resnet8", "rnn")
     assert [j.id for j in plan.shared_jobs] == [base.id, sp.id]  # the baseline runs first
-    assert sp.needs == base.id and plan.stage_of(sp).init == str(plan.checkpoint(base))
+    assert sp.needs == base.id and plan.config_of(sp).init == str(plan.checkpoint(base))
     # Starting from the baseline is part of what SP is: another cache key than from scratch.
     assert sp.key != scratch.find("sp", "cifar_resnet8", "rnn").key
-    assert sp.stage.options == {"from": base.key}
+    assert sp.config.options == {"from": base.key}
 
 
 # --- a plugin with its own gate, network and parameter-owning objective --------------------
@@ -182,7 +182,7 @@ def test_a_plugin_plans_trains_resumes_and_evaluates_through_its_own_parts(
     plan = make_plan(load_space(str(path)))
     toys = [j for j in plan.trials if j.method == "toyroute"]
     assert [j.cost_weight_value for j in toys] == [0.1, 0.9]
-    assert all(j.stage.model.gate == "toynet" for j in toys)
+    assert all(j.config.model.gate == "toynet" for j in toys)
     assert all(j.needs == plan.find("baseline", "cifar_resnet8").id for j in toys)
 
     # The train CLI offers the method's own option and builds through the method.

@@ -135,11 +135,11 @@ def test_the_quickstart_eta_is_within_30_percent_once_a_third_is_done(monkeypatc
     plan = make_plan(load_space("quickstart", check_paths=False))
 
     def key(job) -> tuple:
-        stage = job.stage.train.stage
+        stage = job.config.train.phase
         if stage == "baseline":
             return (stage,)
         if stage == "sp":
-            return (stage, job.stage.model.gate)
+            return (stage, job.config.model.gate)
         return (stage, job.coord("alpha"))
 
     timeline = {job.id: QUICKSTART_TIMELINE[key(job)] for job in plan.jobs}

@@ -50,7 +50,7 @@ def test_trials_wait_for_the_shared_job_they_start_from(tmp_path: Path) -> None:
     sp_trial = next(t for t, c in first if c["job"].startswith("sp"))
     searcher.on_trial_complete(sp_trial, RESULT)
     hrl = _drain(searcher, "v")
-    assert {plan.job(c["job"]).stage.train.stage for _, c in hrl} == {"hrl"}
+    assert {plan.job(c["job"]).config.train.phase for _, c in hrl} == {"hrl"}
     assert len(hrl) == 4
     assert searcher.suggest("w") == Searcher.FINISHED
 
@@ -107,7 +107,7 @@ def test_optuna_study_is_persistent_and_told_failures_as_failures(optuna_plan) -
     assert len(samples) == 3
     for _, config in samples:
         assert 0.01 <= config["sample"]["alpha"] <= 4.0
-        assert optuna_plan.job_of(config).stage.train.alpha == config["sample"]["alpha"]
+        assert optuna_plan.job_of(config).config.train.alpha == config["sample"]["alpha"]
     (a, _), (b, _), (c, _) = samples
     searcher.on_trial_complete(a, RESULT)
     searcher.on_trial_complete(b, {**RESULT, ERROR: "loss became nan at step 2"})

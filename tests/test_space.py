@@ -307,7 +307,7 @@ def test_set_overrides_a_field(folder: Path) -> None:
     path = write_space(folder)
     plain = make_plan(load_space(str(path)))
     changed = make_plan(load_space(str(path), {"hrl.iterations": 7}))
-    assert {changed.stage_of(j).train.iterations for j in changed.trials} == {7}
+    assert {changed.config_of(j).train.iterations for j in changed.trials} == {7}
     assert changed.sweep_id != plain.sweep_id
     # The CLI applies --set: its dry run prints the sweep id of the changed space.
     code, out, err = cli(["--space", str(path), "--dry-run", "--set", "hrl.iterations=7"])
@@ -397,7 +397,7 @@ def test_plan_counts_jobs_and_trials(folder: Path) -> None:
     # Per backbone: one baseline and one SP job per gate.
     assert len(plan.shared_jobs) == 2 * (1 + 2)
     assert sorted(
-        (j.stage.train.stage, j.backbone, j.stage.model.gate or "") for j in plan.shared_jobs
+        (j.config.train.phase, j.backbone, j.config.model.gate or "") for j in plan.shared_jobs
     ) == sorted(
         [(k, b, g) for b in ("cifar_resnet8", "cifar_resnet14") for k, g in [("baseline", "")]]
         + [("sp", b, g) for b in ("cifar_resnet8", "cifar_resnet14") for g in ("ff1", "rnn")]
@@ -407,7 +407,7 @@ def test_plan_counts_jobs_and_trials(folder: Path) -> None:
     ids = [j.id for j in plan.trials]
     assert len(set(ids)) == len(ids)
     no_baseline = make_plan(load_space(str(path), {"baseline": False}))
-    assert [j.stage.train.stage for j in no_baseline.shared_jobs] == ["sp"] * 4
+    assert [j.config.train.phase for j in no_baseline.shared_jobs] == ["sp"] * 4
 
 
 def test_hrl_trials_start_from_their_sp_checkpoint(folder: Path) -> None:
@@ -415,15 +415,15 @@ def test_hrl_trials_start_from_their_sp_checkpoint(folder: Path) -> None:
     plan = make_plan(load_space(str(path)))
     sp = plan.find("sp", "cifar_resnet8", "rnn")
     for job in plan.trials:
-        stage = plan.stage_of(job)
-        assert stage.train.alpha == job.cost_weight_value
+        cfg = plan.config_of(job)
+        assert cfg.train.alpha == job.cost_weight_value
         if job.coord("variant") == "hrl+sp":
             assert job.needs == sp.id
-            assert stage.init == str(plan.checkpoint(sp))
-            assert stage.train.iterations == TINY["hrl"]["iterations"]
+            assert cfg.init == str(plan.checkpoint(sp))
+            assert cfg.train.iterations == TINY["hrl"]["iterations"]
         else:  # from scratch, as long as SP and HRL together
-            assert stage.init is None
-            assert stage.train.iterations == TINY["sp"]["iterations"] + TINY["hrl"]["iterations"]
+            assert cfg.init is None
+            assert cfg.train.iterations == TINY["sp"]["iterations"] + TINY["hrl"]["iterations"]
 
 
 def test_gate_out_std_draws_the_named_gates_of_every_skipnet_job(folder: Path) -> None:
@@ -434,11 +434,11 @@ def test_gate_out_std_draws_the_named_gates_of_every_skipnet_job(folder: Path) -
     plan = make_plan(load_space(str(write_space(folder, changes=changes))))
     by_gate = {}
     for job in [*plan.shared_jobs, *plan.trials]:
-        model = plan.stage_of(job).model
+        model = plan.config_of(job).model
         by_gate.setdefault(model.gate, set()).add(model.gate_out_std)
     assert by_gate == {None: {None}, "ff1": {None}, "rnn": {0.2}}
     sp = plan.find("sp", "cifar_resnet8", "rnn")
-    config = plan.stage_of(sp).model
+    config = plan.config_of(sp).model
     torch.manual_seed(0)
     built = build_from_config(config)
     torch.manual_seed(0)
@@ -466,23 +466,23 @@ def test_backbone_recipe_changes_only_that_backbones_from_scratch_jobs(folder: P
     plan = make_plan(load_space(str(write_space(folder, changes=changes))))
     seen = {}
     for job in [*plan.shared_jobs, *plan.trials]:
-        train = plan.stage_of(job).train
-        key = (job.coord("backbone"), train.stage, job.coord("variant"))
+        train = plan.config_of(job).train
+        key = (job.coord("backbone"), train.phase, job.coord("variant"))
         seen.setdefault(key, set()).add(
             (train.warmup_iterations, train.warmup_lr, train.iterations)
         )
-    for (arch, stage, variant), got in seen.items():
+    for (arch, phase, variant), got in seen.items():
         deep = arch == "cifar_resnet14"
         warm = (
-            (4, 0.05) if deep and (stage in ("baseline", "sp") or variant == "hrl+s") else (0, 0.01)
+            (4, 0.05) if deep and (phase in ("baseline", "sp") or variant == "hrl+s") else (0, 0.01)
         )
         steps = {  # HRL+S trains as long as its backbone's SP and HRL together
             "baseline": 9 if deep else sp_steps,
             "sp": 9 if deep else sp_steps,
             "hrl+sp": hrl_steps,
             "hrl+s": (9 if deep else sp_steps) + hrl_steps,
-        }[variant or stage]
-        assert got == {(*warm, steps)}, (arch, stage, variant, got)
+        }[variant or phase]
+        assert got == {(*warm, steps)}, (arch, phase, variant, got)
     assert ("cifar_resnet14", "hrl", "hrl+sp") in seen
 
 

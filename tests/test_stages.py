@@ -60,7 +60,7 @@ def one_thread():
 
 
 def sp_config(**train) -> StageConfig:
-    kw = {"stage": "sp", "iterations": 16, "batch_size": 32, "lr": 0.05, "seed": 0, **train}
+    kw = {"phase": "sp", "iterations": 16, "batch_size": 32, "lr": 0.05, "seed": 0, **train}
     return StageConfig(ModelConfig(ARCH, GATE), DATA, TrainConfig(**kw))
 
 
@@ -102,7 +102,7 @@ def eval_setup(sp_run):
         ({"iterations": 1, "lr": -1.0}, "lr"),
         ({"iterations": 1, "rl_weight": -1.0}, "rl_weight"),
         ({"iterations": 1, "batch_size": 0}, "batch_size"),
-        ({"iterations": 1, "stage": "finetune"}, "stage 'finetune'"),
+        ({"iterations": 1, "phase": "finetune"}, "phase 'finetune'"),
         ({"iterations": 1, "gating": "gumbel"}, "gating 'gumbel'"),
         ({"iterations": 1, "cost": "latency"}, "cost 'latency'"),
         ({"iterations": 1, "eval_path": "dense"}, "eval_path 'dense'"),
@@ -129,7 +129,7 @@ def test_train_config_rejects_nonsense_eval_every_and_lr_decay(kw):
 def test_train_config_normalises_milestones_and_hrl_defaults():
     assert TrainConfig(iterations=1, lr_milestones=[0.25, 0.5]).lr_milestones == (0.25, 0.5)
     h = hrl_defaults()
-    assert (h.stage, h.lr, h.lr_milestones, h.iterations, h.epochs) == (
+    assert (h.phase, h.lr, h.lr_milestones, h.iterations, h.epochs) == (
         "hrl",
         1e-4,
         (),
@@ -142,22 +142,22 @@ def test_train_config_normalises_milestones_and_hrl_defaults():
 
 def test_stage_config_refuses_gate_mismatch():
     with pytest.raises(ValueError, match="baseline.*gate"):
-        StageConfig(ModelConfig(ARCH, "rnn"), DATA, TrainConfig(stage="baseline", iterations=1))
-    for stage in ("sp", "hrl"):
-        with pytest.raises(ValueError, match=f"the {stage} stage needs a gate"):
-            StageConfig(ModelConfig(ARCH, None), DATA, TrainConfig(stage=stage, iterations=1))
+        StageConfig(ModelConfig(ARCH, "rnn"), DATA, TrainConfig(phase="baseline", iterations=1))
+    for phase in ("sp", "hrl"):
+        with pytest.raises(ValueError, match=f"the {phase} phase needs a gate"):
+            StageConfig(ModelConfig(ARCH, None), DATA, TrainConfig(phase=phase, iterations=1))
 
 
-def test_a_methods_stage_check_runs_on_every_config_of_its_stage():
+def test_a_methods_config_check_runs_on_every_config_of_its_phase():
     """StageConfig names no method: the network a stage needs is its method's check."""
     from skipnet_sweep.methods import register_method, unregister_method
     from skipnet_sweep.methods.base import Method
 
     class Fixed(Method):
         name = "fixedkind"
-        stages = ("fixedkind",)
+        phases = ("fixedkind",)
 
-        def stage_gate(self, stage):
+        def phase_gate(self, phase):
             return "act"
 
         def jobs(self, ctx):
@@ -168,26 +168,26 @@ def test_a_methods_stage_check_runs_on_every_config_of_its_stage():
 
     register_method(Fixed)
     try:
-        train = TrainConfig(stage="fixedkind", iterations=1)
-        with pytest.raises(ValueError, match="the fixedkind stage trains a act network: set gate"):
+        train = TrainConfig(phase="fixedkind", iterations=1)
+        with pytest.raises(ValueError, match="the fixedkind phase trains a act network: set gate"):
             StageConfig(ModelConfig(ARCH, "rnn"), DATA, train)
         assert StageConfig(ModelConfig(ARCH, "act"), DATA, train).model.gate == "act"
     finally:
         unregister_method("fixedkind")
     with pytest.raises(ValueError, match="'fixedkind' is not registered"):
-        TrainConfig(stage="fixedkind", iterations=1)
+        TrainConfig(phase="fixedkind", iterations=1)
 
 
 @pytest.mark.parametrize(
     ("gate", "train", "init", "variant"),
     [
-        (GATE, {"stage": "sp"}, None, "sp"),
-        (GATE, {"stage": "sp", "gating": "soft"}, None, "soft"),
-        (GATE, {"stage": "hrl"}, "sp.pt", "hrl+sp"),
-        (GATE, {"stage": "hrl"}, None, "hrl+s"),
-        (GATE, {"stage": "hrl", "supervised": False}, "sp.pt", "rl"),
-        (GATE, {"stage": "hrl", "supervised": False}, None, "rl"),
-        (None, {"stage": "baseline"}, None, "baseline"),
+        (GATE, {"phase": "sp"}, None, "sp"),
+        (GATE, {"phase": "sp", "gating": "soft"}, None, "soft"),
+        (GATE, {"phase": "hrl"}, "sp.pt", "hrl+sp"),
+        (GATE, {"phase": "hrl"}, None, "hrl+s"),
+        (GATE, {"phase": "hrl", "supervised": False}, "sp.pt", "rl"),
+        (GATE, {"phase": "hrl", "supervised": False}, None, "rl"),
+        (None, {"phase": "baseline"}, None, "baseline"),
     ],
 )
 def test_stage_config_variant(gate, train, init, variant):
@@ -302,7 +302,7 @@ def hand_hrl(
 
 def hrl_cfg(**kw) -> TrainConfig:
     base = {
-        "stage": "hrl",
+        "phase": "hrl",
         "iterations": 1,
         "alpha": 0.6,
         "gamma": 0.9,
@@ -405,22 +405,22 @@ class _Savings:
 
 
 def objective_of(train: TrainConfig, savings=None):
-    """The objective the method registry gives ``train``'s stage."""
-    gate = {"baseline": None, "act": "act", "sact": "sact"}.get(train.stage, "rnn")
+    """The objective the method registry gives ``train``'s phase."""
+    gate = {"baseline": None, "act": "act", "sact": "sact"}.get(train.phase, "rnn")
     cfg = StageConfig(ModelConfig("cifar_resnet8", gate), DataConfig("synthetic"), train)
     return build_objective(cfg, _Savings(savings))
 
 
-def test_supervised_objective_and_build_objective_per_stage():
+def test_supervised_objective_and_build_objective_per_phase():
     out, _ = fake_output()
     res = Supervised()(out, TARGET)
     assert res.loss.item() == pytest.approx(F.cross_entropy(CLASS_LOGITS, TARGET).item())
     assert list(res.logs) == [M.TRAIN_LOSS]
     assert res.logs[M.TRAIN_LOSS].item() == pytest.approx(res.loss.item())
     modes = {
-        "baseline": objective_of(TrainConfig(stage="baseline", iterations=1)),
-        "sp": objective_of(TrainConfig(stage="sp", iterations=1), [1, 2]),
-        "soft": objective_of(TrainConfig(stage="sp", gating="soft", iterations=1), [1, 2]),
+        "baseline": objective_of(TrainConfig(phase="baseline", iterations=1)),
+        "sp": objective_of(TrainConfig(phase="sp", iterations=1), [1, 2]),
+        "soft": objective_of(TrainConfig(phase="sp", gating="soft", iterations=1), [1, 2]),
         "hrl": objective_of(hrl_cfg(), [1, 2]),
     }
     assert {k: o.gate_mode for k, o in modes.items()} == {
@@ -472,7 +472,7 @@ def tiny_loader() -> DataLoader:
 
 
 def loop_cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"stage": "sp", "lr": 0.1, "weight_decay": 0.0, **kw})
+    return TrainConfig(**{"phase": "sp", "lr": 0.1, "weight_decay": 0.0, **kw})
 
 
 def test_train_loop_runs_exactly_the_configured_iterations():
@@ -705,7 +705,7 @@ def test_baseline_checkpoint_initialises_the_backbone_only(tmp_path):
     base_cfg = StageConfig(
         ModelConfig(ARCH, None),
         DATA,
-        TrainConfig(stage="baseline", iterations=4, batch_size=32, lr=0.05),
+        TrainConfig(phase="baseline", iterations=4, batch_size=32, lr=0.05),
     )
     run_stage(base_cfg, tmp_path / "base.pt", progress=False)
     frozen = {"iterations": 1, "lr": 0.0}
@@ -850,7 +850,7 @@ def test_summary_line():
         "sp cifar_resnet8+ff2 | test top-1 91.23% | test top-5 99.50% | MACs 1.50M ± 0.25M | "
         "40.0% of the plain ResNet (reduction 60.0%) | skipped 1.20 blocks/sample"
     )
-    base = StageConfig(ModelConfig(ARCH), DATA, TrainConfig(stage="baseline", iterations=1))
+    base = StageConfig(ModelConfig(ARCH), DATA, TrainConfig(phase="baseline", iterations=1))
     assert summary_line(base, metrics).startswith("baseline cifar_resnet8 | test top-1 91.23%")
     assert "skipped" not in summary_line(base, metrics)
 

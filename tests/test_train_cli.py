@@ -21,13 +21,13 @@ import torch
 import skipnet_sweep.train as train_cli
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import build_datasets
-from skipnet_sweep.methods import stage_names
+from skipnet_sweep.methods import phase_names
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.routing import describe_routing
 from skipnet_sweep.runner import run_stage
 from skipnet_sweep.stages import DataConfig, StageConfig, TrainConfig, load_checkpoint, load_model
 from skipnet_sweep.stages.checkpoint import save_checkpoint
-from skipnet_sweep.train import _parser, _stage_config, field_help, main, stage_fields, stage_parser
+from skipnet_sweep.train import _parser, _stage_config, field_help, main, phase_fields, phase_parser
 
 DATA = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32"]
 FAST = [*DATA, "--batch-size", "32", "--iterations", "2", "--no-progress"]
@@ -113,7 +113,7 @@ def test_hrl_from_sp_prints_the_summary_line(runs):
     assert line.endswith(describe_routing(m))  # routes, prunes or skips nothing, in words
     cfg = StageConfig.from_dict(payload["stage_config"])
     assert cfg.init == str(sp) and cfg.model.gate == "ff2"
-    assert (cfg.train.stage, cfg.train.alpha, cfg.train.lr) == ("hrl", 0.5, 1e-4)  # HRL recipe
+    assert (cfg.train.phase, cfg.train.alpha, cfg.train.lr) == ("hrl", 0.5, 1e-4)  # HRL recipe
 
 
 def test_eval_reproduces_the_training_metrics(runs):
@@ -161,7 +161,7 @@ def test_eval_of_a_checkpoint_trained_on_custom_synthetic_data(tmp_path):
     data = DataConfig(
         dataset="synthetic", synthetic={"size": 64, "channels": 1, "image_size": 8, "classes": 4}
     )
-    train = TrainConfig(stage="sp", iterations=1, batch_size=32)
+    train = TrainConfig(phase="sp", iterations=1, batch_size=32)
     result = run_stage(
         StageConfig(ModelConfig("cifar_resnet8", "ff2"), data, train),
         tmp_path / "c.pt",
@@ -289,7 +289,7 @@ def test_baseline_refuses_a_gate():
         (["act", "--gate", "rnn"], "--gate"),
     ],
 )
-def test_flags_of_another_stage_are_refused_not_ignored(argv, flag):
+def test_flags_of_another_phase_are_refused_not_ignored(argv, flag):
     code, out, err = cli(*argv, *FAST)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and flag in err and argv[0] in err
@@ -317,16 +317,16 @@ def test_bad_flag_value_is_one_line():
 HRL_ONLY = {"--alpha", "--gamma", "--rl-weight", "--supervised", "--cost", "--reward-baseline"}
 
 
-@pytest.mark.parametrize("stage", list(stage_fields()))
-def test_stage_help_lists_only_its_own_flags_each_with_help(stage):
-    parser = stage_parser(stage)
+@pytest.mark.parametrize("phase", list(phase_fields()))
+def test_phase_help_lists_only_its_own_flags_each_with_help(phase):
+    parser = phase_parser(phase)
     flags = set(parser._option_string_actions)
-    expected = {"--" + name.replace("_", "-") for name in stage_fields()[stage]}
+    expected = {"--" + name.replace("_", "-") for name in phase_fields()[phase]}
     assert expected <= flags
-    assert flags & HRL_ONLY == (HRL_ONLY if stage == "hrl" else set())
-    assert ("--tau" in flags) == (stage in ("act", "sact"))
-    assert ("--gating" in flags) == (stage == "sp")
-    assert ("--gate" in flags) == (stage in ("sp", "hrl"))
+    assert flags & HRL_ONLY == (HRL_ONLY if phase == "hrl" else set())
+    assert ("--tau" in flags) == (phase in ("act", "sact"))
+    assert ("--gating" in flags) == (phase == "sp")
+    assert ("--gate" in flags) == (phase in ("sp", "hrl"))
     for action in parser._actions:
         assert action.help and action.help.strip(), action.option_strings
 
@@ -340,19 +340,19 @@ def test_sp_help_printed_lacks_hrl_flags():
     assert "--gating" in text and "--lr-milestones" in text
     for flag in (*HRL_ONLY, "--tau"):
         assert flag not in text, flag
-    # The help comes from TrainConfig's docstring, with the stage's own defaults.
+    # The help comes from TrainConfig's docstring, with the phase's own defaults.
     assert "straight-through gates (Eq. 9)" in text and "(default: 0.1)" in text
 
 
 def test_hrl_help_shows_the_hrl_recipe_defaults():
-    assert "(default: 0.0001)" in stage_parser("hrl").format_help()  # lr 1e-4, §4.1
+    assert "(default: 0.0001)" in phase_parser("hrl").format_help()  # lr 1e-4, §4.1
 
 
-def test_every_train_config_field_is_a_flag_of_some_stage():
+def test_every_train_config_field_is_a_flag_of_some_phase():
     """A new TrainConfig field must get a STAGE_FIELDS entry (and a docstring line)."""
-    assert set(stage_fields()) <= set(stage_names())
-    used = {name for names in stage_fields().values() for name in names}
-    assert used == {f.name for f in fields(TrainConfig)} - {"stage"}
+    assert set(phase_fields()) <= set(phase_names())
+    used = {name for names in phase_fields().values() for name in names}
+    assert used == {f.name for f in fields(TrainConfig)} - {"phase"}
     described = field_help(TrainConfig)
     assert used <= described.keys()
     assert described["lr"].startswith("lr: ")  # a shared description names its field

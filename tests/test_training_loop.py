@@ -45,7 +45,7 @@ def image_loader(n: int = 16, batch: int = 8) -> DataLoader:
 
 
 def hrl(**kw) -> TrainConfig:
-    return TrainConfig(**{"stage": "hrl", "iterations": 1, "lr": 0.01, "alpha": 0.5, **kw})
+    return TrainConfig(**{"phase": "hrl", "iterations": 1, "lr": 0.01, "alpha": 0.5, **kw})
 
 
 def objective(model: SkipResNet, cfg: TrainConfig) -> HybridRL:
@@ -194,7 +194,7 @@ def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b():
     models = {}
     for k, b in ((1, 12), (3, 4)):
         cfg = TrainConfig(
-            stage="sp", iterations=4, batch_size=b, accum_steps=k, lr=0.5, weight_decay=1e-3
+            phase="sp", iterations=4, batch_size=b, accum_steps=k, lr=0.5, weight_decay=1e-3
         )
         models[k] = Linear()
         # Unshuffled: the k batches of b of each step are the one batch of k * b.
@@ -232,7 +232,7 @@ def test_accum_steps_beyond_one_pass_is_refused():
             Linear(),
             Supervised(),
             DataLoader(TensorDataset(torch.randn(4, 6), torch.zeros(4).long()), batch_size=2),
-            TrainConfig(stage="sp", iterations=1, accum_steps=3),
+            TrainConfig(phase="sp", iterations=1, accum_steps=3),
             progress=False,
         )
 
@@ -251,7 +251,7 @@ def lrs_of(sched, opt, steps: int) -> list[float]:
 
 def test_warmup_runs_the_first_steps_at_warmup_lr_and_resumes():
     cfg = TrainConfig(
-        stage="sp", iterations=8, lr=0.1, warmup_iterations=3, warmup_lr=0.01,
+        phase="sp", iterations=8, lr=0.1, warmup_iterations=3, warmup_lr=0.01,
         lr_milestones=(0.5, 0.75),
     )  # fmt: skip
     expect = [0.01] * 3 + [0.1] + [0.01] * 2 + [0.001] * 2
@@ -271,7 +271,7 @@ def test_warmup_runs_the_first_steps_at_warmup_lr_and_resumes():
 
 
 def test_scheduler_state_of_a_multistep_checkpoint_still_resumes():
-    cfg = TrainConfig(stage="sp", iterations=8, lr=0.1, lr_milestones=(0.5,))
+    cfg = TrainConfig(phase="sp", iterations=8, lr=0.1, lr_milestones=(0.5,))
     opt = torch.optim.SGD(Linear().parameters(), lr=0.1)
     old = torch.optim.lr_scheduler.MultiStepLR(opt, [4], gamma=0.1)
     for _ in range(5):
@@ -455,7 +455,7 @@ def test_a_network_without_gates_logs_no_skip_ratio():
         Linear(),
         Supervised(),
         DataLoader(TensorDataset(torch.randn(8, 6), torch.randint(0, 3, (8,))), batch_size=4),
-        TrainConfig(stage="baseline", iterations=4, lr=0.1, eval_every=4),
+        TrainConfig(phase="baseline", iterations=4, lr=0.1, eval_every=4),
         on_log=lambda s, logs: seen.append(logs),
         log_every=1,
         progress=False,

@@ -54,7 +54,7 @@ class LabelSmoothing(Method):
     name = "smooth"
     label = "Label smoothing"
     marker = "P"
-    stages = ("smooth",)
+    phases = ("smooth",)
     cost_weight = "smoothing"
     space_key = "smooth"
     settings = SmoothSettings
@@ -62,18 +62,18 @@ class LabelSmoothing(Method):
     def jobs(self, ctx: PlanContext) -> list[Job]:
         opts = self.options(ctx.space)
 
-        def stage_of(base: Job, smoothing: float) -> StageConfig:
+        def config_of(base: Job, smoothing: float) -> StageConfig:
             train = TrainConfig(
-                stage="smooth",
+                phase="smooth",
                 iterations=opts.iterations,
                 lr=opts.lr,
                 batch_size=opts.batch_size,
                 lr_milestones=(),
                 seed=ctx.space.seed,
             )
-            return StageConfig(base.stage.model, ctx.data, train, options={"smoothing": smoothing})
+            return StageConfig(base.config.model, ctx.data, train, options={"smoothing": smoothing})
 
-        return finetune_jobs(ctx, self, opts.smoothing, stage_of)
+        return finetune_jobs(ctx, self, opts.smoothing, config_of)
 
     def objective(self, cfg: StageConfig, costs) -> SmoothCE:
         return SmoothCE(cfg.options["smoothing"])
@@ -116,7 +116,7 @@ class RoutedSettings:
 
 @dataclass(frozen=True)
 class RoutedOptions:
-    """The toy routed stage's own knob (a ``train toyroute`` flag).
+    """The toy routed phase's own knob (a ``train toyroute`` flag).
 
     Attributes:
         rate: weight of the mean gate value in the loss.
@@ -163,7 +163,7 @@ class ToyRouted(Method):
     name = "toyroute"
     label = "Toy routing"
     marker = "X"
-    stages = ("toyroute",)
+    phases = ("toyroute",)
     cost_weight = "rate"
     space_key = "toyroute"
     settings = RoutedSettings
@@ -172,28 +172,28 @@ class ToyRouted(Method):
         register_gate("toygate", replace=True)(per_block(ToyGate))
         register_network("toynet", build_toynet, replace=True)
 
-    def stage_gate(self, stage: str) -> str:
+    def phase_gate(self, phase: str) -> str:
         return "toynet"
 
-    def stage_options(self, stage: str) -> type:
+    def phase_options(self, phase: str) -> type:
         return RoutedOptions
 
     def jobs(self, ctx: PlanContext) -> list[Job]:
         opts = self.options(ctx.space)
 
-        def stage_of(base: Job, rate: float) -> StageConfig:
+        def config_of(base: Job, rate: float) -> StageConfig:
             train = TrainConfig(
-                stage="toyroute",
+                phase="toyroute",
                 iterations=opts.iterations,
                 lr=opts.lr,
                 batch_size=opts.batch_size,
                 lr_milestones=(),
                 seed=ctx.space.seed,
             )
-            model = replace(base.stage.model, gate="toynet")
+            model = replace(base.config.model, gate="toynet")
             return StageConfig(model, ctx.data, train, options={"rate": rate})
 
-        return finetune_jobs(ctx, self, opts.rate, stage_of)
+        return finetune_jobs(ctx, self, opts.rate, config_of)
 
     def objective(self, cfg: StageConfig, costs) -> RoutedObjective:
         return RoutedObjective(cfg.options["rate"])

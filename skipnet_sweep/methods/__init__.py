@@ -25,7 +25,7 @@ from skipnet_sweep.methods.base import (
     short_hash,
 )
 from skipnet_sweep.stages.checkpoint import CheckpointError, load_checkpoint
-from skipnet_sweep.stages.config import register_stages, unregister_stages
+from skipnet_sweep.stages.config import register_phases, saved_phase, unregister_phases
 from skipnet_sweep.stages.objective import LossResult, Objective
 
 _METHODS: dict[str, Method] = {}
@@ -35,17 +35,17 @@ def register_method(method: type[Method] | Method, *, replace: bool = False):
     """Register a method (a ``Method`` subclass or instance) under its ``name``.
 
     Usable as a class decorator. Registering a second method under a taken name is an error
-    unless ``replace``; the method's stage names must not clash with another method's.
+    unless ``replace``; the method's phase names must not clash with another method's.
 
     Returns:
         what was passed in (so the decorator leaves the class as it was).
     """
     obj = method() if isinstance(method, type) else method
-    if not obj.name or not obj.stages:
-        raise ValueError(f"{type(obj).__name__}: a method needs a name and at least one stage")
+    if not obj.name or not obj.phases:
+        raise ValueError(f"{type(obj).__name__}: a method needs a name and at least one phase")
     if obj.name in _METHODS and not replace:
         raise ValueError(f"a method named {obj.name!r} is already registered")
-    register_stages(obj.name, obj.stages, obj.check_stage)
+    register_phases(obj.name, obj.phases, obj.check_config)
     obj.register_parts()
     _METHODS[obj.name] = obj
     return method
@@ -54,7 +54,7 @@ def register_method(method: type[Method] | Method, *, replace: bool = False):
 def unregister_method(name: str) -> None:
     """Remove a registered method (plugins and tests that clean up after themselves)."""
     _METHODS.pop(name, None)
-    unregister_stages(name)
+    unregister_phases(name)
 
 
 def list_methods() -> list[str]:
@@ -74,46 +74,46 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown method {name!r}; registered: {', '.join(_METHODS)}") from None
 
 
-def method_for_stage(stage: str) -> Method:
-    """The method that trains ``stage`` (``sp`` and ``hrl`` -> SkipNet, ``baseline`` ->
+def method_for_phase(phase: str) -> Method:
+    """The method that trains ``phase`` (``sp`` and ``hrl`` -> SkipNet, ``baseline`` ->
     plain, ...).
 
     Raises:
-        ValueError: no registered method trains that stage.
+        ValueError: no registered method trains that phase.
     """
     for method in _METHODS.values():
-        if stage in method.stages:
+        if phase in method.phases:
             return method
-    raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(stage_names())}")
+    raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(phase_names())}")
 
 
 def build_objective(cfg, costs: CostAccounting) -> Objective:
-    """The loss of ``cfg``'s stage (a ``StageConfig``), from the method that owns it."""
-    return method_for_stage(cfg.train.stage).objective(cfg, costs)
+    """The loss of ``cfg``'s phase (a ``StageConfig``), from the method that owns it."""
+    return method_for_phase(cfg.train.phase).objective(cfg, costs)
 
 
 def load_trained(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """The network a checkpoint holds, rebuilt by the method that trained it (the one that
-    owns the checkpoint's stage), and the checkpoint's payload.
+    owns the checkpoint's phase), and the checkpoint's payload.
 
     Raises:
-        CheckpointError: unreadable, not a skipnet_sweep checkpoint, or a stage no
+        CheckpointError: unreadable, not a skipnet_sweep checkpoint, or a phase no
             registered method trains.
     """
     payload = load_checkpoint(path)
-    stage = (payload.get("stage_config") or {}).get("train", {}).get("stage")
-    if stage is None:
+    phase = saved_phase(payload.get("stage_config") or {})
+    if phase is None:
         return get_method("plain").load_network(path)
     try:
-        method = method_for_stage(stage)
+        method = method_for_phase(phase)
     except ValueError as err:
         raise CheckpointError(f"checkpoint {path}: {err}") from None
     return method.load_network(path)
 
 
-def stage_names() -> tuple[str, ...]:
-    """Every stage a registered method trains."""
-    return tuple(s for m in _METHODS.values() for s in m.stages)
+def phase_names() -> tuple[str, ...]:
+    """Every phase a registered method trains."""
+    return tuple(p for m in _METHODS.values() for p in m.phases)
 
 
 def plugin_keys() -> dict[str, Method]:
@@ -142,10 +142,10 @@ __all__ = [
     "list_methods",
     "load_trained",
     "make_job",
-    "method_for_stage",
+    "method_for_phase",
+    "phase_names",
     "plugin_keys",
     "register_method",
     "short_hash",
-    "stage_names",
     "unregister_method",
 ]

@@ -67,12 +67,12 @@ class CostAccounting(Protocol):
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work of a sweep: one Tune trial, one MLflow child run.
+    """One unit of work of a sweep: one Tune trial, one MLflow child run, one stage.
 
     Attributes:
         method: the registered method's name.
-        stage: the stage the runner trains (its ``init`` is filled in by the plan from
-            ``needs``).
+        config: the stage the runner trains (its ``init`` is filled in by the plan from
+            ``needs``: ``Plan.config_of``).
         coords: where the job sits in the space, in order (backbone, gate, variant, the
             method's cost weight...): MLflow params, run names and figure labels.
         shared: a pre-training job (plain baseline, SkipNet SP): trained once per stage key
@@ -86,7 +86,7 @@ class Job:
     """
 
     method: str
-    stage: StageConfig
+    config: StageConfig
     coords: tuple[tuple[str, Any], ...]
     shared: bool
     needs: str | None
@@ -97,14 +97,21 @@ class Job:
     @property
     def key(self) -> str:
         """The cache key of a shared job (everything that determines its result)."""
-        return self.stage.key()
+        return self.config.key()
+
+    def __setstate__(self, state: dict) -> None:
+        # A job pickled before ``stage`` was renamed ``config`` (a sweep's saved Tune state).
+        state = dict(state)
+        if "stage" in state:
+            state["config"] = state.pop("stage")
+        self.__dict__.update(state)
 
     def coord(self, name: str, default: Any = None) -> Any:
         return dict(self.coords).get(name, default)
 
     @property
     def backbone(self) -> str:
-        return self.stage.model.arch
+        return self.config.model.arch
 
     @property
     def cost_weight_value(self) -> float | None:
@@ -113,7 +120,7 @@ class Job:
 
 def make_job(
     method: str,
-    stage: StageConfig,
+    config: StageConfig,
     coords: Sequence[tuple[str, Any]],
     *,
     curve: str,
@@ -125,15 +132,15 @@ def make_job(
     """A ``Job`` with its stable id: a shared job is named by its stage key (so every sweep
     finds the same cache entry); a trial by its coordinates and the sweep."""
     coords = tuple(coords)
-    words = [stage.train.stage] + [
+    words = [config.train.phase] + [
         f"{k}{v:g}" if k == cost_weight else str(v) for k, v in coords if v is not None
     ]
     if shared:
-        tail = stage.key()[:8]
+        tail = config.key()[:8]
     else:
         tail = short_hash([sweep_id, method, [list(c) for c in coords]], 6)
     job_id = "-".join([*words, tail])
-    return Job(method, stage, coords, shared, needs, curve, cost_weight, job_id)
+    return Job(method, config, coords, shared, needs, curve, cost_weight, job_id)
 
 
 @dataclass
@@ -163,8 +170,8 @@ class Method(ABC):
         name: registry name (also the ``train`` subcommand's family).
         label: legend label in figures.
         marker: matplotlib marker in figures.
-        stages: the ``TrainConfig.stage`` values this method trains (the ``train`` CLI's
-            subcommands).
+        phases: the ``TrainConfig.phase`` values this method trains (the ``train`` CLI's
+            subcommands, the MLflow tag ``stage``).
         cost_weight: the coordinate that trades accuracy for cost (MLflow param), if any.
         space_key: the search-space key holding this method's settings (plugins); None for
             the built-in methods, whose settings are the space's own fields.
@@ -175,7 +182,7 @@ class Method(ABC):
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     marker: ClassVar[str] = "o"
-    stages: ClassVar[tuple[str, ...]] = ()
+    phases: ClassVar[tuple[str, ...]] = ()
     cost_weight: ClassVar[str | None] = None
     space_key: ClassVar[str | None] = None
     settings: ClassVar[type | None] = None
@@ -207,45 +214,46 @@ class Method(ABC):
         """The job of one adaptive-search sample (see ``search_space``)."""
         raise ValueError(f"method {self.name!r} has no adaptive search")
 
-    # --- the stage ----------------------------------------------------------------------
+    # --- the phases ---------------------------------------------------------------------
 
-    def stage_gate(self, stage: str) -> str | tuple[str, ...] | None:
-        """The ``ModelConfig.gate`` of the network ``stage`` trains: a fixed kind (None: the
+    def phase_gate(self, phase: str) -> str | tuple[str, ...] | None:
+        """The ``ModelConfig.gate`` of the network ``phase`` trains: a fixed kind (None: the
         plain ResNet), or the gate designs it may choose from, the default first (the
         ``train`` CLI's ``--gate``)."""
         return None
 
-    def check_stage(self, cfg: StageConfig) -> None:
-        """Refuse a config of one of this method's stages that it cannot train (``ValueError``,
-        one line); every ``StageConfig`` of the stage runs it. By default the network must be
-        the kind ``stage_gate`` names (a tuple of designs is the ``train`` CLI's choice, not a
+    def check_config(self, cfg: StageConfig) -> None:
+        """Refuse a config of one of this method's phases that it cannot train (``ValueError``,
+        one line); every ``StageConfig`` of the phase runs it. By default the network must be
+        the kind ``phase_gate`` names (a tuple of designs is the ``train`` CLI's choice, not a
         limit)."""
-        stage, want, gate = cfg.train.stage, self.stage_gate(cfg.train.stage), cfg.model.gate
+        phase, want, gate = cfg.train.phase, self.phase_gate(cfg.train.phase), cfg.model.gate
         if want is None and gate is not None:
-            raise ValueError(f"the {stage} stage trains the plain ResNet: set gate to none")
+            raise ValueError(f"the {phase} phase trains the plain ResNet: set gate to none")
         if isinstance(want, str) and gate != want:
-            raise ValueError(f"the {stage} stage trains a {want} network: set gate to {want}")
+            raise ValueError(f"the {phase} phase trains a {want} network: set gate to {want}")
 
-    def stage_options(self, stage: str) -> type | None:
-        """The dataclass of ``stage``'s own settings beyond ``TrainConfig`` (a target rate, a
+    def phase_options(self, phase: str) -> type | None:
+        """The dataclass of ``phase``'s own settings beyond ``TrainConfig`` (a target rate, a
         penalty), held in ``StageConfig.options`` as its ``asdict``; the ``train`` CLI offers
         its fields as flags (type, default and help from the dataclass). None: no options."""
         return None
 
-    def train_config(self, stage: str, given: dict[str, Any]) -> TrainConfig:
-        """The ``TrainConfig`` of ``stage`` from the fields given (the ``train`` CLI's flags),
+    def train_config(self, phase: str, given: dict[str, Any]) -> TrainConfig:
+        """The ``TrainConfig`` of ``phase`` from the fields given (the ``train`` CLI's flags),
         the rest at this method's defaults."""
-        return TrainConfig(stage=stage, **given)
+        return TrainConfig(phase=phase, **given)
 
-    def train_fields(self, stage: str) -> tuple[str, ...]:
-        """The ``TrainConfig`` fields ``stage`` reads (the ``train`` CLI's flags): by default
+    def train_fields(self, phase: str) -> tuple[str, ...]:
+        """The ``TrainConfig`` fields ``phase`` reads (the ``train`` CLI's flags): by default
         the optimiser's, as a space's optimisation section has them."""
         return optimiser_fields()
 
     @abstractmethod
     def objective(self, cfg: StageConfig, costs: CostAccounting) -> Objective:
-        """The objective of one of this method's stages (``cfg.train.stage``): its loss and
-        training hooks (an ``Objective``; a plain ``(out, target)`` callable also works)."""
+        """The objective of a stage of one of this method's phases (``cfg.train.phase``): its
+        loss and training hooks (an ``Objective``; a plain ``(out, target)`` callable also
+        works)."""
 
     def register_parts(self) -> None:  # noqa: B027 (optional hook, nothing by default)
         """Register the gate designs (``models.register_gate``) and network kinds
@@ -276,7 +284,7 @@ class Method(ABC):
     # --- tracking -----------------------------------------------------------------------
 
     def params(self, job: Job) -> dict[str, Any]:
-        """MLflow params of one job, beyond the common ones (stage config, coordinates)."""
+        """MLflow params of one job, beyond the common ones (its config, coordinates)."""
         return {}
 
     def __repr__(self) -> str:
@@ -288,18 +296,18 @@ def optimiser_fields() -> tuple[str, ...]:
     return (*group_fields(OPTIM), "seed")
 
 
-def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra) -> TrainConfig:
-    """A ``TrainConfig`` for ``stage`` from a space's optimisation section ``spec`` (its
+def recipe(where: str, phase: str, spec: Any, lr: float, milestones, **extra) -> TrainConfig:
+    """A ``TrainConfig`` for ``phase`` from a space's optimisation section ``spec`` (its
     fields that are TrainConfig's; an empty recipe field takes the method's default ``lr``
     or ``milestones``); ``extra`` sets the rest (the swept weight, the seed...).
 
     Raises:
-        SpaceError: naming the space field (``where.field``) that the stage refuses.
+        SpaceError: naming the space field (``where.field``) that the phase refuses.
     """
-    # The section's fields that are the stage's (all but e.g. HRL's ``variants``).
+    # The section's fields that are TrainConfig's (all but e.g. HRL's ``variants``).
     train_fields = {f.name for f in fields(TrainConfig)}
     kw = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name in train_fields}
-    kw["stage"] = stage
+    kw["phase"] = phase
     if kw.get("lr") is None:
         kw["lr"] = lr
     if kw.get("lr_milestones") is None:
@@ -307,5 +315,5 @@ def recipe(where: str, stage: str, spec: Any, lr: float, milestones, **extra) ->
     kw.update(extra)
     try:
         return TrainConfig(**kw)
-    except FieldError as err:  # named by the stage: the space's field is where.field
+    except FieldError as err:  # named by TrainConfig: the space's field is where.field
         raise SpaceError(f"{where}.{err.field}: {err.reason}") from None

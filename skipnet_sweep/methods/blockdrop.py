@@ -38,7 +38,7 @@ from skipnet_sweep.stages.objective import LossResult, Objective
 # The curriculum's Adam rate and weight decay (cl_training.py L21, L23) and batch size
 # (L28, as finetune.py L27).
 LR, WEIGHT_DECAY, BATCH_SIZE = 1e-3, 0.0, 256
-# The TrainConfig fields the stage reads: the optimiser is Adam (SGD's momentum, milestones,
+# The TrainConfig fields the phase reads: the optimiser is Adam (SGD's momentum, milestones,
 # warm-up and one-cycle fields would be accepted and ignored, so they are not offered).
 TRAIN_FIELDS = (
     "iterations",
@@ -251,7 +251,7 @@ class BlockDrop(Method):
     name = "blockdrop"
     label = "BlockDrop"
     marker = "X"
-    stages = ("blockdrop",)
+    phases = ("blockdrop",)
     cost_weight = "penalty"
     space_key = "blockdrop"
     settings = BlockDropSettings
@@ -291,24 +291,24 @@ class BlockDrop(Method):
         spec = self.options(ctx.space)
         train = self._train(spec, ctx.space.seed)
 
-        def stage_of(base: Job, penalty: float) -> StageConfig:
-            model = replace(base.stage.model, gate=KIND)
+        def config_of(base: Job, penalty: float) -> StageConfig:
+            model = replace(base.config.model, gate=KIND)
             options = asdict(self._options(spec, penalty))
             return StageConfig(model, ctx.data, train, options=options)
 
-        return finetune_jobs(ctx, self, spec.penalty, stage_of)
+        return finetune_jobs(ctx, self, spec.penalty, config_of)
 
-    def stage_gate(self, stage: str) -> str:
+    def phase_gate(self, phase: str) -> str:
         return KIND
 
-    def stage_options(self, stage: str) -> type:
+    def phase_options(self, phase: str) -> type:
         return BlockDropOptions
 
-    def train_config(self, stage: str, given: dict) -> TrainConfig:
+    def train_config(self, phase: str, given: dict) -> TrainConfig:
         kw = {"lr": LR, "weight_decay": WEIGHT_DECAY, "batch_size": BATCH_SIZE}
-        return TrainConfig(stage=stage, lr_milestones=(), **{**kw, **given})
+        return TrainConfig(phase=phase, lr_milestones=(), **{**kw, **given})
 
-    def train_fields(self, stage: str) -> tuple[str, ...]:
+    def train_fields(self, phase: str) -> tuple[str, ...]:
         return TRAIN_FIELDS
 
     def build_model(self, cfg: StageConfig) -> nn.Module:
@@ -323,7 +323,7 @@ class BlockDrop(Method):
         return count_blockdrop_costs(unwrap(model), input_shape)
 
     def params(self, job: Job) -> dict:
-        opts = dict(job.stage.options)
+        opts = dict(job.config.options)
         opts.pop("penalty", None)  # a coordinate already
         return opts
 

@@ -35,8 +35,8 @@ from skipnet_sweep.stages.config import StageConfig, TrainConfig
 from skipnet_sweep.stages.network import complete_model_config
 from skipnet_sweep.stages.objective import LossResult, Objective
 
-GATE = "aig"  # the registered gate design and the stage's network
-STAGE = "aig"  # the ``train`` subcommand
+GATE = "aig"  # the registered gate design and the phase's network
+PHASE = "aig"  # the ``train`` subcommand
 CURVE = "convnet-aig"  # the figures' curve: reporting/style.py's and baselines/convnet_aig.csv's
 INITS = ("scratch", "baseline")
 
@@ -71,7 +71,7 @@ def _check_lossfact(where: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class AIGOptions:
-    """The ``aig`` stage's own knobs (``StageConfig.options``; ``train aig`` flags).
+    """The ``aig`` phase's own knobs (``StageConfig.options``; ``train aig`` flags).
 
     Attributes:
         target: the execution rate every gated layer is pulled toward (ConvNet-AIG's t;
@@ -167,7 +167,7 @@ class ConvNetAIG(Method):
     name = "convnet_aig"
     label = "ConvNet-AIG"
     marker = "h"  # reporting/style.py's entry for the curve ``convnet-aig``
-    stages = (STAGE,)
+    phases = (PHASE,)
     cost_weight = "target"
     space_key = "convnet_aig"
     settings = AIGSettings
@@ -197,7 +197,7 @@ class ConvNetAIG(Method):
         scratch = opts.init == "scratch"
         return recipe(
             self.space_key,
-            STAGE,
+            PHASE,
             opts,
             LR if scratch else FINETUNE_LR,
             MILESTONES if scratch else (),
@@ -211,11 +211,11 @@ class ConvNetAIG(Method):
             base = baseline_job(ctx, arch) if opts.init == "baseline" else None
             if base is not None:
                 jobs.append(base)
-                model = replace(base.stage.model, gate=GATE)
+                model = replace(base.config.model, gate=GATE)
             else:
                 model = ModelConfig(arch, GATE)
             for t in opts.target:
-                stage = complete_model_config(
+                config = complete_model_config(
                     StageConfig(
                         model,
                         ctx.data,
@@ -227,7 +227,7 @@ class ConvNetAIG(Method):
                 jobs.append(
                     make_job(
                         self.name,
-                        stage,
+                        config,
                         [("backbone", arch), ("target", t)],
                         curve=CURVE,
                         needs=base.id if base else None,
@@ -237,18 +237,18 @@ class ConvNetAIG(Method):
                 )
         return jobs
 
-    # --- the stage ----------------------------------------------------------------------
+    # --- the phase ----------------------------------------------------------------------
 
     def register_parts(self) -> None:
         register_gate(GATE, label="AIG gate")(build_aig_gates)
 
-    def stage_gate(self, stage: str) -> str:
+    def phase_gate(self, phase: str) -> str:
         return GATE
 
-    def stage_options(self, stage: str) -> type:
+    def phase_options(self, phase: str) -> type:
         return AIGOptions
 
-    def train_config(self, stage: str, given: dict) -> TrainConfig:
+    def train_config(self, phase: str, given: dict) -> TrainConfig:
         """The official CIFAR recipe where the flags leave a field out (``train aig``)."""
         kw = {
             "lr": LR,
@@ -257,7 +257,7 @@ class ConvNetAIG(Method):
             "lr_milestones": MILESTONES,
             **given,
         }
-        return TrainConfig(stage=stage, **kw)
+        return TrainConfig(phase=phase, **kw)
 
     def objective(self, cfg: StageConfig, costs) -> TargetRateObjective:
         opts = AIGOptions(**cfg.options)
@@ -266,7 +266,7 @@ class ConvNetAIG(Method):
     # --- tracking -----------------------------------------------------------------------
 
     def params(self, job: Job) -> dict:
-        opts = AIGOptions(**job.stage.options)
+        opts = AIGOptions(**job.config.options)
         return {
             "target": opts.target,
             "lossfact": opts.lossfact,

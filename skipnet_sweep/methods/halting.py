@@ -25,7 +25,7 @@ LR = 0.01
 class Halting(Method):
     """ACT (per sample) or SACT (per position): ``kind`` is the network's halting kind."""
 
-    stages: tuple[str, ...]
+    phases: tuple[str, ...]
     cost_weight = "tau"
 
     @property
@@ -49,15 +49,15 @@ class Halting(Method):
             for tau in spec.tau.grid
         }
 
-        def stage_of(base: Job, tau: float) -> StageConfig:
-            return StageConfig(replace(base.stage.model, gate=self.kind), ctx.data, train[tau])
+        def config_of(base: Job, tau: float) -> StageConfig:
+            return StageConfig(replace(base.config.model, gate=self.kind), ctx.data, train[tau])
 
-        return finetune_jobs(ctx, self, spec.tau.grid, stage_of)
+        return finetune_jobs(ctx, self, spec.tau.grid, config_of)
 
-    def stage_gate(self, stage: str) -> str:
+    def phase_gate(self, phase: str) -> str:
         return self.kind
 
-    def train_fields(self, stage: str) -> tuple[str, ...]:
+    def train_fields(self, phase: str) -> tuple[str, ...]:
         return (*optimiser_fields(), "tau")
 
     def objective(self, cfg, costs):
@@ -69,7 +69,7 @@ class ACT(Halting):
     name = "act"
     label = "ACT"
     marker = "^"
-    stages = ("act",)
+    phases = ("act",)
 
 
 @register_method
@@ -77,4 +77,4 @@ class SACT(Halting):
     name = "sact"
     label = "SACT"
     marker = "v"
-    stages = ("sact",)
+    phases = ("sact",)

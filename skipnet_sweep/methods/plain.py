@@ -31,10 +31,10 @@ def baseline_job(ctx: PlanContext, arch: str) -> Job:
     spec = space.recipe_for(arch, spec)
     train = recipe(where, "baseline", spec, SP_LR, SP_MILESTONES, seed=space.seed, gating="hard")
     weights = space.backbone_weights.get(arch)
-    stage = complete_model_config(
+    config = complete_model_config(
         StageConfig(ModelConfig(arch, None), ctx.data, train, backbone_weights=weights)
     )
-    job = make_job("plain", stage, [("backbone", arch)], curve="plain", shared=True)
+    job = make_job("plain", config, [("backbone", arch)], curve="plain", shared=True)
     return ctx.add_shared(key, job)
 
 
@@ -42,11 +42,11 @@ def finetune_jobs(
     ctx: PlanContext,
     method: Method,
     values: Iterable[float],
-    stage_of: Callable[[Job, float], StageConfig],
+    config_of: Callable[[Job, float], StageConfig],
 ) -> list[Job]:
     """Per backbone, the plain ResNet's job, then one job of ``method`` per value of its cost
-    weight, each fine-tuning that ResNet (ACT, SACT, BlockDrop): ``stage_of(base, value)``
-    is the job's stage."""
+    weight, each fine-tuning that ResNet (ACT, SACT, BlockDrop): ``config_of(base, value)``
+    is the job's config."""
     jobs = []
     for arch in ctx.space.backbones:
         base = baseline_job(ctx, arch)
@@ -55,7 +55,7 @@ def finetune_jobs(
             jobs.append(
                 make_job(
                     method.name,
-                    stage_of(base, value),
+                    config_of(base, value),
                     [("backbone", arch), (method.cost_weight, value)],
                     curve=method.name,
                     needs=base.id,
@@ -71,7 +71,7 @@ class Plain(Method):
     name = "plain"
     label = "ResNet"
     marker = "s"
-    stages = ("baseline",)
+    phases = ("baseline",)
 
     def enabled(self, space) -> bool:
         return space.baseline

@@ -57,7 +57,7 @@ def load_plugin(spec: str) -> ModuleType:
 
 def plugin_specs(argv: Sequence[str]) -> list[str]:
     """The values of every ``--plugin X`` / ``--plugin=X`` in ``argv`` (read before the
-    parser is built, so a plugin's stages and sections are known to it)."""
+    parser is built, so a plugin's phases and sections are known to it)."""
     specs = []
     for i, arg in enumerate(argv):
         if arg == PLUGIN_FLAG and i + 1 < len(argv):

@@ -54,7 +54,7 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
     train = recipe("sp", "sp", spec, SP_LR, SP_MILESTONES, gating=spec.gating, seed=space.seed)
     weights = space.backbone_weights.get(arch)
     base = baseline_job(ctx, arch) if space.sp.from_baseline else None
-    stage = complete_model_config(
+    config = complete_model_config(
         StageConfig(
             ModelConfig(arch, gate, gate_out_std=space.gate_out_std.get(gate)),
             ctx.data,
@@ -66,7 +66,7 @@ def sp_job(ctx: PlanContext, arch: str, gate: str) -> Job:
     )
     job = make_job(
         "skipnet",
-        stage,
+        config,
         [("backbone", arch), ("gate", gate)],
         curve=f"skipnet-{gate}",
         shared=True,
@@ -92,7 +92,7 @@ class SkipNet(Method):
     name = "skipnet"
     label = "SkipNet"
     marker = "o"
-    stages = ("sp", "hrl")
+    phases = ("sp", "hrl")
     cost_weight = "alpha"
 
     def enabled(self, space) -> bool:
@@ -121,23 +121,23 @@ class SkipNet(Method):
             train = recipe(
                 "hrl", "hrl", hrl, HRL_LR, (), alpha=alpha, supervised=True, seed=space.seed
             )
-            stage, needs = StageConfig(sp.stage.model, ctx.data, train), sp.id
+            config, needs = StageConfig(sp.config.model, ctx.data, train), sp.id
         else:
             # HRL+S and RL train from scratch for as long as SP + HRL together (§4.3.1), with
             # the SP recipe's optimiser and HRL's objective.
             reward = {k: getattr(hrl, k) for k in _rl_fields()}
             train = replace(
-                sp.stage.train,
-                stage="hrl",
+                sp.config.train,
+                phase="hrl",
                 alpha=alpha,
                 supervised=variant != "rl",
                 **reward,
                 **_sum_lengths(space, arch),
             )
-            stage, needs = StageConfig(sp.stage.model, ctx.data, train), None
+            config, needs = StageConfig(sp.config.model, ctx.data, train), None
         return make_job(
             self.name,
-            stage,
+            config,
             [("backbone", arch), ("gate", gate), ("variant", variant), ("alpha", alpha)],
             curve=f"skipnet-{gate}",
             needs=needs,
@@ -168,33 +168,33 @@ class SkipNet(Method):
     def sampled_job(self, ctx: PlanContext, sample: dict) -> Job:
         return self._trial(ctx, sample["backbone"], sample["gate"], "hrl+sp", sample["alpha"])
 
-    def stage_gate(self, stage: str) -> tuple[str, ...]:
+    def phase_gate(self, phase: str) -> tuple[str, ...]:
         return ("rnn", "ff1", "ff2")  # the paper's designs; RNNGate its default (§4.1)
 
-    def check_stage(self, cfg: StageConfig) -> None:
+    def check_config(self, cfg: StageConfig) -> None:
         # Any registered gate design: a plugin's design trains through SP and HRL too.
         if cfg.model.gate not in list_gates():
             raise ValueError(
-                f"the {cfg.train.stage} stage needs a gate ({', '.join(list_gates())})"
+                f"the {cfg.train.phase} phase needs a gate ({', '.join(list_gates())})"
             )
 
-    def train_config(self, stage: str, given: dict) -> TrainConfig:
-        return hrl_defaults(**given) if stage == "hrl" else TrainConfig(stage=stage, **given)
+    def train_config(self, phase: str, given: dict) -> TrainConfig:
+        return hrl_defaults(**given) if phase == "hrl" else TrainConfig(phase=phase, **given)
 
-    def train_fields(self, stage: str) -> tuple[str, ...]:
-        if stage == "sp":
+    def train_fields(self, phase: str) -> tuple[str, ...]:
+        if phase == "sp":
             return (*optimiser_fields(), *group_fields(SP))
         return (*optimiser_fields(), "alpha", "supervised", *_rl_fields())
 
     def objective(self, cfg, costs):
         train = cfg.train
-        if train.stage == "sp":
+        if train.phase == "sp":
             return Supervised(train.gating)
         savings = costs.skip_savings()
         return HybridRL(train, gate_costs(savings if train.cost == "flops" else None, len(savings)))
 
     def params(self, job: Job) -> dict:
-        t = job.stage.train
-        if t.stage != "hrl":
+        t = job.config.train
+        if t.phase != "hrl":
             return {"gating": t.gating}
         return {"gamma": t.gamma, "rl_weight": t.rl_weight, "cost": t.cost}

@@ -73,7 +73,7 @@ def finite_rows(runs: pd.DataFrame, *cols: str) -> pd.DataFrame:
 
 
 def plain_by_backbone(runs: pd.DataFrame) -> pd.DataFrame:
-    """The most accurate plain-ResNet run (stage ``baseline``) of each (dataset, backbone)."""
+    """The most accurate plain-ResNet run (phase ``baseline``) of each (dataset, backbone)."""
     plain = runs[runs[M.TAG_STAGE] == "baseline"]
     plain = finite_rows(plain, M.TOP1, M.FLOPS_MEAN)
     if plain.empty:

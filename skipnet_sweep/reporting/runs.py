@@ -148,14 +148,14 @@ def _pareto(text: str | None) -> bool | None:
 
 def _row(run: Run) -> dict[str, Any]:
     tags, params = run.data.tags, run.data.params
-    stage = tags.get(M.TAG_STAGE)
+    phase = tags.get(M.TAG_STAGE)
     gate = params.get(M.PARAM_GATE)
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
         "parent": tags.get(PARENT_TAG),
-        M.TAG_STAGE: stage,
-        M.TAG_METHOD: tags.get(M.TAG_METHOD) or M.method_of(stage or "", gate),
+        M.TAG_STAGE: phase,
+        M.TAG_METHOD: tags.get(M.TAG_METHOD) or M.method_of(phase or "", gate),
         M.TAG_METHOD_LABEL: tags.get(M.TAG_METHOD_LABEL),
         M.TAG_METHOD_MARKER: tags.get(M.TAG_METHOD_MARKER),
         M.PARAM_DATASET: params.get(M.PARAM_DATASET),
@@ -183,7 +183,7 @@ def _row(run: Run) -> dict[str, Any]:
 
 
 def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """The sweep's child runs (stage baseline/sp/hrl/act/sact), one row each.
+    """The sweep's child runs (phase baseline/sp/hrl/act/sact), one row each.
 
     Args:
         experiment: the MLflow experiment name (the space's name by default).

@@ -1,4 +1,5 @@
-"""Training stages (baseline, SP, HRL and the ablations) on one machine, without Ray.
+"""Stages: one phase's training (baseline, SP, HRL, the ablations...) on one machine,
+without Ray.
 
 The building blocks a method uses (configs, the ``Objective`` and the built-in ones, the
 loop, evaluation, checkpoints, the stage's network) are here, below the method registry;

@@ -1,8 +1,9 @@
 """Typed configuration of one training stage, validated once at construction.
 
 A ``StageConfig`` is everything that determines a stage's result: the network, the data,
-the optimisation and (for HRL) the reward. It is saved in every checkpoint and logged to
-MLflow, and its ``key()`` identifies a cached SP checkpoint in a sweep.
+the phase trained and its optimisation and (for HRL) the reward. It is saved in every
+checkpoint and logged to MLflow, and its ``key()`` identifies a cached SP checkpoint in a
+sweep. "Stage" and "phase" are two words: README.md ("Vocabulary").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import check_val_split
-from skipnet_sweep.identity import hashed_dict
+from skipnet_sweep.identity import hashed_as, hashed_dict
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.yamlio import show
 
@@ -98,65 +99,66 @@ class DataConfig:
         return kw
 
 
-# What a TrainConfig field configures (its ``group`` metadata): how any stage optimises
+# What a TrainConfig field configures (its ``group`` metadata): how any phase optimises
 # (OPTIM, every field without a mark), the objective of SP or of HRL (SP, HRL), or what the
-# plan sets per job (JOB: the stage, the swept cost weight, the variant's supervision, the
-# sweep's seed). A search space's optimisation sections offer OPTIM and their stage's own
-# group (``sweep.space``), the ``train`` CLI a stage's groups (its method's
+# plan sets per job (JOB: the phase, the swept cost weight, the variant's supervision, the
+# sweep's seed). A search space's optimisation sections offer OPTIM and their phase's own
+# group (``sweep.space``), the ``train`` CLI a phase's groups (its method's
 # ``train_fields``): a field declared here is in both, with no second declaration.
 OPTIM, SP, HRL, JOB = "optim", "sp", "hrl", "job"
 
 
-# Stage name -> the method that trains it, and that method's check of a stage's whole config
-# (``Method.check_stage``). The method registry fills both (``register_method``): a stage is a
-# method's, and a config below the registry checks its name and its network here.
-_STAGES: dict[str, str] = {}
-_STAGE_CHECKS: dict[str, Callable[[StageConfig], None]] = {}
+# Phase name -> the method that trains it, and that method's check of a stage's whole config
+# (``Method.check_config``). The method registry fills both (``register_method``): a phase is
+# a method's, and a config below the registry checks its phase and its network here.
+_PHASES: dict[str, str] = {}
+_PHASE_CHECKS: dict[str, Callable[[StageConfig], None]] = {}
 
 
-def register_stages(
+def register_phases(
     method: str,
-    stages: tuple[str, ...],
+    phases: tuple[str, ...],
     check: Callable[[StageConfig], None] | None = None,
 ) -> None:
-    """Record that ``method`` trains ``stages`` (replacing what it trained before), and the
-    check every ``StageConfig`` of those stages must pass (raises ``ValueError``).
+    """Record that ``method`` trains ``phases`` (replacing what it trained before), and the
+    check every ``StageConfig`` of those phases must pass (raises ``ValueError``).
 
     Raises:
-        ValueError: a stage that belongs to another method.
+        ValueError: a phase that belongs to another method.
     """
-    for stage in stages:
-        owner = _STAGES.get(stage, method)
+    for phase in phases:
+        owner = _PHASES.get(phase, method)
         if owner != method:
-            raise ValueError(f"method {method!r}: stage {stage!r} belongs to method {owner!r}")
-    unregister_stages(method)
-    _STAGES.update(dict.fromkeys(stages, method))
+            raise ValueError(f"method {method!r}: phase {phase!r} belongs to method {owner!r}")
+    unregister_phases(method)
+    _PHASES.update(dict.fromkeys(phases, method))
     if check is not None:
-        _STAGE_CHECKS.update(dict.fromkeys(stages, check))
+        _PHASE_CHECKS.update(dict.fromkeys(phases, check))
 
 
-def unregister_stages(method: str) -> None:
-    """Forget the stages of ``method``."""
-    for stage in [s for s, m in _STAGES.items() if m == method]:
-        del _STAGES[stage]
-        _STAGE_CHECKS.pop(stage, None)
+def unregister_phases(method: str) -> None:
+    """Forget the phases of ``method``."""
+    for phase in [p for p, m in _PHASES.items() if m == method]:
+        del _PHASES[phase]
+        _PHASE_CHECKS.pop(phase, None)
 
 
-def _field(default: Any, group: str = OPTIM, *, recipe: bool = False) -> Any:
+def _field(default: Any, group: str = OPTIM, *, recipe: bool = False, **meta: Any) -> Any:
     """A TrainConfig field in ``group``; ``recipe``: its default is the SP recipe's, and each
     method's recipe has its own (HRL: lr 1e-4, constant), so a space section that leaves it
-    out leaves the choice to the method."""
-    return field(default=default, metadata={"group": group, "recipe": recipe})
+    out leaves the choice to the method. ``meta``: more metadata (``HASHED_AS``)."""
+    return field(default=default, metadata={"group": group, "recipe": recipe, **meta})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and objective of one stage.
+    """The phase a stage trains, and its optimisation and objective.
 
     Attributes:
-        stage: ``baseline`` (plain ResNet), ``sp`` (supervised pre-training, Alg. 1 step 1),
-            ``hrl`` (hybrid RL, Alg. 1 step 2), or ``act`` / ``sact`` (the halting baselines,
-            fine-tuned with cross-entropy plus ``tau`` times the ponder cost).
+        phase: ``baseline`` (plain ResNet), ``sp`` (supervised pre-training, Alg. 1 step 1),
+            ``hrl`` (hybrid RL, Alg. 1 step 2), ``act`` / ``sact`` (the halting baselines,
+            fine-tuned with cross-entropy plus ``tau`` times the ponder cost), or another
+            registered method's (``aig``, ``blockdrop``, a plugin's).
         iterations: optimiser steps; exclusive with ``epochs``.
         epochs: passes over the training set (may be fractional); exclusive with
             ``iterations``.
@@ -212,7 +214,8 @@ class TrainConfig:
             memory). ``iterations``, ``eval_every`` and the schedule count optimiser steps.
     """
 
-    stage: str = _field("sp", JOB)
+    # Hashed under its first name, "stage", so that sweep ids and cache keys stay the same.
+    phase: str = _field("sp", JOB, **hashed_as("stage"))
     iterations: int | None = None
     epochs: float | None = None
     batch_size: int = 128
@@ -245,10 +248,10 @@ class TrainConfig:
     accum_steps: int = 1
 
     def __post_init__(self) -> None:
-        if self.stage not in _STAGES:
-            allowed = ", ".join(_STAGES)
+        if self.phase not in _PHASES:
+            allowed = ", ".join(_PHASES)
             raise FieldError(
-                "stage", f"{self.stage!r} is not registered; allowed: {allowed}"
+                "phase", f"{self.phase!r} is not registered; allowed: {allowed}"
             ) from None
         _check_choice("gating", self.gating, SP_GATINGS)
         _check_choice("cost", self.cost, COSTS)
@@ -301,13 +304,20 @@ class TrainConfig:
 
     @property
     def variant(self) -> str:
-        """The paper's name for what this stage trains (``hrl+s`` is decided by the caller,
+        """The paper's name for what this phase trains (``hrl+s`` is decided by the caller,
         which knows whether an SP checkpoint is loaded)."""
-        if self.stage == "sp":
+        if self.phase == "sp":
             return "soft" if self.gating == "soft" else "sp"
-        if self.stage == "hrl":
+        if self.phase == "hrl":
             return "hrl" if self.supervised else "rl"
-        return self.stage
+        return self.phase
+
+    def __setstate__(self, state: dict) -> None:
+        # A config pickled before ``stage`` was renamed ``phase`` (a sweep's saved Tune state).
+        state = dict(state)
+        if "stage" in state:
+            state["phase"] = state.pop("stage")
+        self.__dict__.update(state)
 
 
 def hrl_defaults(**overrides) -> TrainConfig:
@@ -315,7 +325,7 @@ def hrl_defaults(**overrides) -> TrainConfig:
     iterations (the official CIFAR defaults, cifar/train_rl.py L56-67, whose REINFORCE sums
     over the batch and whose terminal reward is unscaled: ``rl_reduction`` and
     ``terminal_scale`` keep their CIFAR defaults; ImageNet overrides them in its space)."""
-    kw = {"stage": "hrl", "lr": 1e-4, "lr_milestones": (), "iterations": 10_000}
+    kw = {"phase": "hrl", "lr": 1e-4, "lr_milestones": (), "iterations": 10_000}
     kw.update(overrides)
     if "epochs" in overrides:
         kw.pop("iterations")
@@ -351,17 +361,18 @@ class LatencyConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One stage of training on one machine: model + data + optimisation.
+    """One stage: one run of one phase's training on one machine (model + data + the phase
+    and its optimisation).
 
     Attributes:
         model: the network to train.
         data: the dataset.
-        train: the stage and its optimisation.
+        train: the phase and its optimisation.
         init: checkpoint to start from (SP checkpoint for HRL+SP, baseline for ACT/SACT),
             or None for fresh weights.
         backbone_weights: a torchvision-format ResNet state_dict on disk to initialise the
             backbone from when there is no ``init`` (e.g. ImageNet-pretrained weights).
-        options: settings of the stage's method beyond ``train`` (a plugin's own knobs),
+        options: settings of the phase's method beyond ``train`` (a plugin's own knobs),
             JSON-able; part of the stage's key like every other field.
         latency: how the finished network is timed against the plain ResNet.
     """
@@ -375,13 +386,13 @@ class StageConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
-        check = _STAGE_CHECKS.get(self.train.stage)
+        check = _PHASE_CHECKS.get(self.train.phase)
         if check is not None:
             check(self)
 
     @property
     def variant(self) -> str:
-        if self.train.stage == "hrl" and self.train.supervised:
+        if self.train.phase == "hrl" and self.train.supervised:
             return "hrl+sp" if self.init else "hrl+s"
         return self.train.variant
 
@@ -390,7 +401,10 @@ class StageConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> StageConfig:
+        """The config ``to_dict`` gave, or one saved before ``phase`` was renamed."""
         train = dict(d["train"])
+        if "stage" in train:
+            train["phase"] = train.pop("stage")
         train["lr_milestones"] = tuple(train.get("lr_milestones", ()))
         return cls(
             model=ModelConfig(**d["model"]),
@@ -414,6 +428,13 @@ class StageConfig:
 
     def with_train(self, **changes) -> StageConfig:
         return replace(self, train=replace(self.train, **changes))
+
+
+def saved_phase(d: dict) -> str | None:
+    """The phase of a saved ``StageConfig.to_dict()`` (a checkpoint's ``stage_config``), under
+    its name or its name before the rename; None if it has none."""
+    train = d.get("train") or {}
+    return train.get("phase", train.get("stage"))
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,4 +1,4 @@
-"""The one training loop shared by every stage (baseline, SP, HRL and the ablations).
+"""The one training loop shared by every phase (baseline, SP, HRL and the ablations).
 
 It knows nothing of Ray or MLflow: callers observe it through ``on_eval`` and wrap the model
 and loader (e.g. for DDP) before handing them in.
@@ -259,10 +259,10 @@ class _DeviceLogs:
             self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.count += 1
 
-    def check(self, stage: str) -> None:
+    def check(self, phase: str) -> None:
         """Raise ``NonFiniteLossError`` naming the first step whose loss was not finite."""
         if self.bad_step is not None and (bad := int(self.bad_step)):
-            raise NonFiniteLossError(f"{stage} loss became {self.bad_value.item()} at step {bad}")
+            raise NonFiniteLossError(f"{phase} loss became {self.bad_value.item()} at step {bad}")
 
     def read(self) -> dict[str, float]:
         """Mean of each log since the last read (one device sync), then start afresh."""
@@ -365,16 +365,16 @@ def train_loop(
     logs = _DeviceLogs(cost)
     every, log_every = cfg.eval_every or per_epoch, log_every or log_interval(total)
     model.train()
-    bar = tqdm(total=total, initial=step, desc=cfg.stage, disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=step, desc=cfg.phase, disable=not progress, leave=False)
     meter = _Meter(device)
     while state.step < total:
-        meter.images += _optimiser_step(state, logs, fixed, cfg.stage)
+        meter.images += _optimiser_step(state, logs, fixed, cfg.phase)
         state.step += 1
         bar.update(1)
         evaluate = state.step % every == 0 or state.step == total
         log = on_log is not None and not evaluate and state.step % log_every == 0
         if evaluate or log or state.step % cfg.nan_check_every == 0:
-            logs.check(cfg.stage)
+            logs.check(cfg.phase)
         if evaluate or log:
             means = meter.means(logs, state, per_epoch)
             if M.TRAIN_LOSS in means:
@@ -443,7 +443,7 @@ def _restore(
     return int(resume["step"])
 
 
-def _optimiser_step(state: LoopState, logs: _DeviceLogs, fixed: _Fixed, stage: str) -> int:
+def _optimiser_step(state: LoopState, logs: _DeviceLogs, fixed: _Fixed, phase: str) -> int:
     """One optimiser step over ``fixed.k`` batches (the objective's hook first, the logs
     kept on the device); returns the images it saw."""
     model, objective, step, k = state.model, state.objective, state.step, fixed.k
@@ -464,7 +464,7 @@ def _optimiser_step(state: LoopState, logs: _DeviceLogs, fixed: _Fixed, stage: s
                     out = objective.forward(model, x)
                 except FloatingPointError as err:
                     raise NonFiniteLossError(
-                        f"{stage} loss became non-finite at step {step + 1} ({err})"
+                        f"{phase} loss became non-finite at step {step + 1} ({err})"
                     ) from None
             logs.add_executed(out.executed)
             # The objective runs outside autocast and casts to float32 itself.

@@ -1,4 +1,4 @@
-"""What each stage adds to the one training loop: the gate mode and the loss.
+"""What each phase adds to the one training loop: the gate mode and the loss.
 
 The model returns data (logits, decisions, log-probabilities); these objectives own the loss.
 
@@ -28,7 +28,7 @@ from skipnet_sweep.stages.objective import LossResult, Objective
 
 
 class Supervised(Objective):
-    """Cross-entropy on the gated (or plain) network: the baseline and SP stages."""
+    """Cross-entropy on the gated (or plain) network: the baseline and SP phases."""
 
     def __init__(self, gate_mode: str = "hard"):
         self.gate_mode = gate_mode

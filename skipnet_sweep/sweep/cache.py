@@ -50,7 +50,7 @@ def publish(
     payload = {k: v for k, v in load_checkpoint(src / model_file).items() if k != "format"}
     payload[RECORD] = {
         "key": job.key,
-        "stage": job.stage.to_dict(),
+        "stage": job.config.to_dict(),
         "sha256": weights_digest(payload["state_dict"]),
         "producer": producer,
     }

@@ -109,12 +109,12 @@ class Plan:
         """Where the cached final weights of a shared job live (in the sweep's storage, or
         in ``storage``): a ``Path``, or a URI on object storage."""
         store = Storage(storage) if storage is not None else self.store
-        return store.path("cache", job.stage.train.stage, job.key, MODEL_FILE)
+        return store.path("cache", job.config.train.phase, job.key, MODEL_FILE)
 
     def steps(self, job: Job) -> int | None:
         """Optimiser steps of a job; None for one given in epochs of a dataset whose size is
         not known here."""
-        t = job.stage.train
+        t = job.config.train
         if t.iterations is not None:
             return t.iterations
         images = training_images(self.space.dataset)
@@ -130,7 +130,7 @@ class Plan:
         steps, sizes = self.steps(job), split_sizes(self.space.dataset)
         if steps is None or sizes is None:
             return None
-        t, d = job.stage.train, self.space.dataset
+        t, d = job.config.train, self.space.dataset
         test = sizes[1] if d.test_subset is None else min(sizes[1], d.test_subset)
         split = self.data.val_split
         train = sizes[0] if d.train_subset is None else min(sizes[0], d.train_subset)
@@ -140,19 +140,19 @@ class Plan:
         evaluated = evaluations * selection + (0 if split is None else test)
         return steps * t.batch_size * t.accum_steps + EVAL_COST * evaluated
 
-    def find(self, stage: str, backbone: str, gate: str | None = None) -> Job:
-        """The shared job of ``stage`` (``sp``, ``baseline``) on a backbone (and gate)."""
+    def find(self, phase: str, backbone: str, gate: str | None = None) -> Job:
+        """The shared job of ``phase`` (``sp``, ``baseline``) on a backbone (and gate)."""
         for job in self.shared_jobs:
-            if _lookup(job) == (stage, backbone) + ((gate,) if gate else ()):
+            if _lookup(job) == (phase, backbone) + ((gate,) if gate else ()):
                 return job
-        raise KeyError(f"no {stage} job for {backbone}/{gate}")
+        raise KeyError(f"no {phase} job for {backbone}/{gate}")
 
-    def stage_of(self, job: Job) -> StageConfig:
-        """The stage a job runs: its own, starting from the cached weights of the job it
-        needs."""
+    def config_of(self, job: Job) -> StageConfig:
+        """The stage a job runs: its own config, starting from the cached weights of the job
+        it needs."""
         if job.needs is None:
-            return job.stage
-        return replace(job.stage, init=str(self.checkpoint(self.job(job.needs))))
+            return job.config
+        return replace(job.config, init=str(self.checkpoint(self.job(job.needs))))
 
     @property
     def adaptive(self) -> tuple[Method, dict] | None:
@@ -215,15 +215,15 @@ def _axis(spec: tuple) -> str:
 
 def _lookup(job: Job) -> tuple:
     """The key a method finds a shared job by (``("sp", arch, gate)``, ``("baseline", arch)``)."""
-    gate = job.stage.model.gate
-    return (job.stage.train.stage, job.backbone) + ((gate,) if gate else ())
+    gate = job.config.model.gate
+    return (job.config.train.phase, job.backbone) + ((gate,) if gate else ())
 
 
 def make_plan(space: Space) -> Plan:
     """Expand a space into its jobs: every registered method the space uses adds its own.
 
     Raises:
-        SpaceError: a combination the methods or stages refuse.
+        SpaceError: a combination the methods or their phases refuse.
     """
     sweep_id = f"{space.name}-{short_hash(space.identity())}"
     ctx = PlanContext(space, sweep_id)
@@ -235,5 +235,5 @@ def make_plan(space: Space) -> Plan:
             jobs.setdefault(job.id, job)
     ordered = [j for j in jobs.values() if j.shared] + [j for j in jobs.values() if not j.shared]
     # Every job is timed the space's way (not part of any key: it does not change training).
-    timed = [replace(j, stage=replace(j.stage, latency=space.latency)) for j in ordered]
+    timed = [replace(j, config=replace(j.config, latency=space.latency)) for j in ordered]
     return Plan(space, sweep_id, tuple(timed), methods)

@@ -40,8 +40,8 @@ def job_label(plan: Plan, config: dict) -> tuple[str, str]:
     """(stage, what distinguishes the job: gate, variant and cost weight) of a trial."""
     job = plan.job_of(config)
     parts = []
-    if job.stage.model.gate and job.stage.model.gate != job.stage.train.stage:
-        parts.append(job.stage.model.gate)
+    if job.config.model.gate and job.config.model.gate != job.config.train.phase:
+        parts.append(job.config.model.gate)
     variant = job.coord("variant")
     if variant and variant != "hrl+sp":
         parts.append(variant)
@@ -49,7 +49,7 @@ def job_label(plan: Plan, config: dict) -> tuple[str, str]:
         parts.insert(0, job.backbone)
     if job.cost_weight is not None:
         parts.append(f"{job.cost_weight}={job.cost_weight_value:g}")
-    return job.stage.train.stage, "  ".join(parts)
+    return job.config.train.phase, "  ".join(parts)
 
 
 def result_line(result: dict, selection_set: str = M.SELECTION_TEST) -> str:
@@ -69,7 +69,7 @@ def opening_line(plan: Plan) -> str:
     """What the sweep runs and what runs first, said before Ray starts: ``7 jobs (1
     baseline, 1 sp, 2 hrl, ...); first: baseline cifar_resnet20, which 5 others start
     from``."""
-    counts = Counter(j.stage.train.stage for j in plan.jobs)
+    counts = Counter(j.config.train.phase for j in plan.jobs)
     parts = [f"{n} {stage}" for stage, n in counts.items()]
     if plan.adaptive is not None:
         parts.append(f"{plan.space.search.num_samples} sampled by Optuna")

@@ -139,7 +139,7 @@ class TrackingCallback(_tune_callback_base()):
         """(params, tags) of a job's run."""
         method = self.plan.method(job.method)
         tags = {
-            M.TAG_STAGE: job.stage.train.stage,
+            M.TAG_STAGE: job.config.train.phase,
             M.TAG_METHOD: job.curve,
             M.TAG_METHOD_NAME: job.method,
             M.TAG_METHOD_LABEL: method.label or method.name,
@@ -153,7 +153,7 @@ class TrackingCallback(_tune_callback_base()):
                 # What it starts from, by what it is: an SP run's id is also its sp_run_id
                 # (an ACT run's start is the plain baseline, not SP).
                 tags[M.TAG_INIT_RUN_ID] = needed
-                if self.plan.job(job.needs).stage.train.stage == "sp":
+                if self.plan.job(job.needs).config.train.phase == "sp":
                     tags[M.TAG_SP_RUN_ID] = needed
         return job_params(job, self.plan), tags
 
@@ -161,13 +161,13 @@ class TrackingCallback(_tune_callback_base()):
         """A run's description (Markdown, on its page): what it is, what it starts from and
         what its metrics hold, the split of every accuracy named."""
         method = self.plan.method(job.method)
-        what = f"{method.label or method.name} {job.stage.train.stage} of {job.backbone}"
+        what = f"{method.label or method.name} {job.config.train.phase} of {job.backbone}"
         if job.cost_weight is not None:
             what += f", {job.cost_weight} {job.cost_weight_value:g}"
         if M.TAG_INIT_RUN_ID in tags:
             what += f"; starts from run `{tags[M.TAG_INIT_RUN_ID]}` ({job.needs})"
         lines = [what, "", "| metric | what it holds |", "|---|---|"]
-        described = M.describe_metrics(self.plan.stage_of(job).data.selection_set)
+        described = M.describe_metrics(self.plan.config_of(job).data.selection_set)
         lines += [f"| `{name}` | {text} |" for name, text in described.items()]
         return "\n".join(lines)
 
@@ -404,29 +404,29 @@ class TrackingCallback(_tune_callback_base()):
 
 def job_params(job: Job, plan: Plan) -> dict:
     """MLflow params of a job: its stage config, its coordinates, its method's own."""
-    stage = plan.stage_of(job)
-    t = stage.train
+    cfg = plan.config_of(job)
+    t = cfg.train
     params = {
-        M.PARAM_DATASET: stage.data.dataset,
-        M.PARAM_ARCH: stage.model.arch,
+        M.PARAM_DATASET: cfg.data.dataset,
+        M.PARAM_ARCH: cfg.model.arch,
         # Only a network with gates has a gate design (ACT's halting units and the plain
         # ResNet have none; the method tag says what they are).
-        M.PARAM_GATE: stage.model.gate if stage.model.gate in GATE_DESIGNS else None,
+        M.PARAM_GATE: cfg.model.gate if cfg.model.gate in GATE_DESIGNS else None,
         M.PARAM_SEED: t.seed,
-        M.PARAM_VARIANT: stage.variant,
-        M.SELECTION_SET: stage.data.selection_set,
-        "val_split": stage.data.val_split,
+        M.PARAM_VARIANT: cfg.variant,
+        M.SELECTION_SET: cfg.data.selection_set,
+        "val_split": cfg.data.val_split,
         "lr": t.lr,
         "iterations": t.iterations,
         "epochs": t.epochs,
         "batch_size": t.batch_size,
         # How many rounds each speed-up's median and quartiles are over.
-        "latency_repeats": stage.latency.repeats if stage.latency.batch_sizes else None,
+        "latency_repeats": cfg.latency.repeats if cfg.latency.batch_sizes else None,
         # Where its initial weights are (the run they come from: tag init_run_id).
-        "init": _uri(stage.init) if stage.init else None,
+        "init": _uri(cfg.init) if cfg.init else None,
         M.PARAM_SP_KEY: job.key
         if job.shared
-        else (Path(stage.init).parent.name if stage.init else None),
+        else (Path(cfg.init).parent.name if cfg.init else None),
     }
     params.update({k: v for k, v in job.coords if k not in ("backbone", "gate")})
     params.update(plan.method(job.method).params(job))

@@ -141,9 +141,9 @@ def _fit_shared(job: Job, plan: Plan) -> dict:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     res = plan.space.resources.sp
-    stage = plan.stage_of(job).to_dict()
+    stage = plan.config_of(job).to_dict()
     # The space gives the global batch; each of the workers takes its share.
-    stage["train"]["batch_size"] = max(1, job.stage.train.batch_size // res.workers)
+    stage["train"]["batch_size"] = max(1, job.config.train.batch_size // res.workers)
     trainer = TorchTrainer(
         shared_worker,
         train_loop_config={

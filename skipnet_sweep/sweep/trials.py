@@ -157,7 +157,7 @@ def _train_trial(
 
     try:
         with (
-            _local_init(plan.stage_of(job), plan.store, resume) as stage,
+            _local_init(plan.config_of(job), plan.store, resume) as stage,
             tempfile.TemporaryDirectory() as d,
         ):
             result = run_stage(

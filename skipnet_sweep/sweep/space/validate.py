@@ -165,15 +165,15 @@ def _check_per_backbone(space: Space) -> None:
 
 
 def _check_recipes(space: Space, train_images: int | None) -> None:
-    """Every optimisation section as its stage reads it, and each backbone's own recipe
+    """Every optimisation section as its phase reads it, and each backbone's own recipe
     merged into the sections it changes."""
     sections = [("sp", "sp", space.sp), ("hrl", "hrl", space.hrl)]
     if space.baseline_recipe is not None:
         sections.append(("baseline_recipe", "baseline", space.baseline_recipe))
-    for where, stage, spec in sections:
+    for where, phase, spec in sections:
         _check_length(where, spec, train_images)
         _bounded(f"{where}.eval_every", spec.eval_every, *BOUNDS["eval_every"])
-        _check_train(where, stage, spec)
+        _check_train(where, phase, spec)
     for arch, given in space.backbone_recipe.items():
         _choice("backbone_recipe", arch, space.backbones)
         where = f"backbone_recipe.{arch}"
@@ -182,11 +182,11 @@ def _check_recipes(space: Space, train_images: int | None) -> None:
                 f"{where}: expected a mapping of optimiser fields, e.g. "
                 f"{{warmup_iterations: 400}}, got {show(given)}"
             )
-        for _, stage, spec in sections[:1] + sections[2:]:  # sp, baseline_recipe: not hrl
+        for _, phase, spec in sections[:1] + sections[2:]:  # sp, baseline_recipe: not hrl
             merged = space.recipe_for(arch, spec)
             _check_length(where, merged, train_images)
             _bounded(f"{where}.eval_every", merged.eval_every, *BOUNDS["eval_every"])
-            _check_train(where, stage, merged)
+            _check_train(where, phase, merged)
 
 
 def _check_search(space: Space) -> None:
@@ -255,12 +255,12 @@ def _choice(where: str, value: str, allowed) -> None:
         raise SpaceError(f"{where}: {show(value)} is not allowed; allowed: {', '.join(allowed)}")
 
 
-def _check_train(where: str, stage: str, spec: Any, **extra: Any) -> None:
-    """The section as ``stage`` reads it: ``TrainConfig``'s own checks (choices, ranges,
+def _check_train(where: str, phase: str, spec: Any, **extra: Any) -> None:
+    """The section as ``phase`` reads it: ``TrainConfig``'s own checks (choices, ranges,
     combinations), reported as ``where.FIELD``. A recipe field left empty takes TrainConfig's
     default here (each method's own default is valid)."""
     default = {f.name: f.default for f in fields(TrainConfig)}
-    train = recipe(where, stage, spec, default["lr"], default["lr_milestones"], **extra)
+    train = recipe(where, phase, spec, default["lr"], default["lr_milestones"], **extra)
     # TrainConfig takes lr 0 (a test freezes weights with it); a sweep would run to the end
     # and learn nothing.
     if train.lr == 0:
