@@ -193,7 +193,7 @@ def finish(callback, run, trials=(), **result) -> str:
     return callback.out.getvalue().splitlines()[-1]
 
 
-def test_a_failed_job_is_not_done_and_a_job_trained_again_counts_once(setup) -> None:
+def test_a_failed_job_is_not_done_and_a_job_trained_again_counts_once(setup, tmp_path) -> None:
     plan, callback, _, _ = setup
     base_job, sp_job = plan.shared_jobs
     base, sp = trial(base_job), trial(sp_job)
@@ -205,8 +205,13 @@ def test_a_failed_job_is_not_done_and_a_job_trained_again_counts_once(setup) -> 
     # An HRL trial stopped itself (a NaN loss): failed, not done.
     line = finish(callback, hrl[0], **{ERROR: "loss became nan at step 3"})
     assert line.startswith("[2/6, 1 failed] hrl") and "FAILED: loss became nan" in line
-    # Another errored (Tune gave up on it): failed too.
-    hrl[1].get_error = lambda: OSError("[Errno 28] No space left on device")
+    # Another errored (Tune gave up on it): failed too, with its error's last line, read
+    # from the driver's copy (Tune syncs it to the storage, where get_error reads, later).
+    error_file = tmp_path / "error.txt"
+    error_file.write_text(
+        "Failure # 1\nTraceback ...\nOSError: [Errno 28] No space left on device\n"
+    )
+    hrl[1].error_file, hrl[1].get_error = str(error_file), lambda: None
     callback.on_trial_error(0, [], hrl[1])
     line = callback.out.getvalue().splitlines()[-1]
     assert line.startswith("[2/6, 2 failed] hrl") and "No space left on device" in line

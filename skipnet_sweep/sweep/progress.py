@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
@@ -258,6 +259,14 @@ class ProgressCallback(_tune_callback_base()):
             self._line(trial, "ok")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        err = trial.get_error()
-        msg = str(err).strip().splitlines()[-1] if err else "the trial errored"
-        self._line(trial, f"FAILED: {msg[:80]}")
+        self._line(trial, f"FAILED: {_error_line(trial)[:80]}")
+
+
+def _error_line(trial) -> str:
+    """The last line of a trial's error (its exception). Tune writes the error to the
+    trial's folder in the driver's staging path and copies it to the storage, where
+    ``Trial.get_error`` reads, at its next sync: often after this callback."""
+    local = trial.error_file
+    text = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
+    lines = str(text or "").strip().splitlines()
+    return lines[-1] if lines else "the trial errored"
