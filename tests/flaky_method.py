@@ -1,10 +1,10 @@
-"""A method whose pre-training job fails while a fault file exists (a full disk stood in),
-for the whole-sweep test of a failed job that blocks another and is retried once the fault
-has passed (tests/test_failed_job.py). Defined in the tests only (no edit under
-``skipnet_sweep/``).
+"""A method whose jobs fail while their fault files exist (a full disk stood in), for the
+whole-sweep test of failed jobs retried once the fault has passed (tests/test_failed_job.py).
+Defined in the tests only (no edit under ``skipnet_sweep/``).
 
-Per backbone, a shared pre-training job (the plain ResNet, trained from scratch with
-cross-entropy, cached as SP is) and a trial that fine-tunes it."""
+Per backbone, ``pairs`` pairs of a shared pre-training job (the plain ResNet from scratch,
+cross-entropy, cached as SP is) and a trial that fine-tunes it. The pre-training job of pair
+``i`` fails while ``<faults>/pre<i>`` exists, its trial while ``<faults>/trial<i>`` does."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from skipnet_sweep.stages.objective import LossResult
 class FlakySettings:
     """The method's section of a space (``flaky:``)."""
 
-    fault: str = ""  # while this file exists, the pre-training job fails as on a full disk
+    faults: str = ""  # the folder of the fault files
+    pairs: int = 1
     iterations: int = 2
     lr: float = 0.01
     batch_size: int = 32
@@ -53,29 +54,31 @@ class Flaky(Method):
         jobs = []
         for arch in ctx.space.backbones:
             model = baseline_job(ctx, arch).stage.model  # the plain ResNet of ``arch``
-            stages = {}
-            for stage in self.stages:
-                train = TrainConfig(
-                    stage=stage,
-                    iterations=opts.iterations,
-                    lr=opts.lr,
-                    batch_size=opts.batch_size,
-                    lr_milestones=(),
-                    seed=ctx.space.seed,
-                )
-                options = {"fault": opts.fault} if stage == "flakypre" else {}
-                stages[stage] = StageConfig(model, ctx.data, train, options=options)
-            coords = [("backbone", arch)]
-            pre = make_job(self.name, stages["flakypre"], coords, curve="flakypre", shared=True)
-            trial = make_job(
-                self.name, stages["flaky"], coords, curve=self.name, needs=pre.id,
-                sweep_id=ctx.sweep_id,
-            )  # fmt: skip
-            jobs += [ctx.add_shared(("flakypre", arch), pre), trial]
+            for pair in range(opts.pairs):
+                stages = {}
+                for stage in self.stages:
+                    train = TrainConfig(
+                        stage=stage,
+                        iterations=opts.iterations,
+                        lr=opts.lr,
+                        batch_size=opts.batch_size,
+                        lr_milestones=(),
+                        seed=ctx.space.seed,
+                    )
+                    fault = os.path.join(
+                        opts.faults, f"{stage.removeprefix('flaky') or 'trial'}{pair}"
+                    )
+                    stages[stage] = StageConfig(model, ctx.data, train, options={"fault": fault})
+                coords = [("backbone", arch), ("pair", pair)]
+                pre = make_job(self.name, stages["flakypre"], coords, curve="flakypre", shared=True)
+                trial = make_job(
+                    self.name, stages["flaky"], coords, curve=self.name, needs=pre.id,
+                    sweep_id=ctx.sweep_id,
+                )  # fmt: skip
+                jobs += [pre, trial]
         return jobs
 
     def objective(self, cfg: StageConfig, costs) -> CrossEntropy:
-        fault = cfg.options.get("fault")
-        if fault and os.path.exists(fault):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), fault)
+        if os.path.exists(cfg.options["fault"]):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), cfg.options["fault"])
         return CrossEntropy()

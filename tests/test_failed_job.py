@@ -1,10 +1,13 @@
-"""A job that fails for a reason that passes (issue 24, item 3), on a local Ray instance: a
-plugin's shared pre-training job fails with "No space left on device" while a fault file
-exists, so the trial that starts from it never runs, the sweep exits 1 with one line per
-job that has not finished, and the terminal's count calls neither done. The fault removed,
-the same command retries the failed job, then runs the trial it blocked, and exits 0 with
-every job counted once. Starts from an SP cache trained in-process (``sp_cache``,
-conftest.py); the plugin is tests/flaky_method.py."""
+"""Jobs that fail for a reason that passes (issue 24, items 3 and 2), on a local Ray
+instance. A plugin (tests/flaky_method.py) adds two pairs of a pre-training job and a trial
+that starts from it; while fault files exist, the first pair's pre-training job and the
+second pair's trial fail with "No space left on device". The first sweep exits 1 with one
+line per job that has not finished (the first pair's trial never ran), and the terminal's
+count calls none of them done. Then the faults are removed and the second pair's cache entry
+is cut short: the same command retries the failed jobs and the one they blocked; the
+retried trial finds its start damaged where it loads it, sets it aside, and runs once that
+job is trained again. It exits 0 with every job counted once. Starts from an SP cache
+trained in-process (``sp_cache``, conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,13 +22,13 @@ from sweep_helpers import Sweep, local_sweep, run_sweep, seed_sp_cache, write_sp
 from skipnet_sweep import metrics as M
 from skipnet_sweep.methods import register_method, unregister_method
 
-NO_SPACE = "[Errno 28] No space left on device"
+NO_SPACE = "OSError: [Errno 28] No space left on device"
 
 
 @dataclass
 class Rerun:
     first: Sweep
-    statuses: dict  # stage -> MLflow run statuses after the first sweep
+    statuses: dict  # job id -> MLflow run statuses after the first sweep
     hrl_runs: dict  # run id -> RunInfo of the first sweep's HRL runs
     code: int
     out: str
@@ -37,12 +40,14 @@ def rerun(sp_cache: Path, tmp_path_factory, ray_dir) -> Rerun:
     register_method(Flaky, replace=True)
     try:
         folder = tmp_path_factory.mktemp("retry")
-        fault = folder / "disk_full"
-        fault.touch()
+        faults = folder / "faults"
+        faults.mkdir()
+        for name in ("pre0", "trial1"):
+            (faults / name).touch()
         changes = {
             "baseline": False,
             "alpha": [1.0],
-            "flaky": {"fault": str(fault)},
+            "flaky": {"faults": str(faults), "pairs": 2},
             "max_failures": 0,  # Tune's own retries within a run are test_faults'
         }
         space = write_space(folder, "flaky", changes)
@@ -51,52 +56,63 @@ def rerun(sp_cache: Path, tmp_path_factory, ray_dir) -> Rerun:
         mlflow = first.mlflow
         statuses = {}
         for r in mlflow.runs("tags.stage != 'sweep'"):
-            statuses.setdefault(r.data.tags[M.TAG_STAGE], []).append(r.info.status)
+            statuses.setdefault(r.data.tags[M.TAG_TRIAL_ID], []).append(r.info.status)
         hrl = {r.info.run_id: mlflow.info(r) for r in mlflow.runs("tags.stage = 'hrl'")}
-        fault.unlink()  # the disk has room again
+        for fault in faults.iterdir():  # the disk has room again
+            fault.unlink()
+        entry = first.plan.checkpoint(_pairs(first.plan)[1][0])
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
         code, out, err = local_sweep(first.argv(), ray_dir)
         return Rerun(first, statuses, hrl, code, out, err)
     finally:
         unregister_method(Flaky.name)
 
 
-def _jobs(plan) -> tuple[str, str]:
-    """The plugin's pre-training job and the trial that starts from it."""
-    (pre,) = [j.id for j in plan.shared_jobs if j.method == "flaky"]
-    (trial,) = [j.id for j in plan.trials if j.method == "flaky"]
-    return pre, trial
+def _pairs(plan) -> list[tuple]:
+    """The plugin's (pre-training job, trial) pairs, in order."""
+    pre = [j for j in plan.shared_jobs if j.method == "flaky"]
+    return [(p, next(t for t in plan.trials if t.needs == p.id)) for p in pre]
 
 
-def _count_lines(out: str) -> list[str]:
-    """The terminal's line per finished or failed job: ``[2/4, 1 failed] flakypre ...``."""
-    return [line for line in out.splitlines() if re.match(r"\[ *\d+/\d+", line)]
+def _counts(out: str) -> list[tuple[int, int, str]]:
+    """(done, failed, job label) of each line of a finished or failed job
+    (``[3/6, 2 failed] flaky ...``)."""
+    found = re.findall(r"^\[ *(\d+)/\d+(?:, (\d+) failed)?\] (\w+)", out, re.MULTILINE)
+    return [(int(done), int(failed or 0), stage) for done, failed, stage in found]
 
 
-def test_a_failed_job_fails_the_sweep_with_one_line_per_unfinished_job(rerun: Rerun) -> None:
+def test_failed_jobs_fail_the_sweep_with_one_line_each(rerun: Rerun) -> None:
     first = rerun.first
     assert first.code == 1, first.out[-3000:] + first.err[-3000:]
-    pre, trial = _jobs(first.plan)
-    summary = first.out.split("2 failed:\n", 1)[1].splitlines()
-    assert set(summary[:2]) == {
-        f"  {pre}: OSError: {NO_SPACE}: '{first.space.parent / 'disk_full'}'",
-        f"  {trial}: not run: it starts from {pre}, which has not finished",
+    (pre0, trial0), (pre1, trial1) = _pairs(first.plan)
+    faults = first.space.parent / "faults"
+    summary = first.out.split("3 failed:\n", 1)[1].splitlines()
+    assert set(summary[:3]) == {
+        f"  {pre0.id}: {NO_SPACE}: '{faults / 'pre0'}'",
+        f"  {trial0.id}: not run: it starts from {pre0.id}, which has not finished",
+        f"  {trial1.id}: {NO_SPACE}: '{faults / 'trial1'}'",
     }
-    assert summary[2].startswith("  run the same command to retry them")
-    # The count: SP (cached) and the HRL trial done; the failed job and the one it blocks
-    # are not.
-    lines = _count_lines(first.out)
-    assert len(lines) == 3, lines
-    (failed,) = [line for line in lines if " flakypre " in line]
-    assert ", 1 failed] flakypre" in failed and f"FAILED: OSError: {NO_SPACE}" in failed
-    assert max(int(re.match(r"\[ *(\d+)", line)[1]) for line in lines) == 2
-    assert rerun.statuses == {"sp": ["FINISHED"], "hrl": ["FINISHED"], "flakypre": ["FAILED"]}
+    assert summary[3].startswith("  run the same command to retry them")
+    # The count: SP (cached), the HRL trial and the second pre-training job done; the two
+    # failed jobs not, and the line of each says why.
+    counts = _counts(first.out)
+    assert len(counts) == 5 and max(c[0] for c in counts) == 3 and counts[-1][1] == 2, counts
+    failed = [line for line in first.out.splitlines() if "FAILED:" in line]
+    assert len(failed) == 2 and all(f"FAILED: {NO_SPACE}" in line for line in failed)
+    assert rerun.statuses[pre0.id] == rerun.statuses[trial1.id] == ["FAILED"]
+    assert trial0.id not in rerun.statuses
 
 
-def test_the_same_command_retries_it_then_runs_what_it_blocked(rerun: Rerun) -> None:
+def test_the_same_command_retries_what_failed_and_what_it_blocked(rerun: Rerun) -> None:
     assert rerun.code == 0, rerun.out[-3000:] + rerun.err[-3000:]
-    assert "resuming sweep-" in rerun.out and not re.search(r"\d failed", rerun.out)
-    lines = _count_lines(rerun.out)
-    assert [line.split()[:2] for line in lines] == [["[3/4]", "flakypre"], ["[4/4]", "flaky"]]
+    assert "resuming sweep-" in rerun.out and "FAILED" not in rerun.out
+    (pre0, trial0), (pre1, trial1) = _pairs(rerun.first.plan)
+    counts = _counts(rerun.out)
+    # The two failed jobs, the trial one of them blocked, and the pre-training job whose
+    # entry was cut short: each counted once, when it finished.
+    assert sorted(c[2] for c in counts) == ["flaky", "flaky", "flakypre", "flakypre"]
+    assert [c[0] for c in counts][-1] == 6 and max(c[0] for c in counts) == 6
+    assert all(c[1] == 0 for c in counts)
     mlflow = rerun.first.mlflow
     finished = {
         r.data.tags[M.TAG_TRIAL_ID]
@@ -107,3 +123,15 @@ def test_the_same_command_retries_it_then_runs_what_it_blocked(rerun: Rerun) -> 
     assert {r.info.run_id: mlflow.info(r) for r in mlflow.runs("tags.stage = 'hrl'")} == (
         rerun.hrl_runs
     )
+
+
+def test_a_retried_trial_sets_its_damaged_start_aside_and_waits_for_it(rerun: Rerun) -> None:
+    (_, _), (pre1, trial1) = _pairs(rerun.first.plan)
+    (waits,) = [line for line in rerun.out.splitlines() if ": waits: " in line]
+    assert str(rerun.first.plan.checkpoint(pre1)) in waits and "unreadable" in waits
+    # The run of the pre-training job whose entry was cut short is kept, FAILED with why.
+    retired = rerun.first.mlflow.runs(f"tags.`{M.TAG_TRIAL_ID}` LIKE '{pre1.id}-retired-%'")
+    assert [r.info.status for r in retired] == ["FAILED"]
+    assert "its cache entry was rejected" in retired[0].data.tags[M.TAG_ERROR]
+    aside = list(rerun.first.plan.checkpoint(pre1).parent.parent.glob("*.rejected-*"))
+    assert len(aside) == 1  # moved aside, not deleted
