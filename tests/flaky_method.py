@@ -45,7 +45,7 @@ class Flaky(Method):
     name = "flaky"
     label = "Flaky"
     marker = "v"
-    stages = ("flakypre", "flaky")
+    phases = ("flakypre", "flaky")
     space_key = "flaky"
     settings = FlakySettings
 
@@ -53,12 +53,12 @@ class Flaky(Method):
         opts = self.options(ctx.space)
         jobs = []
         for arch in ctx.space.backbones:
-            model = baseline_job(ctx, arch).stage.model  # the plain ResNet of ``arch``
+            model = baseline_job(ctx, arch).config.model  # the plain ResNet of ``arch``
             for pair in range(opts.pairs):
-                stages = {}
-                for stage in self.stages:
+                configs = {}
+                for phase in self.phases:
                     train = TrainConfig(
-                        stage=stage,
+                        phase=phase,
                         iterations=opts.iterations,
                         lr=opts.lr,
                         batch_size=opts.batch_size,
@@ -66,13 +66,15 @@ class Flaky(Method):
                         seed=ctx.space.seed,
                     )
                     fault = os.path.join(
-                        opts.faults, f"{stage.removeprefix('flaky') or 'trial'}{pair}"
+                        opts.faults, f"{phase.removeprefix('flaky') or 'trial'}{pair}"
                     )
-                    stages[stage] = StageConfig(model, ctx.data, train, options={"fault": fault})
+                    configs[phase] = StageConfig(model, ctx.data, train, options={"fault": fault})
                 coords = [("backbone", arch), ("pair", pair)]
-                pre = make_job(self.name, stages["flakypre"], coords, curve="flakypre", shared=True)
+                pre = make_job(
+                    self.name, configs["flakypre"], coords, curve="flakypre", shared=True
+                )
                 trial = make_job(
-                    self.name, stages["flaky"], coords, curve=self.name, needs=pre.id,
+                    self.name, configs["flaky"], coords, curve=self.name, needs=pre.id,
                     sweep_id=ctx.sweep_id,
                 )  # fmt: skip
                 jobs += [pre, trial]
