@@ -48,7 +48,9 @@ LONGEST_FIRST = (
     "test_sweep_resume",  # ~90 s
     "test_models",  # ~80 s
     "test_benchmarks",  # ~50 s
+    "test_failed_job",  # ~35 s (two sweeps)
     "test_restore",  # ~30 s (one Tune run)
+    "test_worker_groups",  # ~15 s (one Tune run)
     "test_analysis",
     "test_flops",
     "test_mlflow_ui",

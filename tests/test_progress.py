@@ -15,6 +15,7 @@ from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep import load_space, make_plan
 from skipnet_sweep.sweep import progress as P
 from skipnet_sweep.sweep.report_keys import STEP, TOTAL_STEPS
+from skipnet_sweep.sweep.searcher import AGAIN, ERROR
 
 
 class Clock:
@@ -36,9 +37,10 @@ def setup(tmp_path: Path, monkeypatch):
     return plan, callback, clock, out
 
 
-def trial(job) -> SimpleNamespace:
+def trial(job, trial_id: str | None = None, status: str = "RUNNING", **config) -> SimpleNamespace:
+    """A stand-in Tune trial of ``job`` (``config``: more of its config, ``attempt=1``)."""
     return SimpleNamespace(
-        trial_id=job.id, config={"job": job.id}, last_result={}, status="RUNNING"
+        trial_id=trial_id or job.id, config={"job": job.id, **config}, last_result={}, status=status
     )
 
 
@@ -178,3 +180,71 @@ def test_the_quickstart_eta_is_within_30_percent_once_a_third_is_done(monkeypatc
             assert 0.7 <= eta / (end - t) <= 1.3, (line, end - t)
             checked += 1
     assert checked == 4
+
+
+# --- the count: jobs that finished, each once (issue 24, item 3) -----------------------------
+
+
+def finish(callback, run, trials=(), **result) -> str:
+    """Complete ``run`` with ``result`` (a top-1 and MACs unless given); the line printed."""
+    run.last_result = result or {M.TOP1: 70.0, M.FLOPS_MEAN: 1e6, "time_total_s": 1}
+    run.status = "TERMINATED"
+    callback.on_trial_complete(0, list(trials), run)
+    return callback.out.getvalue().splitlines()[-1]
+
+
+def test_a_failed_job_is_not_done_and_a_job_trained_again_counts_once(setup, tmp_path) -> None:
+    plan, callback, _, _ = setup
+    base_job, sp_job = plan.shared_jobs
+    base, sp = trial(base_job), trial(sp_job)
+    hrl = [trial(j) for j in plan.trials if j.needs == sp_job.id]
+    for t in (base, sp, *hrl):
+        callback.on_trial_start(0, [], t)
+    assert finish(callback, base).startswith("[1/6] baseline")
+    assert finish(callback, sp).startswith("[2/6] sp")
+    # An HRL trial stopped itself (a NaN loss): failed, not done.
+    line = finish(callback, hrl[0], **{ERROR: "loss became nan at step 3"})
+    assert line.startswith("[2/6, 1 failed] hrl") and "FAILED: loss became nan" in line
+    # Another errored (Tune gave up on it): failed too, with its error's last line, read
+    # from the driver's copy (Tune syncs it to the storage, where get_error reads, later).
+    error_file = tmp_path / "error.txt"
+    error_file.write_text(
+        "Failure # 1\nTraceback ...\nOSError: [Errno 28] No space left on device\n"
+    )
+    hrl[1].error_file, hrl[1].get_error = str(error_file), lambda: None
+    callback.on_trial_error(0, [], hrl[1])
+    line = callback.out.getvalue().splitlines()[-1]
+    assert line.startswith("[2/6, 2 failed] hrl") and "No space left on device" in line
+    # A third found the SP's cache entry damaged: the SP trains again in a trial of its own,
+    # then the HRL job in one of its own. Each job counts once, when it finishes.
+    finish(callback, hrl[2], **{AGAIN: sp_job.id, "cache_rejected": "cut short"})
+    sp_again = trial(sp_job, "sp-again", attempt=1)
+    hrl_again = trial(plan.job(hrl[2].config["job"]), "hrl-again", attempt=1)
+    callback.on_trial_start(0, [], sp_again)
+    assert finish(callback, sp_again).startswith("[2/6, 2 failed] sp")
+    callback.on_trial_start(0, [], hrl_again)
+    assert finish(callback, hrl_again).startswith("[3/6, 2 failed] hrl")
+    assert finish(callback, hrl[3]).startswith("[4/6, 2 failed] hrl")
+
+
+def test_a_rerun_counts_earlier_jobs_once_and_its_retried_jobs_when_they_finish(setup) -> None:
+    """The driver of a rerun: Tune restored the earlier trials, resuming the errored one
+    (``resume_errored``: its status is PENDING again); the job that stopped itself stays
+    failed; the one whose start was set aside counts once its trial run again finishes."""
+    plan, callback, _, out = setup
+    base_job, sp_job = plan.shared_jobs
+    hrl_jobs = [j for j in plan.trials if j.needs == sp_job.id]
+    ok = {M.TOP1: 70.0, M.FLOPS_MEAN: 1e6}
+    earlier = [trial(j, status="TERMINATED") for j in (base_job, sp_job, *hrl_jobs[:2])]
+    for t, result in zip(earlier, (ok, ok, {ERROR: "nan"}, {AGAIN: sp_job.id}), strict=True):
+        t.last_result = result
+    retried = trial(hrl_jobs[2], status="PENDING")
+    again = trial(hrl_jobs[1], "h1-again", status="PENDING", attempt=1)
+    trials = [*earlier, retried, again]
+    callback.on_trial_start(0, trials, retried)
+    callback.on_trial_start(0, trials, again)
+    assert finish(callback, retried, trials).startswith("[3/6, 1 failed] hrl")
+    assert finish(callback, again, trials).startswith("[4/6, 1 failed] hrl")
+    last = trial(hrl_jobs[3])
+    callback.on_trial_start(0, trials, last)
+    assert finish(callback, last, trials).startswith("[5/6, 1 failed] hrl")

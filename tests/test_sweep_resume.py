@@ -1,13 +1,15 @@
 """Resume after the driver of a sweep is killed with SIGKILL in its trial stage (HRL), on a
 local Ray instance: each trial finishes once, nothing finished before the kill runs again,
-and the driver's Ray processes do not outlive it. Starts from an SP cache trained in-process
-(``sp_cache``, conftest.py), so it runs beside tests/test_sweep.py on another xdist worker."""
+and the driver's Ray processes do not outlive it; while it ran, a second driver of the same
+sweep was refused. Starts from an SP cache trained in-process (``sp_cache``, conftest.py),
+so it runs beside tests/test_sweep.py on another xdist worker."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from sweep_helpers import (
     Mlflow,
     alive,
     by_stage,
+    cli,
     descendants,
     local_sweep,
     migrated_store,
@@ -55,6 +58,8 @@ class Killed:
     code: int
     out: str
     after: dict
+    second: tuple  # (exit code, stdout, stderr) of a second driver while the first ran
+    first_pid: int  # the first driver's
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,6 +109,8 @@ def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
         driver = spawn_driver(space, kill_dir, folder / "driver.log", args=("--plugin", PLUGIN))
         try:
             wait_for(finished_hrl, 240, interval=0.5, what="two finished HRL runs")
+            # A second driver of the same sweep while the first runs (issue 24, item 7).
+            second = cli(["--space", str(space), "--num-cpus", "2", "--plugin", PLUGIN])
         finally:
             tree = descendants(driver.pid)  # its local Ray instance
             driver.send_signal(signal.SIGKILL)
@@ -132,7 +139,7 @@ def killed(sp_cache: Path, tmp_path_factory, ray_dir) -> Killed:
     )
     return Killed(
         plan, mlflow, finished_before, rows_before, status, strays, remaining, code, out + err,
-        mlflow.snapshot(),
+        mlflow.snapshot(), second, driver.pid,
     )  # fmt: skip
 
 
@@ -200,3 +207,13 @@ def test_kill_leaves_no_ray_process_of_the_driver_behind(killed: Killed) -> None
     after the SIGKILL: the driver's reaper stopped it, not the test."""
     assert killed.strays == {}
     assert killed.remaining == {}
+
+
+def test_a_second_driver_of_a_running_sweep_is_refused_naming_the_first(killed: Killed) -> None:
+    """The first a real driver with its Ray instance and trials running: the second is refused
+    in one line, before it starts anything, and the first goes on (it is killed later)."""
+    code, out, err = killed.second
+    assert code == 2, out + err
+    assert err.count("\n") == 1 and err.startswith(f"error: sweep {killed.plan.sweep_id} is ")
+    assert f"driver pid {killed.first_pid} on host {socket.gethostname()}" in err
+    assert "runs first" not in out  # it did not start: no opening line

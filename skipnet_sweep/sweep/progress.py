@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
@@ -86,6 +87,12 @@ def opening_line(plan: Plan) -> str:
     return f"{total} jobs ({', '.join(parts)}); runs first: {'; '.join(first) or 'sampled jobs'}"
 
 
+def _job_key(trial) -> str:
+    """The job a trial runs: a job run again (after an error, or once the start it needs is
+    trained again) is one job whatever its trials; an adaptive sample is a job of its own."""
+    return trial.config.get("job") or trial.trial_id
+
+
 @dataclass
 class _Running:
     """A trial this driver has seen report: where it is and when it said so."""
@@ -118,8 +125,9 @@ class ProgressCallback(_tune_callback_base()):
         samples = plan.space.search.num_samples if plan.adaptive else 0
         self.total = len(plan.jobs) + samples
         self._start = time.monotonic()
-        self._done: set[str] = set()
-        self._restored = 0
+        self._finished: set[str] = set()  # jobs (``_job_key``) that finished
+        self._failed: set[str] = set()  # jobs whose last trial failed
+        self._looked = False  # whether the trials of an earlier driver were counted
         self._restored_work = 0.0
         self._done_work = 0.0
         self._running: dict[str, _Running] = {}
@@ -150,12 +158,24 @@ class ProgressCallback(_tune_callback_base()):
         self._start = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if not self._done and not self._restored:
-            # A resumed sweep: what finished before this driver counts as done.
-            earlier = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
-            self._restored = len(earlier)
-            self._restored_work = sum(self._work_of(t.config) for t in earlier)
+        if not self._looked:
+            self._looked = True
+            self._count_earlier(trials)
         self._running[trial.trial_id] = _Running(self._work_of(trial.config), time.monotonic())
+
+    def _count_earlier(self, trials) -> None:
+        """A resumed sweep: the jobs that finished before this driver are done, those that
+        stopped themselves (a NaN loss) stay failed. Tune resumes errored trials (their
+        status is no longer ERROR here): they count when they finish."""
+        for t in trials:
+            result = t.last_result or {}
+            if t.status != "TERMINATED" or AGAIN in result:
+                continue
+            if ERROR in result:
+                self._failed.add(_job_key(t))
+            elif _job_key(t) not in self._finished:
+                self._finished.add(_job_key(t))
+                self._restored_work += self._work_of(t.config)
 
     def _eta(self) -> str:
         """The sweep's time left: the time so far over the work done by this driver (the
@@ -197,14 +217,20 @@ class ProgressCallback(_tune_callback_base()):
         self._print(f" {' ' * (2 * width + 2)} {stage:<8} {what:<22} {'  '.join(parts)}")
 
     def _line(self, trial, status: str) -> None:
-        self._done.add(trial.trial_id)
+        key = _job_key(trial)
+        if status == "ok":
+            self._finished.add(key)
+            self._failed.discard(key)
+        else:
+            self._finished.discard(key)
+            self._failed.add(key)
         result = trial.last_result or {}
         run = self._running.pop(trial.trial_id, None)
         work = run.work if run is not None else self._work_of(trial.config)
         before = 1.0 if result.get(CACHED) else run.before if run is not None else 0.0
         self._restored_work += work * before
         self._done_work += work * (1.0 - before)
-        done = len(self._done) + self._restored
+        done = len(self._finished)
         stage, what = job_label(self.plan, trial.config)
         took = duration(result.get("time_total_s", 0.0))
         eta = self._eta() if self.total - done > 0 else ""
@@ -214,12 +240,16 @@ class ProgressCallback(_tune_callback_base()):
         if result.get("cache_rejected"):
             self._print(f"   cache entry not reused: {str(result['cache_rejected'])[:200]}")
         width = len(str(self.total))
-        self._print(f"[{done:>{width}}/{self.total}] {stage:<8} {what:<22} {body}  {took}{eta}")
+        count = f"{done:>{width}}/{self.total}"
+        if self._failed:
+            count += f", {len(self._failed)} failed"
+        self._print(f"[{count}] {stage:<8} {what:<22} {body}  {took}{eta}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         if AGAIN in result:  # not done: it runs again once what it needs is trained again
             self._running.pop(trial.trial_id, None)
+            self._finished.discard(str(result[AGAIN]))  # trained again: done once it is
             stage, what = job_label(self.plan, trial.config)
             self._print(f"   {stage} {what}: waits: {str(result.get('cache_rejected'))[:200]}")
             return
@@ -229,6 +259,14 @@ class ProgressCallback(_tune_callback_base()):
             self._line(trial, "ok")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        err = trial.get_error()
-        msg = str(err).strip().splitlines()[-1] if err else "the trial errored"
-        self._line(trial, f"FAILED: {msg[:80]}")
+        self._line(trial, f"FAILED: {_error_line(trial)[:80]}")
+
+
+def _error_line(trial) -> str:
+    """The last line of a trial's error (its exception). Tune writes the error to the
+    trial's folder in the driver's staging path and copies it to the storage, where
+    ``Trial.get_error`` reads, at its next sync: often after this callback."""
+    local = trial.error_file
+    text = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
+    lines = str(text or "").strip().splitlines()
+    return lines[-1] if lines else "the trial errored"
