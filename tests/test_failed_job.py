@@ -33,6 +33,7 @@ class Rerun:
     code: int
     out: str
     err: str
+    errors: dict  # job id -> the MLflow error tag of its failed run
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +55,18 @@ def rerun(sp_cache: Path, tmp_path_factory, ray_dir) -> Rerun:
         seed_sp_cache(sp_cache, folder / "runs", space, stages=("sp",))
         first = run_sweep(space, ray_dir)
         mlflow = first.mlflow
-        statuses = {}
+        statuses, errors = {}, {}
         for r in mlflow.runs("tags.stage != 'sweep'"):
             statuses.setdefault(r.data.tags[M.TAG_TRIAL_ID], []).append(r.info.status)
+            if M.TAG_ERROR in r.data.tags:
+                errors[r.data.tags[M.TAG_TRIAL_ID]] = r.data.tags[M.TAG_ERROR]
         hrl = {r.info.run_id: mlflow.info(r) for r in mlflow.runs("tags.stage = 'hrl'")}
         for fault in faults.iterdir():  # the disk has room again
             fault.unlink()
         entry = first.plan.checkpoint(_pairs(first.plan)[1][0])
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
         code, out, err = local_sweep(first.argv(), ray_dir)
-        return Rerun(first, statuses, hrl, code, out, err)
+        return Rerun(first, statuses, hrl, code, out, err, errors)
     finally:
         unregister_method(Flaky.name)
 
@@ -100,6 +103,8 @@ def test_failed_jobs_fail_the_sweep_with_one_line_each(rerun: Rerun) -> None:
     failed = [line for line in first.out.splitlines() if "FAILED:" in line]
     assert len(failed) == 2 and all(f"FAILED: {NO_SPACE}" in line for line in failed)
     assert rerun.statuses[pre0.id] == rerun.statuses[trial1.id] == ["FAILED"]
+    # MLflow says why in the words of the exception, not "the trial errored"
+    assert NO_SPACE in rerun.errors[pre0.id] and NO_SPACE in rerun.errors[trial1.id], rerun.errors
     assert trial0.id not in rerun.statuses
 
 

@@ -10,12 +10,12 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.sweep.plan import Plan
 from skipnet_sweep.sweep.report_keys import CACHED, STEP, TOTAL_STEPS
 from skipnet_sweep.sweep.searcher import AGAIN, ERROR
+from skipnet_sweep.sweep.trial_errors import error_line
 
 # A job that trains without evaluating says where it is at least this often (seconds).
 LINE_EVERY = 60.0
@@ -259,14 +259,4 @@ class ProgressCallback(_tune_callback_base()):
             self._line(trial, "ok")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, f"FAILED: {_error_line(trial)[:80]}")
-
-
-def _error_line(trial) -> str:
-    """The last line of a trial's error (its exception). Tune writes the error to the
-    trial's folder in the driver's staging path and copies it to the storage, where
-    ``Trial.get_error`` reads, at its next sync: often after this callback."""
-    local = trial.error_file
-    text = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
-    lines = str(text or "").strip().splitlines()
-    return lines[-1] if lines else "the trial errored"
+        self._line(trial, f"FAILED: {error_line(trial)[:80]}")

@@ -17,6 +17,7 @@ from skipnet_sweep.sweep.plan import MODEL_FILE, Plan
 from skipnet_sweep.sweep.report_keys import CACHE_REJECTED, CACHED, STEP, TUNE_KEYS
 from skipnet_sweep.sweep.searcher import AGAIN, ERROR
 from skipnet_sweep.sweep.trial_checkpoints import _restored, _surviving
+from skipnet_sweep.sweep.trial_errors import error_line
 
 if TYPE_CHECKING:  # MLflow only in the driver: a trial process never imports it (~1.6 s)
     from skipnet_sweep.sweep.tracking import Tracker
@@ -66,13 +67,12 @@ class _Seen:
         if ckpt is not None:
             kind = ckpt.filesystem.type_name
             uri = ckpt.path if kind == "local" else f"{kind}://{ckpt.path.lstrip('/')}"
-        err = trial.get_error() if error else None
         return cls(
             trial.trial_id,
             _plain(trial.config),
             _plain(getattr(trial, "last_result", None) or {}),
             uri,
-            str(err).strip().splitlines()[-1] if err else ("trial errored" if error else None),
+            error_line(trial) if error else None,
         )
 
     @property
