@@ -127,7 +127,9 @@ def _check(info: dict, dry_run: str, where: str, spaces: str, cwd: Path) -> None
     assert info["sact"] == ["preact_resnet101", 1.1100941e10 / 2, 75.61, 92.75]
     # The default space, read from the installed package; its ./runs is the working folder.
     lines = dry_run.splitlines()
-    assert lines[0].startswith("sweep quickstart-") and lines[0].endswith(f" from {spaces}")
+    # what its precision means on this CPU first (precision: fast), then the sweep
+    assert lines[0].startswith("precision fast: "), lines[0]
+    assert lines[1].startswith("sweep quickstart-") and lines[1].endswith(f" from {spaces}")
     assert f"  storage: {cwd / 'runs'}" in lines
     assert list(cwd.iterdir()) == []  # a dry run writes nothing
 
