@@ -5,6 +5,7 @@ through Ray Tune, MLflow and the report in ``tests/test_sweep.py``'s tiny sweep.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -234,6 +235,9 @@ def test_plugin_flag_loads_a_file_and_refuses_a_missing_one(tmp_path: Path, caps
     assert run_main(["--plugin", "no_such_module_x", "--dry-run"]) == 2
     assert "--plugin no_such_module_x: No module named" in capsys.readouterr().err
     plugin = Path(__file__).parent / "toy_plugin.py"
+    # A test earlier in this process may have loaded the file (a module is imported once)
+    # and unregistered its methods since: this test loads it afresh.
+    sys.modules.pop(plugin.stem, None)
     path = write_space(tmp_path, changes={"toyroute": {"rate": [0.5]}})
     try:
         assert run_main(["--plugin", str(plugin), "--space", str(path), "--dry-run"]) == 0
