@@ -99,6 +99,7 @@ class _Running:
 
     work: float  # the job's share of the sweep (``Plan.work``)
     said: float  # when its last line was printed (monotonic seconds)
+    job: str = ""  # the job it runs (``_job_key``)
     first: tuple[float, int] | None = None  # (time, step) of its first report
     before: float = 0.0  # fraction of its steps trained before its first report
     done: float = 0.0  # fraction of its steps trained since
@@ -131,6 +132,7 @@ class ProgressCallback(_tune_callback_base()):
         self._restored_work = 0.0
         self._done_work = 0.0
         self._running: dict[str, _Running] = {}
+        self._slots = 1  # the most jobs seen running at once: how many the sweep runs in parallel
         work = {j.id: plan.work(j) for j in plan.jobs}
         if plan.adaptive is not None:
             method, axes = plan.adaptive
@@ -161,7 +163,11 @@ class ProgressCallback(_tune_callback_base()):
         if not self._looked:
             self._looked = True
             self._count_earlier(trials)
-        self._running[trial.trial_id] = _Running(self._work_of(trial.config), time.monotonic())
+        run = _Running(self._work_of(trial.config), time.monotonic(), _job_key(trial))
+        self._running[trial.trial_id] = run
+        # Bounded by the space's limit: a trial may start before the one it replaces ends.
+        cap = self.plan.space.max_concurrent_trials or len(self._running)
+        self._slots = max(self._slots, min(len(self._running), cap))
 
     def _count_earlier(self, trials) -> None:
         """A resumed sweep: the jobs that finished before this driver are done, those that
@@ -178,13 +184,24 @@ class ProgressCallback(_tune_callback_base()):
                 self._restored_work += self._work_of(t.config)
 
     def _eta(self) -> str:
-        """The sweep's time left: the time so far over the work done by this driver (the
-        trained part of running jobs included), times the work left."""
+        """The sweep's time left: the work left at the rate of the work done by this driver
+        so far (the trained part of running jobs included), run as many jobs at once as it
+        has run: the rest of the running jobs, then the jobs not started, each on the first
+        free slot, so a last job that runs alone counts at one slot's rate."""
         done = self._done_work + sum(r.work * r.done for r in self._running.values())
         left = self._total_work - self._restored_work - done
         if done <= 0 or left <= 0:
             return ""
-        return f"  sweep ETA {duration((time.monotonic() - self._start) * left / done)}"
+        per_slot = done / max(time.monotonic() - self._start, 1e-9) / self._slots
+        if self.plan.adaptive is not None:  # samples not yet drawn: no list to place
+            return f"  sweep ETA {duration(left / (per_slot * self._slots))}"
+        slots = [r.work * max(0.0, 1.0 - r.before - r.done) for r in self._running.values()]
+        slots += [0.0] * max(0, self._slots - len(slots))
+        started = {r.job for r in self._running.values()} | self._finished | self._failed
+        for job, work in self._work.items():
+            if job not in started:
+                slots[slots.index(min(slots))] += work
+        return f"  sweep ETA {duration(max(slots) / per_slot)}"
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self._running.get(trial.trial_id)
