@@ -17,12 +17,21 @@ from typing import Any
 
 HASH_WHEN_SET = {"hash_when_set": True}
 
-__all__ = ["HASH_WHEN_SET", "hashed_as", "hashed_dict"]
+__all__ = ["HASH_WHEN_SET", "hashed_as", "hashed_dict", "renamed"]
 
 
 def hashed_as(name: str) -> dict:
     """Field metadata: hash the field under ``name`` (its name when ids were handed out)."""
     return {"hashed_as": name}
+
+
+def renamed(state: dict, old: str, new: str) -> dict:
+    """A copy of ``state`` (a saved config dict, a pickled object's ``__dict__``) with what
+    was saved under a field's ``old`` name moved to its ``new`` one."""
+    state = dict(state)
+    if old in state:
+        state[new] = state.pop(old)
+    return state
 
 
 def _at_default(f: Field, value: Any) -> bool:

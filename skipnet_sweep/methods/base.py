@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from skipnet_sweep.errors import SpaceError
 from skipnet_sweep.flops import count_costs
+from skipnet_sweep.identity import renamed
 from skipnet_sweep.models import ModelConfig, build_from_config
 from skipnet_sweep.stages.checkpoint import load_model
 from skipnet_sweep.stages.config import OPTIM, FieldError, StageConfig, TrainConfig, group_fields
@@ -101,10 +102,7 @@ class Job:
 
     def __setstate__(self, state: dict) -> None:
         # A job pickled before ``stage`` was renamed ``config`` (a sweep's saved Tune state).
-        state = dict(state)
-        if "stage" in state:
-            state["config"] = state.pop("stage")
-        self.__dict__.update(state)
+        self.__dict__.update(renamed(state, "stage", "config"))
 
     def coord(self, name: str, default: Any = None) -> Any:
         return dict(self.coords).get(name, default)

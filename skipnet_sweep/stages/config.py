@@ -16,7 +16,7 @@ from typing import Any
 
 from skipnet_sweep import metrics as M
 from skipnet_sweep.data import check_val_split
-from skipnet_sweep.identity import hashed_as, hashed_dict
+from skipnet_sweep.identity import hashed_as, hashed_dict, renamed
 from skipnet_sweep.models import ModelConfig
 from skipnet_sweep.yamlio import show
 
@@ -314,10 +314,7 @@ class TrainConfig:
 
     def __setstate__(self, state: dict) -> None:
         # A config pickled before ``stage`` was renamed ``phase`` (a sweep's saved Tune state).
-        state = dict(state)
-        if "stage" in state:
-            state["phase"] = state.pop("stage")
-        self.__dict__.update(state)
+        self.__dict__.update(renamed(state, "stage", "phase"))
 
 
 def hrl_defaults(**overrides) -> TrainConfig:
@@ -402,9 +399,7 @@ class StageConfig:
     @classmethod
     def from_dict(cls, d: dict) -> StageConfig:
         """The config ``to_dict`` gave, or one saved before ``phase`` was renamed."""
-        train = dict(d["train"])
-        if "stage" in train:
-            train["phase"] = train.pop("stage")
+        train = renamed(d["train"], "stage", "phase")
         train["lr_milestones"] = tuple(train.get("lr_milestones", ()))
         return cls(
             model=ModelConfig(**d["model"]),
@@ -433,8 +428,7 @@ class StageConfig:
 def saved_phase(d: dict) -> str | None:
     """The phase of a saved ``StageConfig.to_dict()`` (a checkpoint's ``stage_config``), under
     its name or its name before the rename; None if it has none."""
-    train = d.get("train") or {}
-    return train.get("phase", train.get("stage"))
+    return renamed(d.get("train") or {}, "stage", "phase").get("phase")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
