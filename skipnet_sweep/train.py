@@ -315,6 +315,37 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
     )
 
 
+def init_split_note(cfg: StageConfig) -> str | None:
+    """One line when this stage's validation images are not held out from ``--init``'s run.
+
+    The split is a permutation seeded by the stage's seed (``data.split_validation``): a
+    stage started from a checkpoint with another seed or another ``val_split`` of the same
+    training images, or from one trained on all of them, validates on images that trained
+    the checkpoint, and its val top-1 overstates. A sweep gives SP and HRL one seed; this is
+    the ``train`` CLI's seed-variance run. None when the sets are held out alike.
+    """
+    if cfg.init is None or cfg.data.val_split is None:
+        return None
+    saved = load_checkpoint(cfg.init).get("stage_config") or {}
+    data = saved.get("data")
+    if not data or any(
+        data.get(k) != getattr(cfg.data, k) for k in ("dataset", "train_subset", "synthetic")
+    ):
+        return None  # another pool of training images: nothing to compare
+    seed = saved.get("train", {}).get("seed", 0)
+    if data.get("val_split") is None:
+        why = "trained on every training image"
+    elif (data["val_split"], seed) != (cfg.data.val_split, cfg.train.seed):
+        why = f"held out val_split {data['val_split']} with seed {seed}"
+    else:
+        return None
+    return (
+        f"note: the validation set (val_split {cfg.data.val_split}, seed {cfg.train.seed}) "
+        f"holds images that trained --init {cfg.init}, which {why}: val top-1 overstates "
+        "and test top-1 is the held-out measure"
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> dict:
     model, payload = load_trained(args.checkpoint)
     saved = payload.get("stage_config") or {}
@@ -366,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             cfg = _stage_config(args)
+            note = init_split_note(cfg)
+            if note:
+                print(note, file=sys.stderr)
             result = run_stage(
                 cfg, args.out, progress=not args.no_progress, artifacts=args.artifacts
             )

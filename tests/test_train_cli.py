@@ -98,6 +98,45 @@ def test_gate_init_with_a_gated_init_checkpoint_is_refused(runs):
     )
 
 
+def test_a_validation_set_that_trained_the_init_checkpoint_is_noted(runs, tmp_path):
+    """The split follows the stage's seed: another seed, or a checkpoint trained on every
+    training image, puts --init's training images in this run's validation set."""
+    _, sp, _ = runs  # trained on all 64 images, seed 0
+    code, _, err = cli(
+        "hrl", *FAST, "--init", str(sp), "--val-split", "16", "--out", str(tmp_path / "a.pt")
+    )
+    assert code == 0
+    assert err.strip() == (
+        f"note: the validation set (val_split 16, seed 0) holds images that trained --init {sp}, "
+        "which trained on every training image: val top-1 overstates and test top-1 is the "
+        "held-out measure"
+    )
+    held = tmp_path / "held.pt"
+    assert (
+        cli("sp", *FAST, "--arch", "cifar_resnet8", "--val-split", "16", "--out", str(held))[0] == 0
+    )
+    code, _, err = cli(
+        "hrl",
+        *FAST,
+        "--init",
+        str(held),
+        "--val-split",
+        "16",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path / "b.pt"),
+    )
+    assert code == 0
+    assert err.strip().startswith("note: the validation set (val_split 16, seed 1) holds images")
+    assert "which held out val_split 16 with seed 0: val top-1 overstates" in err
+    # The same split as the checkpoint's: held out, nothing to say.
+    code, _, err = cli(
+        "hrl", *FAST, "--init", str(held), "--val-split", "16", "--out", str(tmp_path / "c.pt")
+    )
+    assert (code, err) == (0, "")
+
+
 def test_hrl_from_sp_prints_the_summary_line(runs):
     r, sp, hrl = runs
     code, out, err = r["hrl"]
