@@ -315,6 +315,11 @@ def _stage_config(args: argparse.Namespace) -> StageConfig:
     )
 
 
+def _saved_seed(saved: dict) -> int:
+    """The seed a checkpoint's stage config trained with (TrainConfig's default if absent)."""
+    return saved.get("train", {}).get("seed", TrainConfig.seed)
+
+
 def init_split_note(cfg: StageConfig) -> str | None:
     """One line when this stage's validation images are not held out from ``--init``'s run.
 
@@ -332,7 +337,7 @@ def init_split_note(cfg: StageConfig) -> str | None:
         data.get(k) != getattr(cfg.data, k) for k in ("dataset", "train_subset", "synthetic")
     ):
         return None  # another pool of training images: nothing to compare
-    seed = saved.get("train", {}).get("seed", 0)
+    seed = _saved_seed(saved)
     if data.get("val_split") is None:
         why = "trained on every training image"
     elif (data["val_split"], seed) != (cfg.data.val_split, cfg.train.seed):
@@ -354,7 +359,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     # Rebuild the data the checkpoint was trained on (seed and synthetic sizes included),
     # with the command line's overrides.
     data = DataConfig(**saved["data"]) if "data" in saved else DataConfig()
-    seed = saved.get("train", {}).get("seed", 0)
+    seed = _saved_seed(saved)
     if args.dataset and args.dataset != data.dataset:
         data = DataConfig(dataset=args.dataset)
     kwargs = data.loader_kwargs()
